@@ -1,0 +1,112 @@
+"""Public NumPy-level API: encode, encode_many, decode, decode_many, inspect."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu_backend, payload
+from .errors import PayloadError
+from .payload import DEFAULT_MAX_ELEMENTS
+from .rng import seed_to_u64
+
+
+def _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout, nonfinite):
+    from .coders import CODER_CHOICES
+
+    if coder not in CODER_CHOICES:
+        raise ValueError(f"unknown coder {coder!r}; choose from {CODER_CHOICES}")
+    return dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
+                seed=seed_to_u64(seed), ratio=ratio, chunk_log2=chunk_log2,
+                elias_layout=elias_layout, nonfinite=nonfinite)
+
+
+def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
+           norm: str = "l2", seed: int = 0, *, ratio: float = 0.01,
+           chunk_log2: int | None = None, elias_layout: str = "runlength",
+           nonfinite: str = "raise") -> bytes:
+    """Quantize and entropy-code one float array into a self-describing payload.
+
+    quantizer: "qsgd" (levels s, default 16; norm "l2" or "max"), "terngrad", or "topk"
+        (ratio of entries kept; levels 0 = exact float32 values, s >= 1 = quantized).
+    coder: "auto" (default: the smaller of huffman and zrh), "huffman", "sh", "shs", "rlh",
+        "zrh", "elias-gamma", "elias-delta", "elias-omega" (elias_layout "runlength"/"gap").
+    seed: stochastic rounding is a hash of (seed, element index): same seed, same bytes.
+    """
+    opts = _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout,
+                    nonfinite)
+    return payload.pack([cpu_backend.encode_section(x, stream=0, **opts)], bundle=False)
+
+
+def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
+                norm: str = "l2", seed: int = 0, **kw) -> bytes:
+    """Encode several arrays (a model's gradients) into one bundle payload.
+
+    Each array keeps its own scale and codebook; one header and one checksum serve them all.
+    Array i draws its random numbers from stream i of ``seed``.
+    """
+    opts = _options(quantizer, coder, levels, norm, seed, kw.pop("ratio", 0.01),
+                    kw.pop("chunk_log2", None), kw.pop("elias_layout", "runlength"),
+                    kw.pop("nonfinite", "raise"))
+    if kw:
+        raise TypeError(f"unexpected arguments {sorted(kw)}")
+    sections = [cpu_backend.encode_section(x, stream=i, **opts) for i, x in enumerate(xs)]
+    return payload.pack(sections, bundle=True)
+
+
+def decode(blob, *, max_elements: int = DEFAULT_MAX_ELEMENTS):
+    """Dequantized array of a payload from :func:`encode` (a list for :func:`encode_many`).
+
+    Raises PayloadError for anything malformed; refuses payloads that claim more than
+    ``max_elements`` elements in all (an all-zero tensor codes to a few bytes, so a small
+    payload may legitimately expand enormously).
+    """
+    bundle, sections = payload.unpack(blob, max_elements)
+    out = [cpu_backend.decode_section(s) for s in sections]
+    return out if bundle else out[0]
+
+
+def decode_many(blob, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> list:
+    """Like :func:`decode` but always returns a list."""
+    out = decode(blob, max_elements=max_elements)
+    return out if isinstance(out, list) else [out]
+
+
+def _section_info(s: payload.Section, header_bytes: int) -> dict:
+    return {
+        "quantizer": s.quantizer,
+        "levels": s.levels,
+        "norm": s.norm,
+        "raw_values": s.raw,
+        "coder": s.coder,
+        "elias_layout": ("gap" if s.gap_layout else "runlength") if s.coder.startswith("elias")
+        else None,
+        "dtype": np.dtype(s.dtype).name,
+        "shape": s.shape,
+        "size": s.size,
+        "scale": s.scale,
+        "chunk_elements": 1 << s.chunk_log2,
+        "num_chunks": s.num_chunks,
+        "codebook_bytes": len(s.codebook),
+        "data_bytes": len(s.data),
+        "data_bits": int(s.chunk_bits.sum()),
+        "header_bytes": header_bytes,
+    }
+
+
+def inspect(blob, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict:
+    """Header fields of a payload (validated like decode, bits not decoded)."""
+    bundle, sections = payload.unpack(blob, max_elements)
+    total = len(blob)
+    infos = []
+    for s in sections:
+        hdr = len(payload.pack([s], bundle=False)) - len(s.codebook) - len(s.data)
+        infos.append(_section_info(s, hdr))
+    base = {"version": payload.VERSION, "bundle": bundle, "total_bytes": total}
+    if not bundle:
+        info = infos[0]
+        info.update(base)
+        info["bits_per_entry"] = 8 * total / info["size"] if info["size"] else float("nan")
+        return info
+    n = sum(i["size"] for i in infos)
+    base.update(count=len(infos), sections=infos, size=n,
+                bits_per_entry=8 * total / n if n else float("nan"))
+    return base

@@ -1,0 +1,217 @@
+"""Bit packing primitives shared by every coder (numba, MSB-first).
+
+A writer is the triple ``(pos, acc, nacc)``: ``pos`` is the next byte of ``out`` to write,
+``acc`` holds ``nacc`` (< 8 between calls) pending bits in its low end. Readers never hold
+state: :func:`peek32` returns the 32 bits starting at a bit position, reading bytes past the
+end of the buffer as zero, so a decoder can never read out of bounds; decoders compare their
+bit position with the chunk's end after every symbol instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+U64 = np.uint64
+ERR_OVERRUN = -1  # a decoder consumed more bits than its chunk holds
+ERR_UNDERRUN = -2  # a chunk ended with bits left over (or an element count mismatch)
+ERR_BAD_VALUE = -3  # a decoded value is outside its legal range
+ERR_MESSAGES = {
+    ERR_OVERRUN: "a chunk's bits ran out before its elements were decoded",
+    ERR_UNDERRUN: "a chunk has bits left over after its elements were decoded",
+    ERR_BAD_VALUE: "a decoded symbol or length is outside its legal range",
+}
+
+
+@njit(inline="always", cache=True)
+def put(out, pos, acc, nacc, code, length):
+    """Append the low ``length`` (<= 32) bits of ``code``."""
+    acc = (acc << U64(length)) | U64(code)
+    nacc += length
+    while nacc >= 8:
+        nacc -= 8
+        out[pos] = np.uint8((acc >> U64(nacc)) & U64(0xFF))
+        pos += 1
+    return pos, acc, nacc
+
+
+@njit(inline="always", cache=True)
+def flush(out, pos, acc, nacc):
+    """Write the pending bits, zero padded to a byte; returns the new byte position."""
+    if nacc > 0:
+        out[pos] = np.uint8((acc << U64(8 - nacc)) & U64(0xFF))
+        pos += 1
+    return pos
+
+
+@njit(inline="always", cache=True)
+def peek32(buf, bitpos):
+    """The 32 bits of ``buf`` starting at ``bitpos`` (MSB first), as the low bits of a uint64."""
+    nbytes = buf.shape[0]
+    byte = bitpos >> 3
+    w = U64(0)
+    if byte + 8 <= nbytes:
+        for i in range(8):
+            w = (w << U64(8)) | U64(buf[byte + i])
+    else:
+        for i in range(8):
+            w = w << U64(8)
+            if byte + i < nbytes:
+                w |= U64(buf[byte + i])
+    return ((w << U64(bitpos & 7)) >> U64(32)) & U64(0xFFFFFFFF)
+
+
+@njit(inline="always", cache=True)
+def bitlen(v):
+    """Number of significant bits of v >= 1 (floor(log2 v) + 1)."""
+    n = 0
+    while v > 0:
+        v >>= 1
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------- Elias codes (v >= 1)
+@njit(inline="always", cache=True)
+def gamma_len(v):
+    return 2 * bitlen(v) - 1
+
+
+@njit(inline="always", cache=True)
+def put_gamma(out, pos, acc, nacc, v):
+    nb = bitlen(v)
+    pos, acc, nacc = put(out, pos, acc, nacc, 0, nb - 1)
+    if nb > 32:
+        pos, acc, nacc = put(out, pos, acc, nacc, v >> 32, nb - 32)
+        pos, acc, nacc = put(out, pos, acc, nacc, v & 0xFFFFFFFF, 32)
+    else:
+        pos, acc, nacc = put(out, pos, acc, nacc, v, nb)
+    return pos, acc, nacc
+
+
+@njit(inline="always", cache=True)
+def get_gamma(buf, bitpos, end):
+    """Returns (value, new bitpos); value < 0 on error. Values are limited to 2^40."""
+    zeros = 0
+    while True:
+        if bitpos >= end:
+            return ERR_OVERRUN, bitpos
+        w = peek32(buf, bitpos)
+        if w == 0:
+            zeros += 32
+            bitpos += 32
+            if zeros > 40:
+                return ERR_BAD_VALUE, bitpos
+            continue
+        lz = 32 - bitlen(w)
+        zeros += lz
+        bitpos += lz
+        break
+    if zeros > 40:
+        return ERR_BAD_VALUE, bitpos
+    nb = zeros + 1
+    if bitpos + nb > end:
+        return ERR_OVERRUN, bitpos
+    if nb <= 32:
+        v = np.int64(peek32(buf, bitpos) >> U64(32 - nb))
+    else:
+        hi = np.int64(peek32(buf, bitpos))
+        lo = np.int64(peek32(buf, bitpos + 32) >> U64(64 - nb))
+        v = (hi << (nb - 32)) | lo
+    return v, bitpos + nb
+
+
+@njit(inline="always", cache=True)
+def delta_len(v):
+    nb = bitlen(v)
+    return gamma_len(nb) + nb - 1
+
+
+@njit(inline="always", cache=True)
+def put_delta(out, pos, acc, nacc, v):
+    nb = bitlen(v)
+    pos, acc, nacc = put_gamma(out, pos, acc, nacc, nb)
+    rest = nb - 1
+    if rest > 32:
+        pos, acc, nacc = put(out, pos, acc, nacc, (v >> 32) & ((1 << (rest - 32)) - 1), rest - 32)
+        pos, acc, nacc = put(out, pos, acc, nacc, v & 0xFFFFFFFF, 32)
+    elif rest > 0:
+        pos, acc, nacc = put(out, pos, acc, nacc, v & ((1 << rest) - 1), rest)
+    return pos, acc, nacc
+
+
+@njit(inline="always", cache=True)
+def get_delta(buf, bitpos, end):
+    nb, bitpos = get_gamma(buf, bitpos, end)
+    if nb < 0:
+        return nb, bitpos
+    if nb > 41:
+        return ERR_BAD_VALUE, bitpos
+    rest = nb - 1
+    if bitpos + rest > end:
+        return ERR_OVERRUN, bitpos
+    v = np.int64(1)
+    if rest > 32:
+        v = (v << 32) | np.int64(peek32(buf, bitpos))
+        bitpos += 32
+        rest -= 32
+    if rest > 0:
+        v = (v << rest) | np.int64(peek32(buf, bitpos) >> U64(32 - rest))
+        bitpos += rest
+    return v, bitpos
+
+
+@njit(inline="always", cache=True)
+def omega_len(v):
+    n = 1
+    while v > 1:
+        nb = bitlen(v)
+        n += nb
+        v = nb - 1
+    return n
+
+
+@njit(inline="always", cache=True)
+def put_omega(out, pos, acc, nacc, v):
+    # groups are emitted in reverse order of their computation: collect them first
+    groups = np.empty(8, np.int64)
+    widths = np.empty(8, np.int64)
+    k = 0
+    while v > 1:
+        nb = bitlen(v)
+        groups[k] = v
+        widths[k] = nb
+        k += 1
+        v = nb - 1
+    for j in range(k - 1, -1, -1):
+        g = groups[j]
+        w = widths[j]
+        if w > 32:
+            pos, acc, nacc = put(out, pos, acc, nacc, g >> 32, w - 32)
+            pos, acc, nacc = put(out, pos, acc, nacc, g & 0xFFFFFFFF, 32)
+        else:
+            pos, acc, nacc = put(out, pos, acc, nacc, g, w)
+    pos, acc, nacc = put(out, pos, acc, nacc, 0, 1)
+    return pos, acc, nacc
+
+
+@njit(inline="always", cache=True)
+def get_omega(buf, bitpos, end):
+    v = np.int64(1)
+    while True:
+        if bitpos >= end:
+            return ERR_OVERRUN, bitpos
+        if (peek32(buf, bitpos) >> U64(31)) == 0:
+            return v, bitpos + 1
+        # a group of v + 1 bits starting with the 1 just seen
+        w = v + 1
+        if w > 41:
+            return ERR_BAD_VALUE, bitpos
+        if bitpos + w > end:
+            return ERR_OVERRUN, bitpos
+        if w > 32:
+            hi = np.int64(peek32(buf, bitpos))
+            lo = np.int64(peek32(buf, bitpos + 32) >> U64(64 - w))
+            v = (hi << (w - 32)) | lo
+        else:
+            v = np.int64(peek32(buf, bitpos) >> U64(32 - w))
+        bitpos += w

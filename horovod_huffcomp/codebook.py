@@ -1,0 +1,266 @@
+"""Canonical, length-limited Huffman codebooks: construction, serialisation, decode tables.
+
+Construction is deterministic (ties broken by symbol index) and uses integer arithmetic only,
+so the GPU backend builds the very same code from the same counts:
+
+1. symbols with a non-zero count are sorted by (count, symbol);
+2. the two-queue Huffman method gives optimal lengths;
+3. lengths above ``MAX_CODE_LEN`` are limited with the JPEG (Annex K.3) adjustment on the
+   per-length counts, then handed back to the symbols sorted by (count desc, symbol asc);
+4. canonical codes are assigned in (length, symbol) order, as in DEFLATE.
+
+A single used symbol gets a zero-length code (it costs no bits); no used symbol gives an
+empty code. Serialised form (byte aligned, see docs/format.md)::
+
+    varint lo | varint count | [bits: for each symbol lo..lo+count-1,
+                                Elias-gamma(zigzag(len - previous len) + 1)] | pad to byte
+
+``count == 1`` is the single-symbol code, ``count == 0`` the empty code. A parsed code must
+be complete (Kraft sum exactly 1) with every length in 0..MAX_CODE_LEN.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import bits as B
+from .errors import PayloadError
+from .payload import MAX_CODE_LEN, Reader, put_varint
+
+
+@njit(cache=True)
+def huffman_lengths(counts, max_len):
+    """Code length of every symbol (0 for count 0) for int64 ``counts``."""
+    n = counts.shape[0]
+    lengths = np.zeros(n, np.int64)
+    used = 0
+    for i in range(n):
+        if counts[i] > 0:
+            used += 1
+    if used <= 1:
+        return lengths
+    syms = np.empty(used, np.int64)
+    k = 0
+    for i in range(n):
+        if counts[i] > 0:
+            syms[k] = i
+            k += 1
+    # stable sort by count keeps symbol order among equal counts
+    order = np.argsort(counts[syms], kind="mergesort")
+    syms = syms[order]
+    w = counts[syms].copy()
+    # two-queue Huffman: leaves 0..used-1, internal nodes used..2*used-2
+    parent = np.zeros(2 * used - 1, np.int64)
+    iw = np.zeros(used - 1, np.int64)
+    li = 0
+    ii = 0
+    for node in range(used - 1):
+        pick = np.empty(2, np.int64)
+        for t in range(2):
+            # prefer the leaf on ties (deterministic, keeps depth low)
+            if li < used and (ii >= node or w[li] <= iw[ii]):
+                pick[t] = li
+                li += 1
+            else:
+                pick[t] = used + ii
+                ii += 1
+        wa = w[pick[0]] if pick[0] < used else iw[pick[0] - used]
+        wb = w[pick[1]] if pick[1] < used else iw[pick[1] - used]
+        iw[node] = wa + wb
+        parent[pick[0]] = used + node
+        parent[pick[1]] = used + node
+    depth = np.zeros(2 * used - 1, np.int64)
+    for node in range(2 * used - 3, -1, -1):
+        depth[node] = depth[parent[node]] + 1
+    maxd = 0
+    for i in range(used):
+        if depth[i] > maxd:
+            maxd = depth[i]
+    if maxd <= max_len:
+        for i in range(used):
+            lengths[syms[i]] = depth[i]
+        return lengths
+    # JPEG Annex K.3 length limiting on the count of codes per length
+    bl = np.zeros(maxd + 2, np.int64)
+    for i in range(used):
+        bl[depth[i]] += 1
+    for i in range(maxd, max_len, -1):
+        while bl[i] > 0:
+            j = i - 2
+            while j > 1 and bl[j] == 0:
+                j -= 1
+            bl[i] -= 2
+            bl[i - 1] += 1
+            bl[j + 1] += 2
+            bl[j] -= 1
+    # hand lengths back: the most frequent symbols (end of syms) get the shortest codes
+    pos = used - 1
+    for ln in range(1, max_len + 1):
+        for _ in range(bl[ln]):
+            lengths[syms[pos]] = ln
+            pos -= 1
+    return lengths
+
+
+@njit(cache=True)
+def canonical_codes(lengths):
+    """DEFLATE-style canonical codes for ``lengths`` (codes are right-aligned integers)."""
+    n = lengths.shape[0]
+    bl = np.zeros(MAX_CODE_LEN + 1, np.int64)
+    for i in range(n):
+        bl[lengths[i]] += 1
+    bl[0] = 0
+    nxt = np.zeros(MAX_CODE_LEN + 2, np.int64)
+    code = 0
+    for ln in range(1, MAX_CODE_LEN + 1):
+        code = (code + bl[ln - 1]) << 1
+        nxt[ln] = code
+    codes = np.zeros(n, np.int64)
+    for i in range(n):
+        ln = lengths[i]
+        if ln > 0:
+            codes[i] = nxt[ln]
+            nxt[ln] += 1
+    return codes
+
+
+@njit(cache=True)
+def decode_table(lengths, codes, single):
+    """Lookup table indexed by the next ``tbits`` bits: entry = symbol << 5 | length."""
+    if single >= 0:
+        t = np.empty(1, np.int64)
+        t[0] = single << 5
+        return t, 0
+    tbits = 0
+    for i in range(lengths.shape[0]):
+        if lengths[i] > tbits:
+            tbits = lengths[i]
+    t = np.zeros(1 << tbits, np.int64)
+    for i in range(lengths.shape[0]):
+        ln = lengths[i]
+        if ln > 0:
+            lo = codes[i] << (tbits - ln)
+            hi = (codes[i] + 1) << (tbits - ln)
+            for j in range(lo, hi):
+                t[j] = (i << 5) | ln
+    return t, tbits
+
+
+@njit(inline="always", cache=True)
+def get_sym(buf, bitpos, table, tbits):
+    """Decode one symbol: returns (symbol, bits consumed)."""
+    if tbits == 0:
+        e = table[0]
+    else:
+        e = table[np.int64(B.peek32(buf, bitpos) >> B.U64(32 - tbits))]
+    return e >> 5, e & 31
+
+
+class Code:
+    """A canonical Huffman code over symbols ``0..alphabet-1``."""
+
+    __slots__ = ("lengths", "codes", "single", "table", "tbits")
+
+    def __init__(self, lengths: np.ndarray, single: int = -1):
+        self.lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        self.single = single
+        if single >= 0:
+            self.lengths = np.zeros_like(self.lengths)
+        self.codes = canonical_codes(self.lengths)
+        self.table = None
+        self.tbits = 0
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "Code":
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        nz = np.flatnonzero(counts)
+        if nz.size == 1:
+            return cls(np.zeros(counts.size, np.int64), single=int(nz[0]))
+        return cls(huffman_lengths(counts, MAX_CODE_LEN))
+
+    @property
+    def alphabet(self) -> int:
+        return self.lengths.size
+
+    def cost(self, counts: np.ndarray) -> int:
+        """Bits spent coding symbols with these counts (symbols without a code must be absent)."""
+        return int(np.dot(np.asarray(counts, np.int64), self.lengths))
+
+    def decoder(self):
+        if self.table is None:
+            self.table, self.tbits = decode_table(self.lengths, self.codes, self.single)
+        return self.table, self.tbits
+
+    # ---------------------------------------------------------- serialisation
+    def serialize(self, out: bytearray) -> None:
+        if self.single >= 0:
+            put_varint(out, self.single)
+            put_varint(out, 1)
+            return
+        nz = np.flatnonzero(self.lengths)
+        if nz.size == 0:
+            put_varint(out, 0)
+            put_varint(out, 0)
+            return
+        lo, hi = int(nz[0]), int(nz[-1])
+        put_varint(out, lo)
+        put_varint(out, hi - lo + 1)
+        out += _pack_lengths(self.lengths[lo : hi + 1]).tobytes()
+
+    @classmethod
+    def parse(cls, r: Reader, alphabet: int, what: str) -> "Code":
+        lo = r.varint(f"{what} first symbol", alphabet)
+        count = r.varint(f"{what} symbol count", alphabet - lo)
+        lengths = np.zeros(alphabet, np.int64)
+        if count == 1:
+            return cls(lengths, single=lo)
+        if count == 0:
+            return cls(lengths)
+        # each length costs at least one bit
+        r.need((count + 7) // 8, f"{what} code lengths")
+        buf = np.frombuffer(r.buf[r.pos : r.end], np.uint8)
+        lens, nbits = _unpack_lengths(buf, count)
+        if nbits < 0:
+            raise PayloadError(f"{what}: code lengths are truncated or out of range")
+        r.pos += (nbits + 7) // 8
+        lengths[lo : lo + count] = lens
+        if lengths[lo] == 0 or lengths[lo + count - 1] == 0:
+            raise PayloadError(f"{what}: code length range does not start and end on a symbol")
+        kraft = int(np.sum(np.left_shift(1, MAX_CODE_LEN - lens[lens > 0])))
+        if kraft != 1 << MAX_CODE_LEN:
+            raise PayloadError(f"{what}: code lengths do not form a complete prefix code")
+        return cls(lengths)
+
+
+@njit(cache=True)
+def _pack_lengths(lengths):
+    out = np.zeros(2 * lengths.shape[0] + 8, np.uint8)
+    pos, acc, nacc = 0, B.U64(0), 0
+    prev = 0
+    for i in range(lengths.shape[0]):
+        d = lengths[i] - prev
+        z = 2 * d if d >= 0 else -2 * d - 1
+        pos, acc, nacc = B.put_gamma(out, pos, acc, nacc, z + 1)
+        prev = lengths[i]
+    pos = B.flush(out, pos, acc, nacc)
+    return out[:pos]
+
+
+@njit(cache=True)
+def _unpack_lengths(buf, count):
+    lens = np.zeros(count, np.int64)
+    end = 8 * buf.shape[0]
+    bitpos = 0
+    prev = 0
+    for i in range(count):
+        z, bitpos = B.get_gamma(buf, bitpos, end)
+        if z < 1 or z > 2 * MAX_CODE_LEN + 1:
+            return lens, -1
+        z -= 1
+        d = z // 2 if z % 2 == 0 else -(z + 1) // 2
+        ln = prev + d
+        if ln < 0 or ln > MAX_CODE_LEN:
+            return lens, -1
+        lens[i] = ln
+        prev = ln
+    return lens, bitpos

@@ -1,0 +1,120 @@
+"""Lossless step: states -> (coder, codebook bytes, chunk bit lengths, data) and back.
+
+Codebook bytes per coder (all tables are ``codebook.Code`` serialisations):
+
+=============  ====================================================================
+huffman, sh    one code over states + s (alphabet 2s + 1)
+shs            one code over 2s levels + MAX_RUN zero runs
+zrh            run code (alphabet ``chunks.RUN_ALPHABET``), then level code (2s)
+rlh            pair list + code over pairs (``rlh.PairCode``)
+elias-*        empty
+=============  ====================================================================
+
+``auto`` (the default) picks, per tensor, whichever of ``huffman`` and ``zrh`` gives the
+smaller payload: both costs are computed exactly from histograms before any bit is written.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import bits as B
+from ..codebook import Code
+from ..errors import PayloadError
+from ..payload import CODERS, Reader
+from . import elias, rlh, shs, symbol, zrh
+from .chunks import RUN_ALPHABET, RUN_EOB
+
+CODER_CHOICES = tuple(CODERS) + ("auto",)
+
+
+def _codebook_bytes(*codes) -> bytes:
+    out = bytearray()
+    for c in codes:
+        c.serialize(out)
+    return bytes(out)
+
+
+def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False):
+    """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array)."""
+    s, n = q.levels, q.n
+    if coder == "auto":
+        hcode = Code.from_counts(symbol.state_counts(q.states, n, s))
+        hbits = hcode.cost(symbol.state_counts(q.states, n, s))
+        if q.raw is not None:
+            hbits += 31 * int(np.count_nonzero(q.states[:n]))
+        rcode, lcode, zbits = zrh.plan(q, clog2)
+        hcb, zcb = _codebook_bytes(hcode), _codebook_bytes(rcode, lcode)
+        if 8 * len(zcb) + zbits < 8 * len(hcb) + hbits:
+            return ("zrh", zcb) + zrh.encode(q, clog2, rcode, lcode)
+        return ("huffman", hcb) + symbol.encode(q, clog2, hcode)
+    if coder in ("huffman", "sh"):
+        if coder == "huffman":
+            code = Code.from_counts(symbol.state_counts(q.states, n, s))
+        else:
+            code = Code.from_counts(symbol.sample_counts(q.states, n, s, seed))
+        return (coder, _codebook_bytes(code)) + symbol.encode(q, clog2, code)
+    if coder == "zrh":
+        rcode, lcode, _ = zrh.plan(q, clog2)
+        return (coder, _codebook_bytes(rcode, lcode)) + zrh.encode(q, clog2, rcode, lcode)
+    if coder == "shs":
+        code = shs.build_code(q.states, n, s, seed)
+        return (coder, _codebook_bytes(code)) + shs.encode(q, clog2, code)
+    if coder == "rlh":
+        planned = rlh.plan(q, clog2)
+        out = bytearray()
+        planned[0].serialize(out, s)
+        return (coder, bytes(out)) + rlh.encode(q, clog2, planned)
+    if coder in elias.KINDS:
+        return (coder, b"") + elias.encode(q, clog2, elias.KINDS[coder], gap_layout)
+    raise ValueError(f"unknown coder {coder!r}; choose from {CODER_CHOICES}")
+
+
+def _check(err: int, coder: str) -> None:
+    if err != 0:
+        raise PayloadError(f"{coder} data: {B.ERR_MESSAGES.get(err, f'error {err}')}")
+
+
+def _require(code: Code, what: str) -> None:
+    if code.single < 0 and not code.lengths.any():
+        raise PayloadError(f"{what} is empty but the data needs it")
+
+
+def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
+    """Decode a parsed section's bits into ``states`` (int8, len n) and ``raw`` (uint32)."""
+    s, n, clog2, coder = sec.levels, sec.size, sec.chunk_log2, sec.coder
+    r = Reader(sec.codebook)
+    buf = np.frombuffer(sec.data, np.uint8)
+    bits = sec.chunk_bits
+    if coder in ("huffman", "sh", "shs"):
+        alphabet = shs.alphabet(s) if coder == "shs" else 2 * s + 1
+        code = Code.parse(r, alphabet, f"{coder} code")
+        if n:
+            _require(code, f"{coder} code")
+    elif coder == "zrh":
+        rcode = Code.parse(r, RUN_ALPHABET, "zrh run code")
+        lcode = Code.parse(r, 2 * s, "zrh level code")
+        _require(rcode, "zrh run code")
+        if rcode.single >= 0 and rcode.single != RUN_EOB:
+            raise PayloadError("zrh run code without an end-of-chunk symbol")
+        if rcode.single < 0:
+            if rcode.lengths[RUN_EOB] == 0:
+                raise PayloadError("zrh run code without an end-of-chunk symbol")
+            _require(lcode, "zrh level code")
+    elif coder == "rlh":
+        pc = rlh.PairCode.parse(r, s, clog2)
+    else:
+        code = None
+    if r.pos != r.end:
+        raise PayloadError(f"{coder} codebook has {r.end - r.pos} unexpected trailing bytes")
+    if coder in ("huffman", "sh"):
+        err = symbol.decode(buf, bits, n, clog2, s, code, states, raw)
+    elif coder == "shs":
+        err = shs.decode(buf, bits, n, clog2, s, code, states, raw)
+    elif coder == "zrh":
+        err = zrh.decode(buf, bits, n, clog2, s, rcode, lcode, states, raw)
+    elif coder == "rlh":
+        err = rlh.decode(buf, bits, n, clog2, pc, states, raw)
+    else:
+        err = elias.decode(buf, bits, n, clog2, s, elias.KINDS[coder], sec.gap_layout, states,
+                           raw)
+    _check(err, coder)

@@ -1,0 +1,120 @@
+"""Pieces every coder shares: chunking, symbol maps, run extraction, raw magnitudes.
+
+A tensor of n states is cut into chunks of C = 2**chunk_log2 elements; each chunk is coded on
+its own (runs never cross a chunk boundary) and starts on a byte boundary, so chunks can be
+encoded and decoded in parallel. ``chunk_bits[c]`` is chunk c's exact length in bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import bits as B
+
+# zero-run symbols of ZRH: runs 0..15 directly, then two buckets per octave with extra bits
+RUN_DIRECT = 16
+RUN_EOB = 70  # end of chunk
+RUN_ALPHABET = 71
+CHUNK_LOG2_AUTO_MIN = 12
+CHUNK_LOG2_AUTO_MAX = 24
+NZ_PER_CHUNK = 512
+
+
+def auto_chunk_log2(n: int, nnz: int) -> int:
+    """Default chunk size from integer counts only (reproducible on any backend).
+
+    Dense tensors get 4096-element chunks; sparse ones grow chunks until about NZ_PER_CHUNK
+    non-zeros fall in each, so the chunk table stays a small fraction of the payload.
+    """
+    k = CHUNK_LOG2_AUTO_MIN
+    while k < CHUNK_LOG2_AUTO_MAX and (nnz << k) < NZ_PER_CHUNK * n:
+        k += 1
+    return k
+
+
+def byte_offsets(chunk_bits: np.ndarray) -> np.ndarray:
+    """Start byte of every chunk and, last, the total byte count (len = chunks + 1)."""
+    off = np.zeros(chunk_bits.size + 1, np.int64)
+    np.cumsum((chunk_bits + 7) >> 3, out=off[1:])
+    return off
+
+
+@njit(inline="always", cache=True)
+def level_sym(v, s):
+    """Non-zero state v in [-s, s] \\ {0} -> 0..2s-1."""
+    return v + s if v < 0 else v + s - 1
+
+
+@njit(inline="always", cache=True)
+def level_of(sym, s):
+    return sym - s if sym < s else sym - s + 1
+
+
+@njit(inline="always", cache=True)
+def run_sym(r):
+    """Zero run r >= 0 -> (symbol, extra bit count, extra bits)."""
+    if r < RUN_DIRECT:
+        return r, 0, 0
+    t = r - 8
+    e = B.bitlen(t) - 1
+    m = (t >> (e - 1)) & 1
+    return RUN_DIRECT + 2 * (e - 3) + m, e - 1, t & ((1 << (e - 1)) - 1)
+
+
+@njit(inline="always", cache=True)
+def run_base(sym):
+    """(smallest run of the symbol, its extra bit count) for a run symbol below RUN_EOB."""
+    if sym < RUN_DIRECT:
+        return sym, 0
+    e = (sym - RUN_DIRECT) // 2 + 3
+    m = (sym - RUN_DIRECT) & 1
+    return ((1 << e) | (m << (e - 1))) + 8, e - 1
+
+
+@njit(inline="always", cache=True)
+def next_nonzero(states, words, i, end):
+    """Index of the first non-zero state in [i, end), or end (skips zero words 8 at a time)."""
+    while i < end:
+        if (i & 7) == 0 and words[i >> 3] == 0:
+            i += 8
+            continue
+        if states[i] != 0:
+            return i
+        i += 1
+    return end
+
+
+@njit(cache=True)
+def value_runs(states, n, clog2):
+    """Runs of equal states inside each chunk: (values, run lengths, first pair of each chunk)."""
+    m = (n + (1 << clog2) - 1) >> clog2
+    vals = np.empty(n, np.int64)
+    runs = np.empty(n, np.int64)
+    first = np.zeros(m + 1, np.int64)
+    k = 0
+    for c in range(m):
+        first[c] = k
+        start = c << clog2
+        end = min(n, start + (1 << clog2))
+        i = start
+        while i < end:
+            v = states[i]
+            j = i + 1
+            while j < end and states[j] == v:
+                j += 1
+            vals[k] = v
+            runs[k] = j - i
+            k += 1
+            i = j
+    first[m] = k
+    return vals[:k], runs[:k], first
+
+
+@njit(inline="always", cache=True)
+def put_raw(out, pos, acc, nacc, raw, i):
+    return B.put(out, pos, acc, nacc, raw[i] & 0x7FFFFFFF, 31)
+
+
+@njit(inline="always", cache=True)
+def get_raw(buf, bitpos):
+    return np.uint32(B.peek32(buf, bitpos) >> B.U64(1))

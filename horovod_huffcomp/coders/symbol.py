@@ -1,0 +1,110 @@
+"""One codeword per entry: full Huffman (``huffman``) and sample Huffman (``sh``).
+
+Symbols are states + s (0..2s). ``huffman`` builds the code from the exact histogram; ``sh``
+(Gajjala et al.) from the states at S = 1000 pseudo-random positions (``rng.STREAM_SAMPLE``)
+plus a starting count of 1 for every state, so every state has a codeword. Both serialise
+the code lengths (one table); the bits are the same for both.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import bits as B
+from ..codebook import Code, get_sym
+from ..rng import STREAM_SAMPLE, draw24, stream_key
+from .chunks import byte_offsets, get_raw, put_raw
+
+SAMPLE_SIZE = 1000
+
+
+def state_counts(states: np.ndarray, n: int, s: int) -> np.ndarray:
+    return np.bincount(states[:n].astype(np.int64) + s, minlength=2 * s + 1).astype(np.int64)
+
+
+@njit(cache=True)
+def _sample_counts(states, n, s, seed, size):
+    key = stream_key(np.uint64(seed), np.uint64(STREAM_SAMPLE))
+    counts = np.ones(2 * s + 1, np.int64)
+    for j in range(size):
+        # 48 random bits for the position: two draws
+        r = (draw24(key, 2 * j) << np.uint64(24)) | draw24(key, 2 * j + 1)
+        counts[states[np.int64(r % np.uint64(n))] + s] += 1
+    return counts
+
+
+def sample_counts(states: np.ndarray, n: int, s: int, seed: int) -> np.ndarray:
+    """SH's sampled histogram: 1 + occurrences of each state at SAMPLE_SIZE random positions."""
+    if n == 0:
+        return np.ones(2 * s + 1, np.int64)
+    return _sample_counts(states, n, s, seed, SAMPLE_SIZE)
+
+
+@njit(cache=True)
+def _sizes(states, n, clog2, s, lens, rawbits):
+    m = (n + (1 << clog2) - 1) >> clog2
+    out = np.zeros(m, np.int64)
+    for c in range(m):
+        start = c << clog2
+        end = min(n, start + (1 << clog2))
+        b = 0
+        for i in range(start, end):
+            v = states[i]
+            b += lens[v + s]
+            if v != 0:
+                b += rawbits
+        out[c] = b
+    return out
+
+
+@njit(cache=True)
+def _write(states, n, clog2, s, lens, codes, raw, offsets, out):
+    rawbits = raw.shape[0] > 0
+    for c in range(offsets.shape[0] - 1):
+        start = c << clog2
+        end = min(n, start + (1 << clog2))
+        pos, acc, nacc = offsets[c], B.U64(0), 0
+        for i in range(start, end):
+            v = states[i]
+            pos, acc, nacc = B.put(out, pos, acc, nacc, codes[v + s], lens[v + s])
+            if rawbits and v != 0:
+                pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+        B.flush(out, pos, acc, nacc)
+
+
+@njit(cache=True)
+def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw):
+    rawbits = raw.shape[0] > 0
+    for c in range(chunk_bits.shape[0]):
+        start = c << clog2
+        end = min(n, start + (1 << clog2))
+        bitpos = 8 * offsets[c]
+        stop = bitpos + chunk_bits[c]
+        for i in range(start, end):
+            sym, ln = get_sym(buf, bitpos, table, tbits)
+            bitpos += ln
+            v = sym - s
+            states[i] = v
+            if rawbits and v != 0:
+                raw[i] = get_raw(buf, bitpos)
+                bitpos += 31
+            if bitpos > stop:
+                return B.ERR_OVERRUN
+        if bitpos != stop:
+            return B.ERR_UNDERRUN
+    return 0
+
+
+def encode(q, clog2: int, code: Code):
+    rawbits = 31 if q.raw is not None else 0
+    chunk_bits = _sizes(q.states, q.n, clog2, q.levels, code.lengths, rawbits)
+    offsets = byte_offsets(chunk_bits)
+    out = np.zeros(offsets[-1], np.uint8)
+    raw = q.raw if q.raw is not None else np.zeros(0, np.uint32)
+    _write(q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw, offsets, out)
+    return chunk_bits, out
+
+
+def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):
+    table, tbits = code.decoder()
+    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, table, tbits, states, raw)

@@ -1,0 +1,55 @@
+"""CPU backend: NumPy + numba kernels for quantize -> code -> bits and back."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import coders
+from .coders.chunks import auto_chunk_log2
+from .errors import PayloadError
+from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
+from .quantizers import dequantize, quantize
+
+
+def as_flat(x) -> tuple[np.ndarray, tuple]:
+    """A C-contiguous flat float view/copy of any array-like (NumPy, DLPack producers)."""
+    if not isinstance(x, np.ndarray):
+        x = np.from_dlpack(x) if hasattr(x, "__dlpack__") else np.asarray(x)
+    if x.dtype not in DTYPES:
+        raise TypeError(f"unsupported dtype {x.dtype}; use float16, float32 or float64")
+    if x.ndim > MAX_NDIM:
+        raise ValueError(f"at most {MAX_NDIM} dimensions are supported, got {x.ndim}")
+    return np.ascontiguousarray(x).reshape(-1), tuple(int(d) for d in x.shape)
+
+
+def encode_section(x, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2,
+                   elias_layout, nonfinite, stream) -> Section:
+    flat, shape = as_flat(x)
+    q = quantize(flat, quantizer, levels, norm, seed, stream, ratio, nonfinite)
+    if chunk_log2 is None:
+        chunk_log2 = auto_chunk_log2(q.n, int(np.count_nonzero(q.states)))
+    elif not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
+        raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
+    if elias_layout not in ("runlength", "gap"):
+        raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
+    gap = elias_layout == "gap" and coder.startswith("elias")
+    used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap)
+    return Section(
+        quantizer=quantizer, coder=used, dtype=flat.dtype, shape=shape, levels=q.levels,
+        scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,
+        gap_layout=gap, codebook=codebook, chunk_bits=chunk_bits, data=data.tobytes(),
+    )
+
+
+def decode_states(sec: Section) -> tuple[np.ndarray, np.ndarray | None]:
+    n = sec.size
+    states = np.zeros(n, np.int8)
+    raw = np.zeros(n if sec.raw else 0, np.uint32)
+    if sec.raw and sec.levels != 1:
+        raise PayloadError("raw top-k values need levels = 1")
+    coders.decode(sec, states, raw)
+    return states, (raw if sec.raw else None)
+
+
+def decode_section(sec: Section) -> np.ndarray:
+    states, raw = decode_states(sec)
+    return dequantize(states, sec.levels, sec.scale, raw, sec.dtype).reshape(sec.shape)

@@ -1,0 +1,304 @@
+"""The payload layout, version 1: the one place that defines it.
+
+Both backends (CPU here, GPU in ``gpu_backend``) and ``docs/format.md`` follow this module.
+A payload is::
+
+    magic "HC" | version u8 | flags u8 | [count varint, if flags & BUNDLE] | section ... | crc32 u32le
+
+and each section (one tensor) is::
+
+    q u8      bits 0-3 quantizer id, bit 4 norm (0 = l2, 1 = max), bit 5 raw float32 magnitudes
+    c u8      bits 0-3 coder id, bit 4 Elias gap layout
+    d u8      bits 0-3 dtype code, bits 4-7 ndim (0..8)
+    levels    varint (s >= 1)
+    shape     ndim varints
+    scale     f32le
+    chunk     u8 (log2 of the elements per chunk, CHUNK_LOG2_MIN..CHUNK_LOG2_MAX)
+    codebook  varint byte length, then that many bytes (coder specific, see ``codebook.py``)
+    chunks    one varint per chunk: the chunk's length in bits
+    data      each chunk's bits, MSB first, starting on a byte boundary
+
+Varints are unsigned LEB128 (7 bits a byte, low group first), at most 10 bytes. The CRC-32 is
+zlib's (IEEE 802.3 polynomial) over every byte before it.
+
+Everything here treats its input as untrusted: a read past the end, a value out of range or a
+mismatch raises :class:`PayloadError` saying which field failed.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import PayloadError
+
+MAGIC = b"HC"
+VERSION = 1
+FLAG_BUNDLE = 0x01
+
+# Quantizers (q byte, bits 0-3).
+QUANTIZERS = {"qsgd": 1, "terngrad": 2, "topk": 3}
+QUANTIZER_NAMES = {v: k for k, v in QUANTIZERS.items()}
+Q_NORM_MAX = 0x10
+Q_RAW = 0x20
+
+# Coders (c byte, bits 0-3).
+CODERS = {
+    "huffman": 1,
+    "sh": 2,
+    "shs": 3,
+    "rlh": 4,
+    "zrh": 5,
+    "elias-gamma": 6,
+    "elias-delta": 7,
+    "elias-omega": 8,
+}
+CODER_NAMES = {v: k for k, v in CODERS.items()}
+C_GAP_LAYOUT = 0x10
+
+# Input dtypes (d byte, bits 0-3). Output of decode has the same dtype.
+DTYPES = {np.dtype(np.float16): 1, np.dtype(np.float32): 2, np.dtype(np.float64): 3}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+MAX_NDIM = 8
+MAX_LEVELS = 127  # states are int8
+CHUNK_LOG2_MIN = 8
+CHUNK_LOG2_MAX = 30
+MAX_CODE_LEN = 15  # every Huffman code in a payload is length-limited to this
+RAW_BITS = 31  # raw float32 magnitude (sign bit dropped) after each non-zero state
+DEFAULT_MAX_ELEMENTS = 1 << 32
+
+
+@dataclass
+class Section:
+    """Header fields of one tensor section (everything but its bits)."""
+
+    quantizer: str
+    coder: str
+    dtype: np.dtype
+    shape: tuple
+    levels: int
+    scale: float
+    chunk_log2: int
+    norm: str = "l2"
+    raw: bool = False
+    gap_layout: bool = False
+    codebook: bytes = b""
+    chunk_bits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    data: bytes | memoryview = b""
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def num_chunks(self) -> int:
+        return num_chunks(self.size, self.chunk_log2)
+
+
+def num_chunks(n: int, chunk_log2: int) -> int:
+    return (n + (1 << chunk_log2) - 1) >> chunk_log2
+
+
+# ---------------------------------------------------------------- varints
+def put_varint(out: bytearray, v: int) -> None:
+    if v < 0:
+        raise ValueError("varint of a negative number")
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def varint_bytes(values: np.ndarray) -> bytes:
+    """LEB128 of every value of a non-negative int64 array, concatenated (vectorised)."""
+    values = np.asarray(values, dtype=np.uint64)
+    if values.size == 0:
+        return b""
+    nb = np.ones(values.size, np.int64)
+    for k in range(1, 10):
+        nb += values >= np.uint64(1 << (7 * k))
+    out = np.empty(int(nb.sum()), np.uint8)
+    starts = np.concatenate(([0], np.cumsum(nb)[:-1]))
+    for k in range(int(nb.max())):
+        sel = nb > k
+        group = (values[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        cont = (nb[sel] > k + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[sel] + k] = (group | cont).astype(np.uint8)
+    return out.tobytes()
+
+
+class Reader:
+    """Bounds-checked cursor over an untrusted byte string."""
+
+    def __init__(self, buf: bytes | memoryview, pos: int = 0, end: int | None = None):
+        self.buf = memoryview(buf)
+        self.pos = pos
+        self.end = len(self.buf) if end is None else end
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.end:
+            raise PayloadError(
+                f"truncated payload: {what} needs {n} bytes at offset {self.pos}, "
+                f"{self.end - self.pos} left"
+            )
+
+    def u8(self, what: str) -> int:
+        self.need(1, what)
+        v = self.buf[self.pos]
+        self.pos += 1
+        return v
+
+    def bytes(self, n: int, what: str) -> memoryview:
+        self.need(n, what)
+        v = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return v
+
+    def f32(self, what: str) -> float:
+        return struct.unpack("<f", self.bytes(4, what))[0]
+
+    def varint(self, what: str, limit: int = (1 << 63) - 1) -> int:
+        v = 0
+        for i in range(10):
+            b = self.u8(what)
+            v |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if v > limit:
+                    raise PayloadError(f"{what} = {v} is out of range (max {limit})")
+                return v
+        raise PayloadError(f"{what}: varint longer than 10 bytes at offset {self.pos}")
+
+    def varints(self, count: int, what: str, limit: int) -> np.ndarray:
+        out = np.empty(count, np.int64)
+        for i in range(count):
+            out[i] = self.varint(what, limit)
+        return out
+
+
+# ---------------------------------------------------------------- writing
+def _section_bytes(s: Section, out: bytearray) -> None:
+    q = QUANTIZERS[s.quantizer] | (Q_NORM_MAX if s.norm == "max" else 0) | (Q_RAW if s.raw else 0)
+    c = CODERS[s.coder] | (C_GAP_LAYOUT if s.gap_layout else 0)
+    ndim = len(s.shape)
+    out.append(q)
+    out.append(c)
+    out.append(DTYPES[np.dtype(s.dtype)] | (ndim << 4))
+    put_varint(out, s.levels)
+    for d in s.shape:
+        put_varint(out, int(d))
+    out += struct.pack("<f", s.scale)
+    out.append(s.chunk_log2)
+    put_varint(out, len(s.codebook))
+    out += s.codebook
+    out += varint_bytes(s.chunk_bits)
+    out += s.data
+
+
+def pack(sections: list[Section], bundle: bool) -> bytes:
+    """Serialise sections into one payload (with magic, version, flags and CRC)."""
+    if not bundle and len(sections) != 1:
+        raise ValueError("a non-bundle payload holds exactly one section")
+    out = bytearray(MAGIC)
+    out.append(VERSION)
+    out.append(FLAG_BUNDLE if bundle else 0)
+    if bundle:
+        put_varint(out, len(sections))
+    for s in sections:
+        _section_bytes(s, out)
+    out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- reading
+def _read_section(r: Reader, max_elements: int) -> Section:
+    q = r.u8("quantizer byte")
+    c = r.u8("coder byte")
+    d = r.u8("dtype byte")
+    if (q & 0x0F) not in QUANTIZER_NAMES or q & 0xC0:
+        raise PayloadError(f"unknown quantizer byte 0x{q:02x}")
+    if (c & 0x0F) not in CODER_NAMES or c & 0xE0:
+        raise PayloadError(f"unknown coder byte 0x{c:02x}")
+    if (d & 0x0F) not in DTYPE_NAMES:
+        raise PayloadError(f"unknown dtype code {d & 0x0F}")
+    ndim = d >> 4
+    if ndim > MAX_NDIM:
+        raise PayloadError(f"ndim {ndim} exceeds {MAX_NDIM}")
+    quantizer = QUANTIZER_NAMES[q & 0x0F]
+    coder = CODER_NAMES[c & 0x0F]
+    levels = r.varint("levels", MAX_LEVELS)
+    if levels < 1:
+        raise PayloadError("levels must be >= 1")
+    shape = tuple(int(r.varint("shape", max_elements)) for _ in range(ndim))
+    n = 1
+    for dim in shape:
+        n *= dim
+    if n > max_elements:
+        raise PayloadError(f"shape {shape} has {n} elements, more than max_elements={max_elements}")
+    scale = r.f32("scale")
+    chunk_log2 = r.u8("chunk size")
+    if not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
+        raise PayloadError(f"chunk log2 {chunk_log2} outside [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
+    cb_len = r.varint("codebook length", r.end)
+    codebook = r.bytes(cb_len, "codebook")
+    m = num_chunks(n, chunk_log2)
+    # each chunk costs at least one byte of chunk table: a lying shape cannot make us loop long
+    r.need(m, "chunk table")
+    max_bits = 8 * (r.end - r.pos)
+    chunk_bits = r.varints(m, "chunk bit length", max_bits)
+    nbytes = int(((chunk_bits + 7) >> 3).sum())
+    data = r.bytes(nbytes, "coded data")
+    return Section(
+        quantizer=quantizer,
+        coder=coder,
+        dtype=DTYPE_NAMES[d & 0x0F],
+        shape=shape,
+        levels=levels,
+        scale=scale,
+        chunk_log2=chunk_log2,
+        norm="max" if q & Q_NORM_MAX else "l2",
+        raw=bool(q & Q_RAW),
+        gap_layout=bool(c & C_GAP_LAYOUT),
+        codebook=bytes(codebook),
+        chunk_bits=chunk_bits,
+        data=data,
+    )
+
+
+def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[Section]]:
+    """Parse and verify a payload's envelope; returns (is_bundle, sections)."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise PayloadError(f"payload must be bytes-like, not {type(blob).__name__}")
+    buf = memoryview(blob).cast("B") if isinstance(blob, memoryview) else memoryview(blob)
+    if len(buf) < 8:
+        raise PayloadError(f"payload of {len(buf)} bytes is shorter than the 8-byte minimum")
+    if bytes(buf[:2]) != MAGIC:
+        raise PayloadError(f"bad magic {bytes(buf[:2])!r}, expected {MAGIC!r}")
+    if buf[2] != VERSION:
+        raise PayloadError(f"unsupported payload version {buf[2]} (this build reads {VERSION})")
+    body_end = len(buf) - 4
+    (crc,) = struct.unpack("<I", buf[body_end:])
+    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF
+    if crc != actual:
+        raise PayloadError(f"checksum mismatch: stored 0x{crc:08x}, computed 0x{actual:08x}")
+    r = Reader(buf, 3, body_end)
+    flags = r.u8("flags")
+    if flags & ~FLAG_BUNDLE:
+        raise PayloadError(f"unknown flags 0x{flags:02x}")
+    bundle = bool(flags & FLAG_BUNDLE)
+    # a section takes at least 9 bytes: bounds the count before we loop on it
+    count = r.varint("section count", (r.end - r.pos) // 9) if bundle else 1
+    sections = []
+    budget = max_elements
+    for _ in range(count):
+        s = _read_section(r, budget)
+        budget -= s.size
+        sections.append(s)
+    if r.pos != r.end:
+        raise PayloadError(f"{r.end - r.pos} trailing bytes after the last section")
+    return bundle, sections

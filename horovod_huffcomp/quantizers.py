@@ -1,0 +1,183 @@
+"""Lossy step: map a float tensor to integer states in [-s, s] (int8) and one float32 scale.
+
+* ``qsgd``: scale = ||x||_2 (``norm="l2"``) or max|x| (``norm="max"``); state = sign(x) * level,
+  level = floor(a) + [u < a - floor(a)] with a = |x| * s / scale and u a counter-based uniform
+  (``rng.py``): unbiased stochastic rounding, E[state * scale / s] = x.
+* ``terngrad``: QSGD with s = 1 and the max norm (states -1, 0, +1), as in the TernGrad paper.
+* ``topk``: keeps the k = ceil(ratio * n) entries of largest |x| (ties: lower index first; exact
+  zeros are never kept). ``levels=0`` (default) keeps their values exactly as float32 (raw
+  31-bit magnitudes travel after each non-zero state); ``levels=s >= 1`` quantizes the kept
+  values with QSGD's max norm over the kept entries.
+
+Every step is defined so the GPU backend reproduces it bit for bit: max is order free, the
+L2 norm is a sum of squares truncated to fixed point (2^-40 of max^2) and added as integers,
+the float32 scale is the float64 value rounded *up*, the rounding arithmetic is float64.
+
+Dequantized value: float64(state) * float64(scale) / s cast to the input dtype (raw top-k:
+the stored float32 with the state's sign). Non-finite input: ``nonfinite="raise"`` raises
+``NonFiniteError``; ``"propagate"`` encodes scale = NaN so decode returns all-NaN (what AMP
+loss scalers look for to skip a step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from .errors import NonFiniteError
+from .payload import MAX_LEVELS
+from .rng import draw24, stream_key
+
+INV24 = 1.0 / (1 << 24)
+DEFAULT_LEVELS = {"qsgd": 16, "terngrad": 1, "topk": 0}
+
+
+@dataclass
+class Quantized:
+    """States of one tensor (int8, zero padded to a multiple of 8) and how to map them back."""
+
+    states: np.ndarray  # int8, len >= n, padding is zero
+    n: int
+    levels: int  # s: states lie in [-s, s]
+    scale: float  # float32 value
+    norm: str
+    raw: np.ndarray | None  # uint32 magnitudes (len n) for exact top-k, else None
+
+
+@njit(cache=True)
+def _sumsq_fixed(x, m):
+    """Sum over i of floor((|x_i| / m)^2 * 2^40), exactly, as float64 of the sum times 2^-40."""
+    hi = np.uint64(0)
+    lo = np.uint64(0)
+    for i in range(x.shape[0]):
+        y = abs(np.float64(x[i])) / m
+        t = np.uint64(math.floor(y * y * 1099511627776.0))
+        hi += t >> np.uint64(20)
+        lo += t & np.uint64(0xFFFFF)
+    return np.float64(hi) * (1.0 / 1048576.0) + np.float64(lo) * (1.0 / 1099511627776.0)
+
+
+@njit(cache=True)
+def _stochastic_round(x, s, scale, key, keep, out):
+    """out[i] = sign(x_i) * stochastic level of |x_i| * s / scale, where keep[i] (or keep empty)."""
+    use_keep = keep.shape[0] > 0
+    for i in range(x.shape[0]):
+        if use_keep and not keep[i]:
+            out[i] = 0
+            continue
+        v = np.float64(x[i])
+        a = abs(v) * s / scale
+        lev = math.floor(a)
+        if np.float64(draw24(key, i)) * INV24 < a - lev:
+            lev += 1
+        if lev > s:
+            lev = s
+        out[i] = -np.int8(lev) if v < 0 else np.int8(lev)
+
+
+def _round_up_f32(v: float) -> float:
+    f = np.float32(v)
+    if float(f) < v:
+        f = np.nextafter(f, np.float32(np.inf))
+    return float(f)
+
+
+def _padded_states(n: int) -> np.ndarray:
+    return np.zeros((n + 7) & ~7, np.int8)
+
+
+def topk_mask(ax: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the k largest |x| (ties by lower index), never selecting exact zeros."""
+    n = ax.size
+    keep = np.zeros(n, bool)
+    if k <= 0 or n == 0:
+        return keep
+    k = min(k, n)
+    t = np.partition(ax, n - k)[n - k]
+    keep = ax > t
+    need = k - int(keep.sum())
+    if need > 0 and t > 0:
+        ties = np.flatnonzero(ax == t)[:need]
+        keep[ties] = True
+    return keep
+
+
+def quantize(
+    x: np.ndarray,
+    quantizer: str,
+    levels: int | None,
+    norm: str,
+    seed: int,
+    stream: int = 0,
+    ratio: float = 0.01,
+    nonfinite: str = "raise",
+) -> Quantized:
+    """Quantize a flat, contiguous float16/32/64 array (see module docstring)."""
+    if quantizer not in DEFAULT_LEVELS:
+        raise ValueError(f"unknown quantizer {quantizer!r}; choose from {sorted(DEFAULT_LEVELS)}")
+    if norm not in ("l2", "max"):
+        raise ValueError(f"norm must be 'l2' or 'max', got {norm!r}")
+    if nonfinite not in ("raise", "propagate"):
+        raise ValueError(f"nonfinite must be 'raise' or 'propagate', got {nonfinite!r}")
+    s = DEFAULT_LEVELS[quantizer] if levels is None else int(levels)
+    if quantizer == "terngrad":
+        if s != 1:
+            raise ValueError("terngrad has exactly one level (states -1, 0, +1)")
+        norm = "max"
+    elif quantizer == "topk":
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"topk ratio must be in (0, 1], got {ratio}")
+        if s < 0 or s > MAX_LEVELS:
+            raise ValueError(f"topk levels must be 0 (exact) or 1..{MAX_LEVELS}, got {s}")
+        norm = "max"
+    elif not 1 <= s <= MAX_LEVELS:
+        raise ValueError(f"qsgd levels must be in 1..{MAX_LEVELS}, got {s}")
+
+    n = x.size
+    states = _padded_states(n)
+    if n and not np.isfinite(x).all():
+        if nonfinite == "raise":
+            raise NonFiniteError(
+                "input holds NaN or Inf; pass nonfinite='propagate' to encode a NaN tensor"
+            )
+        return Quantized(states, n, max(s, 1), float("nan"), norm, None)
+    ax = np.abs(x)
+    key = stream_key(np.uint64(seed), np.uint64(stream))
+    no_keep = np.zeros(0, np.bool_)
+
+    if quantizer == "topk":
+        keep = topk_mask(ax, math.ceil(ratio * n))
+        m = float(ax[keep].max()) if keep.any() else 0.0
+        scale = _round_up_f32(m)
+        if s == 0:
+            mags = np.zeros(n, np.uint32)
+            mags[keep] = ax[keep].astype(np.float32).view(np.uint32)
+            states[:n][keep] = np.where(x[keep] < 0, -1, 1)
+            return Quantized(states, n, 1, scale, "max", mags)
+        if scale > 0:
+            _stochastic_round(x, s, scale, key, keep, states[:n])
+        return Quantized(states, n, s, scale, "max", None)
+
+    m = float(ax.max()) if n else 0.0
+    if m == 0.0:
+        return Quantized(states, n, s, 0.0, norm, None)
+    if norm == "max":
+        scale = _round_up_f32(m)
+    else:
+        scale = _round_up_f32(m * math.sqrt(_sumsq_fixed(x, m)))
+    _stochastic_round(x, s, scale, key, no_keep, states[:n])
+    return Quantized(states, n, s, scale, norm, None)
+
+
+def dequantize(
+    states: np.ndarray, levels: int, scale: float, raw: np.ndarray | None, dtype
+) -> np.ndarray:
+    """Values of decoded states in ``dtype`` (flat)."""
+    if math.isnan(scale):
+        return np.full(states.shape, np.nan, dtype)
+    if raw is not None:
+        mags = raw.view(np.float32).astype(np.float64)
+        return (np.sign(states) * mags).astype(dtype)
+    return (states.astype(np.float64) * float(scale) / levels).astype(dtype)
