@@ -1,7 +1,7 @@
 """Bit packing primitives shared by every coder (numba, MSB-first).
 
 A writer is the triple ``(pos, acc, nacc)``: ``pos`` is the next byte of ``out`` to write,
-``acc`` holds ``nacc`` (< 8 between calls) pending bits in its low end. Readers never hold
+``acc`` holds ``nacc`` (< 32 between calls) pending bits left-aligned (see :func:`put`). Readers never hold
 state: :func:`peek32` returns the 32 bits starting at a bit position, reading bytes past the
 end of the buffer as zero, so a decoder can never read out of bounds; decoders compare their
 bit position with the chunk's end after every symbol instead.
@@ -24,22 +24,33 @@ ERR_MESSAGES = {
 
 @njit(inline="always", cache=True)
 def put(out, pos, acc, nacc, code, length):
-    """Append the low ``length`` (<= 32) bits of ``code``."""
-    acc = (acc << U64(length)) | U64(code)
-    nacc += length
-    while nacc >= 8:
-        nacc -= 8
-        out[pos] = np.uint8((acc >> U64(nacc)) & U64(0xFF))
-        pos += 1
+    """Append the low ``length`` (<= 32) bits of ``code``.
+
+    ``acc`` holds the ``nacc`` (< 32) pending bits left-aligned; four bytes are stored at a
+    time, once 32 bits are pending.
+    """
+    if length > 0:
+        acc |= U64(code) << U64(64 - nacc - length)
+        nacc += length
+        if nacc >= 32:
+            out[pos] = np.uint8(acc >> U64(56))
+            out[pos + 1] = np.uint8((acc >> U64(48)) & U64(0xFF))
+            out[pos + 2] = np.uint8((acc >> U64(40)) & U64(0xFF))
+            out[pos + 3] = np.uint8((acc >> U64(32)) & U64(0xFF))
+            pos += 4
+            acc = acc << U64(32)
+            nacc -= 32
     return pos, acc, nacc
 
 
 @njit(inline="always", cache=True)
 def flush(out, pos, acc, nacc):
-    """Write the pending bits, zero padded to a byte; returns the new byte position."""
-    if nacc > 0:
-        out[pos] = np.uint8((acc << U64(8 - nacc)) & U64(0xFF))
+    """Store the pending bits, zero padded to a byte; returns the next byte position."""
+    while nacc > 0:
+        out[pos] = np.uint8(acc >> U64(56))
+        acc = acc << U64(8)
         pos += 1
+        nacc -= 8
     return pos
 
 
@@ -71,15 +82,19 @@ def bitlen(v):
 
 
 # ---------------------------------------------------------------- Elias codes (v >= 1)
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def gamma_len(v):
     return 2 * bitlen(v) - 1
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def put_gamma(out, pos, acc, nacc, v):
     nb = bitlen(v)
-    pos, acc, nacc = put(out, pos, acc, nacc, 0, nb - 1)
+    zeros = nb - 1
+    while zeros > 32:
+        pos, acc, nacc = put(out, pos, acc, nacc, 0, 32)
+        zeros -= 32
+    pos, acc, nacc = put(out, pos, acc, nacc, 0, zeros)
     if nb > 32:
         pos, acc, nacc = put(out, pos, acc, nacc, v >> 32, nb - 32)
         pos, acc, nacc = put(out, pos, acc, nacc, v & 0xFFFFFFFF, 32)
@@ -88,7 +103,7 @@ def put_gamma(out, pos, acc, nacc, v):
     return pos, acc, nacc
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def get_gamma(buf, bitpos, end):
     """Returns (value, new bitpos); value < 0 on error. Values are limited to 2^40."""
     zeros = 0
@@ -120,13 +135,13 @@ def get_gamma(buf, bitpos, end):
     return v, bitpos + nb
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def delta_len(v):
     nb = bitlen(v)
     return gamma_len(nb) + nb - 1
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def put_delta(out, pos, acc, nacc, v):
     nb = bitlen(v)
     pos, acc, nacc = put_gamma(out, pos, acc, nacc, nb)
@@ -139,7 +154,7 @@ def put_delta(out, pos, acc, nacc, v):
     return pos, acc, nacc
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def get_delta(buf, bitpos, end):
     nb, bitpos = get_gamma(buf, bitpos, end)
     if nb < 0:
@@ -160,7 +175,7 @@ def get_delta(buf, bitpos, end):
     return v, bitpos
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def omega_len(v):
     n = 1
     while v > 1:
@@ -170,7 +185,7 @@ def omega_len(v):
     return n
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def put_omega(out, pos, acc, nacc, v):
     # groups are emitted in reverse order of their computation: collect them first
     groups = np.empty(8, np.int64)
@@ -194,7 +209,7 @@ def put_omega(out, pos, acc, nacc, v):
     return pos, acc, nacc
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def get_omega(buf, bitpos, end):
     v = np.int64(1)
     while True:

@@ -135,7 +135,8 @@ def decode_table(lengths, codes, single):
     for i in range(lengths.shape[0]):
         if lengths[i] > tbits:
             tbits = lengths[i]
-    t = np.zeros(1 << tbits, np.int64)
+    # an empty code decodes to symbol -1, which every decoder rejects
+    t = np.full(1 << tbits, -1 << 5, np.int64)
     for i in range(lengths.shape[0]):
         ln = lengths[i]
         if ln > 0:

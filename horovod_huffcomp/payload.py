@@ -3,18 +3,21 @@
 Both backends (CPU here, GPU in ``gpu_backend``) and ``docs/format.md`` follow this module.
 A payload is::
 
-    magic "HC" | version u8 | flags u8 | [count varint, if flags & BUNDLE] | section ... | crc32 u32le
+    magic "HC" | version u8 | flags u8 | q u8 | levels varint | [count varint, if bundle]
+    | section ... | crc32 u32le
 
-and each section (one tensor) is::
+    flags     bit 0: bundle (several tensors; decode returns a list)
+    q         bits 0-3 quantizer id, bit 4 norm (0 = l2, 1 = max), bit 5 raw float32 magnitudes
+    levels    s >= 1: states lie in [-s, s]
 
-    q u8      bits 0-3 quantizer id, bit 4 norm (0 = l2, 1 = max), bit 5 raw float32 magnitudes
-    c u8      bits 0-3 coder id, bit 4 Elias gap layout
-    d u8      bits 0-3 dtype code, bits 4-7 ndim (0..8)
-    levels    varint (s >= 1)
+the quantizer fields are shared by every section; each section (one tensor) is::
+
+    a u8      bits 0-3 coder id, bits 4-5 dtype code, bit 6 Elias gap layout, bit 7 zero
+    b u8      bits 0-4 log2 of the elements per chunk (CHUNK_LOG2_MIN..CHUNK_LOG2_MAX),
+              bits 5-7 ndim (0..7)
     shape     ndim varints
     scale     f32le
-    chunk     u8 (log2 of the elements per chunk, CHUNK_LOG2_MIN..CHUNK_LOG2_MAX)
-    codebook  varint byte length, then that many bytes (coder specific, see ``codebook.py``)
+    codebook  varint byte length, then that many bytes (coder specific, see ``coders``)
     chunks    one varint per chunk: the chunk's length in bits
     data      each chunk's bits, MSB first, starting on a byte boundary
 
@@ -56,13 +59,13 @@ CODERS = {
     "elias-omega": 8,
 }
 CODER_NAMES = {v: k for k, v in CODERS.items()}
-C_GAP_LAYOUT = 0x10
+A_GAP_LAYOUT = 0x40
 
 # Input dtypes (d byte, bits 0-3). Output of decode has the same dtype.
 DTYPES = {np.dtype(np.float16): 1, np.dtype(np.float32): 2, np.dtype(np.float64): 3}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
-MAX_NDIM = 8
+MAX_NDIM = 7
 MAX_LEVELS = 127  # states are int8
 CHUNK_LOG2_MIN = 8
 CHUNK_LOG2_MAX = 30
@@ -73,7 +76,7 @@ DEFAULT_MAX_ELEMENTS = 1 << 32
 
 @dataclass
 class Section:
-    """Header fields of one tensor section (everything but its bits)."""
+    """One tensor: its header fields, codebook, chunk table and bits."""
 
     quantizer: str
     coder: str
@@ -183,17 +186,12 @@ class Reader:
 
 # ---------------------------------------------------------------- writing
 def _section_bytes(s: Section, out: bytearray) -> None:
-    q = QUANTIZERS[s.quantizer] | (Q_NORM_MAX if s.norm == "max" else 0) | (Q_RAW if s.raw else 0)
-    c = CODERS[s.coder] | (C_GAP_LAYOUT if s.gap_layout else 0)
-    ndim = len(s.shape)
-    out.append(q)
-    out.append(c)
-    out.append(DTYPES[np.dtype(s.dtype)] | (ndim << 4))
-    put_varint(out, s.levels)
+    out.append(CODERS[s.coder] | (DTYPES[np.dtype(s.dtype)] << 4)
+               | (A_GAP_LAYOUT if s.gap_layout else 0))
+    out.append(s.chunk_log2 | (len(s.shape) << 5))
     for d in s.shape:
         put_varint(out, int(d))
     out += struct.pack("<f", s.scale)
-    out.append(s.chunk_log2)
     put_varint(out, len(s.codebook))
     out += s.codebook
     out += varint_bytes(s.chunk_bits)
@@ -201,39 +199,41 @@ def _section_bytes(s: Section, out: bytearray) -> None:
 
 
 def pack(sections: list[Section], bundle: bool) -> bytes:
-    """Serialise sections into one payload (with magic, version, flags and CRC)."""
+    """Serialise sections into one payload (with magic, version, flags and CRC).
+
+    Every section must share the quantizer fields (quantizer, norm, raw, levels).
+    """
     if not bundle and len(sections) != 1:
         raise ValueError("a non-bundle payload holds exactly one section")
+    first = sections[0] if sections else Section("qsgd", "huffman", np.float32, (), 1, 0.0, 12)
+    qkey = (first.quantizer, first.norm, first.raw, first.levels)
+    if any((t.quantizer, t.norm, t.raw, t.levels) != qkey for t in sections):
+        raise ValueError("sections of one payload must share quantizer, norm and levels")
     out = bytearray(MAGIC)
     out.append(VERSION)
     out.append(FLAG_BUNDLE if bundle else 0)
+    out.append(QUANTIZERS[first.quantizer] | (Q_NORM_MAX if first.norm == "max" else 0)
+               | (Q_RAW if first.raw else 0))
+    put_varint(out, first.levels)
     if bundle:
         put_varint(out, len(sections))
-    for s in sections:
-        _section_bytes(s, out)
+    for t in sections:
+        _section_bytes(t, out)
     out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
     return bytes(out)
 
 
 # ---------------------------------------------------------------- reading
-def _read_section(r: Reader, max_elements: int) -> Section:
-    q = r.u8("quantizer byte")
-    c = r.u8("coder byte")
-    d = r.u8("dtype byte")
-    if (q & 0x0F) not in QUANTIZER_NAMES or q & 0xC0:
-        raise PayloadError(f"unknown quantizer byte 0x{q:02x}")
-    if (c & 0x0F) not in CODER_NAMES or c & 0xE0:
-        raise PayloadError(f"unknown coder byte 0x{c:02x}")
-    if (d & 0x0F) not in DTYPE_NAMES:
-        raise PayloadError(f"unknown dtype code {d & 0x0F}")
-    ndim = d >> 4
-    if ndim > MAX_NDIM:
-        raise PayloadError(f"ndim {ndim} exceeds {MAX_NDIM}")
-    quantizer = QUANTIZER_NAMES[q & 0x0F]
-    coder = CODER_NAMES[c & 0x0F]
-    levels = r.varint("levels", MAX_LEVELS)
-    if levels < 1:
-        raise PayloadError("levels must be >= 1")
+def _read_section(r: Reader, qfields: dict, max_elements: int) -> Section:
+    a = r.u8("coder byte")
+    b = r.u8("chunk byte")
+    if (a & 0x0F) not in CODER_NAMES or a & 0x80:
+        raise PayloadError(f"unknown coder byte 0x{a:02x}")
+    if ((a >> 4) & 0x03) not in DTYPE_NAMES:
+        raise PayloadError(f"unknown dtype code {(a >> 4) & 0x03}")
+    chunk_log2, ndim = b & 0x1F, b >> 5
+    if not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
+        raise PayloadError(f"chunk log2 {chunk_log2} outside [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
     shape = tuple(int(r.varint("shape", max_elements)) for _ in range(ndim))
     n = 1
     for dim in shape:
@@ -241,9 +241,6 @@ def _read_section(r: Reader, max_elements: int) -> Section:
     if n > max_elements:
         raise PayloadError(f"shape {shape} has {n} elements, more than max_elements={max_elements}")
     scale = r.f32("scale")
-    chunk_log2 = r.u8("chunk size")
-    if not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
-        raise PayloadError(f"chunk log2 {chunk_log2} outside [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
     cb_len = r.varint("codebook length", r.end)
     codebook = r.bytes(cb_len, "codebook")
     m = num_chunks(n, chunk_log2)
@@ -254,19 +251,16 @@ def _read_section(r: Reader, max_elements: int) -> Section:
     nbytes = int(((chunk_bits + 7) >> 3).sum())
     data = r.bytes(nbytes, "coded data")
     return Section(
-        quantizer=quantizer,
-        coder=coder,
-        dtype=DTYPE_NAMES[d & 0x0F],
+        coder=CODER_NAMES[a & 0x0F],
+        dtype=DTYPE_NAMES[(a >> 4) & 0x03],
         shape=shape,
-        levels=levels,
         scale=scale,
         chunk_log2=chunk_log2,
-        norm="max" if q & Q_NORM_MAX else "l2",
-        raw=bool(q & Q_RAW),
-        gap_layout=bool(c & C_GAP_LAYOUT),
+        gap_layout=bool(a & A_GAP_LAYOUT),
         codebook=bytes(codebook),
         chunk_bits=chunk_bits,
         data=data,
+        **qfields,
     )
 
 
@@ -291,12 +285,20 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
     if flags & ~FLAG_BUNDLE:
         raise PayloadError(f"unknown flags 0x{flags:02x}")
     bundle = bool(flags & FLAG_BUNDLE)
-    # a section takes at least 9 bytes: bounds the count before we loop on it
-    count = r.varint("section count", (r.end - r.pos) // 9) if bundle else 1
+    q = r.u8("quantizer byte")
+    if (q & 0x0F) not in QUANTIZER_NAMES or q & 0xC0:
+        raise PayloadError(f"unknown quantizer byte 0x{q:02x}")
+    levels = r.varint("levels", MAX_LEVELS)
+    if levels < 1:
+        raise PayloadError("levels must be >= 1")
+    qfields = dict(quantizer=QUANTIZER_NAMES[q & 0x0F], levels=levels,
+                   norm="max" if q & Q_NORM_MAX else "l2", raw=bool(q & Q_RAW))
+    # a section takes at least 8 bytes: bounds the count before we loop on it
+    count = r.varint("section count", (r.end - r.pos) // 8) if bundle else 1
     sections = []
     budget = max_elements
     for _ in range(count):
-        s = _read_section(r, budget)
+        s = _read_section(r, qfields, budget)
         budget -= s.size
         sections.append(s)
     if r.pos != r.end:

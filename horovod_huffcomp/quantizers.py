@@ -144,7 +144,7 @@ def quantize(
             )
         return Quantized(states, n, max(s, 1), float("nan"), norm, None)
     ax = np.abs(x)
-    key = stream_key(np.uint64(seed), np.uint64(stream))
+    key = np.uint64(stream_key(np.uint64(seed), np.uint64(stream)))
     no_keep = np.zeros(0, np.bool_)
 
     if quantizer == "topk":

@@ -15,19 +15,19 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 STREAM_SAMPLE = 0xFFFF_FFFF  # sample positions of SH/SHS; tensor streams are 0, 1, 2, ...
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def mix64(z):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def stream_key(seed, stream):
     return mix64(np.uint64(seed) * GOLDEN + np.uint64(stream))
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def draw24(key, i):
     """24 random bits for element i of the stream with this key."""
     return mix64(key + np.uint64(i) * GOLDEN) >> np.uint64(40)

@@ -5,7 +5,7 @@ Codebook bytes per coder (all tables are ``codebook.Code`` serialisations):
 =============  ====================================================================
 huffman, sh    one code over states + s (alphabet 2s + 1)
 shs            one code over 2s levels + MAX_RUN zero runs
-zrh            run code (alphabet ``chunks.RUN_ALPHABET``), then level code (2s)
+zrh            ``zrh.ZrhCode``: run mode, run code or Rice k, level code (2s)
 rlh            pair list + code over pairs (``rlh.PairCode``)
 elias-*        empty
 =============  ====================================================================
@@ -22,7 +22,6 @@ from ..codebook import Code
 from ..errors import PayloadError
 from ..payload import CODERS, Reader
 from . import elias, rlh, shs, symbol, zrh
-from .chunks import RUN_ALPHABET, RUN_EOB
 
 CODER_CHOICES = tuple(CODERS) + ("auto",)
 
@@ -38,14 +37,15 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False):
     """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array)."""
     s, n = q.levels, q.n
     if coder == "auto":
-        hcode = Code.from_counts(symbol.state_counts(q.states, n, s))
-        hbits = hcode.cost(symbol.state_counts(q.states, n, s))
+        counts = symbol.state_counts(q.states, n, s)
+        hcode = Code.from_counts(counts)
+        hbits = hcode.cost(counts)
         if q.raw is not None:
             hbits += 31 * int(np.count_nonzero(q.states[:n]))
-        rcode, lcode, zbits = zrh.plan(q, clog2)
-        hcb, zcb = _codebook_bytes(hcode), _codebook_bytes(rcode, lcode)
+        zc, zbits = zrh.plan(q, clog2)
+        hcb, zcb = _codebook_bytes(hcode), _codebook_bytes(zc)
         if 8 * len(zcb) + zbits < 8 * len(hcb) + hbits:
-            return ("zrh", zcb) + zrh.encode(q, clog2, rcode, lcode)
+            return ("zrh", zcb) + zrh.encode(q, clog2, zc)
         return ("huffman", hcb) + symbol.encode(q, clog2, hcode)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
@@ -54,8 +54,8 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False):
             code = Code.from_counts(symbol.sample_counts(q.states, n, s, seed))
         return (coder, _codebook_bytes(code)) + symbol.encode(q, clog2, code)
     if coder == "zrh":
-        rcode, lcode, _ = zrh.plan(q, clog2)
-        return (coder, _codebook_bytes(rcode, lcode)) + zrh.encode(q, clog2, rcode, lcode)
+        zc, _ = zrh.plan(q, clog2)
+        return (coder, _codebook_bytes(zc)) + zrh.encode(q, clog2, zc)
     if coder == "shs":
         code = shs.build_code(q.states, n, s, seed)
         return (coder, _codebook_bytes(code)) + shs.encode(q, clog2, code)
@@ -91,15 +91,7 @@ def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
         if n:
             _require(code, f"{coder} code")
     elif coder == "zrh":
-        rcode = Code.parse(r, RUN_ALPHABET, "zrh run code")
-        lcode = Code.parse(r, 2 * s, "zrh level code")
-        _require(rcode, "zrh run code")
-        if rcode.single >= 0 and rcode.single != RUN_EOB:
-            raise PayloadError("zrh run code without an end-of-chunk symbol")
-        if rcode.single < 0:
-            if rcode.lengths[RUN_EOB] == 0:
-                raise PayloadError("zrh run code without an end-of-chunk symbol")
-            _require(lcode, "zrh level code")
+        zc = zrh.ZrhCode.parse(r, s)
     elif coder == "rlh":
         pc = rlh.PairCode.parse(r, s, clog2)
     else:
@@ -111,7 +103,7 @@ def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
     elif coder == "shs":
         err = shs.decode(buf, bits, n, clog2, s, code, states, raw)
     elif coder == "zrh":
-        err = zrh.decode(buf, bits, n, clog2, s, rcode, lcode, states, raw)
+        err = zrh.decode(buf, bits, n, clog2, s, zc, states, raw)
     elif coder == "rlh":
         err = rlh.decode(buf, bits, n, clog2, pc, states, raw)
     else:

@@ -13,8 +13,8 @@ from .. import bits as B
 
 # zero-run symbols of ZRH: runs 0..15 directly, then two buckets per octave with extra bits
 RUN_DIRECT = 16
-RUN_EOB = 70  # end of chunk
-RUN_ALPHABET = 71
+RUN_ALPHABET = 70  # covers runs up to 2**30
+RICE_MAX_K = 24
 CHUNK_LOG2_AUTO_MIN = 12
 CHUNK_LOG2_AUTO_MAX = 24
 NZ_PER_CHUNK = 512
@@ -37,6 +37,22 @@ def byte_offsets(chunk_bits: np.ndarray) -> np.ndarray:
     off = np.zeros(chunk_bits.size + 1, np.int64)
     np.cumsum((chunk_bits + 7) >> 3, out=off[1:])
     return off
+
+
+def write_chunks(chunk_bits: np.ndarray, write) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``write(offsets, out)`` over a zeroed buffer sized for these chunks; returns
+    (chunk_bits, the data bytes)."""
+    offsets = byte_offsets(chunk_bits)
+    out = np.zeros(offsets[-1], np.uint8)
+    write(offsets, out)
+    return chunk_bits, out
+
+
+def raw_values(q) -> tuple[np.ndarray, int]:
+    """(raw magnitudes or an empty array, raw bits per non-zero) of quantized states."""
+    if q.raw is None:
+        return np.zeros(0, np.uint32), 0
+    return q.raw, 31
 
 
 @njit(inline="always", cache=True)
@@ -63,7 +79,7 @@ def run_sym(r):
 
 @njit(inline="always", cache=True)
 def run_base(sym):
-    """(smallest run of the symbol, its extra bit count) for a run symbol below RUN_EOB."""
+    """(smallest run of the symbol, its extra bit count)."""
     if sym < RUN_DIRECT:
         return sym, 0
     e = (sym - RUN_DIRECT) // 2 + 3
@@ -71,7 +87,7 @@ def run_base(sym):
     return ((1 << e) | (m << (e - 1))) + 8, e - 1
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def next_nonzero(states, words, i, end):
     """Index of the first non-zero state in [i, end), or end (skips zero words 8 at a time)."""
     while i < end:

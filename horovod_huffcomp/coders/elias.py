@@ -12,13 +12,13 @@ import numpy as np
 from numba import njit
 
 from .. import bits as B
-from .chunks import byte_offsets, get_raw, next_nonzero, put_raw, value_runs
+from .chunks import byte_offsets, get_raw, next_nonzero, put_raw, raw_values, value_runs, write_chunks
 
 GAMMA, DELTA, OMEGA = 0, 1, 2
 KINDS = {"elias-gamma": GAMMA, "elias-delta": DELTA, "elias-omega": OMEGA}
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _len(kind, v):
     if kind == GAMMA:
         return B.gamma_len(v)
@@ -27,7 +27,7 @@ def _len(kind, v):
     return B.omega_len(v)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _put(kind, out, pos, acc, nacc, v):
     if kind == GAMMA:
         return B.put_gamma(out, pos, acc, nacc, v)
@@ -36,7 +36,7 @@ def _put(kind, out, pos, acc, nacc, v):
     return B.put_omega(out, pos, acc, nacc, v)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _get(kind, buf, bitpos, end):
     if kind == GAMMA:
         return B.get_gamma(buf, bitpos, end)
@@ -45,7 +45,7 @@ def _get(kind, buf, bitpos, end):
     return B.get_omega(buf, bitpos, end)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _zz(v):
     return -2 * v if v < 0 else 2 * v + 1
 
@@ -189,20 +189,15 @@ def _gap_decode(kind, buf, offsets, chunk_bits, n, clog2, s, states, raw):
 
 
 def encode(q, clog2: int, kind: int, gap: bool):
-    rawbits = 31 if q.raw is not None else 0
-    raw = q.raw if q.raw is not None else np.zeros(0, np.uint32)
+    raw, rawbits = raw_values(q)
     if gap:
-        chunk_bits = _gap_sizes(kind, q.states, q.n, clog2, rawbits)
-    else:
-        vals, runs, first = value_runs(q.states, q.n, clog2)
-        chunk_bits = _rl_sizes(kind, first, vals, runs, rawbits)
-    offsets = byte_offsets(chunk_bits)
-    out = np.zeros(offsets[-1], np.uint8)
-    if gap:
-        _gap_write(kind, q.states, q.n, clog2, raw, offsets, out)
-    else:
-        _rl_write(kind, first, vals, runs, raw, clog2, offsets, out)
-    return chunk_bits, out
+        return write_chunks(_gap_sizes(kind, q.states, q.n, clog2, rawbits),
+                            lambda offsets, out: _gap_write(kind, q.states, q.n, clog2, raw,
+                                                            offsets, out))
+    vals, runs, first = value_runs(q.states, q.n, clog2)
+    return write_chunks(_rl_sizes(kind, first, vals, runs, rawbits),
+                        lambda offsets, out: _rl_write(kind, first, vals, runs, raw, clog2,
+                                                       offsets, out))
 
 
 def decode(buf, chunk_bits, n, clog2, s, kind, gap, states, raw):

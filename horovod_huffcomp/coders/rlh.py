@@ -14,7 +14,7 @@ from .. import bits as B
 from ..codebook import Code, get_sym
 from ..errors import PayloadError
 from ..payload import Reader, put_varint, varint_bytes
-from .chunks import byte_offsets, get_raw, put_raw, value_runs
+from .chunks import byte_offsets, get_raw, put_raw, raw_values, value_runs, write_chunks
 
 
 class PairCode:
@@ -120,13 +120,10 @@ def _decode(buf, offsets, chunk_bits, n, clog2, pvals, pruns, table, tbits, stat
 
 def encode(q, clog2: int, planned):
     pc, syms, first, vals, runs = planned
-    rawbits = 31 if q.raw is not None else 0
+    raw, rawbits = raw_values(q)
     chunk_bits = _sizes(first, syms, vals, runs, pc.code.lengths, rawbits)
-    offsets = byte_offsets(chunk_bits)
-    out = np.zeros(offsets[-1], np.uint8)
-    raw = q.raw if q.raw is not None else np.zeros(0, np.uint32)
-    _write(first, syms, vals, runs, pc.code.lengths, pc.code.codes, raw, clog2, offsets, out)
-    return chunk_bits, out
+    return write_chunks(chunk_bits, lambda offsets, out: _write(
+        first, syms, vals, runs, pc.code.lengths, pc.code.codes, raw, clog2, offsets, out))
 
 
 def decode(buf, chunk_bits, n, clog2, pc: PairCode, states, raw):

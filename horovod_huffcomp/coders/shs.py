@@ -15,7 +15,7 @@ from numba import njit
 
 from .. import bits as B
 from ..codebook import Code, get_sym
-from .chunks import byte_offsets, get_raw, level_of, level_sym, put_raw
+from .chunks import byte_offsets, get_raw, level_of, level_sym, put_raw, raw_values, write_chunks
 from .symbol import sample_counts
 
 MAX_RUN = 200
@@ -126,13 +126,10 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw):
 
 
 def encode(q, clog2: int, code: Code):
-    rawbits = 31 if q.raw is not None else 0
+    raw, rawbits = raw_values(q)
     chunk_bits = _sizes(q.states, q.n, clog2, q.levels, code.lengths, rawbits)
-    offsets = byte_offsets(chunk_bits)
-    out = np.zeros(offsets[-1], np.uint8)
-    raw = q.raw if q.raw is not None else np.zeros(0, np.uint32)
-    _write(q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw, offsets, out)
-    return chunk_bits, out
+    return write_chunks(chunk_bits, lambda offsets, out: _write(
+        q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw, offsets, out))
 
 
 def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):

@@ -8,18 +8,27 @@ the code lengths (one table); the bits are the same for both.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .. import bits as B
 from ..codebook import Code, get_sym
 from ..rng import STREAM_SAMPLE, draw24, stream_key
-from .chunks import byte_offsets, get_raw, put_raw
+from .chunks import byte_offsets, get_raw, put_raw, raw_values, write_chunks
 
 SAMPLE_SIZE = 1000
 
 
+@njit(cache=True)
+def _state_counts(states, n, s):
+    counts = np.zeros(2 * s + 1, np.int64)
+    for i in range(n):
+        counts[states[i] + s] += 1
+    return counts
+
+
 def state_counts(states: np.ndarray, n: int, s: int) -> np.ndarray:
-    return np.bincount(states[:n].astype(np.int64) + s, minlength=2 * s + 1).astype(np.int64)
+    """Exact histogram of the states (index = state + s)."""
+    return _state_counts(states, n, s)
 
 
 @njit(cache=True)
@@ -40,12 +49,12 @@ def sample_counts(states: np.ndarray, n: int, s: int, seed: int) -> np.ndarray:
     return _sample_counts(states, n, s, seed, SAMPLE_SIZE)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _sizes(states, n, clog2, s, lens, rawbits):
     m = (n + (1 << clog2) - 1) >> clog2
     out = np.zeros(m, np.int64)
-    for c in range(m):
-        start = c << clog2
+    for c in prange(m):
+        start = np.int64(c) << clog2
         end = min(n, start + (1 << clog2))
         b = 0
         for i in range(start, end):
@@ -57,11 +66,11 @@ def _sizes(states, n, clog2, s, lens, rawbits):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _write(states, n, clog2, s, lens, codes, raw, offsets, out):
     rawbits = raw.shape[0] > 0
-    for c in range(offsets.shape[0] - 1):
-        start = c << clog2
+    for c in prange(offsets.shape[0] - 1):
+        start = np.int64(c) << clog2
         end = min(n, start + (1 << clog2))
         pos, acc, nacc = offsets[c], B.U64(0), 0
         for i in range(start, end):
@@ -96,13 +105,10 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw):
 
 
 def encode(q, clog2: int, code: Code):
-    rawbits = 31 if q.raw is not None else 0
+    raw, rawbits = raw_values(q)
     chunk_bits = _sizes(q.states, q.n, clog2, q.levels, code.lengths, rawbits)
-    offsets = byte_offsets(chunk_bits)
-    out = np.zeros(offsets[-1], np.uint8)
-    raw = q.raw if q.raw is not None else np.zeros(0, np.uint32)
-    _write(q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw, offsets, out)
-    return chunk_bits, out
+    return write_chunks(chunk_bits, lambda offsets, out: _write(
+        q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw, offsets, out))
 
 
 def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):

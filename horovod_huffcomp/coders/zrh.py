@@ -1,40 +1,55 @@
 """ZRH, zero-run Huffman: this project's coder for sparse and skewed states.
 
-Each non-zero state is coded as (zero run before it, its level); two canonical Huffman codes
-built from exact histograms, one over run symbols (``chunks.run_sym``: runs 0..15 directly,
-longer runs in half-octave buckets followed by their extra bits, plus an end-of-chunk symbol),
-one over the 2s non-zero levels. After the last non-zero of a chunk comes the end-of-chunk
-symbol; the zeros after it are implicit. Cost per non-zero is about the entropy of the run and
-of the level, so the payload follows the order-0 entropy of the states even when nearly all
-of them are zero, where any one-codeword-per-entry code pays at least 1 bit per entry.
+Each non-zero state is coded as (zero run before it, its level); a chunk ends with its
+*terminal run*, the zeros after its last non-zero (the decoder knows the chunk's length, so a
+run reaching the chunk's end closes it). Levels use a canonical Huffman code over the 2s
+non-zero levels. Runs use whichever costs fewer bits, exactly counted:
+
+* mode 0, Huffman: a canonical code over run symbols (``chunks.run_sym``: runs 0..15 directly,
+  longer runs in half-octave buckets followed by their extra bits);
+* mode 1, Rice(k): ``r >> k`` in unary (ones closed by a zero), then the low k bits of r.
+  One byte of codebook: worth it for small or very sparse tensors, where a table would cost
+  more than it saves.
+
+Codebook: mode u8 | (mode 0: run code, mode 1: k u8) | level code. The cost per non-zero is
+about the entropy of its run and its level, so the payload follows the order-0 entropy of the
+states even when nearly all are zero (where one codeword per entry costs >= 1 bit per entry).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .. import bits as B
 from ..codebook import Code, get_sym
+from ..errors import PayloadError
+from ..payload import Reader
 from .chunks import (
+    RICE_MAX_K,
     RUN_ALPHABET,
-    RUN_EOB,
+    RUN_DIRECT,
     byte_offsets,
     get_raw,
     level_of,
     level_sym,
     next_nonzero,
     put_raw,
+    raw_values,
     run_base,
     run_sym,
+    write_chunks,
 )
+
+MODE_HUFFMAN, MODE_RICE = 0, 1
 
 
 @njit(cache=True)
 def histograms(states, n, clog2, s):
-    """(run symbol counts, level symbol counts, extra bits total) with this chunking."""
+    """Run symbol counts, level counts, total extra bits, and sum of (r >> k) over long runs."""
     words = states.view(np.uint64)
     rc = np.zeros(RUN_ALPHABET, np.int64)
     lc = np.zeros(2 * s, np.int64)
+    shifted = np.zeros(RICE_MAX_K + 1, np.int64)
     extra = 0
     m = (n + (1 << clog2) - 1) >> clog2
     for c in range(m):
@@ -42,64 +57,137 @@ def histograms(states, n, clog2, s):
         end = min(n, start + (1 << clog2))
         prev = start
         i = next_nonzero(states, words, start, end)
-        while i < end:
-            sym, ne, _ = run_sym(i - prev)
+        while True:
+            r = i - prev
+            sym, ne, _ = run_sym(r)
             rc[sym] += 1
             extra += ne
+            if r >= RUN_DIRECT:
+                for k in range(RICE_MAX_K + 1):
+                    shifted[k] += r >> k
+            if i >= end:
+                break
             lc[level_sym(np.int64(states[i]), s)] += 1
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
-        rc[RUN_EOB] += 1
-    return rc, lc, extra
+    return rc, lc, extra, shifted
 
 
-@njit(cache=True)
-def _sizes(states, n, clog2, s, rlens, llens, rawbits):
+def rice_costs(rc: np.ndarray, shifted: np.ndarray) -> np.ndarray:
+    """Exact bits of Rice(k) for every k over the runs counted in (rc, shifted)."""
+    runs = int(rc.sum())
+    direct = np.arange(RUN_DIRECT)
+    ks = np.arange(RICE_MAX_K + 1)
+    short = (rc[:RUN_DIRECT][None, :] * (direct[None, :] >> ks[:, None])).sum(1)
+    return short + shifted + runs * (1 + ks)
+
+
+@njit(inline="always", cache=True)
+def _run_bits(r, mode, k, rlens):
+    if mode == MODE_RICE:
+        return (r >> k) + 1 + k
+    sym, ne, _ = run_sym(r)
+    return rlens[sym] + ne
+
+
+@njit(inline="always", cache=True)
+def _put_run(out, pos, acc, nacc, r, mode, k, rlens, rcodes):
+    if mode == MODE_RICE:
+        q = r >> k
+        while q >= 32:
+            pos, acc, nacc = B.put(out, pos, acc, nacc, 0xFFFFFFFF, 32)
+            q -= 32
+        pos, acc, nacc = B.put(out, pos, acc, nacc, ((1 << q) - 1) << 1, q + 1)
+        if k > 0:
+            pos, acc, nacc = B.put(out, pos, acc, nacc, r & ((1 << k) - 1), k)
+        return pos, acc, nacc
+    sym, ne, ex = run_sym(r)
+    pos, acc, nacc = B.put(out, pos, acc, nacc, rcodes[sym], rlens[sym])
+    if ne > 0:
+        pos, acc, nacc = B.put(out, pos, acc, nacc, ex, ne)
+    return pos, acc, nacc
+
+
+@njit(inline="always", cache=True)
+def _get_run(buf, bitpos, stop, mode, k, rt, rtb):
+    """(run, new bitpos); run < 0 on error."""
+    if mode == MODE_RICE:
+        q = 0
+        while True:
+            if bitpos >= stop:
+                return B.ERR_OVERRUN, bitpos
+            w = B.peek32(buf, bitpos)
+            if w == B.U64(0xFFFFFFFF):
+                q += 32
+                bitpos += 32
+                if q > (1 << 30):
+                    return B.ERR_BAD_VALUE, bitpos
+                continue
+            ones = 32 - B.bitlen(w ^ B.U64(0xFFFFFFFF))
+            q += ones
+            bitpos += ones + 1
+            break
+        r = q << k
+        if k > 0:
+            r |= np.int64(B.peek32(buf, bitpos) >> B.U64(32 - k))
+            bitpos += k
+        return r, bitpos
+    sym, ln = get_sym(buf, bitpos, rt, rtb)
+    bitpos += ln
+    r, ne = run_base(sym)
+    if ne > 0:
+        r += np.int64(B.peek32(buf, bitpos) >> B.U64(32 - ne))
+        bitpos += ne
+    return r, bitpos
+
+
+@njit(cache=True, parallel=True)
+def _sizes(states, n, clog2, s, mode, k, rlens, llens, rawbits):
     words = states.view(np.uint64)
     m = (n + (1 << clog2) - 1) >> clog2
     out = np.zeros(m, np.int64)
-    for c in range(m):
-        start = c << clog2
+    for c in prange(m):
+        start = np.int64(c) << clog2
         end = min(n, start + (1 << clog2))
         prev = start
-        b = rlens[RUN_EOB]
+        b = 0
         i = next_nonzero(states, words, start, end)
-        while i < end:
-            sym, ne, _ = run_sym(i - prev)
-            b += rlens[sym] + ne + llens[level_sym(np.int64(states[i]), s)] + rawbits
+        while True:
+            b += _run_bits(i - prev, mode, k, rlens)
+            if i >= end:
+                break
+            b += llens[level_sym(np.int64(states[i]), s)] + rawbits
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
         out[c] = b
     return out
 
 
-@njit(cache=True)
-def _write(states, n, clog2, s, rlens, rcodes, llens, lcodes, raw, offsets, out):
+@njit(cache=True, parallel=True)
+def _write(states, n, clog2, s, mode, k, rlens, rcodes, llens, lcodes, raw, offsets, out):
     words = states.view(np.uint64)
     rawbits = raw.shape[0] > 0
-    for c in range(offsets.shape[0] - 1):
-        start = c << clog2
+    for c in prange(offsets.shape[0] - 1):
+        start = np.int64(c) << clog2
         end = min(n, start + (1 << clog2))
         pos, acc, nacc = offsets[c], B.U64(0), 0
         prev = start
         i = next_nonzero(states, words, start, end)
-        while i < end:
-            sym, ne, ex = run_sym(i - prev)
-            pos, acc, nacc = B.put(out, pos, acc, nacc, rcodes[sym], rlens[sym])
-            if ne > 0:
-                pos, acc, nacc = B.put(out, pos, acc, nacc, ex, ne)
+        while True:
+            pos, acc, nacc = _put_run(out, pos, acc, nacc, i - prev, mode, k, rlens, rcodes)
+            if i >= end:
+                break
             ls = level_sym(np.int64(states[i]), s)
             pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[ls], llens[ls])
             if rawbits:
                 pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
-        pos, acc, nacc = B.put(out, pos, acc, nacc, rcodes[RUN_EOB], rlens[RUN_EOB])
         B.flush(out, pos, acc, nacc)
 
 
 @njit(cache=True)
-def _decode(buf, offsets, chunk_bits, n, clog2, s, rt, rtb, lt, ltb, states, raw):
+def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, k, rt, rtb, lt, ltb, states, raw):
     rawbits = raw.shape[0] > 0
     for c in range(chunk_bits.shape[0]):
         start = c << clog2
@@ -108,18 +196,17 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, rt, rtb, lt, ltb, states, raw
         stop = bitpos + chunk_bits[c]
         i = start
         while True:
-            sym, ln = get_sym(buf, bitpos, rt, rtb)
-            bitpos += ln
-            if sym == RUN_EOB:
-                break
-            r, ne = run_base(sym)
-            if ne > 0:
-                r += np.int64(B.peek32(buf, bitpos) >> B.U64(32 - ne))
-                bitpos += ne
+            r, bitpos = _get_run(buf, bitpos, stop, mode, k, rt, rtb)
+            if r < 0:
+                return r
             i += r
             if i >= end:
-                return B.ERR_BAD_VALUE
+                if i > end:
+                    return B.ERR_BAD_VALUE
+                break
             ls, ln = get_sym(buf, bitpos, lt, ltb)
+            if ls < 0:
+                return B.ERR_BAD_VALUE
             bitpos += ln
             states[i] = level_of(ls, s)
             if rawbits:
@@ -133,29 +220,70 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, rt, rtb, lt, ltb, states, raw
     return 0
 
 
+class ZrhCode:
+    def __init__(self, mode: int, k: int, rcode: Code, lcode: Code):
+        self.mode, self.k, self.rcode, self.lcode = mode, k, rcode, lcode
+
+    def serialize(self, out: bytearray) -> None:
+        out.append(self.mode)
+        if self.mode == MODE_RICE:
+            out.append(self.k)
+        else:
+            self.rcode.serialize(out)
+        self.lcode.serialize(out)
+
+    def nbytes(self) -> int:
+        out = bytearray()
+        self.serialize(out)
+        return len(out)
+
+    @classmethod
+    def parse(cls, r: Reader, s: int) -> "ZrhCode":
+        mode = r.u8("zrh run mode")
+        if mode == MODE_RICE:
+            k = r.u8("zrh Rice parameter")
+            if k > RICE_MAX_K:
+                raise PayloadError(f"zrh Rice parameter {k} exceeds {RICE_MAX_K}")
+            rcode = Code(np.zeros(RUN_ALPHABET, np.int64))
+        elif mode == MODE_HUFFMAN:
+            k = 0
+            rcode = Code.parse(r, RUN_ALPHABET, "zrh run code")
+            if rcode.single < 0 and not rcode.lengths.any():
+                raise PayloadError("zrh run code is empty")
+        else:
+            raise PayloadError(f"unknown zrh run mode {mode}")
+        lcode = Code.parse(r, 2 * s, "zrh level code")
+        return cls(mode, k, rcode, lcode)
+
+
 def plan(q, clog2: int):
-    """Codes for these states; returns (run code, level code, exact payload bits of the data)."""
-    rc, lc, extra = histograms(q.states, q.n, clog2, q.levels)
-    rcode, lcode = Code.from_counts(rc), Code.from_counts(lc)
-    rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
-    bits = rcode.cost(rc) + lcode.cost(lc) + extra + rawbits
-    return rcode, lcode, bits
+    """Cheapest ZRH code for these states; returns (ZrhCode, exact bits of the data)."""
+    rc, lc, extra, shifted = histograms(q.states, q.n, clog2, q.levels)
+    lcode = Code.from_counts(lc)
+    rcode = Code.from_counts(rc)
+    rice = rice_costs(rc, shifted)
+    k = int(np.argmin(rice))
+    huff = ZrhCode(MODE_HUFFMAN, 0, rcode, lcode)
+    rice_code = ZrhCode(MODE_RICE, k, Code(np.zeros(RUN_ALPHABET, np.int64)), lcode)
+    hbits = rcode.cost(rc) + extra + 8 * huff.nbytes()
+    rbits = int(rice[k]) + 8 * rice_code.nbytes()
+    best, bits = (rice_code, rbits) if rbits < hbits else (huff, hbits)
+    bits += lcode.cost(lc) + (31 * int(lc.sum()) if q.raw is not None else 0)
+    return best, bits - 8 * best.nbytes()
 
 
-def encode(q, clog2: int, rcode: Code, lcode: Code):
-    rawbits = 31 if q.raw is not None else 0
+def encode(q, clog2: int, zc: ZrhCode):
+    raw, rawbits = raw_values(q)
     s = q.levels
-    chunk_bits = _sizes(q.states, q.n, clog2, s, rcode.lengths, lcode.lengths, rawbits)
-    offsets = byte_offsets(chunk_bits)
-    out = np.zeros(offsets[-1], np.uint8)
-    raw = q.raw if q.raw is not None else np.zeros(0, np.uint32)
-    _write(q.states, q.n, clog2, s, rcode.lengths, rcode.codes, lcode.lengths, lcode.codes,
-           raw, offsets, out)
-    return chunk_bits, out
+    r, lc = zc.rcode, zc.lcode
+    chunk_bits = _sizes(q.states, q.n, clog2, s, zc.mode, zc.k, r.lengths, lc.lengths, rawbits)
+    return write_chunks(chunk_bits, lambda offsets, out: _write(
+        q.states, q.n, clog2, s, zc.mode, zc.k, r.lengths, r.codes, lc.lengths, lc.codes, raw,
+        offsets, out))
 
 
-def decode(buf, chunk_bits, n, clog2, s, rcode: Code, lcode: Code, states, raw):
-    rt, rtb = rcode.decoder()
-    lt, ltb = lcode.decoder()
-    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, rt, rtb, lt, ltb,
-                   states, raw)
+def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
+    rt, rtb = zc.rcode.decoder()
+    lt, ltb = zc.lcode.decoder()
+    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.k,
+                   rt, rtb, lt, ltb, states, raw)
