@@ -47,6 +47,8 @@ def decode_states(sec: Section) -> tuple[np.ndarray, np.ndarray | None]:
     if sec.raw and sec.levels != 1:
         raise PayloadError("raw top-k values need levels = 1")
     coders.decode(sec, states, raw)
+    if sec.raw and (raw >= 0x7F800000).any():  # raw magnitudes are finite float32 bits
+        raise PayloadError("a raw top-k magnitude is Inf or NaN")
     return states, (raw if sec.raw else None)
 
 

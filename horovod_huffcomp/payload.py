@@ -234,13 +234,15 @@ def _read_section(r: Reader, qfields: dict, max_elements: int) -> Section:
     chunk_log2, ndim = b & 0x1F, b >> 5
     if not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise PayloadError(f"chunk log2 {chunk_log2} outside [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
-    shape = tuple(int(r.varint("shape", max_elements)) for _ in range(ndim))
+    shape = tuple(int(r.varint("shape", 1 << 48)) for _ in range(ndim))
     n = 1
     for dim in shape:
         n *= dim
     if n > max_elements:
         raise PayloadError(f"shape {shape} has {n} elements, more than max_elements={max_elements}")
     scale = r.f32("scale")
+    if scale < 0 or scale == float("inf"):
+        raise PayloadError(f"scale {scale} is neither a finite value >= 0 nor NaN")
     cb_len = r.varint("codebook length", r.end)
     codebook = r.bytes(cb_len, "codebook")
     m = num_chunks(n, chunk_log2)

@@ -135,6 +135,8 @@ def quantize(
     elif not 1 <= s <= MAX_LEVELS:
         raise ValueError(f"qsgd levels must be in 1..{MAX_LEVELS}, got {s}")
 
+    if x.dtype == np.float16:  # numba has no float16; the widening is exact
+        x = x.astype(np.float32)
     n = x.size
     states = _padded_states(n)
     if n and not np.isfinite(x).all():
@@ -180,4 +182,5 @@ def dequantize(
     if raw is not None:
         mags = raw.view(np.float32).astype(np.float64)
         return (np.sign(states) * mags).astype(dtype)
-    return (states.astype(np.float64) * float(scale) / levels).astype(dtype)
+    with np.errstate(over="ignore"):  # a large scale may overflow float16: inf, as documented
+        return (states.astype(np.float64) * float(scale) / levels).astype(dtype)

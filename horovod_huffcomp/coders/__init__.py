@@ -93,7 +93,7 @@ def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
     elif coder == "zrh":
         zc = zrh.ZrhCode.parse(r, s)
     elif coder == "rlh":
-        pc = rlh.PairCode.parse(r, s, clog2)
+        pc = rlh.PairCode.parse(r, s, clog2, n)
     else:
         code = None
     if r.pos != r.end:

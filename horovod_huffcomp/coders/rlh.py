@@ -30,10 +30,13 @@ class PairCode:
         self.code.serialize(out)
 
     @classmethod
-    def parse(cls, r: Reader, s: int, clog2: int) -> "PairCode":
+    def parse(cls, r: Reader, s: int, clog2: int, n: int) -> "PairCode":
         count = r.varint("RLH pair count", (r.end - r.pos) // 2)
         if count == 0:
-            raise PayloadError("RLH codebook lists no pair")
+            if n:
+                raise PayloadError("RLH codebook lists no pair")
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, Code.parse(r, 0, "RLH code"))
         d = r.varints(2 * count, "RLH pair", 1 << clog2).reshape(count, 2)
         vidx = np.cumsum(d[:, 0])
         runs = d[:, 1].copy()

@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+QUANTIZER_CASES = [
+    ("qsgd", dict(levels=16, norm="l2")),
+    ("qsgd", dict(levels=1, norm="l2")),
+    ("qsgd", dict(levels=127, norm="max")),
+    ("terngrad", {}),
+    ("topk", dict(ratio=0.05)),
+    ("topk", dict(ratio=0.2, levels=8)),
+]
+CODERS = ["auto", "huffman", "sh", "shs", "rlh", "zrh", "elias-gamma", "elias-delta",
+          "elias-omega"]
+
+
+def gradient_like(n, seed=0, dtype=np.float32):
+    """Heavy-tailed, partly exactly-zero values, like real gradients."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n) * rng.exponential(1.0, n) ** 2
+    x[rng.random(n) < 0.2] = 0.0
+    return x.astype(dtype)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

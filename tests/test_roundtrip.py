@@ -1,0 +1,128 @@
+"""decode(encode(x)) equals the quantizer's dequantized values, exactly, for every case."""
+import numpy as np
+import pytest
+
+import horovod_huffcomp as hc
+from horovod_huffcomp.quantizers import dequantize, quantize
+from conftest import CODERS, QUANTIZER_CASES, gradient_like
+
+
+def expected(x, quantizer, kw, seed=0, stream=0):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    q = quantize(flat, quantizer, kw.get("levels"), kw.get("norm", "l2"), seed, stream,
+                 kw.get("ratio", 0.01))
+    return dequantize(q.states[: q.n], q.levels, q.scale, q.raw, flat.dtype).reshape(x.shape)
+
+
+@pytest.mark.parametrize("quantizer,kw", QUANTIZER_CASES)
+@pytest.mark.parametrize("coder", CODERS)
+@pytest.mark.parametrize("n", [0, 1, 7, 4097])
+def test_roundtrip_sizes(quantizer, kw, coder, n):
+    x = gradient_like(n, seed=n)
+    blob = hc.encode(x, quantizer, coder, seed=3, **kw)
+    y = hc.decode(blob)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    np.testing.assert_array_equal(y, expected(x, quantizer, kw, seed=3))
+
+
+@pytest.mark.parametrize("coder,layout", [(c, "runlength") for c in CODERS]
+                         + [(c, "gap") for c in CODERS if c.startswith("elias")])
+def test_roundtrip_million(coder, layout):
+    x = gradient_like(10**6, seed=7)
+    for quantizer, kw in [("qsgd", dict(levels=16)), ("topk", dict(ratio=0.01))]:
+        blob = hc.encode(x, quantizer, coder, elias_layout=layout, **kw)
+        np.testing.assert_array_equal(hc.decode(blob), expected(x, quantizer, kw))
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 3, 4), (2, 3, 4, 5), (0, 3), (1, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_shapes_and_dtypes(shape, dtype):
+    x = gradient_like(int(np.prod(shape)), seed=1, dtype=dtype).reshape(shape)
+    for coder in ("auto", "rlh", "elias-omega"):
+        y = hc.decode(hc.encode(x, "qsgd", coder, levels=8, norm="max"))
+        assert y.shape == shape and y.dtype == dtype
+        np.testing.assert_array_equal(y, expected(x, "qsgd", dict(levels=8, norm="max")))
+
+
+def test_non_contiguous_equals_contiguous_copy():
+    base = gradient_like(60 * 40, seed=2).reshape(60, 40)
+    views = [base.T, base[::2, 1::3], base[:, ::-1]]
+    for v in views:
+        assert not v.flags.c_contiguous
+        assert hc.encode(v) == hc.encode(np.ascontiguousarray(v))
+        np.testing.assert_array_equal(hc.decode(hc.encode(v)), expected(v, "qsgd", {}))
+
+
+def test_topk_exact_keeps_values():
+    x = gradient_like(5000, seed=4)
+    y = hc.decode(hc.encode(x, "topk", ratio=0.01))
+    kept = np.flatnonzero(y)
+    assert kept.size == int(np.ceil(0.01 * x.size))
+    np.testing.assert_array_equal(y[kept], x[kept])
+    assert np.abs(x[kept]).min() >= np.sort(np.abs(x))[-kept.size]
+
+
+def test_topk_ties_take_lower_index():
+    x = np.array([1, 3, 3, 3, 2, 3], np.float32)
+    y = hc.decode(hc.encode(x, "topk", ratio=0.5))
+    np.testing.assert_array_equal(y, [0, 3, 3, 3, 0, 0])
+
+
+def test_qsgd_is_unbiased():
+    x = gradient_like(2000, seed=5).astype(np.float64)
+    mean = np.mean([hc.decode(hc.encode(x, "qsgd", levels=2, seed=s)) for s in range(400)], 0)
+    scale = np.linalg.norm(x)
+    # each entry's rounding error has std <= scale / (2 s); 400 samples shrink it by 20
+    assert np.max(np.abs(mean - x)) < 5 * scale / 4 / 20
+
+
+def test_levels_bound_and_scale():
+    x = gradient_like(3000, seed=6)
+    for s, norm in [(1, "l2"), (5, "max"), (127, "max")]:
+        info = hc.inspect(hc.encode(x, "qsgd", levels=s, norm=norm))
+        ref = np.abs(x).max() if norm == "max" else np.linalg.norm(x.astype(np.float64))
+        assert info["scale"] >= ref and info["scale"] <= ref * (1 + 1e-6)
+        y = hc.decode(hc.encode(x, "qsgd", levels=s, norm=norm))
+        assert np.abs(y).max() <= info["scale"] * (1 + 1e-6)
+
+
+def test_bundle_roundtrip():
+    xs = [gradient_like(n, seed=n) for n in (10, 0, 999)] + [np.float64(2.5)]
+    out = hc.decode(hc.encode_many(xs, "qsgd", levels=4))
+    assert isinstance(out, list) and len(out) == len(xs)
+    for i, (x, y) in enumerate(zip(xs, out)):
+        np.testing.assert_array_equal(y, expected(np.asarray(x), "qsgd", dict(levels=4),
+                                                  stream=i))
+    assert hc.decode_many(hc.encode(xs[0])) [0].shape == (10,)
+
+
+def test_nonfinite_rules():
+    x = gradient_like(100)
+    x[3] = np.nan
+    with pytest.raises(hc.NonFiniteError, match="NaN or Inf"):
+        hc.encode(x)
+    x[3] = np.inf
+    y = hc.decode(hc.encode(x, nonfinite="propagate"))
+    assert np.isnan(y).all()
+
+
+def test_bad_arguments():
+    x = gradient_like(10)
+    with pytest.raises(ValueError, match="coder"):
+        hc.encode(x, coder="lz4")
+    with pytest.raises(ValueError, match="quantizer"):
+        hc.encode(x, quantizer="sign")
+    with pytest.raises(ValueError, match="levels"):
+        hc.encode(x, levels=200)
+    with pytest.raises(ValueError, match="terngrad"):
+        hc.encode(x, "terngrad", levels=2)
+    with pytest.raises(TypeError, match="dtype"):
+        hc.encode(np.arange(5))
+    with pytest.raises(ValueError, match="seed"):
+        hc.encode(x, seed=-1)
+
+
+def test_torch_tensor_through_dlpack():
+    torch = pytest.importorskip("torch")
+    t = torch.randn(33, 7)
+    assert hc.encode(t) == hc.encode(t.numpy())
