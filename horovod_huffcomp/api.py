@@ -1,6 +1,8 @@
 """Public NumPy-level API: encode, encode_many, decode, decode_many, inspect."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import cpu_backend, payload
@@ -40,7 +42,8 @@ def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | 
                 norm: str = "l2", seed: int = 0, **kw) -> bytes:
     """Encode several arrays (a model's gradients) into one bundle payload.
 
-    Each array keeps its own scale and codebook; one header and one checksum serve them all.
+    Each array keeps its own scale; one header and one checksum serve them all, and a section
+    whose codebook equals the previous one's (ZRH weighs reusing it) does not repeat it.
     Array i draws its random numbers from stream i of ``seed``.
     """
     opts = _options(quantizer, coder, levels, norm, seed, kw.pop("ratio", 0.01),
@@ -48,7 +51,10 @@ def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | 
                     kw.pop("nonfinite", "raise"))
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
-    sections = [cpu_backend.encode_section(x, stream=i, **opts) for i, x in enumerate(xs)]
+    sections = []
+    for i, x in enumerate(xs):
+        prev = sections[-1] if sections else None
+        sections.append(cpu_backend.encode_section(x, stream=i, prev=prev, **opts))
     return payload.pack(sections, bundle=True)
 
 
@@ -85,7 +91,8 @@ def _section_info(s: payload.Section, header_bytes: int) -> dict:
         "scale": s.scale,
         "chunk_elements": 1 << s.chunk_log2,
         "num_chunks": s.num_chunks,
-        "codebook_bytes": len(s.codebook),
+        "codebook_bytes": 0 if s.reuse else len(s.codebook),
+        "codebook_reused": s.reuse,
         "data_bytes": len(s.data),
         "data_bits": int(s.chunk_bits.sum()),
         "header_bytes": header_bytes,
@@ -98,7 +105,8 @@ def inspect(blob, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict:
     total = len(blob)
     infos = []
     for s in sections:
-        hdr = len(payload.pack([s], bundle=False)) - len(s.codebook) - len(s.data)
+        alone = dataclasses.replace(s, reuse=False)
+        hdr = len(payload.pack([alone], bundle=False)) - len(s.codebook) - len(s.data)
         infos.append(_section_info(s, hdr))
     base = {"version": payload.VERSION, "bundle": bundle, "total_bytes": total}
     if not bundle:

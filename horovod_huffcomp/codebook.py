@@ -12,11 +12,13 @@ so the GPU backend builds the very same code from the same counts:
 A single used symbol gets a zero-length code (it costs no bits); no used symbol gives an
 empty code. Serialised form (byte aligned, see docs/format.md)::
 
-    varint lo | varint count | [bits: for each symbol lo..lo+count-1,
-                                Elias-gamma(zigzag(len - previous len) + 1)] | pad to byte
+    varint form
+      0: empty code            1: single symbol, then varint symbol
+      2: flat: every symbol of a power-of-two alphabet has length log2(alphabet)
+      k >= 3: k - 1 symbols from varint lo, then for each one
+              Elias-gamma(zigzag(len - previous len) + 1) bits, padded to a byte
 
-``count == 1`` is the single-symbol code, ``count == 0`` the empty code. A parsed code must
-be complete (Kraft sum exactly 1) with every length in 0..MAX_CODE_LEN.
+A parsed code must be complete (Kraft sum exactly 1) with every length in 0..MAX_CODE_LEN.
 """
 from __future__ import annotations
 
@@ -157,6 +159,9 @@ def get_sym(buf, bitpos, table, tbits):
     return e >> 5, e & 31
 
 
+FORM_EMPTY, FORM_SINGLE, FORM_FLAT = 0, 1, 2
+
+
 class Code:
     """A canonical Huffman code over symbols ``0..alphabet-1``."""
 
@@ -183,6 +188,13 @@ class Code:
     def alphabet(self) -> int:
         return self.lengths.size
 
+    def covers(self, counts: np.ndarray) -> bool:
+        """Whether every symbol with a non-zero count has a codeword."""
+        used = np.asarray(counts) > 0
+        if self.single >= 0:
+            return not used.any() or (used.sum() == 1 and bool(used[self.single]))
+        return bool((self.lengths[used] > 0).all())
+
     def cost(self, counts: np.ndarray) -> int:
         """Bits spent coding symbols with these counts (symbols without a code must be absent)."""
         return int(np.dot(np.asarray(counts, np.int64), self.lengths))
@@ -195,28 +207,37 @@ class Code:
     # ---------------------------------------------------------- serialisation
     def serialize(self, out: bytearray) -> None:
         if self.single >= 0:
+            put_varint(out, FORM_SINGLE)
             put_varint(out, self.single)
-            put_varint(out, 1)
             return
         nz = np.flatnonzero(self.lengths)
         if nz.size == 0:
-            put_varint(out, 0)
-            put_varint(out, 0)
+            put_varint(out, FORM_EMPTY)
+            return
+        a = self.alphabet
+        if nz.size == a and a & (a - 1) == 0 and (self.lengths == self.lengths[0]).all():
+            put_varint(out, FORM_FLAT)
             return
         lo, hi = int(nz[0]), int(nz[-1])
+        put_varint(out, hi - lo + 2)
         put_varint(out, lo)
-        put_varint(out, hi - lo + 1)
         out += _pack_lengths(self.lengths[lo : hi + 1]).tobytes()
 
     @classmethod
     def parse(cls, r: Reader, alphabet: int, what: str) -> "Code":
-        lo = r.varint(f"{what} first symbol", alphabet)
-        count = r.varint(f"{what} symbol count", alphabet - lo)
+        form = r.varint(f"{what} form", alphabet + 1)
         lengths = np.zeros(alphabet, np.int64)
-        if count == 1:
-            return cls(lengths, single=lo)
-        if count == 0:
+        if form == FORM_EMPTY:
             return cls(lengths)
+        if form == FORM_SINGLE:
+            return cls(lengths, single=r.varint(f"{what} symbol", alphabet - 1))
+        if form == FORM_FLAT:
+            if alphabet < 2 or alphabet & (alphabet - 1):
+                raise PayloadError(f"{what}: a flat code needs a power-of-two alphabet")
+            lengths[:] = alphabet.bit_length() - 1
+            return cls(lengths)
+        count = form - 1
+        lo = r.varint(f"{what} first symbol", alphabet - count)
         # each length costs at least one bit
         r.need((count + 7) // 8, f"{what} code lengths")
         buf = np.frombuffer(r.buf[r.pos : r.end], np.uint8)

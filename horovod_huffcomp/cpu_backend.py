@@ -22,21 +22,30 @@ def as_flat(x) -> tuple[np.ndarray, tuple]:
 
 
 def encode_section(x, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2,
-                   elias_layout, nonfinite, stream) -> Section:
+                   elias_layout, nonfinite, stream, prev: Section | None = None) -> Section:
+    """One tensor's section; ``prev`` is the bundle's previous section (codebook reuse)."""
     flat, shape = as_flat(x)
     q = quantize(flat, quantizer, levels, norm, seed, stream, ratio, nonfinite)
+    if elias_layout not in ("runlength", "gap"):
+        raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
+    gap = elias_layout == "gap" and coder.startswith("elias")
+    return code_section(q, quantizer, flat.dtype, shape, coder, chunk_log2, seed, gap, prev)
+
+
+def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2, seed: int,
+                 gap: bool = False, prev: Section | None = None) -> Section:
+    """The lossless step: quantized states -> a section (chunking, codebook, bits)."""
     if chunk_log2 is None:
         chunk_log2 = auto_chunk_log2(q.n, int(np.count_nonzero(q.states)))
     elif not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
-    if elias_layout not in ("runlength", "gap"):
-        raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
-    gap = elias_layout == "gap" and coder.startswith("elias")
-    used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap)
+    prev_cb = (prev.coder, prev.codebook) if prev is not None else None
+    used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap, prev_cb)
     return Section(
-        quantizer=quantizer, coder=used, dtype=flat.dtype, shape=shape, levels=q.levels,
+        quantizer=quantizer, coder=used, dtype=dtype, shape=shape, levels=q.levels,
         scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,
-        gap_layout=gap, codebook=codebook, chunk_bits=chunk_bits, data=data.tobytes(),
+        gap_layout=gap, reuse=prev_cb == (used, codebook), codebook=codebook,
+        chunk_bits=chunk_bits, data=data.tobytes(),
     )
 
 

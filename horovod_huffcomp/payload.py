@@ -12,12 +12,14 @@ A payload is::
 
 the quantizer fields are shared by every section; each section (one tensor) is::
 
-    a u8      bits 0-3 coder id, bits 4-5 dtype code, bit 6 Elias gap layout, bit 7 zero
+    a u8      bits 0-3 coder id, bits 4-5 dtype code, bit 6 Elias gap layout, bit 7 reuse:
+              no codebook field, the previous section's codebook applies (same coder)
     b u8      bits 0-4 log2 of the elements per chunk (CHUNK_LOG2_MIN..CHUNK_LOG2_MAX),
               bits 5-7 ndim (0..7)
     shape     ndim varints
     scale     f32le
-    codebook  varint byte length, then that many bytes (coder specific, see ``coders``)
+    codebook  [unless reuse] varint byte length, then that many bytes (coder specific,
+              see ``coders``)
     chunks    one varint per chunk: the chunk's length in bits
     data      each chunk's bits, MSB first, starting on a byte boundary
 
@@ -60,6 +62,7 @@ CODERS = {
 }
 CODER_NAMES = {v: k for k, v in CODERS.items()}
 A_GAP_LAYOUT = 0x40
+A_REUSE = 0x80
 
 # Input dtypes (d byte, bits 0-3). Output of decode has the same dtype.
 DTYPES = {np.dtype(np.float16): 1, np.dtype(np.float32): 2, np.dtype(np.float64): 3}
@@ -88,6 +91,7 @@ class Section:
     norm: str = "l2"
     raw: bool = False
     gap_layout: bool = False
+    reuse: bool = False  # codebook equals the previous section's and is not repeated
     codebook: bytes = b""
     chunk_bits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     data: bytes | memoryview = b""
@@ -187,13 +191,14 @@ class Reader:
 # ---------------------------------------------------------------- writing
 def _section_bytes(s: Section, out: bytearray) -> None:
     out.append(CODERS[s.coder] | (DTYPES[np.dtype(s.dtype)] << 4)
-               | (A_GAP_LAYOUT if s.gap_layout else 0))
+               | (A_GAP_LAYOUT if s.gap_layout else 0) | (A_REUSE if s.reuse else 0))
     out.append(s.chunk_log2 | (len(s.shape) << 5))
     for d in s.shape:
         put_varint(out, int(d))
     out += struct.pack("<f", s.scale)
-    put_varint(out, len(s.codebook))
-    out += s.codebook
+    if not s.reuse:
+        put_varint(out, len(s.codebook))
+        out += s.codebook
     out += varint_bytes(s.chunk_bits)
     out += s.data
 
@@ -217,18 +222,25 @@ def pack(sections: list[Section], bundle: bool) -> bytes:
     put_varint(out, first.levels)
     if bundle:
         put_varint(out, len(sections))
-    for t in sections:
+    for i, t in enumerate(sections):
+        if t.reuse and (i == 0 or sections[i - 1].coder != t.coder
+                        or sections[i - 1].codebook != t.codebook):
+            raise ValueError("a reusing section needs the same coder and codebook before it")
         _section_bytes(t, out)
     out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
     return bytes(out)
 
 
 # ---------------------------------------------------------------- reading
-def _read_section(r: Reader, qfields: dict, max_elements: int) -> Section:
+def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | None) -> Section:
     a = r.u8("coder byte")
     b = r.u8("chunk byte")
-    if (a & 0x0F) not in CODER_NAMES or a & 0x80:
+    if (a & 0x0F) not in CODER_NAMES:
         raise PayloadError(f"unknown coder byte 0x{a:02x}")
+    coder = CODER_NAMES[a & 0x0F]
+    reuse = bool(a & A_REUSE)
+    if reuse and (prev is None or prev.coder != coder):
+        raise PayloadError("a section reuses a codebook but no previous section of its coder")
     if ((a >> 4) & 0x03) not in DTYPE_NAMES:
         raise PayloadError(f"unknown dtype code {(a >> 4) & 0x03}")
     chunk_log2, ndim = b & 0x1F, b >> 5
@@ -243,8 +255,10 @@ def _read_section(r: Reader, qfields: dict, max_elements: int) -> Section:
     scale = r.f32("scale")
     if scale < 0 or scale == float("inf"):
         raise PayloadError(f"scale {scale} is neither a finite value >= 0 nor NaN")
-    cb_len = r.varint("codebook length", r.end)
-    codebook = r.bytes(cb_len, "codebook")
+    if reuse:
+        codebook = prev.codebook
+    else:
+        codebook = bytes(r.bytes(r.varint("codebook length", r.end), "codebook"))
     m = num_chunks(n, chunk_log2)
     # each chunk costs at least one byte of chunk table: a lying shape cannot make us loop long
     r.need(m, "chunk table")
@@ -253,13 +267,14 @@ def _read_section(r: Reader, qfields: dict, max_elements: int) -> Section:
     nbytes = int(((chunk_bits + 7) >> 3).sum())
     data = r.bytes(nbytes, "coded data")
     return Section(
-        coder=CODER_NAMES[a & 0x0F],
+        coder=coder,
         dtype=DTYPE_NAMES[(a >> 4) & 0x03],
         shape=shape,
         scale=scale,
         chunk_log2=chunk_log2,
         gap_layout=bool(a & A_GAP_LAYOUT),
-        codebook=bytes(codebook),
+        reuse=reuse,
+        codebook=codebook,
         chunk_bits=chunk_bits,
         data=data,
         **qfields,
@@ -300,7 +315,7 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
     sections = []
     budget = max_elements
     for _ in range(count):
-        s = _read_section(r, qfields, budget)
+        s = _read_section(r, qfields, budget, sections[-1] if sections else None)
         budget -= s.size
         sections.append(s)
     if r.pos != r.end:

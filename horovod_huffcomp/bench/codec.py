@@ -22,10 +22,9 @@ import time
 
 import numpy as np
 
-from .. import coders, payload
-from ..cpu_backend import decode_states
+from .. import payload
+from ..cpu_backend import code_section, decode_states
 from ..entropy import entropy_bits
-from ..payload import Section
 from ..quantizers import quantize
 from .gradients import MODELS, model_gradients
 
@@ -47,16 +46,11 @@ def bar_for(h_per_entry: float) -> float:
 
 
 def _sections(qn, qs, coder, shapes, dtypes):
-    out, t_enc = [], 0.0
+    """The lossless step for a model: quantized states -> bundle sections."""
+    out = []
     for q, shape, dt in zip(qs, shapes, dtypes):
-        clog2 = coders.chunks.auto_chunk_log2(q.n, int(np.count_nonzero(q.states)))
-        t0 = time.perf_counter()
-        used, cb, bits, data = coders.encode(q, coder, clog2, 0)
-        t_enc += time.perf_counter() - t0
-        out.append(Section(quantizer=qn, coder=used, dtype=dt, shape=shape,
-                           levels=q.levels, scale=q.scale, chunk_log2=clog2, norm=q.norm,
-                           raw=False, codebook=cb, chunk_bits=bits, data=data.tobytes()))
-    return out, t_enc
+        out.append(code_section(q, qn, dt, shape, coder, None, 0, prev=out[-1] if out else None))
+    return out
 
 
 def _best_time(fn, repeat):
@@ -101,7 +95,7 @@ def run(models=MODELS, coder_list=CODERS, steps=20, repeat=3, progress=True):
                          enc=n / z_enc / 1e6, dec=n / z_dec / 1e6))
         omega_bits = None
         for coder in coder_list:
-            secs, _ = _sections(qn, qs, coder, shapes, dtypes)
+            secs = _sections(qn, qs, coder, shapes, dtypes)
             blob = payload.pack(secs, bundle=True)
             t_enc = _best_time(lambda: _sections(qn, qs, coder, shapes, dtypes), repeat)
             _, parsed = payload.unpack(blob)
@@ -112,7 +106,9 @@ def run(models=MODELS, coder_list=CODERS, steps=20, repeat=3, progress=True):
             row = dict(base, coder=coder, bits=8 * len(blob) / n, enc=n / t_enc / 1e6,
                        dec=n / t_dec / 1e6)
             if coder == "auto":
-                per = sum(len(payload.pack([sec], bundle=False)) for sec in secs)
+                alone = [code_section(q, qn, dt, sh, coder, None, 0)
+                         for q, sh, dt in zip(qs, shapes, dtypes)]
+                per = sum(len(payload.pack([sec], bundle=False)) for sec in alone)
                 row["per_tensor_bits"] = 8 * per / n
             if coder == "elias-omega":
                 omega_bits = row["bits"]

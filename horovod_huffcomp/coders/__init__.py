@@ -33,8 +33,19 @@ def _codebook_bytes(*codes) -> bytes:
     return bytes(out)
 
 
-def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False):
-    """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array)."""
+def _prev_zrh(prev, s: int):
+    """The previous bundle section's ZRH code, if it was a ZRH section."""
+    if prev is None or prev[0] != "zrh":
+        return None
+    return zrh.ZrhCode.parse(Reader(prev[1]), s, 1)
+
+
+def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=None):
+    """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array).
+
+    ``prev`` is (coder, codebook bytes) of the previous section of a bundle: a codebook equal
+    to it is not repeated in the payload, so ZRH also weighs reusing it.
+    """
     s, n = q.levels, q.n
     if coder == "auto":
         counts = symbol.state_counts(q.states, n, s)
@@ -42,10 +53,11 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False):
         hbits = hcode.cost(counts)
         if q.raw is not None:
             hbits += 31 * int(np.count_nonzero(q.states[:n]))
-        zc, zbits = zrh.plan(q, clog2)
-        hcb, zcb = _codebook_bytes(hcode), _codebook_bytes(zc)
-        if 8 * len(zcb) + zbits < 8 * len(hcb) + hbits:
-            return ("zrh", zcb) + zrh.encode(q, clog2, zc)
+        hcb = _codebook_bytes(hcode)
+        hcb_bits = 0 if prev == ("huffman", hcb) else 8 * (len(hcb) + 1)
+        zc, zbits, zcb_bits = zrh.plan(q, clog2, _prev_zrh(prev, s))
+        if zbits + zcb_bits < hbits + hcb_bits:
+            return ("zrh", _codebook_bytes(zc)) + zrh.encode(q, clog2, zc)
         return ("huffman", hcb) + symbol.encode(q, clog2, hcode)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
@@ -54,7 +66,7 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False):
             code = Code.from_counts(symbol.sample_counts(q.states, n, s, seed))
         return (coder, _codebook_bytes(code)) + symbol.encode(q, clog2, code)
     if coder == "zrh":
-        zc, _ = zrh.plan(q, clog2)
+        zc, _, _ = zrh.plan(q, clog2, _prev_zrh(prev, s))
         return (coder, _codebook_bytes(zc)) + zrh.encode(q, clog2, zc)
     if coder == "shs":
         code = shs.build_code(q.states, n, s, seed)
@@ -91,7 +103,7 @@ def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
         if n:
             _require(code, f"{coder} code")
     elif coder == "zrh":
-        zc = zrh.ZrhCode.parse(r, s)
+        zc = zrh.ZrhCode.parse(r, s, n)
     elif coder == "rlh":
         pc = rlh.PairCode.parse(r, s, clog2, n)
     else:

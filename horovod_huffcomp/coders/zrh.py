@@ -11,7 +11,7 @@ non-zero levels. Runs use whichever costs fewer bits, exactly counted:
   One byte of codebook: worth it for small or very sparse tensors, where a table would cost
   more than it saves.
 
-Codebook: mode u8 | (mode 0: run code, mode 1: k u8) | level code. The cost per non-zero is
+Codebook: run byte (0: a run code follows; 0x80 | k: Rice(k)) | [run code] | level code. The cost per non-zero is
 about the entropy of its run and its level, so the payload follows the order-0 entropy of the
 states even when nearly all are zero (where one codeword per entry costs >= 1 bit per entry).
 """
@@ -41,6 +41,7 @@ from .chunks import (
 )
 
 MODE_HUFFMAN, MODE_RICE = 0, 1
+RICE_FLAG = 0x80
 
 
 @njit(cache=True)
@@ -133,6 +134,8 @@ def _get_run(buf, bitpos, stop, mode, k, rt, rtb):
             bitpos += k
         return r, bitpos
     sym, ln = get_sym(buf, bitpos, rt, rtb)
+    if sym < 0:
+        return B.ERR_BAD_VALUE, bitpos
     bitpos += ln
     r, ne = run_base(sym)
     if ne > 0:
@@ -225,10 +228,10 @@ class ZrhCode:
         self.mode, self.k, self.rcode, self.lcode = mode, k, rcode, lcode
 
     def serialize(self, out: bytearray) -> None:
-        out.append(self.mode)
         if self.mode == MODE_RICE:
-            out.append(self.k)
+            out.append(RICE_FLAG | self.k)
         else:
+            out.append(0)
             self.rcode.serialize(out)
         self.lcode.serialize(out)
 
@@ -238,38 +241,58 @@ class ZrhCode:
         return len(out)
 
     @classmethod
-    def parse(cls, r: Reader, s: int) -> "ZrhCode":
-        mode = r.u8("zrh run mode")
-        if mode == MODE_RICE:
-            k = r.u8("zrh Rice parameter")
+    def parse(cls, r: Reader, s: int, n: int) -> "ZrhCode":
+        head = r.u8("zrh run mode")
+        if head & RICE_FLAG:
+            mode, k = MODE_RICE, head & 0x7F
             if k > RICE_MAX_K:
                 raise PayloadError(f"zrh Rice parameter {k} exceeds {RICE_MAX_K}")
             rcode = Code(np.zeros(RUN_ALPHABET, np.int64))
-        elif mode == MODE_HUFFMAN:
-            k = 0
+        elif head == 0:
+            mode, k = MODE_HUFFMAN, 0
             rcode = Code.parse(r, RUN_ALPHABET, "zrh run code")
-            if rcode.single < 0 and not rcode.lengths.any():
+            if n and rcode.single < 0 and not rcode.lengths.any():
                 raise PayloadError("zrh run code is empty")
         else:
-            raise PayloadError(f"unknown zrh run mode {mode}")
+            raise PayloadError(f"unknown zrh run mode byte 0x{head:02x}")
         lcode = Code.parse(r, 2 * s, "zrh level code")
         return cls(mode, k, rcode, lcode)
 
 
-def plan(q, clog2: int):
-    """Cheapest ZRH code for these states; returns (ZrhCode, exact bits of the data)."""
+def plan(q, clog2: int, prev: ZrhCode | None = None):
+    """Cheapest ZRH code for these states: (ZrhCode, data bits, codebook bits).
+
+    Candidates: a Huffman run table, the best Rice parameter, and ``prev`` (the previous
+    bundle section's code, which costs no codebook bytes) when it has a codeword for every
+    symbol present. Codebook bits count the codebook and its length varint.
+    """
     rc, lc, extra, shifted = histograms(q.states, q.n, clog2, q.levels)
-    lcode = Code.from_counts(lc)
-    rcode = Code.from_counts(rc)
+    rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
     rice = rice_costs(rc, shifted)
+    lcode = Code.from_counts(lc)
+    level_bits = lcode.cost(lc) + rawbits
     k = int(np.argmin(rice))
-    huff = ZrhCode(MODE_HUFFMAN, 0, rcode, lcode)
-    rice_code = ZrhCode(MODE_RICE, k, Code(np.zeros(RUN_ALPHABET, np.int64)), lcode)
-    hbits = rcode.cost(rc) + extra + 8 * huff.nbytes()
-    rbits = int(rice[k]) + 8 * rice_code.nbytes()
-    best, bits = (rice_code, rbits) if rbits < hbits else (huff, hbits)
-    bits += lcode.cost(lc) + (31 * int(lc.sum()) if q.raw is not None else 0)
-    return best, bits - 8 * best.nbytes()
+    own = [(ZrhCode(MODE_HUFFMAN, 0, Code.from_counts(rc), lcode), None),
+           (ZrhCode(MODE_RICE, k, Code(np.zeros(RUN_ALPHABET, np.int64)), lcode), int(rice[k]))]
+    best = None
+    for zc, run_bits in own:
+        if run_bits is None:
+            run_bits = zc.rcode.cost(rc) + extra
+        cb = 8 * (zc.nbytes() + 1)
+        if best is None or run_bits + level_bits + cb < best[1] + best[2]:
+            best = (zc, run_bits + level_bits, cb)
+    if prev is not None and prev.lcode.covers(lc):
+        if prev.mode == MODE_RICE:
+            run_bits = int(rice[prev.k])
+        elif prev.rcode.covers(rc):
+            run_bits = prev.rcode.cost(rc) + extra
+        else:
+            run_bits = None
+        if run_bits is not None:
+            bits = run_bits + prev.lcode.cost(lc) + rawbits
+            if bits <= best[1] + best[2]:
+                best = (prev, bits, 0)
+    return best
 
 
 def encode(q, clog2: int, zc: ZrhCode):
