@@ -2,18 +2,28 @@
 
 Each non-zero state is coded as (zero run before it, its level); a chunk ends with its
 *terminal run*, the zeros after its last non-zero (the decoder knows the chunk's length, so a
-run reaching the chunk's end closes it). Levels use a canonical Huffman code over the 2s
+run reaching the chunk's end closes it). Levels use canonical Huffman codes over the 2s
 non-zero levels. Runs use whichever costs fewer bits, exactly counted:
 
-* mode 0, Huffman: a canonical code over run symbols (``chunks.run_sym``: runs 0..15 directly,
-  longer runs in half-octave buckets followed by their extra bits);
-* mode 1, Rice(k): ``r >> k`` in unary (ones closed by a zero), then the low k bits of r.
-  One byte of codebook: worth it for small or very sparse tensors, where a table would cost
-  more than it saves.
+* Huffman: canonical codes over run symbols (``chunks.run_sym``: runs 0..15 directly, longer
+  runs in half-octave buckets followed by their extra bits);
+* Rice(k): ``r >> k`` in unary (ones closed by a zero), then the low k bits of r; a byte of
+  codebook, worth it for small or very sparse tensors where a table costs more than it saves.
 
-Codebook: run byte (0: a run code follows; 0x80 | k: Rice(k)) | [run code] | level code. The cost per non-zero is
-about the entropy of its run and its level, so the payload follows the order-0 entropy of the
-states even when nearly all are zero (where one codeword per entry costs >= 1 bit per entry).
+Contexts: with ``nctx = 4``, the run before a non-zero and its level are coded with the
+tables of context c = bucket of the previous non-zero's |level| in the chunk (|v| <= 1 or
+chunk start: 0, 2..3: 1, 4..7: 2, >= 8: 3): gradients come in patches of large and small
+values, so the previous level predicts the next. With ``nctx = 1`` there is one table each.
+
+Codebook::
+
+    head u8    bit 7 Rice, bit 6 four contexts, bits 0-4 Rice k (single context)
+    [Rice, four contexts: 4 x k u8] [Huffman: nctx run codes] nctx level codes
+
+The planner weighs Huffman/Rice x 1/4 contexts (and, in a bundle, the previous section's
+code, which costs no bytes) by their exact size. The cost per non-zero is about the entropy of
+its run and level, so the payload follows the entropy of the states even when nearly all are
+zero (where one codeword per entry costs >= 1 bit per entry).
 """
 from __future__ import annotations
 
@@ -28,7 +38,6 @@ from .chunks import (
     RICE_MAX_K,
     RUN_ALPHABET,
     RUN_DIRECT,
-    byte_offsets,
     get_raw,
     level_of,
     level_sym,
@@ -38,48 +47,66 @@ from .chunks import (
     run_base,
     run_sym,
     write_chunks,
+    byte_offsets,
 )
 
 MODE_HUFFMAN, MODE_RICE = 0, 1
-RICE_FLAG = 0x80
+HEAD_RICE, HEAD_CTX = 0x80, 0x40
+NCTX = 4
+
+
+@njit(inline="always", cache=True)
+def level_ctx(v):
+    a = abs(v)
+    if a <= 1:
+        return 0
+    if a <= 3:
+        return 1
+    if a <= 7:
+        return 2
+    return 3
 
 
 @njit(cache=True)
 def histograms(states, n, clog2, s):
-    """Run symbol counts, level counts, total extra bits, and sum of (r >> k) over long runs."""
+    """Per context (of the previous level): run symbol counts, level counts, extra bits, and
+    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
     words = states.view(np.uint64)
-    rc = np.zeros(RUN_ALPHABET, np.int64)
-    lc = np.zeros(2 * s, np.int64)
-    shifted = np.zeros(RICE_MAX_K + 1, np.int64)
-    extra = 0
+    rc = np.zeros((NCTX, RUN_ALPHABET), np.int64)
+    lc = np.zeros((NCTX, 2 * s), np.int64)
+    shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
+    extra = np.zeros(NCTX, np.int64)
     m = (n + (1 << clog2) - 1) >> clog2
     for c in range(m):
         start = c << clog2
         end = min(n, start + (1 << clog2))
         prev = start
+        ctx = 0
         i = next_nonzero(states, words, start, end)
         while True:
             r = i - prev
             sym, ne, _ = run_sym(r)
-            rc[sym] += 1
-            extra += ne
+            rc[ctx, sym] += 1
+            extra[ctx] += ne
             if r >= RUN_DIRECT:
                 for k in range(RICE_MAX_K + 1):
-                    shifted[k] += r >> k
+                    shifted[ctx, k] += r >> k
             if i >= end:
                 break
-            lc[level_sym(np.int64(states[i]), s)] += 1
+            v = np.int64(states[i])
+            lc[ctx, level_sym(v, s)] += 1
+            ctx = level_ctx(v)
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
     return rc, lc, extra, shifted
 
 
 def rice_costs(rc: np.ndarray, shifted: np.ndarray) -> np.ndarray:
-    """Exact bits of Rice(k) for every k over the runs counted in (rc, shifted)."""
-    runs = int(rc.sum())
+    """Exact bits of Rice(k) for every k (last axis) over the runs counted in (rc, shifted)."""
+    runs = rc.sum(-1, keepdims=True)
     direct = np.arange(RUN_DIRECT)
     ks = np.arange(RICE_MAX_K + 1)
-    short = (rc[:RUN_DIRECT][None, :] * (direct[None, :] >> ks[:, None])).sum(1)
+    short = (rc[..., None, :RUN_DIRECT] * (direct[None, :] >> ks[:, None])).sum(-1)
     return short + shifted + runs * (1 + ks)
 
 
@@ -145,7 +172,7 @@ def _get_run(buf, bitpos, stop, mode, k, rt, rtb):
 
 
 @njit(cache=True, parallel=True)
-def _sizes(states, n, clog2, s, mode, k, rlens, llens, rawbits):
+def _sizes(states, n, clog2, s, mode, nctx, ks, rlens, llens, rawbits):
     words = states.view(np.uint64)
     m = (n + (1 << clog2) - 1) >> clog2
     out = np.zeros(m, np.int64)
@@ -153,13 +180,17 @@ def _sizes(states, n, clog2, s, mode, k, rlens, llens, rawbits):
         start = np.int64(c) << clog2
         end = min(n, start + (1 << clog2))
         prev = start
+        ctx = 0
         b = 0
         i = next_nonzero(states, words, start, end)
         while True:
-            b += _run_bits(i - prev, mode, k, rlens)
+            b += _run_bits(i - prev, mode, ks[ctx], rlens[ctx])
             if i >= end:
                 break
-            b += llens[level_sym(np.int64(states[i]), s)] + rawbits
+            v = np.int64(states[i])
+            b += llens[ctx, level_sym(v, s)] + rawbits
+            if nctx > 1:
+                ctx = level_ctx(v)
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
         out[c] = b
@@ -167,7 +198,8 @@ def _sizes(states, n, clog2, s, mode, k, rlens, llens, rawbits):
 
 
 @njit(cache=True, parallel=True)
-def _write(states, n, clog2, s, mode, k, rlens, rcodes, llens, lcodes, raw, offsets, out):
+def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, raw, offsets,
+           out):
     words = states.view(np.uint64)
     rawbits = raw.shape[0] > 0
     for c in prange(offsets.shape[0] - 1):
@@ -175,22 +207,28 @@ def _write(states, n, clog2, s, mode, k, rlens, rcodes, llens, lcodes, raw, offs
         end = min(n, start + (1 << clog2))
         pos, acc, nacc = offsets[c], B.U64(0), 0
         prev = start
+        ctx = 0
         i = next_nonzero(states, words, start, end)
         while True:
-            pos, acc, nacc = _put_run(out, pos, acc, nacc, i - prev, mode, k, rlens, rcodes)
+            pos, acc, nacc = _put_run(out, pos, acc, nacc, i - prev, mode, ks[ctx], rlens[ctx],
+                                      rcodes[ctx])
             if i >= end:
                 break
-            ls = level_sym(np.int64(states[i]), s)
-            pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[ls], llens[ls])
+            v = np.int64(states[i])
+            ls = level_sym(v, s)
+            pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[ctx, ls], llens[ctx, ls])
             if rawbits:
                 pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+            if nctx > 1:
+                ctx = level_ctx(v)
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
         B.flush(out, pos, acc, nacc)
 
 
 @njit(cache=True)
-def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, k, rt, rtb, lt, ltb, states, raw):
+def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, ltb, states,
+            raw):
     rawbits = raw.shape[0] > 0
     for c in range(chunk_bits.shape[0]):
         start = c << clog2
@@ -198,8 +236,9 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, k, rt, rtb, lt, ltb, st
         bitpos = 8 * offsets[c]
         stop = bitpos + chunk_bits[c]
         i = start
+        ctx = 0
         while True:
-            r, bitpos = _get_run(buf, bitpos, stop, mode, k, rt, rtb)
+            r, bitpos = _get_run(buf, bitpos, stop, mode, ks[ctx], rt[ctx], rtb[ctx])
             if r < 0:
                 return r
             i += r
@@ -207,33 +246,54 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, k, rt, rtb, lt, ltb, st
                 if i > end:
                     return B.ERR_BAD_VALUE
                 break
-            ls, ln = get_sym(buf, bitpos, lt, ltb)
+            ls, ln = get_sym(buf, bitpos, lt[ctx], ltb[ctx])
             if ls < 0:
                 return B.ERR_BAD_VALUE
             bitpos += ln
-            states[i] = level_of(ls, s)
+            v = level_of(ls, s)
+            states[i] = v
             if rawbits:
                 raw[i] = get_raw(buf, bitpos)
                 bitpos += 31
             if bitpos > stop:
                 return B.ERR_OVERRUN
+            if nctx > 1:
+                ctx = level_ctx(v)
             i += 1
         if bitpos != stop:
             return B.ERR_OVERRUN if bitpos > stop else B.ERR_UNDERRUN
     return 0
 
 
+def _empty_run_code() -> Code:
+    return Code(np.zeros(RUN_ALPHABET, np.int64))
+
+
 class ZrhCode:
-    def __init__(self, mode: int, k: int, rcode: Code, lcode: Code):
-        self.mode, self.k, self.rcode, self.lcode = mode, k, rcode, lcode
+    """Run mode, contexts, and per context: Rice k or run code, and level code."""
+
+    def __init__(self, mode: int, ks, rcodes: list, lcodes: list):
+        self.mode = mode
+        self.ks = np.asarray(ks, np.int64)
+        self.rcodes, self.lcodes = rcodes, lcodes
+
+    @property
+    def nctx(self) -> int:
+        return len(self.lcodes)
 
     def serialize(self, out: bytearray) -> None:
-        if self.mode == MODE_RICE:
-            out.append(RICE_FLAG | self.k)
-        else:
-            out.append(0)
-            self.rcode.serialize(out)
-        self.lcode.serialize(out)
+        ctx = self.nctx > 1
+        head = (HEAD_CTX if ctx else 0) | (HEAD_RICE if self.mode == MODE_RICE else 0)
+        if self.mode == MODE_RICE and not ctx:
+            head |= int(self.ks[0])
+        out.append(head)
+        if self.mode == MODE_RICE and ctx:
+            out += bytes(int(k) for k in self.ks)
+        if self.mode == MODE_HUFFMAN:
+            for rc in self.rcodes:
+                rc.serialize(out)
+        for lc in self.lcodes:
+            lc.serialize(out)
 
     def nbytes(self) -> int:
         out = bytearray()
@@ -242,71 +302,104 @@ class ZrhCode:
 
     @classmethod
     def parse(cls, r: Reader, s: int, n: int) -> "ZrhCode":
-        head = r.u8("zrh run mode")
-        if head & RICE_FLAG:
-            mode, k = MODE_RICE, head & 0x7F
-            if k > RICE_MAX_K:
-                raise PayloadError(f"zrh Rice parameter {k} exceeds {RICE_MAX_K}")
-            rcode = Code(np.zeros(RUN_ALPHABET, np.int64))
-        elif head == 0:
-            mode, k = MODE_HUFFMAN, 0
-            rcode = Code.parse(r, RUN_ALPHABET, "zrh run code")
-            if n and rcode.single < 0 and not rcode.lengths.any():
-                raise PayloadError("zrh run code is empty")
+        head = r.u8("zrh codebook head")
+        nctx = NCTX if head & HEAD_CTX else 1
+        mode = MODE_RICE if head & HEAD_RICE else MODE_HUFFMAN
+        if head & 0x1F and (mode != MODE_RICE or nctx > 1) or head & 0x20:
+            raise PayloadError(f"bad zrh codebook head 0x{head:02x}")
+        if mode == MODE_RICE:
+            ks = [head & 0x1F] if nctx == 1 else list(r.bytes(nctx, "zrh Rice parameters"))
+            if max(ks) > RICE_MAX_K:
+                raise PayloadError(f"zrh Rice parameter {max(ks)} exceeds {RICE_MAX_K}")
+            rcodes = [_empty_run_code() for _ in range(nctx)]
         else:
-            raise PayloadError(f"unknown zrh run mode byte 0x{head:02x}")
-        lcode = Code.parse(r, 2 * s, "zrh level code")
-        return cls(mode, k, rcode, lcode)
+            ks = [0] * nctx
+            rcodes = [Code.parse(r, RUN_ALPHABET, "zrh run code") for _ in range(nctx)]
+            if n and rcodes[0].single < 0 and not rcodes[0].lengths.any():
+                raise PayloadError("zrh run code is empty")
+        lcodes = [Code.parse(r, 2 * s, "zrh level code") for _ in range(nctx)]
+        return cls(mode, ks, rcodes, lcodes)
+
+    def cost(self, rc, lc, extra, shifted, rice) -> int | None:
+        """Data bits for these per-context histograms, None if a symbol has no codeword."""
+        if self.nctx == 1:
+            rc, lc, extra = rc.sum(0, keepdims=True), lc.sum(0, keepdims=True), extra.sum()
+            rice = rice.sum(0, keepdims=True)
+        bits = 0
+        for c in range(self.nctx):
+            if not self.lcodes[c].covers(lc[c]):
+                return None
+            bits += self.lcodes[c].cost(lc[c])
+            if self.mode == MODE_RICE:
+                bits += int(rice[c, self.ks[c]])
+            elif self.rcodes[c].covers(rc[c]):
+                bits += self.rcodes[c].cost(rc[c])
+            else:
+                return None
+        return bits + (int(np.sum(extra)) if self.mode == MODE_HUFFMAN else 0)
+
+    def tables(self):
+        """Stacked arrays for the kernels: ks, run lengths/codes, level lengths/codes."""
+        rl = np.stack([c.lengths for c in self.rcodes])
+        rcd = np.stack([c.codes for c in self.rcodes])
+        ll = np.stack([c.lengths for c in self.lcodes])
+        lcd = np.stack([c.codes for c in self.lcodes])
+        return self.ks, rl, rcd, ll, lcd
+
+
+def _stack_decoders(codes):
+    tabs = [c.decoder() for c in codes]
+    width = max(t.size for t, _ in tabs)
+    out = np.full((len(tabs), width), -1 << 5, np.int64)
+    for i, (t, _) in enumerate(tabs):
+        out[i, : t.size] = t
+    return out, np.array([tb for _, tb in tabs], np.int64)
 
 
 def plan(q, clog2: int, prev: ZrhCode | None = None):
     """Cheapest ZRH code for these states: (ZrhCode, data bits, codebook bits).
 
-    Candidates: a Huffman run table, the best Rice parameter, and ``prev`` (the previous
-    bundle section's code, which costs no codebook bytes) when it has a codeword for every
-    symbol present. Codebook bits count the codebook and its length varint.
+    Candidates: Huffman or the best Rice parameters, with 1 or 4 contexts, and ``prev`` (the
+    previous bundle section's code, which costs no codebook bytes) when it has a codeword for
+    every symbol present. Codebook bits count the codebook and its length varint.
     """
     rc, lc, extra, shifted = histograms(q.states, q.n, clog2, q.levels)
-    rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
     rice = rice_costs(rc, shifted)
-    lcode = Code.from_counts(lc)
-    level_bits = lcode.cost(lc) + rawbits
-    k = int(np.argmin(rice))
-    own = [(ZrhCode(MODE_HUFFMAN, 0, Code.from_counts(rc), lcode), None),
-           (ZrhCode(MODE_RICE, k, Code(np.zeros(RUN_ALPHABET, np.int64)), lcode), int(rice[k]))]
+    rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
+    candidates = []
+    for ctx in (False, True):
+        r_, l_, s_ = (rc, lc, rice) if ctx else (rc.sum(0, keepdims=True),
+                                                 lc.sum(0, keepdims=True),
+                                                 rice.sum(0, keepdims=True))
+        lcodes = [Code.from_counts(x) for x in l_]
+        candidates.append(ZrhCode(MODE_HUFFMAN, [0] * len(l_),
+                                  [Code.from_counts(x) for x in r_], lcodes))
+        candidates.append(ZrhCode(MODE_RICE, np.argmin(s_, -1),
+                                  [_empty_run_code() for _ in l_], lcodes))
     best = None
-    for zc, run_bits in own:
-        if run_bits is None:
-            run_bits = zc.rcode.cost(rc) + extra
+    for zc in candidates:
+        bits = zc.cost(rc, lc, extra, shifted, rice) + rawbits
         cb = 8 * (zc.nbytes() + 1)
-        if best is None or run_bits + level_bits + cb < best[1] + best[2]:
-            best = (zc, run_bits + level_bits, cb)
-    if prev is not None and prev.lcode.covers(lc):
-        if prev.mode == MODE_RICE:
-            run_bits = int(rice[prev.k])
-        elif prev.rcode.covers(rc):
-            run_bits = prev.rcode.cost(rc) + extra
-        else:
-            run_bits = None
-        if run_bits is not None:
-            bits = run_bits + prev.lcode.cost(lc) + rawbits
-            if bits <= best[1] + best[2]:
-                best = (prev, bits, 0)
+        if best is None or bits + cb < best[1] + best[2]:
+            best = (zc, bits, cb)
+    if prev is not None:
+        bits = prev.cost(rc, lc, extra, shifted, rice)
+        if bits is not None and bits + rawbits <= best[1] + best[2]:
+            best = (prev, bits + rawbits, 0)
     return best
 
 
 def encode(q, clog2: int, zc: ZrhCode):
     raw, rawbits = raw_values(q)
     s = q.levels
-    r, lc = zc.rcode, zc.lcode
-    chunk_bits = _sizes(q.states, q.n, clog2, s, zc.mode, zc.k, r.lengths, lc.lengths, rawbits)
+    ks, rl, rcd, ll, lcd = zc.tables()
+    chunk_bits = _sizes(q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, ll, rawbits)
     return write_chunks(chunk_bits, lambda offsets, out: _write(
-        q.states, q.n, clog2, s, zc.mode, zc.k, r.lengths, r.codes, lc.lengths, lc.codes, raw,
-        offsets, out))
+        q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, rcd, ll, lcd, raw, offsets, out))
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
-    rt, rtb = zc.rcode.decoder()
-    lt, ltb = zc.lcode.decoder()
-    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.k,
-                   rt, rtb, lt, ltb, states, raw)
+    rt, rtb = _stack_decoders(zc.rcodes)
+    lt, ltb = _stack_decoders(zc.lcodes)
+    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.nctx,
+                   zc.ks, rt, rtb, lt, ltb, states, raw)
