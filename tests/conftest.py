@@ -21,6 +21,17 @@ def gradient_like(n, seed=0, dtype=np.float32):
     return x.astype(dtype)
 
 
+def expected(x, quantizer, kw, seed=0, stream=0):
+    """What decode must return: the quantizer's own dequantized values."""
+    from horovod_huffcomp.quantizers import dequantize, quantize
+
+    x = np.asarray(x)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    q = quantize(flat, quantizer, kw.get("levels"), kw.get("norm", "l2"), seed, stream,
+                 kw.get("ratio", 0.01))
+    return dequantize(q.states[: q.n], q.levels, q.scale, q.raw, flat.dtype).reshape(x.shape)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

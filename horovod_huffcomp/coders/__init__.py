@@ -48,14 +48,15 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
     """
     s, n = q.levels, q.n
     if coder == "auto":
-        counts = symbol.state_counts(q.states, n, s)
+        hist = zrh.histograms(q.states, n, clog2, s)
+        counts = zrh.state_counts(hist[1], n, s)
         hcode = Code.from_counts(counts)
         hbits = hcode.cost(counts)
         if q.raw is not None:
-            hbits += 31 * int(np.count_nonzero(q.states[:n]))
+            hbits += 31 * (n - int(counts[s]))
         hcb = _codebook_bytes(hcode)
         hcb_bits = 0 if prev == ("huffman", hcb) else 8 * (len(hcb) + 1)
-        zc, zbits, zcb_bits = zrh.plan(q, clog2, _prev_zrh(prev, s))
+        zc, zbits, zcb_bits = zrh.plan(q, clog2, _prev_zrh(prev, s), hist)
         if zbits + zcb_bits < hbits + hcb_bits:
             return ("zrh", _codebook_bytes(zc)) + zrh.encode(q, clog2, zc)
         return ("huffman", hcb) + symbol.encode(q, clog2, hcode)

@@ -68,17 +68,10 @@ def level_ctx(v):
 
 
 @njit(cache=True)
-def histograms(states, n, clog2, s):
-    """Per context (of the previous level): run symbol counts, level counts, extra bits, and
-    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
+def _chunk_histograms(states, n, clog2, s, c0, c1, rc, lc, extra, shifted):
     words = states.view(np.uint64)
-    rc = np.zeros((NCTX, RUN_ALPHABET), np.int64)
-    lc = np.zeros((NCTX, 2 * s), np.int64)
-    shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
-    extra = np.zeros(NCTX, np.int64)
-    m = (n + (1 << clog2) - 1) >> clog2
-    for c in range(m):
-        start = c << clog2
+    for c in range(c0, c1):
+        start = np.int64(c) << clog2
         end = min(n, start + (1 << clog2))
         prev = start
         ctx = 0
@@ -98,7 +91,29 @@ def histograms(states, n, clog2, s):
             ctx = level_ctx(v)
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
+
+
+@njit(cache=True)
+def histograms(states, n, clog2, s):
+    """Per context (of the previous level): run symbol counts, level counts, extra bits, and
+    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
+    m = (n + (1 << clog2) - 1) >> clog2
+    rc = np.zeros((NCTX, RUN_ALPHABET), np.int64)
+    lc = np.zeros((NCTX, 2 * s), np.int64)
+    shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
+    extra = np.zeros(NCTX, np.int64)
+    _chunk_histograms(states, n, clog2, s, 0, m, rc, lc, extra, shifted)
     return rc, lc, extra, shifted
+
+
+def state_counts(lc: np.ndarray, n: int, s: int) -> np.ndarray:
+    """The states' histogram (index state + s) from ZRH's level counts: no extra pass."""
+    levels = lc.sum(0)
+    counts = np.zeros(2 * s + 1, np.int64)
+    counts[:s] = levels[:s]
+    counts[s + 1 :] = levels[s:]
+    counts[s] = n - levels.sum()
+    return counts
 
 
 def rice_costs(rc: np.ndarray, shifted: np.ndarray) -> np.ndarray:
@@ -356,14 +371,15 @@ def _stack_decoders(codes):
     return out, np.array([tb for _, tb in tabs], np.int64)
 
 
-def plan(q, clog2: int, prev: ZrhCode | None = None):
+def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
     """Cheapest ZRH code for these states: (ZrhCode, data bits, codebook bits).
 
     Candidates: Huffman or the best Rice parameters, with 1 or 4 contexts, and ``prev`` (the
     previous bundle section's code, which costs no codebook bytes) when it has a codeword for
     every symbol present. Codebook bits count the codebook and its length varint.
     """
-    rc, lc, extra, shifted = histograms(q.states, q.n, clog2, q.levels)
+    rc, lc, extra, shifted = hist if hist is not None else histograms(q.states, q.n, clog2,
+                                                                         q.levels)
     rice = rice_costs(rc, shifted)
     rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
     candidates = []

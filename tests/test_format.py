@@ -1,0 +1,65 @@
+"""The payload layout: the documented worked example, inspect fields, bundle codebook reuse."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import horovod_huffcomp as hc
+from horovod_huffcomp import payload
+from horovod_huffcomp.fuzz import fix_crc
+from conftest import expected, gradient_like
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"
+
+
+def test_worked_example_in_docs_matches_encoder():
+    m = re.search(r"<!-- worked-example: ([0-9a-f ]+) -->", DOC.read_text())
+    documented = bytes.fromhex(m.group(1))
+    x = np.array([0.5, -0.25, 0, 0, 0, 0, 0, 1.0], np.float32)
+    assert hc.encode(x, "qsgd", "huffman", levels=2, norm="max", seed=0) == documented
+    np.testing.assert_array_equal(hc.decode(documented), [0.5, 0, 0, 0, 0, 0, 0, 1.0])
+
+
+def test_inspect_fields():
+    x = gradient_like(50000, seed=3).reshape(100, 500)
+    blob = hc.encode(x, "qsgd", "auto", levels=4, norm="l2")
+    info = hc.inspect(blob)
+    assert info["quantizer"] == "qsgd" and info["levels"] == 4 and info["norm"] == "l2"
+    assert info["coder"] in ("huffman", "zrh") and info["shape"] == (100, 500)
+    assert info["dtype"] == "float32" and info["size"] == 50000 and info["version"] == 1
+    assert info["total_bytes"] == len(blob)
+    assert info["data_bytes"] * 8 >= info["data_bits"] > 0
+    assert info["num_chunks"] == -(-50000 // info["chunk_elements"])
+    assert info["header_bytes"] + info["codebook_bytes"] + info["data_bytes"] == len(blob)
+    b = hc.inspect(hc.encode_many([x, x[0]], "terngrad", "elias-delta", elias_layout="gap"))
+    assert b["bundle"] and b["count"] == 2 and b["sections"][1]["shape"] == (500,)
+    assert b["sections"][0]["elias_layout"] == "gap"
+
+
+def test_small_tensors_in_a_bundle_reuse_codebooks():
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(256).astype(np.float32) for _ in range(12)]
+    blob = hc.encode_many(xs, "qsgd", "auto", levels=1)
+    info = hc.inspect(blob)
+    assert any(s["codebook_reused"] for s in info["sections"])
+    assert len(blob) < sum(len(hc.encode(x, "qsgd", levels=1)) for x in xs)
+    for i, (x, y) in enumerate(zip(xs, hc.decode(blob))):
+        np.testing.assert_array_equal(y, expected(x, "qsgd", dict(levels=1), stream=i))
+
+
+def test_reuse_without_a_previous_section_is_rejected():
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(256).astype(np.float32) for _ in range(6)]
+    blob = hc.encode_many(xs, "qsgd", "zrh", levels=1)
+    bundle, secs = payload.unpack(blob)
+    reused = [i for i, s in enumerate(secs) if s.reuse]
+    assert reused
+    # flip the first section's coder byte to claim reuse: nothing before it to reuse
+    b = bytearray(blob)
+    first_a = 7  # magic 2, version, flags, q, levels, count -> section 0 starts at 7
+    assert b[first_a] & 0x0F == payload.CODERS["zrh"]
+    b[first_a] |= payload.A_REUSE
+    fix_crc(b)
+    with pytest.raises(hc.PayloadError, match="reuses a codebook"):
+        hc.decode(bytes(b))
