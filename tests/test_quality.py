@@ -1,0 +1,55 @@
+"""The compression bar of issue #2 on real gradients (torch models trained on digits).
+
+For every model x quantizer cell, the default coder's bundle payload (all overhead counted)
+must be <= 1.05 x the order-0 entropy H0 of the states where H0 >= 0.05 bit/entry (<= 1.15 x
+below), and >= 1.3x smaller than Elias-omega run-length coding. Three cells do not reach the
+bar yet (see docs/benchmarks.md); for them the test holds the measured level, so a regression
+still fails, and it fails too once they pass (then move them out of KNOWN_GAPS).
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+import horovod_huffcomp as hc  # noqa: E402
+from horovod_huffcomp.bench.codec import QUANTIZERS, bar_for, qname  # noqa: E402
+from horovod_huffcomp.bench.gradients import MODELS, model_gradients  # noqa: E402
+from horovod_huffcomp.entropy import entropy_bits  # noqa: E402
+from horovod_huffcomp.quantizers import quantize  # noqa: E402
+
+# (model, quantizer) -> (what falls short, the level this build holds)
+KNOWN_GAPS = {
+    ("cnn", "qsgd-l2 s=1"): ("H0", 1.16),
+    ("cnn", "qsgd-max s=8"): ("Elias", 1.28),
+    ("cnn", "qsgd-max s=32"): ("Elias", 1.27),
+}
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model(request):
+    return request.param, [g for _, g in model_gradients(request.param)]
+
+
+@pytest.mark.parametrize("qn,s,norm", QUANTIZERS)
+def test_default_coder_meets_the_bar(model, qn, s, norm):
+    name, grads = model
+    n = sum(g.size for g in grads)
+    h = sum(entropy_bits(quantize(g.reshape(-1), qn, s, norm, 0, i).states[: g.size])
+            for i, g in enumerate(grads))
+    auto = 8 * len(hc.encode_many(grads, qn, "auto", levels=s, norm=norm))
+    omega = 8 * len(hc.encode_many(grads, qn, "elias-omega", levels=s, norm=norm))
+    ratio, over_omega = auto / h, omega / auto
+    cell = (name, qname(qn, s, norm))
+    bar = bar_for(h / n)
+    if cell not in KNOWN_GAPS:
+        assert ratio <= bar, f"{cell}: {ratio:.3f} x H0 > {bar}"
+        assert over_omega >= 1.3, f"{cell}: only {over_omega:.3f}x smaller than Elias-omega"
+        return
+    what, held = KNOWN_GAPS[cell]
+    if what == "H0":
+        assert over_omega >= 1.3
+        assert bar < ratio <= held, f"{cell}: {ratio:.3f} x H0 (held {held}, bar {bar})"
+    else:
+        assert ratio <= bar
+        assert held <= over_omega < 1.3, f"{cell}: {over_omega:.3f}x vs Elias (held {held})"
