@@ -5,9 +5,13 @@
     y = hc.decode(blob)
     info = hc.inspect(blob)
 """
-from .api import decode, decode_many, encode, encode_many, inspect
-from .errors import NonFiniteError, PayloadError
-from .payload import VERSION as FORMAT_VERSION
+from ._numba_cache import ensure_fresh
+
+ensure_fresh()
+
+from .api import decode, decode_many, encode, encode_many, inspect  # noqa: E402
+from .errors import NonFiniteError, PayloadError  # noqa: E402
+from .payload import VERSION as FORMAT_VERSION  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["encode", "encode_many", "decode", "decode_many", "inspect", "PayloadError",

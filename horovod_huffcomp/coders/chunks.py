@@ -87,7 +87,7 @@ def run_base(sym):
     return ((1 << e) | (m << (e - 1))) + 8, e - 1
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def next_nonzero(states, words, i, end):
     """Index of the first non-zero state in [i, end), or end (skips zero words 8 at a time)."""
     while i < end:
