@@ -6,7 +6,6 @@ import dataclasses
 import numpy as np
 
 from . import cpu_backend, payload
-from .errors import PayloadError
 from .payload import DEFAULT_MAX_ELEMENTS
 from .rng import seed_to_u64
 

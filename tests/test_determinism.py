@@ -2,7 +2,7 @@
 import hashlib
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,25 +25,20 @@ def test_seed_changes_stochastic_rounding():
     assert hc.encode(x, "topk") == hc.encode(x, "topk", seed=5)  # exact top-k draws nothing
 
 
-SCRIPT = textwrap.dedent("""
-    import hashlib, numpy as np, horovod_huffcomp as hc
+def digest() -> str:
+    """SHA-256 over payloads of several quantizers and coders (run here and in a subprocess)."""
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(50000) * rng.exponential(1, 50000) ** 2).astype(np.float32)
     h = hashlib.sha256()
     for coder in ("auto", "shs", "rlh", "elias-omega"):
         for q, kw in (("qsgd", dict(levels=4)), ("terngrad", {}), ("topk", dict(ratio=0.02))):
             h.update(hc.encode(x, q, coder, seed=7, **kw))
-    print(h.hexdigest())
-""")
+    return h.hexdigest()
 
 
 def test_fresh_process_gives_identical_payloads():
-    runs = {subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+              "from test_determinism import digest; print(digest())")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            check=True).stdout.strip() for _ in range(2)}
-    rng = np.random.default_rng(0)
-    x = (rng.standard_normal(50000) * rng.exponential(1, 50000) ** 2).astype(np.float32)
-    h = hashlib.sha256()
-    for coder in ("auto", "shs", "rlh", "elias-omega"):
-        for q, kw in (("qsgd", dict(levels=4)), ("terngrad", {}), ("topk", dict(ratio=0.02))):
-            h.update(hc.encode(x, q, coder, seed=7, **kw))
-    assert runs == {h.hexdigest()}
+    assert runs == {digest()}

@@ -6,7 +6,6 @@ below), and >= 1.3x smaller than Elias-omega run-length coding. Three cells do n
 bar yet (see docs/benchmarks.md); for them the test holds the measured level, so a regression
 still fails, and it fails too once they pass (then move them out of KNOWN_GAPS).
 """
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")

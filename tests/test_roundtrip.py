@@ -84,7 +84,7 @@ def test_bundle_roundtrip():
     assert isinstance(out, list) and len(out) == len(xs)
     for i, (x, y) in enumerate(zip(xs, out)):
         np.testing.assert_array_equal(y, expected(x, "qsgd", dict(levels=4), stream=i))
-    assert hc.decode_many(hc.encode(xs[0])) [0].shape == (10,)
+    assert hc.decode_many(hc.encode(xs[0]))[0].shape == (10,)
 
 
 def test_nonfinite_rules():

@@ -8,7 +8,6 @@ tensor by tensor (what a Horovod compressor sees).
 """
 from __future__ import annotations
 
-import numpy as np
 
 
 def _models():
