@@ -1,6 +1,6 @@
 """The payload layout, version 1: the one place that defines it.
 
-Both backends (CPU here, GPU in ``gpu_backend``) and ``docs/format.md`` follow this module.
+Both backends (the CPU one, and the GPU one of issue #3) and ``docs/format.md`` follow it.
 A payload is::
 
     magic "HC" | version u8 | flags u8 | q u8 | levels varint | [count varint, if bundle]

@@ -189,6 +189,12 @@ def main(argv=None):
           f"date {time.strftime('%Y-%m-%d')}\n")
     print(markdown(rows))
     autos = [r for r in rows if r["coder"] == "auto"]
+    print("\nWhat the default coder saves against sending float32 gradients:\n")
+    print("| model | quantizer | bytes per step (float32) | bytes per step (auto) | smaller by |")
+    print("|---|---|---:|---:|---:|")
+    for r in autos:
+        raw, sent = 4 * r["n"], r["bits"] * r["n"] / 8
+        print(f"| {r['model']} | {r['quantizer']} | {raw:,.0f} | {sent:,.0f} | {raw / sent:,.0f}x |")
     fails = [r for r in autos if r["ratio_H"] > bar_for(r["H"]) or r["omega_over"] < 1.3]
     print(f"\nauto meets the bar in {len(autos) - len(fails)} of {len(autos)} cells")
     if a.plot:
