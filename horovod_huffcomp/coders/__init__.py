@@ -49,7 +49,7 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
     s, n = q.levels, q.n
     if coder == "auto":
         hist = zrh.histograms(q.states, n, clog2, s)
-        counts = zrh.state_counts(hist[1], n, s)
+        counts = zrh.state_counts_from_levels(hist[1], n, s)
         hcode = Code.from_counts(counts)
         hbits = hcode.cost(counts)
         if q.raw is not None:

@@ -106,7 +106,7 @@ def histograms(states, n, clog2, s):
     return rc, lc, extra, shifted
 
 
-def state_counts(lc: np.ndarray, n: int, s: int) -> np.ndarray:
+def state_counts_from_levels(lc: np.ndarray, n: int, s: int) -> np.ndarray:
     """The states' histogram (index state + s) from ZRH's level counts: no extra pass."""
     levels = lc.sum(0)
     counts = np.zeros(2 * s + 1, np.int64)
