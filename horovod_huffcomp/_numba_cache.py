@@ -2,9 +2,9 @@
 
 numba's ``cache=True`` checks only the file that defines a function, while our kernels inline
 helpers from other modules: an edit to ``bits.py`` would leave stale machine code for
-``coders/zrh.py`` in ``__pycache__``. At import, a hash of every source file of the package is
-compared with the one stored beside the cache; on a mismatch the package's numba cache files
-are deleted, so everything is compiled afresh once.
+``coders/zrh.py`` in ``__pycache__``. At import, a hash of every package module that uses
+numba is compared with the one stored beside the cache; on a mismatch the package's numba
+cache files are deleted, so the kernels are compiled afresh once.
 """
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ STAMP = ROOT / "__pycache__" / "numba_sources.sha256"
 def sources_digest() -> str:
     h = hashlib.sha256()
     for p in sorted(ROOT.rglob("*.py")):
-        h.update(str(p.relative_to(ROOT)).encode())
-        h.update(p.read_bytes())
+        src = p.read_bytes()
+        if b"from numba import" in src:
+            h.update(str(p.relative_to(ROOT)).encode())
+            h.update(src)
     return h.hexdigest()
 
 

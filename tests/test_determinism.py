@@ -42,3 +42,18 @@ def test_fresh_process_gives_identical_payloads():
     runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            check=True).stdout.strip() for _ in range(2)}
     assert runs == {digest()}
+
+
+def test_serial_and_parallel_kernels_give_the_same_bytes():
+    from horovod_huffcomp.coders.chunks import set_parallel
+
+    x = gradient_like(300_000, seed=12)
+    cases = (("qsgd", "auto", 4, "l2"), ("qsgd", "huffman", 127, "max"), ("qsgd", "zrh", 32, "max"))
+    out = []
+    try:
+        for parallel in (True, False):
+            set_parallel(parallel)
+            out.append([hc.encode(x, q, c, levels=lv, norm=nm) for q, c, lv, nm in cases])
+    finally:
+        set_parallel(True)
+    assert out[0] == out[1]

@@ -6,6 +6,8 @@ encoded and decoded in parallel. ``chunk_bits[c]`` is chunk c's exact length in 
 """
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit
 
@@ -18,6 +20,34 @@ RICE_MAX_K = 24
 CHUNK_LOG2_AUTO_MIN = 12
 CHUNK_LOG2_AUTO_MAX = 24
 NZ_PER_CHUNK = 512
+
+
+_PARALLEL = [True]
+
+
+def set_parallel(enabled: bool) -> None:
+    """Use the chunk-parallel kernels (default) or their serial twins. The serial ones never
+    start numba's threading layer, whose OpenMP team also raises the OpenMP thread count of
+    torch in the same process: processes sharing a host's cores (Horovod workers, see
+    ``exchange.share_cores_between_local_ranks``) must not start it."""
+    _PARALLEL[0] = bool(enabled)
+
+
+def chunk_parallel(fn):
+    """Compile a kernel whose ``prange`` runs over chunks twice: parallel, and serial (prange
+    acts as range); :func:`set_parallel` picks which one calls use."""
+    serial_fn = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                   fn.__defaults__, fn.__closure__)
+    serial_fn.__qualname__ = fn.__qualname__ + "_serial"
+    par = njit(cache=True, parallel=True)(fn)
+    ser = njit(cache=True)(serial_fn)
+
+    def call(*args):
+        return (par if _PARALLEL[0] else ser)(*args)
+
+    call.parallel, call.serial = par, ser
+    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    return call
 
 
 def auto_chunk_log2(n: int, nnz: int) -> int:

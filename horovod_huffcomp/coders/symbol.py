@@ -13,7 +13,7 @@ from numba import njit, prange
 from .. import bits as B
 from ..codebook import Code, get_sym
 from ..rng import STREAM_SAMPLE, draw24, stream_key
-from .chunks import byte_offsets, get_raw, put_raw, raw_values, write_chunks
+from .chunks import byte_offsets, chunk_parallel, get_raw, put_raw, raw_values, write_chunks
 
 SAMPLE_SIZE = 1000
 
@@ -49,7 +49,7 @@ def sample_counts(states: np.ndarray, n: int, s: int, seed: int) -> np.ndarray:
     return _sample_counts(states, n, s, seed, SAMPLE_SIZE)
 
 
-@njit(cache=True, parallel=True)
+@chunk_parallel
 def _sizes(states, n, clog2, s, lens, rawbits):
     m = (n + (1 << clog2) - 1) >> clog2
     out = np.zeros(m, np.int64)
@@ -66,7 +66,7 @@ def _sizes(states, n, clog2, s, lens, rawbits):
     return out
 
 
-@njit(cache=True, parallel=True)
+@chunk_parallel
 def _write(states, n, clog2, s, lens, codes, raw, offsets, out):
     rawbits = raw.shape[0] > 0
     for c in prange(offsets.shape[0] - 1):

@@ -38,6 +38,7 @@ from .chunks import (
     RICE_MAX_K,
     RUN_ALPHABET,
     RUN_DIRECT,
+    chunk_parallel,
     get_raw,
     level_of,
     level_sym,
@@ -186,7 +187,7 @@ def _get_run(buf, bitpos, stop, mode, k, rt, rtb):
     return r, bitpos
 
 
-@njit(cache=True, parallel=True)
+@chunk_parallel
 def _sizes(states, n, clog2, s, mode, nctx, ks, rlens, llens, rawbits):
     words = states.view(np.uint64)
     m = (n + (1 << clog2) - 1) >> clog2
@@ -212,7 +213,7 @@ def _sizes(states, n, clog2, s, mode, nctx, ks, rlens, llens, rawbits):
     return out
 
 
-@njit(cache=True, parallel=True)
+@chunk_parallel
 def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, raw, offsets,
            out):
     words = states.view(np.uint64)

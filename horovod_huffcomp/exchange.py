@@ -1,0 +1,165 @@
+"""Framework-agnostic pieces of an encoded-gradient exchange (allgather + decode-and-sum).
+
+A Huffman bitstream cannot go through a sum-allreduce, so every worker allgathers its
+payload; the gathered buffer is the workers' *frames* back to back, rank order. A frame is a
+4-byte little-endian payload length followed by the payload. Every receiver decodes all
+frames (the payloads are untrusted: a bad one raises PayloadError naming the rank) and sums
+them in float64 in rank order, so all workers compute bit-identical results.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import api
+from .errors import PayloadError
+
+FRAME_HEADER = 4
+
+
+def frame(blob: bytes) -> bytes:
+    return struct.pack("<I", len(blob)) + blob
+
+
+def split_frames(buf, count: int) -> list[memoryview]:
+    """The ``count`` payloads of a gathered buffer; PayloadError if it does not hold exactly
+    ``count`` well-formed frames."""
+    view = memoryview(buf).cast("B")
+    out, pos = [], 0
+    for rank in range(count):
+        if pos + FRAME_HEADER > len(view):
+            raise PayloadError(f"gathered buffer ends before rank {rank}'s frame header")
+        (n,) = struct.unpack_from("<I", view, pos)
+        pos += FRAME_HEADER
+        if pos + n > len(view):
+            raise PayloadError(f"rank {rank}'s frame claims {n} bytes, "
+                               f"{len(view) - pos} are left")
+        out.append(view[pos : pos + n])
+        pos += n
+    if pos != len(view):
+        raise PayloadError(f"{len(view) - pos} bytes after the last of {count} frames")
+    return out
+
+
+def decode_frames(frames, shape, max_elements: int | None = None) -> list[np.ndarray]:
+    """Decode every rank's payload; each must hold a tensor of ``shape``."""
+    n = int(np.prod(shape))
+    arrays = []
+    for rank, f in enumerate(frames):
+        try:
+            a = api.decode(f, max_elements=max_elements or max(n, 1))
+        except PayloadError as e:
+            raise PayloadError(f"payload from rank {rank}: {e}") from None
+        if isinstance(a, list) or a.shape != tuple(shape):
+            raise PayloadError(f"payload from rank {rank} does not hold a tensor of shape "
+                               f"{tuple(shape)}")
+        arrays.append(a)
+    return arrays
+
+
+def reduce_mean(arrays, average: bool = True) -> np.ndarray:
+    """Sum in float64, rank order, then divide by the count when averaging."""
+    total = np.zeros(arrays[0].shape, np.float64)
+    for a in arrays:
+        total += a
+    return total / len(arrays) if average else total
+
+
+def step_seed(seed: int, rank: int, name: str, step: int) -> int:
+    """Stochastic-rounding seed of one tensor at one step on one rank: independent noise
+    across ranks and steps, reproducible run after run."""
+    h = hashlib.blake2b(f"{seed}/{rank}/{name}/{step}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little")
+
+
+@dataclass
+class Stats:
+    """What crossed the wire, accumulated until :meth:`take`."""
+
+    bytes_sent: int = 0  # this worker's frames
+    bytes_received: int = 0  # the other workers' frames
+    raw_bytes: int = 0  # what the same gradients weigh as float32
+    tensors: int = 0
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    history: list = field(default_factory=list)
+
+    def add(self, sent: int, received: int, numel: int, encode_s: float, decode_s: float):
+        self.bytes_sent += sent
+        self.bytes_received += received
+        self.raw_bytes += 4 * numel
+        self.tensors += 1
+        self.encode_s += encode_s
+        self.decode_s += decode_s
+
+    def take(self) -> dict:
+        """The counters since the last call (e.g. one training step), then reset them."""
+        out = {
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "raw_bytes": self.raw_bytes,
+            "compression_ratio": self.raw_bytes / self.bytes_sent if self.bytes_sent else 0.0,
+            "tensors": self.tensors,
+            "encode_s": self.encode_s,
+            "decode_s": self.decode_s,
+        }
+        self.history.append(out)
+        self.bytes_sent = self.bytes_received = self.raw_bytes = self.tensors = 0
+        self.encode_s = self.decode_s = 0.0
+        return out
+
+
+class ErrorFeedback:
+    """Residual memory (CO3's decay γ): t = g + γ e, send Q(t), keep e = t - deq(Q(t))."""
+
+    def __init__(self, gamma: float = 1.0):
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"error feedback gamma must be in [0, 1], got {gamma}")
+        self.gamma = gamma
+        self.residual: dict[str, np.ndarray] = {}
+
+    def apply(self, name: str, g: np.ndarray) -> np.ndarray:
+        e = self.residual.get(name)
+        if e is None or e.shape != g.shape:
+            return g
+        return (g.astype(np.float64) + self.gamma * e).astype(g.dtype)
+
+    def update(self, name: str, sent: np.ndarray, dequantized: np.ndarray) -> None:
+        self.residual[name] = sent.astype(np.float64) - dequantized.astype(np.float64)
+
+
+def share_cores_between_local_ranks() -> None:
+    """Give the codec's kernels cores / local ranks threads each.
+
+    Horovod starts one process per worker on a host. numba's parallel kernels would start an
+    OpenMP team per core in each, and that team also sets the OpenMP thread count torch uses
+    in the process: a 2-rank job on 2 cores ran 14x slower here. With one core per rank the
+    serial kernels run and numba's threading layer is never started.
+    """
+    import os
+
+    from .coders.chunks import set_parallel
+
+    local = int(os.environ.get("HOROVOD_LOCAL_SIZE") or os.environ.get(
+        "OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // max(local, 1))
+    if threads == 1:
+        set_parallel(False)
+    else:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t0

@@ -1,0 +1,91 @@
+"""Run under ``horovodrun -np 2 --gloo``: checks of horovod_huffcomp.torch, results as JSON
+(written by rank 0 to argv[1]). Driven by tests/test_horovod_torch.py."""
+import json
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+import horovod.torch as hvd
+import horovod_huffcomp as hc
+from horovod_huffcomp.torch import Compression
+
+hvd.init()
+torch.manual_seed(0)
+torch.set_num_threads(1)
+out = {}
+
+
+def make(compression, lr=0.1):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+    opt = hvd.DistributedOptimizer(torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9),
+                                   named_parameters=net.named_parameters(),
+                                   compression=compression)
+    hvd.broadcast_parameters(net.state_dict(), root_rank=0)
+    return net, opt
+
+
+def batch(step):
+    g = torch.Generator().manual_seed(1000 * step + hvd.rank())  # different data per rank
+    return torch.randn(16, 20, generator=g), torch.randint(0, 5, (16,), generator=g)
+
+
+def backward(net, opt, step):
+    x, y = batch(step)
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(x), y).backward()
+
+
+# 1. the averaged gradient is exactly the mean of every rank's dequantized gradient
+comp = Compression.huffman(quantizer="qsgd", levels=4, norm="l2")
+net, opt = make(comp)
+exact = True
+for step in range(3):
+    backward(net, opt, step)
+    opt.synchronize()
+    for name, p in net.named_parameters():
+        own = torch.from_numpy(comp.last_dequantized[name].astype(np.float64))
+        all_ = hvd.allgather(own.unsqueeze(0), name=f"check.{name}.{step}")
+        mean = (all_[0] + all_[1]) / 2  # float64 sum in rank order, as the compressor does
+        exact &= bool(torch.equal(p.grad, mean.to(p.grad.dtype)))
+    with opt.skip_synchronize():
+        opt.step()
+out["exact_mean"] = exact
+stats = comp.stats.take()
+out["stats"] = stats
+
+
+# 2. fifty steps: parameters bit-identical on both ranks (with and without error feedback)
+def identical_after(compression, steps=50):
+    net, opt = make(compression)
+    for step in range(steps):
+        backward(net, opt, step)
+        opt.step()
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    g = hvd.allgather(flat.unsqueeze(0))
+    return bool(torch.equal(g[0], g[1]))
+
+
+out["identical_50"] = identical_after(Compression.huffman(quantizer="qsgd", levels=16))
+out["identical_50_ef"] = identical_after(
+    Compression.huffman(quantizer="terngrad", error_feedback=True, gamma=0.7))
+out["identical_50_topk"] = identical_after(Compression.huffman(quantizer="topk", ratio=0.05))
+
+# 3. a corrupted payload from rank 1 raises a clear error on every rank, no hang
+comp = Compression.huffman(quantizer="qsgd", levels=8)
+net, opt = make(comp)
+comp._fault_rank = 1
+try:
+    backward(net, opt, 0)
+    opt.synchronize()
+    out["corrupt_error"] = None
+except hc.PayloadError as e:
+    out["corrupt_error"] = str(e)
+errors = hvd.allgather_object(out["corrupt_error"])
+out["corrupt_errors_all_ranks"] = errors
+
+if hvd.rank() == 0:
+    with open(sys.argv[1], "w") as f:
+        json.dump(out, f, indent=1)
