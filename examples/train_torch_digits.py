@@ -44,7 +44,8 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compression", choices=["none", "fp16", "huffman"], default="huffman")
     ap.add_argument("--quantizer", default="qsgd")
-    ap.add_argument("--levels", type=int, default=64)
+    ap.add_argument("--levels", type=int, default=None,
+                    help="quantizer levels (default: 64 for qsgd, the quantizer's own otherwise)")
     ap.add_argument("--norm", default="max")
     ap.add_argument("--coder", default="auto")
     ap.add_argument("--error-feedback", action="store_true")
@@ -55,6 +56,8 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
+    if a.levels is None and a.quantizer == "qsgd":
+        a.levels = 64
     hvd.init()
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)

@@ -1,9 +1,9 @@
-"""``python -m horovod_huffcomp.bench {codec}`` (also the ``horovod-huffcomp-bench`` script)."""
+"""``python -m horovod_huffcomp.bench {codec,train}`` (also ``horovod-huffcomp-bench``)."""
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"codec": "horovod_huffcomp.bench.codec"}
+COMMANDS = {"codec": "horovod_huffcomp.bench.codec", "train": "horovod_huffcomp.bench.train"}
 
 
 def main(argv=None):
