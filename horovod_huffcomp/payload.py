@@ -75,6 +75,9 @@ CHUNK_LOG2_MAX = 30
 MAX_CODE_LEN = 15  # every Huffman code in a payload is length-limited to this
 RAW_BITS = 31  # raw float32 magnitude (sign bit dropped) after each non-zero state
 DEFAULT_MAX_ELEMENTS = 1 << 32
+# coder and chunk bytes, scale, and one byte of shape (ndim >= 1) or of chunk table (ndim 0:
+# one element, one chunk); a section reusing its codebook and coding in 0 bits is that small
+MIN_SECTION_BYTES = 7
 
 
 @dataclass
@@ -310,8 +313,8 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
         raise PayloadError("levels must be >= 1")
     qfields = dict(quantizer=QUANTIZER_NAMES[q & 0x0F], levels=levels,
                    norm="max" if q & Q_NORM_MAX else "l2", raw=bool(q & Q_RAW))
-    # a section takes at least 8 bytes: bounds the count before we loop on it
-    count = r.varint("section count", (r.end - r.pos) // 8) if bundle else 1
+    # a section takes at least MIN_SECTION_BYTES: bounds the count before we loop on it
+    count = r.varint("section count", (r.end - r.pos) // MIN_SECTION_BYTES) if bundle else 1
     sections = []
     budget = max_elements
     for _ in range(count):

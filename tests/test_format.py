@@ -63,3 +63,11 @@ def test_reuse_without_a_previous_section_is_rejected():
     fix_crc(b)
     with pytest.raises(hc.PayloadError, match="reuses a codebook"):
         hc.decode(bytes(b))
+
+
+def test_many_smallest_sections_parse():
+    # all-zero scalars: 0 data bits, codebook reused -> 7-byte sections, the smallest possible
+    blob = hc.encode_many([np.float32(0.0)] * 200, "qsgd", "huffman", levels=1)
+    assert len(blob) < 8 * 200
+    out = hc.decode(blob)
+    assert len(out) == 200 and all(a.shape == () and a == 0 for a in out)
