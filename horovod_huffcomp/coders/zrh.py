@@ -69,10 +69,17 @@ def level_ctx(v):
 
 
 @njit(cache=True)
-def _chunk_histograms(states, n, clog2, s, c0, c1, rc, lc, extra, shifted):
+def histograms(states, n, clog2, s):
+    """Per context (of the previous level): run symbol counts, level counts, extra bits, and
+    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
     words = states.view(np.uint64)
-    for c in range(c0, c1):
-        start = np.int64(c) << clog2
+    rc = np.zeros((NCTX, RUN_ALPHABET), np.int64)
+    lc = np.zeros((NCTX, 2 * s), np.int64)
+    shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
+    extra = np.zeros(NCTX, np.int64)
+    m = (n + (1 << clog2) - 1) >> clog2
+    for c in range(m):
+        start = c << clog2
         end = min(n, start + (1 << clog2))
         prev = start
         ctx = 0
@@ -92,18 +99,6 @@ def _chunk_histograms(states, n, clog2, s, c0, c1, rc, lc, extra, shifted):
             ctx = level_ctx(v)
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
-
-
-@njit(cache=True)
-def histograms(states, n, clog2, s):
-    """Per context (of the previous level): run symbol counts, level counts, extra bits, and
-    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
-    m = (n + (1 << clog2) - 1) >> clog2
-    rc = np.zeros((NCTX, RUN_ALPHABET), np.int64)
-    lc = np.zeros((NCTX, 2 * s), np.int64)
-    shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
-    extra = np.zeros(NCTX, np.int64)
-    _chunk_histograms(states, n, clog2, s, 0, m, rc, lc, extra, shifted)
     return rc, lc, extra, shifted
 
 
