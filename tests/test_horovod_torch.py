@@ -1,37 +1,17 @@
 """horovod_huffcomp.torch under a real 2-worker ``horovodrun`` (Gloo, CPU)."""
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from hvd_launch import ROOT, failure, horovodrun, require
 
-pytest.importorskip("horovod.torch")
-# installed beside the interpreter; PATH may lack it (e.g. a pyenv shim not yet rehashed)
-HOROVODRUN = Path(sys.executable).parent / "horovodrun"
-if not HOROVODRUN.exists():
-    HOROVODRUN = shutil.which("horovodrun")
-if HOROVODRUN is None:
-    pytest.skip("horovodrun is not installed", allow_module_level=True)
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def horovodrun(script, *args, timeout=600):
-    cmd = [str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable,
-           str(script), *map(str, args)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+require("horovod.torch")
 
 
 @pytest.fixture(scope="module")
 def checks(tmp_path_factory):
     out = tmp_path_factory.mktemp("hvd") / "checks.json"
     r = horovodrun(ROOT / "tests" / "hvd" / "torch_checks.py", out)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert r.returncode == 0, failure(r)
     return json.loads(out.read_text())
 
 
@@ -61,7 +41,7 @@ def test_example_accuracy_matches_uncompressed(tmp_path):
         out = tmp_path / f"{mode}.json"
         r = horovodrun(ROOT / "examples" / "train_torch_digits.py", "--compression", mode,
                        "--json", out)
-        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+        assert r.returncode == 0, failure(r)
         results[mode] = json.loads(out.read_text())
     base, comp = results["none"], results["huffman"]
     assert comp["parameters_identical_on_all_ranks"]
