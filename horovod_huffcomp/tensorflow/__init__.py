@@ -117,6 +117,11 @@ class HuffmanCompressor:
         self._fault_rank = None  # fault injection for tests: this rank corrupts its payloads
 
     # -- the graph side --------------------------------------------------------------------
+    # The codec runs in tf.numpy_function(stateful=False): inside tf.function, stateful ops
+    # run in program order, which would make every tensor's encode wait for the previous
+    # tensor's allgather and decode. Each call is a distinct function (no merging) whose
+    # output is consumed, so it still runs exactly once per step; the order that matters
+    # (encode -> allgather -> decode of one tensor) is carried by the data.
     def compress(self, tensor, name: str | None = None):
         import horovod.tensorflow as hvd
 
@@ -135,7 +140,7 @@ class HuffmanCompressor:
 
         def encoded():
             payload = tf.numpy_function(functools.partial(self._encode, name), [src],
-                                        tf.uint8, stateful=True, name="huffcomp_encode")
+                                        tf.uint8, stateful=False, name="huffcomp_encode")
             payload = tf.reshape(payload, [-1])
             gathered = hvd.allgather(payload, name="huffcomp." + _op_name(name),
                                      ignore_name_scope=True)
@@ -153,7 +158,7 @@ class HuffmanCompressor:
         def decoded():
             with tf.control_dependencies([reduced]):
                 mean = tf.numpy_function(functools.partial(self._decode, name), [gathered],
-                                         tf.float64, stateful=True, name="huffcomp_decode")
+                                         tf.float64, stateful=False, name="huffcomp_decode")
             return tf.reshape(tf.cast(mean, tensor.dtype), [-1])
 
         flat = tf.cond(enabled, decoded, lambda: tf.reshape(reduced, [-1]))
@@ -168,7 +173,9 @@ class HuffmanCompressor:
         rank = hvd.rank()
         with exchange.Timer() as t:
             if self.memory is not None:
-                x = self.memory.apply(name, x)
+                # x may share TensorFlow's buffer, which can be reused once this callback
+                # returns; the residual is computed at decode time: keep a copy
+                x = self.memory.apply(name, np.array(x))
             with self._lock:
                 step = self._steps[name] = self._steps.get(name, -1) + 1
             blob = api.encode(x, seed=exchange.step_seed(self.seed, rank, name, step),
@@ -206,14 +213,14 @@ class HuffmanCompressor:
         values = tf.cast(slices.values, tf.float32) if slices.values.dtype == tf.bfloat16 \
             else slices.values
         payload = tf.numpy_function(functools.partial(self._encode, name), [values], tf.uint8,
-                                    stateful=True, name="huffcomp_encode")
+                                    stateful=False, name="huffcomp_encode")
         gathered = hvd.allgather(tf.reshape(payload, [-1]),
                                  name="huffcomp." + _op_name(name) + ".values",
                                  ignore_name_scope=True)
         indices = hvd.allgather(slices.indices, name="huffcomp." + _op_name(name) + ".indices",
                                 ignore_name_scope=True)
         rows = tf.numpy_function(functools.partial(self._decode_rows, name),
-                                 [gathered, indices], tf.float64, stateful=True,
+                                 [gathered, indices], tf.float64, stateful=False,
                                  name="huffcomp_decode")
         rows = tf.reshape(tf.cast(rows, slices.values.dtype),
                           tf.concat([[-1], tf.shape(slices.values)[1:]], 0))
