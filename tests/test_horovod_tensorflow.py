@@ -42,6 +42,10 @@ def test_tf_function_weights_identical_after_50_steps(checks):
     assert checks["identical_50"] and checks["identical_50_ef"] and checks["identical_50_topk"]
 
 
+def test_error_feedback_residual(checks):
+    assert checks["ef_residual_right"]
+
+
 def test_horovod_distributed_optimizer(checks):
     assert checks["optimizer_identical"]
     assert checks["optimizer_tensors"] == 5 * 4  # 5 steps x 4 variables, all encoded

@@ -105,6 +105,32 @@ out["identical_50_ef"] = same_on_all_ranks(
 out["identical_50_topk"] = same_on_all_ranks(
     train(Compression.huffman(quantizer="topk", ratio=0.05)).variables, "i50topk")
 
+# 3b. error feedback keeps the right residual: after one tf.function step, residual +
+#     own dequantized gradient = this worker's gradient
+comp = Compression.huffman(quantizer="terngrad", error_feedback=True)
+model = mlp()
+xb, yb = batch(0)
+
+
+@tf.function
+def ef_step(xb, yb):
+    with tf.GradientTape() as tape:
+        loss = loss_fn(yb, model(xb))
+    grads = hvd.DistributedGradientTape(tape, compression=comp).gradient(
+        loss, model.trainable_variables)
+    with tf.control_dependencies([g for g in grads]):
+        return tf.identity(loss)
+
+
+ef_step(xb, yb)
+with tf.GradientTape() as tape:
+    loss = loss_fn(yb, model(xb))
+local = tape.gradient(loss, model.trainable_variables)
+out["ef_residual_right"] = all(
+    np.allclose(comp.memory.residual[v.name[:-2]] + comp.last_dequantized[v.name[:-2]],
+                g.numpy(), rtol=1e-5, atol=1e-7)
+    for v, g in zip(model.trainable_variables, local))
+
 # 4. hvd.DistributedOptimizer around a Keras optimizer, custom tf.function loop (Horovod's
 #    Keras optimizer reduces in compute_gradients / minimize, not in apply_gradients)
 comp = Compression.huffman(quantizer="qsgd", levels=16)
