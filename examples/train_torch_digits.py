@@ -18,6 +18,7 @@ from torch import nn
 
 import horovod.torch as hvd
 from horovod_huffcomp.torch import Compression
+from horovod_huffcomp.torch import DistributedOptimizer as GroupedDistributedOptimizer
 
 
 def digits(seed: int = 0):
@@ -48,6 +49,9 @@ def main(argv=None):
     ap.add_argument("--norm", default="max")
     ap.add_argument("--coder", default="auto")
     ap.add_argument("--error-feedback", action="store_true")
+    ap.add_argument("--grouped", action="store_true",
+                    help="horovod_huffcomp.torch.DistributedOptimizer: one bundle payload and "
+                         "one allgather per step instead of one per parameter")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=32, help="per worker")
     ap.add_argument("--lr", type=float, default=0.05)
@@ -73,8 +77,12 @@ def main(argv=None):
                                           coder=a.coder, error_feedback=a.error_feedback,
                                           seed=a.seed)
     opt = torch.optim.SGD(net.parameters(), lr=a.lr * hvd.size(), momentum=0.9)
-    opt = hvd.DistributedOptimizer(opt, named_parameters=net.named_parameters(),
-                                   compression=compression)
+    if a.grouped and a.compression == "huffman":
+        opt = GroupedDistributedOptimizer(opt, named_parameters=net.named_parameters(),
+                                          compression=compression)
+    else:
+        opt = hvd.DistributedOptimizer(opt, named_parameters=net.named_parameters(),
+                                       compression=compression)
     hvd.broadcast_parameters(net.state_dict(), root_rank=0)
     hvd.broadcast_optimizer_state(opt, root_rank=0)
 
@@ -107,7 +115,8 @@ def main(argv=None):
     params = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
     gathered = hvd.allgather(params.unsqueeze(0))
     identical = bool((gathered == gathered[0]).all())
-    result = dict(compression=a.compression, quantizer=a.quantizer, levels=a.levels,
+    result = dict(compression=a.compression, grouped=a.grouped, quantizer=a.quantizer,
+                  levels=a.levels,
                   norm=a.norm, workers=hvd.size(), epochs=a.epochs, steps=steps,
                   accuracy=acc, bytes_sent_per_step=sent / steps,
                   float32_bytes_per_step=raw_per_step, seconds=elapsed, codec_seconds=codec_s,

@@ -88,11 +88,12 @@ class Stats:
     decode_s: float = 0.0
     history: list = field(default_factory=list)
 
-    def add(self, sent: int, received: int, numel: int, encode_s: float, decode_s: float):
+    def add(self, sent: int, received: int, numel: int, encode_s: float, decode_s: float,
+            tensors: int = 1):
         self.bytes_sent += sent
         self.bytes_received += received
         self.raw_bytes += 4 * numel
-        self.tensors += 1
+        self.tensors += tensors
         self.encode_s += encode_s
         self.decode_s += decode_s
 

@@ -47,3 +47,14 @@ def test_example_accuracy_matches_uncompressed(tmp_path):
     assert comp["parameters_identical_on_all_ranks"]
     assert comp["accuracy"] >= base["accuracy"] - 0.005, (base, comp)
     assert comp["bytes_sent_per_step"] < base["float32_bytes_per_step"] / 4
+
+
+def test_grouped_optimizer(checks):
+    assert checks["grouped_is_sgd"]  # same class name as the wrapped optimizer, as Horovod's
+    assert checks["grouped_exact_mean"]  # unused parameter included: zeros
+    s = checks["grouped_stats"]
+    assert s["tensors"] == 3 * 6  # 3 steps x 6 parameters in 2 groups
+    assert 0 < s["bytes_sent"] < s["raw_bytes"] / 5
+    assert checks["grouped_identical_50"] and checks["grouped_identical_50_ef_2passes"]
+    for err in checks["grouped_corrupt_errors_all_ranks"]:
+        assert err is not None and "rank 1" in err and "checksum" in err

@@ -24,6 +24,8 @@ MODES = {
     "fp16 (Horovod)": ["--compression", "fp16"],
     "qsgd max s=64": ["--compression", "huffman", "--quantizer", "qsgd", "--norm", "max",
                       "--levels", "64"],
+    "qsgd max s=64 grouped": ["--compression", "huffman", "--quantizer", "qsgd", "--norm",
+                              "max", "--levels", "64", "--grouped"],
     "qsgd l2 s=16 + EF": ["--compression", "huffman", "--quantizer", "qsgd", "--norm", "l2",
                           "--levels", "16", "--error-feedback"],
     "terngrad + EF": ["--compression", "huffman", "--quantizer", "terngrad",

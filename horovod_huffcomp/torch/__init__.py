@@ -15,6 +15,7 @@ the encoded ones (plus one 4-byte length per payload and Horovod's placeholder).
 from __future__ import annotations
 
 import sys
+import zlib
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch
 from .. import api, exchange
 from ..errors import PayloadError
 
-__all__ = ["Compression", "HuffmanCompressor", "PayloadError"]
+__all__ = ["Compression", "DistributedOptimizer", "HuffmanCompressor", "PayloadError"]
 
 
 def _parameter_name_from_caller() -> str | None:
@@ -122,3 +123,190 @@ class Compression:
     @staticmethod
     def huffman(**options) -> HuffmanCompressor:
         return HuffmanCompressor(**options)
+
+
+class _GroupedDistributedOptimizer(torch.optim.Optimizer):
+    """Methods of the optimizer class built by :func:`DistributedOptimizer` (it subclasses the
+    wrapped optimizer's class, as Horovod's does)."""
+
+    def __init__(self, params, named_parameters, compression, backward_passes_per_step, op,
+                 num_groups, groups):
+        import horovod.torch as hvd
+
+        super(self.__class__, self).__init__(params)
+        if op not in (hvd.Average, hvd.Sum):
+            raise ValueError("horovod_huffcomp's DistributedOptimizer supports op=hvd.Average "
+                             "or hvd.Sum")
+        self._compression = compression
+        self._compression.average = op == hvd.Average
+        self._passes = backward_passes_per_step
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        if named_parameters is not None:
+            named = list(named_parameters)
+            names = {p: n for n, p in named}
+            missing = [p for p in params if p not in names]
+            if missing:
+                raise ValueError(f"{len(missing)} optimized parameters are not in "
+                                 "named_parameters")
+        else:  # structural names: the same on every worker
+            names = {p: f"param.{i}" for i, p in enumerate(params)}
+        self._names = names
+        if groups is not None:
+            by_name = {n: p for p, n in names.items()}
+            order = [[by_name[n] if isinstance(n, str) else n for n in g] for g in groups]
+            grouped = {p for g in order for p in g}
+            order += [[p] for p in params if p not in grouped]
+        else:
+            k = max(1, min(num_groups, len(params)))
+            bounds = np.linspace(0, len(params), k + 1).round().astype(int)
+            order = [params[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        self._groups = []
+        for g in order:
+            label = "|".join(names[p] for p in g)
+            key = f"huffcomp.group.{len(g)}.{zlib.crc32(label.encode()):08x}"
+            self._groups.append((key, g))
+        self._group_of = {p: i for i, (_, g) in enumerate(self._groups) for p in g}
+        self._counts: dict = {}
+        self._ready = [0] * len(self._groups)
+        self._handles: dict[int, tuple] = {}
+        self._steps = [0] * len(self._groups)
+        self._synchronized = False
+        self._skip_sync = False
+        self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+
+    def _on_grad(self, p):
+        c = self._counts[p] = self._counts.get(p, 0) + 1
+        if c == self._passes:
+            i = self._group_of[p]
+            self._ready[i] += 1
+            if self._ready[i] == len(self._groups[i][1]):
+                self._launch(i)
+
+    def _launch(self, i):
+        import horovod.torch as hvd
+
+        key, params = self._groups[i]
+        comp = self._compression
+        rank = hvd.rank()
+        with exchange.Timer() as t:
+            xs = []
+            for p in params:
+                g = p.grad
+                x = (np.zeros(tuple(p.shape), np.float32) if g is None
+                     else g.detach().float().cpu().numpy() if g.dtype == torch.bfloat16
+                     else g.detach().cpu().numpy())
+                if self._passes > 1:
+                    x = x / self._passes
+                if comp.memory is not None:
+                    x = comp.memory.apply(self._names[p], x)
+                xs.append(x)
+            blob = api.encode_many(xs, seed=exchange.step_seed(comp.seed, rank, key,
+                                                               self._steps[i]),
+                                   nonfinite="propagate", **comp.options)
+            self._steps[i] += 1
+            if comp._fault_rank == rank:
+                blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
+            framed = exchange.frame(blob)
+        handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
+                                     name=key)
+        self._handles[i] = (handle, xs, len(framed), t.s)
+
+    def synchronize(self):
+        """Exchange every group not yet launched by the backward hooks (gradients a worker
+        did not produce count as zeros), wait for all, decode and write the averages into
+        ``.grad``."""
+        import horovod.torch as hvd
+
+        for i in range(len(self._groups)):
+            if i not in self._handles:
+                self._launch(i)
+        comp = self._compression
+        size, rank = hvd.size(), hvd.rank()
+        try:
+            for i, (key, params) in enumerate(self._groups):
+                handle, xs, nbytes, enc_s = self._handles[i]
+                gathered = hvd.synchronize(handle).numpy()
+                with exchange.Timer() as t:
+                    total = sum(x.size for x in xs)
+                    per_rank = []
+                    for r, f in enumerate(exchange.split_frames(gathered, size)):
+                        try:
+                            arrays = api.decode_many(f, max_elements=max(total, 1))
+                        except PayloadError as e:
+                            raise PayloadError(f"payload from rank {r}: {e}") from None
+                        if [a.shape for a in arrays] != [x.shape for x in xs]:
+                            raise PayloadError(f"payload from rank {r} does not hold the "
+                                               f"tensors of group {key}")
+                        per_rank.append(arrays)
+                    for j, p in enumerate(params):
+                        mean = exchange.reduce_mean([a[j] for a in per_rank], comp.average)
+                        own = per_rank[rank][j]
+                        name = self._names[p]
+                        comp.last_dequantized[name] = own
+                        if comp.memory is not None:
+                            comp.memory.update(name, xs[j], own)
+                        out = torch.from_numpy(mean).to(dtype=p.dtype, device=p.device)
+                        if p.grad is None:
+                            p.grad = out.reshape(p.shape)
+                        else:
+                            p.grad.copy_(out.reshape(p.shape))
+                comp.stats.add(nbytes, gathered.size - nbytes, total, enc_s, t.s,
+                               tensors=len(params))
+        finally:
+            self._handles.clear()
+            self._counts.clear()
+            self._ready = [0] * len(self._groups)
+        self._synchronized = True
+
+    def skip_synchronize(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            self._skip_sync = True
+            try:
+                yield
+            finally:
+                self._skip_sync = False
+
+        return ctx()
+
+    def step(self, closure=None):
+        if not self._skip_sync:
+            self.synchronize()
+        self._synchronized = False
+        return super(self.__class__, self).step(closure)
+
+    def zero_grad(self, *args, **kwargs):
+        if self._handles:
+            raise AssertionError("optimizer.zero_grad() was called after loss.backward() but "
+                                 "before optimizer.step() or optimizer.synchronize()")
+        return super(self.__class__, self).zero_grad(*args, **kwargs)
+
+
+def DistributedOptimizer(optimizer, named_parameters=None,
+                         compression: HuffmanCompressor | None = None,
+                         backward_passes_per_step: int = 1, op=None, num_groups: int = 1,
+                         groups=None):
+    """Horovod's ``DistributedOptimizer`` signature, exchanging whole groups of gradients.
+
+    Parameters are split into ``num_groups`` groups (registration order) or the given
+    ``groups`` (lists of parameters or names; the rest one per group). When a group's
+    gradients are all accumulated (a backward hook), they are encoded into one bundle payload
+    (one header and checksum, codebooks reused between tensors) and sent with one allgather,
+    named after the group's parameter names; ``step()`` / ``synchronize()`` wait, decode and
+    average. ``compression`` is a :class:`HuffmanCompressor` (its options, error feedback,
+    seed and ``stats``); default ``HuffmanCompressor()``.
+    """
+    import horovod.torch as hvd
+
+    compression = compression or HuffmanCompressor()
+    if not isinstance(compression, HuffmanCompressor):
+        raise TypeError("compression must be a horovod_huffcomp HuffmanCompressor "
+                        "(Compression.huffman(...)); use horovod.torch.DistributedOptimizer "
+                        "for Horovod's own compressors")
+    cls = type(optimizer.__class__.__name__, (optimizer.__class__,),
+               dict(_GroupedDistributedOptimizer.__dict__))
+    return cls(optimizer.param_groups, named_parameters, compression,
+               backward_passes_per_step, hvd.Average if op is None else op, num_groups,
+               groups)

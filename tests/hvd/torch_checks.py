@@ -10,6 +10,7 @@ from torch import nn
 import horovod.torch as hvd
 import horovod_huffcomp as hc
 from horovod_huffcomp.torch import Compression
+from horovod_huffcomp.torch import DistributedOptimizer as GroupedOptimizer
 
 hvd.init()
 torch.manual_seed(0)
@@ -85,6 +86,74 @@ except hc.PayloadError as e:
     out["corrupt_error"] = str(e)
 errors = hvd.allgather_object(out["corrupt_error"])
 out["corrupt_errors_all_ranks"] = errors
+
+# 4. grouped DistributedOptimizer: exact mean, identical weights, one collective per group
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+        self.unused = nn.Linear(3, 3)  # never gets a gradient: sent as zeros, on every rank
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def make_grouped(compression, **kw):
+    torch.manual_seed(0)
+    net = WithUnused()
+    opt = GroupedOptimizer(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+                           named_parameters=net.named_parameters(), compression=compression,
+                           **kw)
+    hvd.broadcast_parameters(net.state_dict(), root_rank=0)
+    return net, opt
+
+
+comp = Compression.huffman(quantizer="qsgd", levels=4, norm="l2")
+net, opt = make_grouped(comp, num_groups=2)
+out["grouped_is_sgd"] = isinstance(opt, torch.optim.SGD) and type(opt).__name__ == "SGD"
+exact = True
+for step in range(3):
+    backward(net, opt, step)
+    opt.synchronize()
+    for name, p in net.named_parameters():
+        if name.startswith("unused"):
+            exact &= bool(torch.equal(p.grad, torch.zeros_like(p)))
+            continue
+        own = torch.from_numpy(comp.last_dequantized[name].astype(np.float64))
+        all_ = hvd.allgather(own.unsqueeze(0), name=f"gcheck.{name}.{step}")
+        exact &= bool(torch.equal(p.grad, ((all_[0] + all_[1]) / 2).to(p.grad.dtype)))
+    with opt.skip_synchronize():
+        opt.step()
+out["grouped_exact_mean"] = exact
+out["grouped_stats"] = comp.stats.take()
+
+
+def grouped_identical_after(compression, steps=50, **kw):
+    net, opt = make_grouped(compression, **kw)
+    for step in range(steps):
+        backward(net, opt, step)
+        opt.step()
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    g = hvd.allgather(flat.unsqueeze(0))
+    return bool(torch.equal(g[0], g[1]))
+
+
+out["grouped_identical_50"] = grouped_identical_after(
+    Compression.huffman(quantizer="qsgd", levels=16))
+out["grouped_identical_50_ef_2passes"] = grouped_identical_after(
+    Compression.huffman(quantizer="terngrad", error_feedback=True), num_groups=3,
+    backward_passes_per_step=2)
+
+comp = Compression.huffman(quantizer="qsgd", levels=8)
+net, opt = make_grouped(comp)
+comp._fault_rank = 1
+try:
+    backward(net, opt, 0)
+    opt.synchronize()
+    err = None
+except hc.PayloadError as e:
+    err = str(e)
+out["grouped_corrupt_errors_all_ranks"] = hvd.allgather_object(err)
 
 if hvd.rank() == 0:
     with open(sys.argv[1], "w") as f:
