@@ -34,6 +34,7 @@ def test_horovod_tape_names_collectives_after_variables_and_is_exact(checks):
     assert checks["tape_names"] == ["dense/bias", "dense/kernel", "dense_1/bias",
                                     "dense_1/kernel"]
     assert checks["tape_exact"]
+    assert checks["grouped_tape_exact"]  # num_groups=1: Horovod's grouped allreduce path
     s = checks["tape_stats"]
     assert s["tensors"] == 4 and 0 < s["bytes_sent"] < s["raw_bytes"] / 4
 

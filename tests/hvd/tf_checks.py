@@ -77,6 +77,25 @@ out["tape_exact"] = all(
     for i, (g, n) in enumerate(zip(grads, names)))
 out["tape_stats"] = comp.stats.take()
 
+# 2b. Horovod's grouped path (num_groups): one grouped allreduce of the placeholders
+comp = Compression.huffman(quantizer="qsgd", levels=8)
+model = mlp()
+
+
+@tf.function
+def grouped_grads(xb, yb):
+    with tf.GradientTape() as tape:
+        loss = loss_fn(yb, model(xb))
+    return hvd.DistributedGradientTape(tape, compression=comp, num_groups=1).gradient(
+        loss, model.trainable_variables)
+
+
+grads = grouped_grads(*batch(1))
+gnames = [v.name[:-2] for v in model.trainable_variables]
+out["grouped_tape_exact"] = sorted(comp.last_dequantized) == sorted(gnames) and all(
+    np.array_equal(g.numpy(), mean_of_dequantized(comp, n, f"gtape{i}").astype(np.float32))
+    for i, (g, n) in enumerate(zip(grads, gnames)))
+
 
 # 3. inside a user tf.function, 50 steps: weights bit-identical on both ranks
 def train(comp, steps=50, lr=0.1):
