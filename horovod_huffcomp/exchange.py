@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -45,15 +46,23 @@ def split_frames(buf, count: int) -> list[memoryview]:
     return out
 
 
+def decode_from(rank: int, frame, max_elements: int, many: bool = False):
+    """Decode one rank's payload (a list of arrays when ``many``); a PayloadError names the
+    rank."""
+    try:
+        if many:
+            return api.decode_many(frame, max_elements=max_elements)
+        return api.decode(frame, max_elements=max_elements)
+    except PayloadError as e:
+        raise PayloadError(f"payload from rank {rank}: {e}") from None
+
+
 def decode_frames(frames, shape, max_elements: int | None = None) -> list[np.ndarray]:
     """Decode every rank's payload; each must hold a tensor of ``shape``."""
     n = int(np.prod(shape))
     arrays = []
     for rank, f in enumerate(frames):
-        try:
-            a = api.decode(f, max_elements=max_elements or max(n, 1))
-        except PayloadError as e:
-            raise PayloadError(f"payload from rank {rank}: {e}") from None
+        a = decode_from(rank, f, max_elements or max(n, 1))
         if isinstance(a, list) or a.shape != tuple(shape):
             raise PayloadError(f"payload from rank {rank} does not hold a tensor of shape "
                                f"{tuple(shape)}")
@@ -74,6 +83,56 @@ def step_seed(seed: int, rank: int, name: str, step: int) -> int:
     across ranks and steps, reproducible run after run."""
     h = hashlib.blake2b(f"{seed}/{rank}/{name}/{step}".encode(), digest_size=8)
     return int.from_bytes(h.digest(), "little")
+
+
+class CompressorState:
+    """What every framework's compressor keeps, whatever the framework: the encode options,
+    a stochastic-rounding seed per (name, step), error feedback, statistics and this worker's
+    own dequantized tensors (``last_dequantized``)."""
+
+    def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
+                 norm: str = "l2", ratio: float = 0.01, seed: int = 0,
+                 error_feedback: bool = False, gamma: float = 1.0, average: bool = True):
+        # before any kernel runs: a parallel kernel would start numba's OpenMP team, which
+        # also resets the framework's OpenMP thread count in this process
+        share_cores_between_local_ranks()
+        api.encode(np.zeros(1, np.float32), quantizer, coder, levels, norm, ratio=ratio)
+        self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
+                            ratio=ratio)
+        self.seed = seed
+        self.average = average
+        self.memory = ErrorFeedback(gamma) if error_feedback else None
+        self.stats = Stats()
+        self.last_dequantized: dict[str, np.ndarray] = {}  # own contribution, per name
+        self._steps: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._fault_rank = None  # fault injection for tests: this rank corrupts its payloads
+
+    def next_seed(self, key: str, rank: int) -> int:
+        """The seed of ``key``'s next step on ``rank`` (see :func:`step_seed`)."""
+        with self._lock:
+            step = self._steps[key] = self._steps.get(key, -1) + 1
+        return step_seed(self.seed, rank, key, step)
+
+    def framed(self, blob: bytes, rank: int) -> bytes:
+        """The frame of a payload this worker sends."""
+        if self._fault_rank == rank:
+            blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
+        return frame(blob)
+
+    def encode_framed(self, name: str, x: np.ndarray, rank: int) -> tuple[np.ndarray, bytes]:
+        """Error feedback applied, encoded, framed: (what was encoded, the frame)."""
+        if self.memory is not None:
+            x = self.memory.apply(name, x)
+        blob = api.encode(x, seed=self.next_seed(name, rank), nonfinite="propagate",
+                          **self.options)
+        return x, self.framed(blob, rank)
+
+    def record(self, name: str, sent: np.ndarray, own: np.ndarray) -> None:
+        """After decoding: keep this worker's dequantized tensor, update the residual."""
+        self.last_dequantized[name] = own
+        if self.memory is not None:
+            self.memory.update(name, sent, own)
 
 
 @dataclass

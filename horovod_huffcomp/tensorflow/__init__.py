@@ -28,12 +28,11 @@ from __future__ import annotations
 import functools
 import re
 import sys
-import threading
 
 import numpy as np
 import tensorflow as tf
 
-from .. import api, exchange
+from .. import exchange
 from ..errors import PayloadError
 
 __all__ = ["Compression", "HuffmanCompressor", "PayloadError", "DistributedGradientTape",
@@ -86,7 +85,7 @@ def _name_from_caller(tensor) -> str | None:
     return given
 
 
-class HuffmanCompressor:
+class HuffmanCompressor(exchange.CompressorState):
     """A Horovod TensorFlow compressor exchanging horovod_huffcomp payloads (module docstring).
 
     Options are :func:`horovod_huffcomp.encode`'s, plus ``error_feedback`` (residual memory,
@@ -99,22 +98,12 @@ class HuffmanCompressor:
                  norm: str = "l2", ratio: float = 0.01, seed: int = 0,
                  error_feedback: bool = False, gamma: float = 1.0, average: bool = True,
                  enabled: bool = True):
-        exchange.share_cores_between_local_ranks()
-        api.encode(np.zeros(1, np.float32), quantizer, coder, levels, norm, ratio=ratio)
-        self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
-                            ratio=ratio)
-        self.seed = seed
-        self.average = average
-        self.memory = exchange.ErrorFeedback(gamma) if error_feedback else None
-        self.stats = exchange.Stats()
+        super().__init__(quantizer, coder, levels, norm, ratio, seed, error_feedback, gamma,
+                         average)
         self.enabled = tf.Variable(enabled, trainable=False, name="huffcomp_enabled",
                                    dtype=tf.bool)
         self.raw_bytes_per_step: dict[str, int] = {}  # float32 bytes per name, seen at trace
-        self.last_dequantized: dict[str, np.ndarray] = {}
-        self._steps: dict[str, int] = {}
         self._pending: dict[str, tuple] = {}
-        self._lock = threading.Lock()
-        self._fault_rank = None  # fault injection for tests: this rank corrupts its payloads
 
     # -- the graph side --------------------------------------------------------------------
     # The codec runs in tf.numpy_function(stateful=False): inside tf.function, stateful ops
@@ -170,19 +159,12 @@ class HuffmanCompressor:
     def _encode(self, name: str, x: np.ndarray) -> np.ndarray:
         import horovod.tensorflow as hvd
 
-        rank = hvd.rank()
         with exchange.Timer() as t:
             if self.memory is not None:
                 # x may share TensorFlow's buffer, which can be reused once this callback
                 # returns; the residual is computed at decode time: keep a copy
-                x = self.memory.apply(name, np.array(x))
-            with self._lock:
-                step = self._steps[name] = self._steps.get(name, -1) + 1
-            blob = api.encode(x, seed=exchange.step_seed(self.seed, rank, name, step),
-                              nonfinite="propagate", **self.options)
-            if self._fault_rank == rank:
-                blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
-            framed = exchange.frame(blob)
+                x = np.array(x)
+            x, framed = self.encode_framed(name, x, hvd.rank())
         self._pending[name] = (x, len(framed), t.s)
         return np.frombuffer(framed, np.uint8)
 
@@ -194,10 +176,7 @@ class HuffmanCompressor:
             frames = exchange.split_frames(gathered, hvd.size())
             arrays = exchange.decode_frames(frames, sent.shape)
             mean = exchange.reduce_mean(arrays, self.average)
-        own = arrays[hvd.rank()]
-        self.last_dequantized[name] = own
-        if self.memory is not None:
-            self.memory.update(name, sent, own)
+        self.record(name, sent, arrays[hvd.rank()])
         with self._lock:
             self.stats.add(nbytes, gathered.size - nbytes, sent.size, enc_s, t.s)
         return mean
@@ -236,10 +215,7 @@ class HuffmanCompressor:
         with exchange.Timer() as t:
             arrays = []
             for rank, f in enumerate(exchange.split_frames(gathered, size)):
-                try:
-                    a = api.decode(f, max_elements=limit)
-                except PayloadError as e:
-                    raise PayloadError(f"payload from rank {rank}: {e}") from None
+                a = exchange.decode_from(rank, f, limit)
                 if isinstance(a, list) or a.shape[1:] != sent.shape[1:]:
                     raise PayloadError(f"payload from rank {rank} does not hold rows of shape "
                                        f"{sent.shape[1:]}")
@@ -250,10 +226,7 @@ class HuffmanCompressor:
             rows = np.concatenate(arrays).astype(np.float64)
             if self.average:
                 rows /= size
-        own = arrays[hvd.rank()]
-        self.last_dequantized[name] = own
-        if self.memory is not None:
-            self.memory.update(name, sent, own)
+        self.record(name, sent, arrays[hvd.rank()])
         with self._lock:
             self.stats.add(nbytes, gathered.size - nbytes, sent.size, enc_s, t.s)
         return rows

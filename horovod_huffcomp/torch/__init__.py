@@ -14,6 +14,7 @@ the encoded ones (plus one 4-byte length per payload and Horovod's placeholder).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import zlib
 
@@ -46,7 +47,7 @@ def _parameter_name_from_caller() -> str | None:
     return None
 
 
-class HuffmanCompressor:
+class HuffmanCompressor(exchange.CompressorState):
     """A Horovod compressor exchanging horovod_huffcomp payloads (see the module docstring).
 
     Options are :func:`horovod_huffcomp.encode`'s, plus ``error_feedback`` (residual memory,
@@ -54,23 +55,6 @@ class HuffmanCompressor:
     ``stats`` counts bytes sent/received, their float32 equivalent and codec time;
     ``stats.take()`` returns and resets them (call it once per step).
     """
-
-    def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
-                 norm: str = "l2", ratio: float = 0.01, seed: int = 0,
-                 error_feedback: bool = False, gamma: float = 1.0, average: bool = True):
-        # before any kernel runs: a parallel kernel would start numba's OpenMP team, which
-        # also resets torch's OpenMP thread count in this process
-        exchange.share_cores_between_local_ranks()
-        api.encode(np.zeros(1, np.float32), quantizer, coder, levels, norm, ratio=ratio)
-        self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
-                            ratio=ratio)
-        self.seed = seed
-        self.average = average
-        self.memory = exchange.ErrorFeedback(gamma) if error_feedback else None
-        self.stats = exchange.Stats()
-        self._steps: dict[str, int] = {}
-        self.last_dequantized: dict[str, np.ndarray] = {}  # own contribution, per name
-        self._fault_rank = None  # fault injection for tests: this rank corrupts its payloads
 
     def compress(self, tensor: torch.Tensor, name: str | None = None):
         import horovod.torch as hvd
@@ -80,20 +64,11 @@ class HuffmanCompressor:
             raise RuntimeError(
                 "HuffmanCompressor could not tell which parameter it is compressing: use it "
                 "through hvd.DistributedOptimizer, or call compress(tensor, name=...)")
-        step = self._steps[name] = self._steps.get(name, -1) + 1
-        rank = hvd.rank()
         with exchange.Timer() as t:
             x = tensor.detach()
             if x.dtype == torch.bfloat16:
                 x = x.float()
-            x = x.cpu().numpy()
-            if self.memory is not None:
-                x = self.memory.apply(name, x)
-            blob = api.encode(x, seed=exchange.step_seed(self.seed, rank, name, step),
-                              nonfinite="propagate", **self.options)
-            if self._fault_rank == rank:
-                blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
-            framed = exchange.frame(blob)
+            x, framed = self.encode_framed(name, x.cpu().numpy(), hvd.rank())
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
                                      name=f"huffcomp.{name}")
         ctx = (handle, name, x, tuple(tensor.shape), tensor.dtype, tensor.device, len(framed),
@@ -109,10 +84,7 @@ class HuffmanCompressor:
             frames = exchange.split_frames(gathered, hvd.size())
             arrays = exchange.decode_frames(frames, shape)
             mean = exchange.reduce_mean(arrays, self.average)
-        own = arrays[hvd.rank()]
-        self.last_dequantized[name] = own
-        if self.memory is not None:
-            self.memory.update(name, sent, own)
+        self.record(name, sent, arrays[hvd.rank()])
         self.stats.add(nbytes, gathered.size - nbytes, int(np.prod(shape)), enc_s, t.s)
         return torch.from_numpy(mean).to(dtype=dtype, device=device).reshape(shape)
 
@@ -169,8 +141,6 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         self._counts: dict = {}
         self._ready = [0] * len(self._groups)
         self._handles: dict[int, tuple] = {}
-        self._steps = [0] * len(self._groups)
-        self._synchronized = False
         self._skip_sync = False
         self._hooks = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
@@ -200,13 +170,9 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
                 if comp.memory is not None:
                     x = comp.memory.apply(self._names[p], x)
                 xs.append(x)
-            blob = api.encode_many(xs, seed=exchange.step_seed(comp.seed, rank, key,
-                                                               self._steps[i]),
-                                   nonfinite="propagate", **comp.options)
-            self._steps[i] += 1
-            if comp._fault_rank == rank:
-                blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
-            framed = exchange.frame(blob)
+            blob = api.encode_many(xs, seed=comp.next_seed(key, rank), nonfinite="propagate",
+                                   **comp.options)
+            framed = comp.framed(blob, rank)
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
                                      name=key)
         self._handles[i] = (handle, xs, len(framed), t.s)
@@ -230,21 +196,14 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
                     total = sum(x.size for x in xs)
                     per_rank = []
                     for r, f in enumerate(exchange.split_frames(gathered, size)):
-                        try:
-                            arrays = api.decode_many(f, max_elements=max(total, 1))
-                        except PayloadError as e:
-                            raise PayloadError(f"payload from rank {r}: {e}") from None
+                        arrays = exchange.decode_from(r, f, max(total, 1), many=True)
                         if [a.shape for a in arrays] != [x.shape for x in xs]:
                             raise PayloadError(f"payload from rank {r} does not hold the "
                                                f"tensors of group {key}")
                         per_rank.append(arrays)
                     for j, p in enumerate(params):
                         mean = exchange.reduce_mean([a[j] for a in per_rank], comp.average)
-                        own = per_rank[rank][j]
-                        name = self._names[p]
-                        comp.last_dequantized[name] = own
-                        if comp.memory is not None:
-                            comp.memory.update(name, xs[j], own)
+                        comp.record(self._names[p], xs[j], per_rank[rank][j])
                         out = torch.from_numpy(mean).to(dtype=p.dtype, device=p.device)
                         if p.grad is None:
                             p.grad = out.reshape(p.shape)
@@ -256,25 +215,19 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
             self._handles.clear()
             self._counts.clear()
             self._ready = [0] * len(self._groups)
-        self._synchronized = True
 
+    @contextlib.contextmanager
     def skip_synchronize(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def ctx():
-            self._skip_sync = True
-            try:
-                yield
-            finally:
-                self._skip_sync = False
-
-        return ctx()
+        """``with opt.skip_synchronize(): opt.step()`` after an explicit ``synchronize()``."""
+        self._skip_sync = True
+        try:
+            yield
+        finally:
+            self._skip_sync = False
 
     def step(self, closure=None):
         if not self._skip_sync:
             self.synchronize()
-        self._synchronized = False
         return super(self.__class__, self).step(closure)
 
     def zero_grad(self, *args, **kwargs):

@@ -18,12 +18,25 @@ torch.set_num_threads(1)
 out = {}
 
 
-def make(compression, lr=0.1):
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+        self.unused = nn.Linear(3, 3)  # never gets a gradient: sent as zeros, on every rank
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def make(compression, grouped=False, **kw):
+    """Net and distributed SGD: Horovod's optimizer with our compressor, or (grouped) ours,
+    around a net with an unused parameter."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
-    opt = hvd.DistributedOptimizer(torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9),
-                                   named_parameters=net.named_parameters(),
-                                   compression=compression)
+    net = WithUnused() if grouped else nn.Sequential(nn.Linear(20, 64), nn.ReLU(),
+                                                     nn.Linear(64, 5))
+    wrap = GroupedOptimizer if grouped else hvd.DistributedOptimizer
+    opt = wrap(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+               named_parameters=net.named_parameters(), compression=compression, **kw)
     hvd.broadcast_parameters(net.state_dict(), root_rank=0)
     return net, opt
 
@@ -40,27 +53,33 @@ def backward(net, opt, step):
 
 
 # 1. the averaged gradient is exactly the mean of every rank's dequantized gradient
+def exact_over_3_steps(comp, net, opt, tag):
+    exact = True
+    for step in range(3):
+        backward(net, opt, step)
+        opt.synchronize()
+        for name, p in net.named_parameters():
+            if name.startswith("unused"):  # no gradient anywhere: zeros
+                exact &= bool(torch.equal(p.grad, torch.zeros_like(p)))
+                continue
+            own = torch.from_numpy(comp.last_dequantized[name].astype(np.float64))
+            all_ = hvd.allgather(own.unsqueeze(0), name=f"{tag}.{name}.{step}")
+            mean = (all_[0] + all_[1]) / 2  # float64 sum in rank order, as the compressor does
+            exact &= bool(torch.equal(p.grad, mean.to(p.grad.dtype)))
+        with opt.skip_synchronize():
+            opt.step()
+    return exact
+
+
 comp = Compression.huffman(quantizer="qsgd", levels=4, norm="l2")
-net, opt = make(comp)
-exact = True
-for step in range(3):
-    backward(net, opt, step)
-    opt.synchronize()
-    for name, p in net.named_parameters():
-        own = torch.from_numpy(comp.last_dequantized[name].astype(np.float64))
-        all_ = hvd.allgather(own.unsqueeze(0), name=f"check.{name}.{step}")
-        mean = (all_[0] + all_[1]) / 2  # float64 sum in rank order, as the compressor does
-        exact &= bool(torch.equal(p.grad, mean.to(p.grad.dtype)))
-    with opt.skip_synchronize():
-        opt.step()
-out["exact_mean"] = exact
+out["exact_mean"] = exact_over_3_steps(comp, *make(comp), "check")
 stats = comp.stats.take()
 out["stats"] = stats
 
 
 # 2. fifty steps: parameters bit-identical on both ranks (with and without error feedback)
-def identical_after(compression, steps=50):
-    net, opt = make(compression)
+def identical_after(compression, steps=50, **kw):
+    net, opt = make(compression, **kw)
     for step in range(steps):
         backward(net, opt, step)
         opt.step()
@@ -75,85 +94,35 @@ out["identical_50_ef"] = identical_after(
 out["identical_50_topk"] = identical_after(Compression.huffman(quantizer="topk", ratio=0.05))
 
 # 3. a corrupted payload from rank 1 raises a clear error on every rank, no hang
-comp = Compression.huffman(quantizer="qsgd", levels=8)
-net, opt = make(comp)
-comp._fault_rank = 1
-try:
-    backward(net, opt, 0)
-    opt.synchronize()
-    out["corrupt_error"] = None
-except hc.PayloadError as e:
-    out["corrupt_error"] = str(e)
-errors = hvd.allgather_object(out["corrupt_error"])
-out["corrupt_errors_all_ranks"] = errors
+def corrupt_errors(**kw):
+    comp = Compression.huffman(quantizer="qsgd", levels=8)
+    net, opt = make(comp, **kw)
+    comp._fault_rank = 1
+    try:
+        backward(net, opt, 0)
+        opt.synchronize()
+        err = None
+    except hc.PayloadError as e:
+        err = str(e)
+    return hvd.allgather_object(err)
+
+
+out["corrupt_errors_all_ranks"] = corrupt_errors()
 
 # 4. grouped DistributedOptimizer: exact mean, identical weights, one collective per group
-class WithUnused(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
-        self.unused = nn.Linear(3, 3)  # never gets a gradient: sent as zeros, on every rank
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def make_grouped(compression, **kw):
-    torch.manual_seed(0)
-    net = WithUnused()
-    opt = GroupedOptimizer(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
-                           named_parameters=net.named_parameters(), compression=compression,
-                           **kw)
-    hvd.broadcast_parameters(net.state_dict(), root_rank=0)
-    return net, opt
-
-
 comp = Compression.huffman(quantizer="qsgd", levels=4, norm="l2")
-net, opt = make_grouped(comp, num_groups=2)
+net, opt = make(comp, grouped=True, num_groups=2)
 out["grouped_is_sgd"] = isinstance(opt, torch.optim.SGD) and type(opt).__name__ == "SGD"
-exact = True
-for step in range(3):
-    backward(net, opt, step)
-    opt.synchronize()
-    for name, p in net.named_parameters():
-        if name.startswith("unused"):
-            exact &= bool(torch.equal(p.grad, torch.zeros_like(p)))
-            continue
-        own = torch.from_numpy(comp.last_dequantized[name].astype(np.float64))
-        all_ = hvd.allgather(own.unsqueeze(0), name=f"gcheck.{name}.{step}")
-        exact &= bool(torch.equal(p.grad, ((all_[0] + all_[1]) / 2).to(p.grad.dtype)))
-    with opt.skip_synchronize():
-        opt.step()
-out["grouped_exact_mean"] = exact
+out["grouped_exact_mean"] = exact_over_3_steps(comp, net, opt, "gcheck")
 out["grouped_stats"] = comp.stats.take()
 
+out["grouped_identical_50"] = identical_after(
+    Compression.huffman(quantizer="qsgd", levels=16), grouped=True)
+out["grouped_identical_50_ef_2passes"] = identical_after(
+    Compression.huffman(quantizer="terngrad", error_feedback=True), grouped=True,
+    num_groups=3, backward_passes_per_step=2)
 
-def grouped_identical_after(compression, steps=50, **kw):
-    net, opt = make_grouped(compression, **kw)
-    for step in range(steps):
-        backward(net, opt, step)
-        opt.step()
-    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-    g = hvd.allgather(flat.unsqueeze(0))
-    return bool(torch.equal(g[0], g[1]))
-
-
-out["grouped_identical_50"] = grouped_identical_after(
-    Compression.huffman(quantizer="qsgd", levels=16))
-out["grouped_identical_50_ef_2passes"] = grouped_identical_after(
-    Compression.huffman(quantizer="terngrad", error_feedback=True), num_groups=3,
-    backward_passes_per_step=2)
-
-comp = Compression.huffman(quantizer="qsgd", levels=8)
-net, opt = make_grouped(comp)
-comp._fault_rank = 1
-try:
-    backward(net, opt, 0)
-    opt.synchronize()
-    err = None
-except hc.PayloadError as e:
-    err = str(e)
-out["grouped_corrupt_errors_all_ranks"] = hvd.allgather_object(err)
+out["grouped_corrupt_errors_all_ranks"] = corrupt_errors(grouped=True)
 
 if hvd.rank() == 0:
     with open(sys.argv[1], "w") as f:
