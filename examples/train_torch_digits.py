@@ -5,7 +5,8 @@ horovod_huffcomp payloads instead of float32 gradients.
 
 Each worker trains on its shard of the training split; rank 0 prints test accuracy, and the
 bytes sent per step against what float32 (and Horovod's fp16) gradients would weigh.
-``--compression none|fp16|huffman``; ``--json PATH`` writes the results for scripts.
+``--compression none|fp16|huffman``, ``--grouped`` (our DistributedOptimizer), ``--mode
+allgather|reduce_scatter`` (the exchange); ``--json PATH`` writes the results for scripts.
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ def main(argv=None):
     ap.add_argument("--grouped", action="store_true",
                     help="horovod_huffcomp.torch.DistributedOptimizer: one bundle payload and "
                          "one allgather per step instead of one per parameter")
+    ap.add_argument("--mode", choices=["allgather", "reduce_scatter"], default="allgather",
+                    help="exchange: every worker's payload to every worker, or shared scales "
+                         "+ reduce-scatter of encoded shards + allgather of their sums "
+                         "(levels * workers <= 127)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=32, help="per worker")
     ap.add_argument("--lr", type=float, default=0.05)
@@ -75,7 +80,7 @@ def main(argv=None):
     if compression is None:
         compression = Compression.huffman(quantizer=a.quantizer, levels=a.levels, norm=a.norm,
                                           coder=a.coder, error_feedback=a.error_feedback,
-                                          seed=a.seed)
+                                          seed=a.seed, mode=a.mode)
     opt = torch.optim.SGD(net.parameters(), lr=a.lr * hvd.size(), momentum=0.9)
     if a.grouped and a.compression == "huffman":
         opt = GroupedDistributedOptimizer(opt, named_parameters=net.named_parameters(),
@@ -89,7 +94,7 @@ def main(argv=None):
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(a.seed + hvd.rank())
     raw_per_step = 4 * sum(p.numel() for p in net.parameters())
-    steps, sent, codec_s, t0 = 0, 0, 0.0, time.perf_counter()
+    steps, sent, received, codec_s, t0 = 0, 0, 0, 0.0, time.perf_counter()
     for epoch in range(a.epochs):
         net.train()
         perm = torch.randperm(len(ytr), generator=g)
@@ -103,22 +108,25 @@ def main(argv=None):
             if a.compression == "huffman":
                 st = compression.stats.take()
                 sent += st["bytes_sent"]
+                received += st["bytes_received"]
                 codec_s += st["encode_s"] + st["decode_s"]
     elapsed = time.perf_counter() - t0
+    ring = 2 * (hvd.size() - 1) / hvd.size()  # what a ring allreduce moves per worker
     if a.compression == "none":
-        sent = raw_per_step * steps
+        sent, received = raw_per_step * steps, ring * raw_per_step * steps
     elif a.compression == "fp16":
-        sent = raw_per_step // 2 * steps
+        sent, received = raw_per_step // 2 * steps, ring * raw_per_step // 2 * steps
     net.eval()
     with torch.no_grad():
         acc = (net(xte).argmax(1) == yte).float().mean().item()
     params = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
     gathered = hvd.allgather(params.unsqueeze(0))
     identical = bool((gathered == gathered[0]).all())
-    result = dict(compression=a.compression, grouped=a.grouped, quantizer=a.quantizer,
-                  levels=a.levels,
+    result = dict(compression=a.compression, grouped=a.grouped, mode=a.mode,
+                  quantizer=a.quantizer, levels=a.levels,
                   norm=a.norm, workers=hvd.size(), epochs=a.epochs, steps=steps,
                   accuracy=acc, bytes_sent_per_step=sent / steps,
+                  bytes_received_per_step=received / steps,
                   float32_bytes_per_step=raw_per_step, seconds=elapsed, codec_seconds=codec_s,
                   parameters_identical_on_all_ranks=identical)
     if hvd.rank() == 0:

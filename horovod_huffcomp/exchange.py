@@ -87,18 +87,28 @@ def step_seed(seed: int, rank: int, name: str, step: int) -> int:
 
 class CompressorState:
     """What every framework's compressor keeps, whatever the framework: the encode options,
-    a stochastic-rounding seed per (name, step), error feedback, statistics and this worker's
-    own dequantized tensors (``last_dequantized``)."""
+    the exchange ``mode`` ("allgather": every worker's payload to every worker;
+    "reduce_scatter": shared scale, see ``summable.py``), a stochastic-rounding seed per
+    (name, step), error feedback, statistics and this worker's own dequantized tensors
+    (``last_dequantized``)."""
 
     def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
                  norm: str = "l2", ratio: float = 0.01, seed: int = 0,
-                 error_feedback: bool = False, gamma: float = 1.0, average: bool = True):
+                 error_feedback: bool = False, gamma: float = 1.0, average: bool = True,
+                 mode: str = "allgather"):
         # before any kernel runs: a parallel kernel would start numba's OpenMP team, which
         # also resets the framework's OpenMP thread count in this process
         share_cores_between_local_ranks()
         api.encode(np.zeros(1, np.float32), quantizer, coder, levels, norm, ratio=ratio)
         self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
                             ratio=ratio)
+        from . import summable
+
+        if mode not in summable.MODES:
+            raise ValueError(f"mode must be one of {summable.MODES}, got {mode!r}")
+        if mode == "reduce_scatter":
+            summable.check_options(self.options)
+        self.mode = mode
         self.seed = seed
         self.average = average
         self.memory = ErrorFeedback(gamma) if error_feedback else None

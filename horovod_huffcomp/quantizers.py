@@ -113,8 +113,14 @@ def quantize(
     stream: int = 0,
     ratio: float = 0.01,
     nonfinite: str = "raise",
+    scale: float | None = None,
 ) -> Quantized:
-    """Quantize a flat, contiguous float16/32/64 array (see module docstring)."""
+    """Quantize a flat, contiguous float16/32/64 array (see module docstring).
+
+    ``scale`` (qsgd and terngrad only) replaces the tensor's own scale with a given float32
+    one, at least :func:`scale_of` this tensor: workers that agree on one (the maximum of
+    theirs) quantize onto one grid, so their states sum exactly (``summable.py``).
+    """
     if quantizer not in DEFAULT_LEVELS:
         raise ValueError(f"unknown quantizer {quantizer!r}; choose from {sorted(DEFAULT_LEVELS)}")
     if norm not in ("l2", "max"):
@@ -134,6 +140,8 @@ def quantize(
         norm = "max"
     elif not 1 <= s <= MAX_LEVELS:
         raise ValueError(f"qsgd levels must be in 1..{MAX_LEVELS}, got {s}")
+    if scale is not None and quantizer == "topk":
+        raise ValueError("a shared scale applies to qsgd and terngrad, not topk")
 
     if x.dtype == np.float16:  # numba has no float16; the widening is exact
         x = x.astype(np.float32)
@@ -163,14 +171,36 @@ def quantize(
         return Quantized(states, n, s, scale, "max", None)
 
     m = float(ax.max()) if n else 0.0
-    if m == 0.0:
+    if scale is None:
+        scale = _own_scale(x, m, norm)
+    elif not (np.float32(scale) == scale and scale >= m):  # also rejects NaN
+        raise ValueError(f"a shared scale must be a float32 value >= max|x| = {m}, got {scale}")
+    if scale == 0.0:
         return Quantized(states, n, s, 0.0, norm, None)
-    if norm == "max":
-        scale = _round_up_f32(m)
-    else:
-        scale = _round_up_f32(m * math.sqrt(_sumsq_fixed(x, m)))
     _stochastic_round(x, s, scale, key, no_keep, states[:n])
     return Quantized(states, n, s, scale, norm, None)
+
+
+def _own_scale(x: np.ndarray, m: float, norm: str) -> float:
+    if m == 0.0:
+        return 0.0
+    if norm == "max":
+        return _round_up_f32(m)
+    return _round_up_f32(m * math.sqrt(_sumsq_fixed(x, m)))
+
+
+def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:
+    """The float32 scale :func:`quantize` gives a flat qsgd/terngrad array (+inf if it holds
+    NaN or Inf): what workers agree on, by maximum, before quantizing onto one grid."""
+    if quantizer not in ("qsgd", "terngrad"):
+        raise ValueError(f"a shared scale applies to qsgd and terngrad, not {quantizer!r}")
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    if x.size == 0:
+        return 0.0
+    if not np.isfinite(x).all():
+        return math.inf
+    return _own_scale(x, float(np.abs(x).max()), "max" if quantizer == "terngrad" else norm)
 
 
 def dequantize(

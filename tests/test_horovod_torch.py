@@ -58,3 +58,16 @@ def test_grouped_optimizer(checks):
     assert checks["grouped_identical_50"] and checks["grouped_identical_50_ef_2passes"]
     for err in checks["grouped_corrupt_errors_all_ranks"]:
         assert err is not None and "rank 1" in err and "checksum" in err
+
+
+def test_reduce_scatter_exchange(checks):
+    # exact integer sum on the shared grid, per-parameter compressor and grouped optimizer
+    assert checks["rs_exact"] and checks["rs_grouped_exact"]
+    for key, tensors in (("rs_stats", 3 * 4), ("rs_grouped_stats", 3 * 6)):
+        s = checks[key]
+        assert s["tensors"] == tensors
+        assert 0 < s["bytes_sent"] < s["raw_bytes"] / 4 and s["bytes_received"] > 0
+    assert checks["rs_identical_50"] and checks["rs_grouped_identical_50_ef"]
+    for key in ("rs_corrupt_errors_all_ranks", "rs_grouped_corrupt_errors_all_ranks"):
+        for err in checks[key]:
+            assert err is not None and "rank 1" in err and "checksum" in err, err

@@ -1,9 +1,10 @@
-"""``python -m horovod_huffcomp.bench {codec,train}`` (also ``horovod-huffcomp-bench``)."""
+"""``python -m horovod_huffcomp.bench {codec,train,exchange}`` (also ``horovod-huffcomp-bench``)."""
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"codec": "horovod_huffcomp.bench.codec", "train": "horovod_huffcomp.bench.train"}
+COMMANDS = {"codec": "horovod_huffcomp.bench.codec", "train": "horovod_huffcomp.bench.train",
+            "exchange": "horovod_huffcomp.bench.exchange"}
 
 
 def main(argv=None):

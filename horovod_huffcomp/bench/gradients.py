@@ -67,6 +67,13 @@ def digits_tensors():
 
 def model_gradients(name: str, steps: int = 20, batch: int = 64, seed: int = 0):
     """[(parameter name, float32 gradient array)] after ``steps`` training steps."""
+    return worker_gradients(name, 1, steps, batch, seed)[0]
+
+
+def worker_gradients(name: str, workers: int, steps: int = 20, batch: int = 64, seed: int = 0):
+    """What ``workers`` data-parallel workers hold after ``steps`` training steps: one
+    [(parameter name, float32 gradient array)] per worker, same weights, each gradient of
+    its own mini-batch."""
     import torch
 
     torch.manual_seed(seed)
@@ -75,10 +82,14 @@ def model_gradients(name: str, steps: int = 20, batch: int = 64, seed: int = 0):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     g = torch.Generator().manual_seed(seed)
     loss_fn = torch.nn.CrossEntropyLoss()
-    for step in range(steps + 1):
+    out = []
+    for step in range(steps + workers):
         idx = torch.randint(0, x.shape[0], (batch,), generator=g)
         opt.zero_grad()
         loss_fn(model(x[idx]), y[idx]).backward()
         if step < steps:
             opt.step()
-    return [(n, p.grad.detach().numpy().copy()) for n, p in model.named_parameters()]
+        else:
+            out.append([(n, p.grad.detach().numpy().copy())
+                        for n, p in model.named_parameters()])
+    return out

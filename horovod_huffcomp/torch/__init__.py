@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from .. import api, exchange
+from .. import api, exchange, summable
 from ..errors import PayloadError
 
 __all__ = ["Compression", "DistributedOptimizer", "HuffmanCompressor", "PayloadError"]
@@ -64,20 +64,27 @@ class HuffmanCompressor(exchange.CompressorState):
             raise RuntimeError(
                 "HuffmanCompressor could not tell which parameter it is compressing: use it "
                 "through hvd.DistributedOptimizer, or call compress(tensor, name=...)")
+        x = _numpy(tensor)
+        placeholder = torch.zeros(1, dtype=tensor.dtype, device=tensor.device)
+        if self.mode == "reduce_scatter":
+            round_ = summable.ShardedRound(self, name, [name], [x], hvd.rank(), hvd.size())
+            handle = _allreduce_max(round_)
+            return placeholder, (round_, handle, tensor.dtype, tensor.device)
         with exchange.Timer() as t:
-            x = tensor.detach()
-            if x.dtype == torch.bfloat16:
-                x = x.float()
-            x, framed = self.encode_framed(name, x.cpu().numpy(), hvd.rank())
+            x, framed = self.encode_framed(name, x, hvd.rank())
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
                                      name=f"huffcomp.{name}")
         ctx = (handle, name, x, tuple(tensor.shape), tensor.dtype, tensor.device, len(framed),
                t.s)
-        return torch.zeros(1, dtype=tensor.dtype, device=tensor.device), ctx
+        return placeholder, ctx
 
     def decompress(self, tensor: torch.Tensor, ctx):
         import horovod.torch as hvd
 
+        if self.mode == "reduce_scatter":
+            round_, handle, dtype, device = ctx
+            (mean,) = _finish_rounds([(round_, handle)])[0]
+            return torch.from_numpy(mean).to(dtype=dtype, device=device)
         handle, name, sent, shape, dtype, device, nbytes, enc_s = ctx
         gathered = hvd.synchronize(handle).numpy()
         with exchange.Timer() as t:
@@ -87,6 +94,44 @@ class HuffmanCompressor(exchange.CompressorState):
         self.record(name, sent, arrays[hvd.rank()])
         self.stats.add(nbytes, gathered.size - nbytes, int(np.prod(shape)), enc_s, t.s)
         return torch.from_numpy(mean).to(dtype=dtype, device=device).reshape(shape)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
+
+
+def _allreduce_max(round_: summable.ShardedRound):
+    """Step 1 of a shared-scale round: the max-allreduce of its tensors' scales, started."""
+    import horovod.torch as hvd
+
+    return hvd.allreduce_async(torch.from_numpy(round_.local_scales),
+                               name=f"huffcomp.scale.{round_.key}", op=hvd.Max)
+
+
+def _finish_rounds(pending) -> list[list[np.ndarray]]:
+    """Steps 2-4 of shared-scale rounds whose scale allreduces are in flight, pipelined: every
+    round's alltoall is started before any is waited for, and so is every allgather."""
+    import horovod.torch as hvd
+
+    def name(r, what):
+        return f"huffcomp.{what}.{r.key}"
+
+    a2a = []
+    for r, handle in pending:
+        buf, splits = r.encode(hvd.synchronize(handle).numpy())
+        a2a.append(hvd.alltoall_async(torch.from_numpy(buf.copy()),
+                                      splits=torch.tensor(splits, dtype=torch.int32),
+                                      name=name(r, "rs")) if r.exchanges else None)
+    gathers = []
+    for (r, _), h in zip(pending, a2a):
+        if h is not None:
+            received, splits = hvd.synchronize(h)
+            frame = r.reduce(received.numpy(), splits.numpy())
+            h = hvd.allgather_async(torch.from_numpy(frame.copy()), name=name(r, "ag"))
+        gathers.append(h)
+    return [r.finish(hvd.synchronize(h).numpy() if h is not None else None)
+            for (r, _), h in zip(pending, gathers)]
 
 
 class Compression:
@@ -135,7 +180,7 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         self._groups = []
         for g in order:
             label = "|".join(names[p] for p in g)
-            key = f"huffcomp.group.{len(g)}.{zlib.crc32(label.encode()):08x}"
+            key = f"group.{len(g)}.{zlib.crc32(label.encode()):08x}"
             self._groups.append((key, g))
         self._group_of = {p: i for i, (_, g) in enumerate(self._groups) for p in g}
         self._counts: dict = {}
@@ -158,23 +203,23 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         key, params = self._groups[i]
         comp = self._compression
         rank = hvd.rank()
+        names = [self._names[p] for p in params]
+        xs = []
+        for p in params:
+            x = np.zeros(tuple(p.shape), np.float32) if p.grad is None else _numpy(p.grad)
+            xs.append(x / self._passes if self._passes > 1 else x)
+        if comp.mode == "reduce_scatter":
+            round_ = summable.ShardedRound(comp, key, names, xs, rank, hvd.size())
+            self._handles[i] = (round_, _allreduce_max(round_))
+            return
         with exchange.Timer() as t:
-            xs = []
-            for p in params:
-                g = p.grad
-                x = (np.zeros(tuple(p.shape), np.float32) if g is None
-                     else g.detach().float().cpu().numpy() if g.dtype == torch.bfloat16
-                     else g.detach().cpu().numpy())
-                if self._passes > 1:
-                    x = x / self._passes
-                if comp.memory is not None:
-                    x = comp.memory.apply(self._names[p], x)
-                xs.append(x)
+            if comp.memory is not None:
+                xs = [comp.memory.apply(n, x) for n, x in zip(names, xs)]
             blob = api.encode_many(xs, seed=comp.next_seed(key, rank), nonfinite="propagate",
                                    **comp.options)
             framed = comp.framed(blob, rank)
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
-                                     name=key)
+                                     name=f"huffcomp.{key}")
         self._handles[i] = (handle, xs, len(framed), t.s)
 
     def synchronize(self):
@@ -186,35 +231,47 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         for i in range(len(self._groups)):
             if i not in self._handles:
                 self._launch(i)
-        comp = self._compression
-        size, rank = hvd.size(), hvd.rank()
         try:
-            for i, (key, params) in enumerate(self._groups):
-                handle, xs, nbytes, enc_s = self._handles[i]
-                gathered = hvd.synchronize(handle).numpy()
-                with exchange.Timer() as t:
-                    total = sum(x.size for x in xs)
-                    per_rank = []
-                    for r, f in enumerate(exchange.split_frames(gathered, size)):
-                        arrays = exchange.decode_from(r, f, max(total, 1), many=True)
-                        if [a.shape for a in arrays] != [x.shape for x in xs]:
-                            raise PayloadError(f"payload from rank {r} does not hold the "
-                                               f"tensors of group {key}")
-                        per_rank.append(arrays)
-                    for j, p in enumerate(params):
-                        mean = exchange.reduce_mean([a[j] for a in per_rank], comp.average)
-                        comp.record(self._names[p], xs[j], per_rank[rank][j])
-                        out = torch.from_numpy(mean).to(dtype=p.dtype, device=p.device)
-                        if p.grad is None:
-                            p.grad = out.reshape(p.shape)
-                        else:
-                            p.grad.copy_(out.reshape(p.shape))
-                comp.stats.add(nbytes, gathered.size - nbytes, total, enc_s, t.s,
-                               tensors=len(params))
+            if self._compression.mode == "reduce_scatter":
+                results = _finish_rounds([self._handles[i] for i in range(len(self._groups))])
+            else:
+                results = [self._gathered(i) for i in range(len(self._groups))]
+            for (_, params), means in zip(self._groups, results):
+                for p, mean in zip(params, means):
+                    out = torch.from_numpy(mean).to(dtype=p.dtype, device=p.device)
+                    if p.grad is None:
+                        p.grad = out.reshape(p.shape)
+                    else:
+                        p.grad.copy_(out.reshape(p.shape))
         finally:
             self._handles.clear()
             self._counts.clear()
             self._ready = [0] * len(self._groups)
+
+    def _gathered(self, i) -> list[np.ndarray]:
+        """Allgather exchange: wait for group i's payloads, decode every rank's, average."""
+        import horovod.torch as hvd
+
+        key, params = self._groups[i]
+        comp = self._compression
+        size, rank = hvd.size(), hvd.rank()
+        handle, xs, nbytes, enc_s = self._handles[i]
+        gathered = hvd.synchronize(handle).numpy()
+        with exchange.Timer() as t:
+            total = sum(x.size for x in xs)
+            per_rank = []
+            for r, f in enumerate(exchange.split_frames(gathered, size)):
+                arrays = exchange.decode_from(r, f, max(total, 1), many=True)
+                if [a.shape for a in arrays] != [x.shape for x in xs]:
+                    raise PayloadError(f"payload from rank {r} does not hold the tensors of "
+                                       f"group {key}")
+                per_rank.append(arrays)
+            means = []
+            for j, p in enumerate(params):
+                means.append(exchange.reduce_mean([a[j] for a in per_rank], comp.average))
+                comp.record(self._names[p], xs[j], per_rank[rank][j])
+        comp.stats.add(nbytes, gathered.size - nbytes, total, enc_s, t.s, tensors=len(params))
+        return means
 
     @contextlib.contextmanager
     def skip_synchronize(self):

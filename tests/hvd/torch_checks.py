@@ -9,6 +9,7 @@ from torch import nn
 
 import horovod.torch as hvd
 import horovod_huffcomp as hc
+from horovod_huffcomp.quantizers import scale_of
 from horovod_huffcomp.torch import Compression
 from horovod_huffcomp.torch import DistributedOptimizer as GroupedOptimizer
 
@@ -94,8 +95,8 @@ out["identical_50_ef"] = identical_after(
 out["identical_50_topk"] = identical_after(Compression.huffman(quantizer="topk", ratio=0.05))
 
 # 3. a corrupted payload from rank 1 raises a clear error on every rank, no hang
-def corrupt_errors(**kw):
-    comp = Compression.huffman(quantizer="qsgd", levels=8)
+def corrupt_errors(mode="allgather", **kw):
+    comp = Compression.huffman(quantizer="qsgd", levels=8, mode=mode)
     net, opt = make(comp, **kw)
     comp._fault_rank = 1
     try:
@@ -123,6 +124,50 @@ out["grouped_identical_50_ef_2passes"] = identical_after(
     num_groups=3, backward_passes_per_step=2)
 
 out["grouped_corrupt_errors_all_ranks"] = corrupt_errors(grouped=True)
+
+# 5. shared-scale reduce-scatter exchange (per-parameter compressor and grouped optimizer):
+# the result is the documented exact integer sum, float64(sum of states) * S / s / N, with S the
+# max over ranks of every rank's own scale
+def rs_exact_over_3_steps(grouped, levels=8, norm="max", **kw):
+    comp = Compression.huffman(quantizer="qsgd", levels=levels, norm=norm,
+                               mode="reduce_scatter")
+    net, opt = make(comp, grouped=grouped, **kw)
+    exact, integral = True, True
+    for step in range(3):
+        backward(net, opt, step)
+        raw = {n: p.grad.detach().numpy().reshape(-1).copy() for n, p in net.named_parameters()
+               if p.grad is not None}
+        opt.synchronize()
+        for name, p in net.named_parameters():
+            own = raw.get(name, np.zeros(p.numel(), np.float32))
+            scale = hvd.allreduce(torch.tensor([scale_of(own, "qsgd", norm)]),
+                                  op=hvd.Max, name=f"rs.{grouped}.{name}.{step}.s").item()
+            if scale == 0:
+                exact &= bool(torch.equal(p.grad, torch.zeros_like(p)))
+                continue
+            mine = comp.last_dequantized[name].astype(np.float64).reshape(-1) * levels / scale
+            states = np.rint(mine)
+            integral &= bool(np.abs(mine - states).max() < 1e-4)
+            total = hvd.allreduce(torch.from_numpy(states), op=hvd.Sum,
+                                  name=f"rs.{grouped}.{name}.{step}.t").numpy()
+            want = (total * scale / levels / hvd.size()).astype(np.float32)
+            exact &= bool(np.array_equal(p.grad.numpy().reshape(-1), want))
+        with opt.skip_synchronize():
+            opt.step()
+    return exact and integral, comp.stats.take()
+
+
+out["rs_exact"], out["rs_stats"] = rs_exact_over_3_steps(False)
+out["rs_grouped_exact"], out["rs_grouped_stats"] = rs_exact_over_3_steps(
+    True, levels=16, norm="l2", num_groups=2)
+out["rs_identical_50"] = identical_after(
+    Compression.huffman(quantizer="qsgd", levels=16, mode="reduce_scatter"))
+out["rs_grouped_identical_50_ef"] = identical_after(
+    Compression.huffman(quantizer="terngrad", error_feedback=True, mode="reduce_scatter"),
+    grouped=True, num_groups=3)
+out["rs_corrupt_errors_all_ranks"] = corrupt_errors(mode="reduce_scatter")
+out["rs_grouped_corrupt_errors_all_ranks"] = corrupt_errors(grouped=True, num_groups=2,
+                                                            mode="reduce_scatter")
 
 if hvd.rank() == 0:
     with open(sys.argv[1], "w") as f:
