@@ -16,6 +16,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["horovod_huffcomp", "horovod_huffcomp.*"]),
     install_requires=["numpy>=1.24", "numba>=0.59"],
+    # the GPU backend compiles these at run time (gpu_backend.cuda_dir finds them)
+    data_files=[("share/horovod_huffcomp/cuda", [str(p) for p in sorted(Path("cuda").glob("*.cu*"))])],
     extras_require={
         "torch": ["torch>=2.1"],
         "tensorflow": ["tensorflow-cpu>=2.15", "tf-keras>=2.15"],

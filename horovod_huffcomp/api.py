@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from . import cpu_backend, payload
+from . import cpu_backend, gpu_backend, payload
 from .payload import DEFAULT_MAX_ELEMENTS
 from .rng import seed_to_u64
 
@@ -26,6 +26,9 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
            nonfinite: str = "raise") -> bytes:
     """Quantize and entropy-code one float array into a self-describing payload.
 
+    x: a NumPy array (or anything array-like), or a CUDA array (CuPy, torch CUDA tensor,
+        any __dlpack__ producer): encoded by the GPU backend where it covers the options
+        (qsgd/terngrad + huffman), else copied to the host; the bytes are the same.
     quantizer: "qsgd" (levels s, default 16; norm "l2" or "max"), "terngrad", or "topk"
         (ratio of entries kept; levels 0 = exact float32 values, s >= 1 = quantized).
     coder: "auto" (default: the smaller of huffman and zrh), "huffman", "sh", "shs", "rlh",
@@ -34,6 +37,10 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
     """
     opts = _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout,
                     nonfinite)
+    if gpu_backend.is_cuda_array(x):
+        if gpu_backend.supports(quantizer, coder, elias_layout):
+            return payload.pack(gpu_backend.encode_sections([x], **opts), bundle=False)
+        x = gpu_backend.to_host(x)
     return payload.pack([cpu_backend.encode_section(x, stream=0, **opts)], bundle=False)
 
 
@@ -50,6 +57,11 @@ def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | 
                     kw.pop("nonfinite", "raise"))
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
+    xs = list(xs)
+    on_gpu = [gpu_backend.is_cuda_array(x) for x in xs]
+    if xs and all(on_gpu) and gpu_backend.supports(quantizer, coder, opts["elias_layout"]):
+        return payload.pack(gpu_backend.encode_sections(xs, **opts), bundle=True)
+    xs = [gpu_backend.to_host(x) if g else x for x, g in zip(xs, on_gpu)]
     sections = []
     for i, x in enumerate(xs):
         prev = sections[-1] if sections else None

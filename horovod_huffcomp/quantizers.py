@@ -104,23 +104,10 @@ def topk_mask(ax: np.ndarray, k: int) -> np.ndarray:
     return keep
 
 
-def quantize(
-    x: np.ndarray,
-    quantizer: str,
-    levels: int | None,
-    norm: str,
-    seed: int,
-    stream: int = 0,
-    ratio: float = 0.01,
-    nonfinite: str = "raise",
-    scale: float | None = None,
-) -> Quantized:
-    """Quantize a flat, contiguous float16/32/64 array (see module docstring).
-
-    ``scale`` (qsgd and terngrad only) replaces the tensor's own scale with a given float32
-    one, at least :func:`scale_of` this tensor: workers that agree on one (the maximum of
-    theirs) quantize onto one grid, so their states sum exactly (``summable.py``).
-    """
+def check_options(quantizer: str, levels: int | None, norm: str, ratio: float = 0.01,
+                  nonfinite: str = "raise") -> tuple[int, str]:
+    """Validate a quantizer's options (ValueError naming the bad one); returns the levels s
+    and the norm it really uses (terngrad and top-k: max)."""
     if quantizer not in DEFAULT_LEVELS:
         raise ValueError(f"unknown quantizer {quantizer!r}; choose from {sorted(DEFAULT_LEVELS)}")
     if norm not in ("l2", "max"):
@@ -140,6 +127,27 @@ def quantize(
         norm = "max"
     elif not 1 <= s <= MAX_LEVELS:
         raise ValueError(f"qsgd levels must be in 1..{MAX_LEVELS}, got {s}")
+    return s, norm
+
+
+def quantize(
+    x: np.ndarray,
+    quantizer: str,
+    levels: int | None,
+    norm: str,
+    seed: int,
+    stream: int = 0,
+    ratio: float = 0.01,
+    nonfinite: str = "raise",
+    scale: float | None = None,
+) -> Quantized:
+    """Quantize a flat, contiguous float16/32/64 array (see module docstring).
+
+    ``scale`` (qsgd and terngrad only) replaces the tensor's own scale with a given float32
+    one, at least :func:`scale_of` this tensor: workers that agree on one (the maximum of
+    theirs) quantize onto one grid, so their states sum exactly (``summable.py``).
+    """
+    s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
     if scale is not None and quantizer == "topk":
         raise ValueError("a shared scale applies to qsgd and terngrad, not topk")
 

@@ -1,10 +1,10 @@
-"""``python -m horovod_huffcomp.bench {codec,train,exchange}`` (also ``horovod-huffcomp-bench``)."""
+"""``python -m horovod_huffcomp.bench {codec,train,exchange,gpu}`` (also ``horovod-huffcomp-bench``)."""
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {"codec": "horovod_huffcomp.bench.codec", "train": "horovod_huffcomp.bench.train",
-            "exchange": "horovod_huffcomp.bench.exchange"}
+            "exchange": "horovod_huffcomp.bench.exchange", "gpu": "horovod_huffcomp.bench.gpu"}
 
 
 def main(argv=None):

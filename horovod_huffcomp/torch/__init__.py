@@ -226,8 +226,6 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         """Exchange every group not yet launched by the backward hooks (gradients a worker
         did not produce count as zeros), wait for all, decode and write the averages into
         ``.grad``."""
-        import horovod.torch as hvd
-
         for i in range(len(self._groups)):
             if i not in self._handles:
                 self._launch(i)

@@ -1,0 +1,250 @@
+// Shared helpers of the GPU backend's kernels (issue #3): the counter-based generator, the
+// stochastic rounding of one element, codebook construction and the bit layout of the payload
+// (docs/format.md). Everything here is HC_HD: compiled for the device by the kernels in
+// cuda/*.cu and for the host by cuda/host_check.cu, whose results tests/test_cuda_sources.py
+// compares with the CPU backend byte for byte, so the per-element logic is checked on
+// machines without a GPU.
+#pragma once
+#ifdef __CUDACC_RTC__  // NVRTC (CuPy's RawModule) has no C library headers; math is built in
+#define INFINITY __int_as_float(0x7f800000)
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+#else
+#include <math.h>
+#include <stdint.h>
+#endif
+
+#ifdef __CUDACC__
+#define HC_HD __host__ __device__ inline
+#else
+#define HC_HD inline
+#endif
+
+#define HC_MAX_CODE_LEN 15
+#define HC_MAX_LEVELS 127
+#define HC_MAX_ALPHABET (2 * HC_MAX_LEVELS + 1)
+#define HC_GOLDEN 0x9E3779B97F4A7C15ull
+#define HC_INV24 (1.0 / 16777216.0)
+// coders/chunks.py: default chunk size
+#define HC_CHUNK_LOG2_AUTO_MIN 12
+#define HC_CHUNK_LOG2_AUTO_MAX 24
+#define HC_NZ_PER_CHUNK 512
+
+// ----------------------------------------------------------------- rng.py
+HC_HD uint64_t hc_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+HC_HD uint64_t hc_stream_key(uint64_t seed, uint64_t stream) {
+    return hc_mix64(seed * HC_GOLDEN + stream);
+}
+
+HC_HD uint64_t hc_draw24(uint64_t key, uint64_t i) { return hc_mix64(key + i * HC_GOLDEN) >> 40; }
+
+// ----------------------------------------------------------------- float16, without cuda_fp16.h
+// (NVRTC builds need no CUDA headers): exact widening, and the correctly rounded (nearest,
+// ties to even) float16 value of a double, as NumPy's astype(float16).
+HC_HD float hc_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, mant = h & 0x3FFu;
+    int exp = (h >> 10) & 0x1F;
+    uint32_t f;
+    if (exp == 31) {
+        f = sign | 0x7F800000u | (mant << 13);
+    } else if (exp == 0 && mant == 0) {
+        f = sign;
+    } else {
+        if (exp == 0) {  // subnormal: mant * 2^-24, normalised
+            exp = 1;
+            while (!(mant & 0x400u)) mant <<= 1, --exp;
+            mant &= 0x3FFu;
+        }
+        f = sign | ((uint32_t)(exp + 112) << 23) | (mant << 13);
+    }
+    union { uint32_t u; float v; } c;
+    c.u = f;
+    return c.v;
+}
+
+HC_HD double hc_round_to_half(double v) {
+    if (v != v || v == 0.0) return v;
+    double a = fabs(v);
+    if (a >= 65520.0) return v < 0 ? -INFINITY : INFINITY;  // past the last tie: overflow
+    int e;
+    frexp(a, &e);  // a = m 2^e, m in [0.5, 1)
+    int q = e - 1 < -14 ? -24 : e - 1 - 10;  // quantum: 10 fraction bits, subnormals 2^-24
+    return ldexp(rint(ldexp(v, -q)), q);
+}
+
+// ----------------------------------------------------------------- quantizers.py
+// Stochastic level of one element: a = |v| s / scale in float64, round up when u < a - floor(a).
+// (Build with --fmad=false: no fused multiply-add may change a rounding.)
+HC_HD int hc_round_state(double v, int s, double scale, uint64_t key, uint64_t i) {
+    double a = fabs(v) * (double)s / scale;
+    double lev = floor(a);
+    if ((double)hc_draw24(key, i) * HC_INV24 < a - lev) lev += 1.0;
+    int l = lev > (double)s ? s : (int)lev;
+    return v < 0 ? -l : l;
+}
+
+// One element's term of the L2 scale: floor((|x| / m)^2 * 2^40), summed as two integers.
+HC_HD uint64_t hc_sumsq_term(double x, double m) {
+    double y = fabs(x) / m;
+    return (uint64_t)floor(y * y * 1099511627776.0);
+}
+
+HC_HD double hc_sumsq_value(uint64_t hi, uint64_t lo) {
+    return (double)hi * (1.0 / 1048576.0) + (double)lo * (1.0 / 1099511627776.0);
+}
+
+// The float32 scale: the float64 value rounded up (the smallest float32 >= v).
+HC_HD float hc_round_up_f32(double v) {
+#ifdef __CUDA_ARCH__
+    return __double2float_ru(v);
+#else
+    float f = (float)v;
+    if ((double)f < v) f = nextafterf(f, INFINITY);
+    return f;
+#endif
+}
+
+// ----------------------------------------------------------------- codebook.py
+// Length-limited Huffman code lengths from counts, as codebook.huffman_lengths: symbols with
+// a count sorted by (count, symbol), two-queue Huffman (a leaf wins ties), JPEG Annex K.3
+// limiting of the per-length counts, lengths handed back by (count desc, symbol asc).
+// One thread builds one code; the alphabet is at most HC_MAX_ALPHABET symbols.
+HC_HD void hc_huffman_lengths(const int64_t* counts, int n, int max_len, uint8_t* lengths) {
+    int syms[HC_MAX_ALPHABET];
+    int64_t w[HC_MAX_ALPHABET], iw[HC_MAX_ALPHABET];
+    int parent[2 * HC_MAX_ALPHABET], depth[2 * HC_MAX_ALPHABET];
+    int used = 0;
+    for (int i = 0; i < n; ++i) {
+        lengths[i] = 0;
+        if (counts[i] > 0) {  // insertion sort by count; equal counts keep symbol order
+            int k = used++;
+            while (k > 0 && counts[syms[k - 1]] > counts[i]) {
+                syms[k] = syms[k - 1];
+                --k;
+            }
+            syms[k] = i;
+        }
+    }
+    if (used <= 1) return;
+    for (int i = 0; i < used; ++i) w[i] = counts[syms[i]];
+    int li = 0, ii = 0;
+    for (int node = 0; node < used - 1; ++node) {
+        int pick[2];
+        for (int t = 0; t < 2; ++t) {
+            if (li < used && (ii >= node || w[li] <= iw[ii])) pick[t] = li++;
+            else pick[t] = used + ii++;
+        }
+        int64_t wa = pick[0] < used ? w[pick[0]] : iw[pick[0] - used];
+        int64_t wb = pick[1] < used ? w[pick[1]] : iw[pick[1] - used];
+        iw[node] = wa + wb;
+        parent[pick[0]] = used + node;
+        parent[pick[1]] = used + node;
+    }
+    depth[2 * used - 2] = 0;
+    for (int node = 2 * used - 3; node >= 0; --node) depth[node] = depth[parent[node]] + 1;
+    int maxd = 0;
+    for (int i = 0; i < used; ++i) maxd = depth[i] > maxd ? depth[i] : maxd;
+    if (maxd <= max_len) {
+        for (int i = 0; i < used; ++i) lengths[syms[i]] = (uint8_t)depth[i];
+        return;
+    }
+    int64_t bl[2 * HC_MAX_ALPHABET + 2] = {0};
+    for (int i = 0; i < used; ++i) bl[depth[i]] += 1;
+    for (int i = maxd; i > max_len; --i) {
+        while (bl[i] > 0) {
+            int j = i - 2;
+            while (j > 1 && bl[j] == 0) --j;
+            bl[i] -= 2;
+            bl[i - 1] += 1;
+            bl[j + 1] += 2;
+            bl[j] -= 1;
+        }
+    }
+    int pos = used - 1;
+    for (int ln = 1; ln <= max_len; ++ln)
+        for (int64_t k = 0; k < bl[ln]; ++k) lengths[syms[pos--]] = (uint8_t)ln;
+}
+
+// DEFLATE-style canonical codes (right-aligned), as codebook.canonical_codes.
+HC_HD void hc_canonical_codes(const uint8_t* lengths, int n, uint16_t* codes) {
+    int bl[HC_MAX_CODE_LEN + 1] = {0};
+    for (int i = 0; i < n; ++i) bl[lengths[i]] += 1;
+    bl[0] = 0;
+    uint32_t next[HC_MAX_CODE_LEN + 2] = {0};
+    uint32_t code = 0;
+    for (int ln = 1; ln <= HC_MAX_CODE_LEN; ++ln) {
+        code = (code + bl[ln - 1]) << 1;
+        next[ln] = code;
+    }
+    for (int i = 0; i < n; ++i) codes[i] = lengths[i] ? (uint16_t)next[lengths[i]]++ : 0;
+}
+
+// ----------------------------------------------------------------- bits.py
+// Emit the low `len` bits of `code`, most significant first, at stream bit `pos` (MSB-first
+// within bytes): or_byte(byte index, bits to OR) does the store (a plain OR on the host, an
+// atomicOr of the containing 32-bit word on the device, where neighbours share bytes).
+template <class OrByte>
+HC_HD void hc_emit(uint64_t pos, uint64_t code, int len, OrByte or_byte) {
+    while (len > 0) {
+        int off = (int)(pos & 7), room = 8 - off;
+        int take = len < room ? len : room;
+        uint32_t bits = (uint32_t)(code >> (len - take)) & ((1u << take) - 1u);
+        or_byte(pos >> 3, (uint8_t)(bits << (room - take)));
+        pos += take;
+        len -= take;
+    }
+}
+
+// 32 bits of the stream from bit `pos`, bytes past `nbytes` reading as zero (bits.peek32).
+HC_HD uint32_t hc_peek32(const uint8_t* buf, uint64_t nbytes, uint64_t pos) {
+    uint64_t byte = pos >> 3;
+    uint64_t acc = 0;
+    for (int k = 0; k < 5; ++k)
+        acc = (acc << 8) | (byte + k < nbytes ? buf[byte + k] : 0u);
+    return (uint32_t)(acc >> (8 - (pos & 7)));
+}
+
+// Decode table entry for the next `tbits` bits: symbol << 5 | length; -1 << 5 = no codeword.
+HC_HD void hc_decode_table(const uint8_t* lengths, const uint16_t* codes, int n, int tbits,
+                           int32_t* table) {
+    for (int j = 0; j < (1 << tbits); ++j) table[j] = -(1 << 5);
+    for (int i = 0; i < n; ++i) {
+        int ln = lengths[i];
+        if (!ln) continue;
+        uint32_t lo = (uint32_t)codes[i] << (tbits - ln), hi = (uint32_t)(codes[i] + 1) << (tbits - ln);
+        for (uint32_t j = lo; j < hi; ++j) table[j] = (i << 5) | ln;
+    }
+}
+
+// Errors of a chunk decoder (bits.ERR_*): the chunk's bits end early / late / a bad codeword.
+#define HC_OK 0
+#define HC_ERR_OVERRUN 1
+#define HC_ERR_UNDERRUN 2
+#define HC_ERR_SYMBOL 3
+
+// One chunk of the huffman/sh layout: one codeword per element (symbol = state + s), MSB
+// first from byte `first_byte`; exactly `nbits` bits. Calls put(i, state) per element.
+// `tbits` = 0 is a single-symbol code (table[0] holds it, 0 bits each).
+template <class Put>
+HC_HD int hc_huffman_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
+                                  uint64_t nbits, int64_t start, int64_t end, int s,
+                                  const int32_t* table, int tbits, Put put) {
+    uint64_t pos = 8 * first_byte, stop = pos + nbits;
+    for (int64_t i = start; i < end; ++i) {
+        int32_t e = tbits ? table[hc_peek32(buf, nbytes, pos) >> (32 - tbits)] : table[0];
+        if (e < 0) return HC_ERR_SYMBOL;
+        pos += e & 31;
+        if (pos > stop) return HC_ERR_OVERRUN;
+        put(i, (e >> 5) - s);
+    }
+    return pos == stop ? HC_OK : HC_ERR_UNDERRUN;
+}

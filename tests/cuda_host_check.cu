@@ -1,0 +1,88 @@
+// Host entry points over the HC_HD functions of cuda/common.cuh (the per-element logic of the
+// GPU kernels), built by tests/test_cuda_sources.py with nvcc into a shared library and
+// compared with the CPU backend byte for byte: checkable on machines without a GPU.
+#include <string.h>
+#include "../cuda/common.cuh"
+
+extern "C" {
+
+void hc_check_half(const unsigned short* h, long long n, float* out) {
+    for (long long i = 0; i < n; ++i) out[i] = hc_half_to_float(h[i]);
+}
+
+void hc_check_round_half(const double* v, long long n, double* out) {
+    for (long long i = 0; i < n; ++i) out[i] = hc_round_to_half(v[i]);
+}
+
+void hc_check_round(const double* x, long long n, int s, double scale, unsigned long long seed,
+                    unsigned long long stream, signed char* out) {
+    uint64_t key = hc_stream_key(seed, stream);
+    for (long long i = 0; i < n; ++i) out[i] = (signed char)hc_round_state(x[i], s, scale, key, i);
+}
+
+float hc_check_scale(const double* x, long long n, int l2) {
+    double m = 0;
+    for (long long i = 0; i < n; ++i) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    if (m == 0) return 0.0f;
+    if (!l2) return hc_round_up_f32(m);
+    uint64_t hi = 0, lo = 0;
+    for (long long i = 0; i < n; ++i) {
+        uint64_t t = hc_sumsq_term(x[i], m);
+        hi += t >> 20;
+        lo += t & 0xFFFFF;
+    }
+    return hc_round_up_f32(m * sqrt(hc_sumsq_value(hi, lo)));
+}
+
+void hc_check_code(const long long* counts, int n, unsigned char* lengths,
+                   unsigned short* codes) {
+    hc_huffman_lengths((const int64_t*)counts, n, HC_MAX_CODE_LEN, lengths);
+    hc_canonical_codes(lengths, n, codes);
+}
+
+// The huffman layout of states[0:n] in chunks of 2^clog2: chunk_bits[m] and the data (each
+// chunk from a byte boundary) into out (zeroed by the caller); returns the data bytes.
+long long hc_check_huffman_encode(const signed char* states, long long n, int s, int clog2,
+                                  const unsigned char* lengths, const unsigned short* codes,
+                                  unsigned long long* chunk_bits, unsigned char* out) {
+    long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    auto or_byte = [out](uint64_t b, uint8_t v) { out[b] |= v; };
+    for (long long c = 0; c < m; ++c) {
+        long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        uint64_t pos = 8 * byte, first = pos;
+        for (long long i = start; i < end; ++i) {
+            int sym = states[i] + s;
+            hc_emit(pos, codes[sym], lengths[sym], or_byte);
+            pos += lengths[sym];
+        }
+        chunk_bits[c] = pos - first;
+        byte += (pos - first + 7) / 8;
+    }
+    return (long long)byte;
+}
+
+// Decode that layout (as the GPU's decode kernel does, one chunk at a time); returns an
+// HC_ERR_* code.
+int hc_check_huffman_decode(const unsigned char* buf, unsigned long long nbytes,
+                            const unsigned long long* chunk_bits, long long n, int s, int clog2,
+                            const unsigned char* lengths, const unsigned short* codes,
+                            int single, signed char* states) {
+    static int32_t table[1 << HC_MAX_CODE_LEN];
+    int alphabet = 2 * s + 1, tbits = 0;
+    for (int k = 0; k < alphabet; ++k) tbits = lengths[k] > tbits ? lengths[k] : tbits;
+    if (single >= 0) table[0] = single << 5, tbits = 0;
+    else hc_decode_table(lengths, codes, alphabet, tbits, table);
+    long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    auto put = [states](long long i, int v) { states[i] = (signed char)v; };
+    for (long long c = 0; c < m; ++c) {
+        long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        int e = hc_huffman_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, table,
+                                        tbits, put);
+        if (e) return e;
+        byte += (chunk_bits[c] + 7) / 8;
+    }
+    return 0;
+}
+}

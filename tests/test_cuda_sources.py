@@ -1,0 +1,206 @@
+"""The GPU backend's CUDA sources, checked on machines without a GPU.
+
+* every ``cuda/*.cu`` compiles with nvcc for sm_90 (a syntax or type error fails CI);
+* the per-element logic the kernels share (``cuda/common.cuh``: generator, stochastic
+  rounding, scales, codebook construction, the huffman chunk layout and its decoder) is built
+  for the host (``tests/cuda_host_check.cu``, g++) and compared with the CPU backend byte for
+  byte on real-looking and adversarial inputs.
+"""
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import horovod_huffcomp as hc
+from horovod_huffcomp import codebook, payload
+from horovod_huffcomp.codebook import Code
+from horovod_huffcomp.payload import MAX_CODE_LEN, Reader
+from horovod_huffcomp.quantizers import quantize
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "cuda").glob("*.cu"))
+NVCC = shutil.which("nvcc") or (shutil.which("nvcc", path="/usr/local/cuda/bin"))
+CXX = shutil.which("g++") or shutil.which("c++")
+
+
+def test_sources_exist():
+    names = {p.stem for p in SOURCES}
+    assert {"quantize", "histogram", "codebook", "huffman"} <= names
+    assert (ROOT / "cuda" / "common.cuh").exists()
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: cannot compile cuda/*.cu")
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_compiles_for_sm90(source, tmp_path):
+    r = subprocess.run([NVCC, "-arch=sm_90", "--fmad=false", "-std=c++17", "-cubin",
+                        "-Werror", "all-warnings", "-o", str(tmp_path / "k.cubin"),
+                        str(source)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    if CXX is None:
+        pytest.skip("no C++ compiler for the host build of cuda/common.cuh")
+    out = tmp_path_factory.mktemp("cuda_host") / "libhc_check.so"
+    r = subprocess.run([CXX, "-x", "c++", "-std=c++17", "-O2", "-shared", "-fPIC",
+                        "-ffp-contract=off", "-Wall", "-Werror", "-o", str(out),
+                        str(ROOT / "tests" / "cuda_host_check.cu")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    L = ctypes.CDLL(str(out))
+    P = ctypes.c_void_p
+    L.hc_check_round.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_double,
+                                 ctypes.c_ulonglong, ctypes.c_ulonglong, P]
+    L.hc_check_scale.argtypes = [P, ctypes.c_longlong, ctypes.c_int]
+    L.hc_check_scale.restype = ctypes.c_float
+    L.hc_check_code.argtypes = [P, ctypes.c_int, P, P]
+    L.hc_check_huffman_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P,
+                                          P, P, P]
+    L.hc_check_huffman_encode.restype = ctypes.c_longlong
+    L.hc_check_half.argtypes = [P, ctypes.c_longlong, P]
+    L.hc_check_round_half.argtypes = [P, ctypes.c_longlong, P]
+    L.hc_check_huffman_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong,
+                                          ctypes.c_int, ctypes.c_int, P, P, ctypes.c_int, P]
+    return L
+
+
+def ptr(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def gradient_like(rng, n, dtype):
+    """Heavy-tailed values with exact zeros, like a gradient."""
+    x = rng.standard_t(3, n) * 10.0 ** rng.uniform(-4, 0)
+    x[rng.random(n) < 0.2] = 0
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("norm,levels", [("max", 1), ("max", 16), ("l2", 4), ("max", 127)])
+def test_scale_and_rounding_match_cpu(lib, dtype, norm, levels):
+    rng = np.random.default_rng(levels)
+    for n in (1, 7, 4097, 100_000):
+        x = gradient_like(rng, n, dtype)
+        seed = int(rng.integers(0, 2**63))
+        q = quantize(x, "qsgd", levels, norm, seed, stream=3)
+        wide = x.astype(np.float64)
+        scale = lib.hc_check_scale(ptr(wide), n, int(norm == "l2"))
+        assert np.float32(scale) == np.float32(q.scale)
+        out = np.zeros(n, np.int8)
+        lib.hc_check_round(ptr(wide), n, levels, float(q.scale), seed, 3, ptr(out))
+        assert np.array_equal(out, q.states[:n])
+
+
+def test_float16_conversions_match_numpy(lib):
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    got = np.zeros(bits.size, np.float32)
+    lib.hc_check_half(ptr(bits), bits.size, ptr(got))
+    want = bits.view(np.float16).astype(np.float32)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # NaN payloads too
+    rng = np.random.default_rng(0)
+    halves = np.unique(want[np.isfinite(want)].astype(np.float64))
+    ties = halves[:-1] + np.diff(halves) / 2  # exactly halfway: ties to even
+    v = np.concatenate([halves, ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
+                        rng.standard_normal(100_000) * 10.0 ** rng.uniform(-9, 5, 100_000),
+                        [65504.0, 65519.99, 65520.0, 1e300, -1e300, 2.0**-25, 2.0**-26,
+                         3 * 2.0**-26, np.inf, -np.inf, np.nan, -0.0]])
+    got = np.zeros(v.size)
+    lib.hc_check_round_half(ptr(v), v.size, ptr(got))
+    with np.errstate(over="ignore"):
+        want = v.astype(np.float16).astype(np.float64)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def cpu_code(counts):
+    counts = np.asarray(counts, np.int64)
+    lengths = codebook.huffman_lengths(counts, MAX_CODE_LEN)
+    return lengths, codebook.canonical_codes(lengths)
+
+
+def host_code(lib, counts):
+    counts = np.ascontiguousarray(counts, np.int64)
+    lengths = np.zeros(counts.size, np.uint8)
+    codes = np.zeros(counts.size, np.uint16)
+    lib.hc_check_code(ptr(counts), counts.size, ptr(lengths), ptr(codes))
+    return lengths, codes
+
+
+def test_codebook_matches_cpu(lib):
+    rng = np.random.default_rng(0)
+    cases = [[0] * 9, [5] + [0] * 8, [1, 1], [3, 3, 3, 3, 3],
+             [int(v) for v in np.round(1.618 ** np.arange(40))],  # depth 39: length limiting
+             [1] * 255, [2**40, 1, 1, 7] + [0] * 251]
+    for _ in range(300):
+        alphabet = int(rng.choice([3, 9, 33, 129, 255]))
+        c = rng.geometric(rng.uniform(0.05, 0.9), alphabet) ** int(rng.integers(1, 4))
+        c[rng.random(alphabet) < 0.3] = 0
+        cases.append(c)
+    for counts in cases:
+        want_len, want_codes = cpu_code(counts)
+        got_len, got_codes = host_code(lib, counts)
+        assert np.array_equal(got_len, want_len), counts
+        assert np.array_equal(got_codes, want_codes), counts
+
+
+def sections(blob):
+    return payload.unpack(blob)[1]
+
+
+@pytest.mark.parametrize("levels,norm", [(1, "l2"), (4, "max"), (16, "l2"), (127, "max")])
+def test_huffman_layout_matches_cpu(lib, levels, norm):
+    rng = np.random.default_rng(levels)
+    for n, clog2 in ((1, None), (4097, None), (50_000, 8), (200_000, None)):
+        x = gradient_like(rng, n, np.float32)
+        blob = hc.encode(x, "qsgd", "huffman", levels, norm, seed=5, chunk_log2=clog2)
+        (sec,) = sections(blob)
+        code = Code.parse(Reader(sec.codebook), 2 * levels + 1, "code")
+        q = quantize(x, "qsgd", levels, norm, 5)
+        lengths = code.lengths.astype(np.uint8)
+        codes = code.codes.astype(np.uint16)
+        chunk_bits = np.zeros(sec.num_chunks, np.uint64)
+        out = np.zeros(len(sec.data) + 16, np.uint8)
+        nbytes = lib.hc_check_huffman_encode(ptr(q.states), n, levels, sec.chunk_log2,
+                                             ptr(lengths), ptr(codes), ptr(chunk_bits), ptr(out))
+        assert np.array_equal(chunk_bits, sec.chunk_bits.astype(np.uint64))
+        assert bytes(out[:nbytes]) == bytes(sec.data)
+        states = np.zeros(max(n, 1), np.int8)
+        data = np.frombuffer(bytes(sec.data), np.uint8).copy()
+        err = lib.hc_check_huffman_decode(ptr(data), data.size, ptr(chunk_bits), n, levels,
+                                          sec.chunk_log2, ptr(lengths), ptr(codes), code.single,
+                                          ptr(states))
+        assert err == 0 and np.array_equal(states[:n], q.states[:n])
+
+
+def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
+    """Bit flips in the data: the host build of the GPU decoder fails exactly when the CPU
+    decoder does (a complete code decodes any bits, so only chunk lengths can betray a flip)
+    and never reads outside the buffer (bytes past the end read as zero)."""
+    rng = np.random.default_rng(1)
+    x = gradient_like(rng, 3000, np.float32)
+    blob = hc.encode(x, "qsgd", "huffman", 8, "max", seed=2, chunk_log2=8)
+    (sec,) = sections(blob)
+    code = Code.parse(Reader(sec.codebook), 17, "code")
+    lengths, codes = code.lengths.astype(np.uint8), code.codes.astype(np.uint16)
+    chunk_bits = sec.chunk_bits.astype(np.uint64)
+    disagreements = rejected = 0
+    for _ in range(400):
+        data = np.frombuffer(bytes(sec.data), np.uint8).copy()
+        for _ in range(int(rng.integers(1, 4))):
+            data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
+        states = np.zeros(3000, np.int8)
+        err = lib.hc_check_huffman_decode(ptr(data), data.size, ptr(chunk_bits), 3000, 8,
+                                          sec.chunk_log2, ptr(lengths), ptr(codes), -1,
+                                          ptr(states))
+        cpu = np.zeros(3000, np.int8)
+        from horovod_huffcomp.coders import symbol
+        cpu_err = symbol.decode(data, sec.chunk_bits, 3000, sec.chunk_log2, 8, code, cpu,
+                                np.zeros(0, np.uint32))
+        disagreements += (err != 0) != (cpu_err != 0) or (err == 0 and
+                                                          not np.array_equal(states, cpu))
+        rejected += err != 0
+    assert disagreements == 0 and rejected > 100

@@ -1,0 +1,134 @@
+"""The GPU backend against the CPU backend (issue #3). Runs where CuPy sees a CUDA device;
+skips with the reason everywhere else (CI has no GPU: tests/test_cuda_sources.py compiles the
+kernels and checks their per-element logic on the host there)."""
+import numpy as np
+import pytest
+
+import horovod_huffcomp as hc
+from horovod_huffcomp import exchange, gpu_backend
+
+if not gpu_backend.available():
+    pytest.skip("no CUDA device visible to CuPy (or CuPy not installed): GPU backend tests "
+                "need a GPU", allow_module_level=True)
+
+import cupy  # noqa: E402
+
+CASES = [("qsgd", 16, "l2"), ("qsgd", 4, "max"), ("qsgd", 1, "l2"), ("qsgd", 127, "max"),
+         ("terngrad", None, "l2")]
+SIZES = [0, 1, 7, 4097, 65_537, 1_000_003]
+
+
+def gradient_like(rng, n, dtype):
+    x = rng.standard_t(3, n) * 10.0 ** rng.uniform(-4, 0)
+    x[rng.random(n) < 0.3] = 0
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("quantizer,levels,norm", CASES)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_encode_is_byte_identical(quantizer, levels, norm, dtype):
+    rng = np.random.default_rng(levels or 0)
+    for n in SIZES:
+        x = gradient_like(rng, n, dtype)
+        for shape in ((n,), (1, n, 1)):
+            want = hc.encode(x.reshape(shape), quantizer, "huffman", levels, norm, seed=n)
+            got = hc.encode(cupy.asarray(x.reshape(shape)), quantizer, "huffman", levels, norm,
+                            seed=n)
+            assert got == want, (n, shape)
+
+
+def test_sparse_chunks_and_fixed_chunk_size():
+    x = np.zeros(3_000_000, np.float32)
+    x[::5000] = 1.0  # sparse: auto chunk grows
+    for clog2 in (None, 8, 20):
+        want = hc.encode(x, "qsgd", "huffman", 8, "max", seed=1, chunk_log2=clog2)
+        assert hc.encode(cupy.asarray(x), "qsgd", "huffman", 8, "max", seed=1,
+                         chunk_log2=clog2) == want
+
+
+def test_batch_is_byte_identical_with_mixed_dtypes_and_reuse():
+    rng = np.random.default_rng(0)
+    xs = [gradient_like(rng, n, dt) for n, dt in
+          [(4096, np.float32), (1, np.float32), (33, np.float16), (0, np.float32),
+           (100_000, np.float64), (4096, np.float32)]]
+    xs.append(np.zeros(10, np.float32))
+    xs.append(np.zeros(10, np.float32))  # same one-symbol code as the previous: reused
+    for q, s, norm in CASES:
+        want = hc.encode_many(xs, q, "huffman", s, norm, seed=9)
+        got = hc.encode_many([cupy.asarray(x) for x in xs], q, "huffman", s, norm, seed=9)
+        assert got == want
+
+
+def test_torch_cuda_tensors_through_dlpack():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    x = torch.randn(10_000, device="cuda")
+    assert hc.encode(x, "qsgd", "huffman", 8, seed=3) == hc.encode(x.cpu().numpy(), "qsgd",
+                                                                   "huffman", 8, seed=3)
+
+
+def test_nonfinite():
+    x = np.array([1.0, np.nan, 2.0], np.float32)
+    with pytest.raises(hc.NonFiniteError):
+        hc.encode(cupy.asarray(x), "qsgd", "huffman")
+    assert (hc.encode(cupy.asarray(x), "qsgd", "huffman", nonfinite="propagate")
+            == hc.encode(x, "qsgd", "huffman", nonfinite="propagate"))
+
+
+def test_uncovered_options_fall_back_to_the_host():
+    x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
+    for kw in (dict(quantizer="topk"), dict(coder="auto"), dict(coder="zrh")):
+        assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_decode_sum_matches_cpu_reduce(workers):
+    rng = np.random.default_rng(workers)
+    shapes = [(300, 7), (1,), (), (70_001,)]
+    blobs = []
+    for r in range(workers):
+        xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+        blobs.append(hc.encode_many(xs, "qsgd", "huffman", 16, "l2", seed=r))
+    got = gpu_backend.decode_sum(blobs, average=True)
+    per_rank = [hc.decode_many(b) for b in blobs]
+    for t in range(len(shapes)):
+        want = exchange.reduce_mean([p[t] for p in per_rank])
+        assert np.array_equal(cupy.asnumpy(got[t]), want)
+
+
+def test_decode_rejects_corruption_without_faulting():
+    rng = np.random.default_rng(5)
+    blob = hc.encode(gradient_like(rng, 50_000, np.float32), "qsgd", "huffman", 8, "max",
+                     seed=1, chunk_log2=8)
+    bundle, (sec,) = hc.payload.unpack(blob)
+    rejected = 0
+    for k in range(300):
+        data = bytearray(sec.data)
+        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        sec2 = hc.payload.Section(**{**sec.__dict__, "data": bytes(data)})
+        mutated = hc.payload.pack([sec2], bundle=False)
+        try:
+            cpu = hc.decode(mutated)
+        except hc.PayloadError:
+            cpu = None
+        try:
+            gpu = cupy.asnumpy(gpu_backend.decode_sum([mutated]))
+        except hc.PayloadError:
+            gpu = None
+        assert (cpu is None) == (gpu is None)
+        if cpu is not None:
+            assert np.array_equal(gpu, cpu.astype(np.float64))
+        rejected += cpu is None
+    assert rejected > 50
+    cupy.cuda.Device().synchronize()  # the device is still healthy
+
+
+@pytest.mark.parametrize("n", [2**20 + 3, 2**26 + 1])
+def test_large_tensors(n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    want = hc.encode(x, "qsgd", "huffman", 16, "max", seed=4)
+    assert hc.encode(cupy.asarray(x), "qsgd", "huffman", 16, "max", seed=4) == want
+    assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
+                          hc.decode(want).astype(np.float64))
