@@ -51,7 +51,9 @@ class HuffmanCompressor(exchange.CompressorState):
     """A Horovod compressor exchanging horovod_huffcomp payloads (see the module docstring).
 
     Options are :func:`horovod_huffcomp.encode`'s, plus ``error_feedback`` (residual memory,
-    ``gamma`` its decay as in CO3) and ``average`` (False sums, for ``op=hvd.Sum``).
+    ``gamma`` its decay as in CO3), ``average`` (False sums, for ``op=hvd.Sum``) and ``mode``:
+    "allgather" (default) or "reduce_scatter" (shared scales, encoded shards reduce-scattered
+    by alltoall and summed exactly, then allgathered; ``summable.py``, for many workers).
     ``stats`` counts bytes sent/received, their float32 equivalent and codec time;
     ``stats.take()`` returns and resets them (call it once per step).
     """
