@@ -102,7 +102,8 @@ class ShardedRound:
     # ------------------------------------------------------------------ step 2
     def encode(self, shared) -> tuple[np.ndarray, list[int]]:
         """Quantize with the shared scales; the alltoall buffer (one frame per destination
-        rank, rank order) and its splits. Call only if :attr:`exchanges`."""
+        rank, rank order) and its splits, both empty when no tensor needs bits (then
+        :attr:`exchanges` is False on every rank and steps 2-4 are skipped)."""
         shared = np.asarray(shared, np.float32).reshape(-1)
         if shared.shape != self.local_scales.shape or (shared < self.local_scales).any():
             raise RuntimeError(f"{self.key}: the max-allreduce of the scales returned "
@@ -116,7 +117,6 @@ class ShardedRound:
         with exchange.Timer() as t:
             seed = self.state.next_seed(self.key, self.rank)
             self.seed = seed
-            self.own = {}
             qs = {}
             for i in self.active:
                 qs[i] = quantize(self.flat[i], self.quantizer, self.levels, self.norm, seed,
