@@ -5,13 +5,16 @@ one invocation: no compression, Horovod's fp16, and horovod_huffcomp configurati
 time is measured on this host, where the "link" is shared memory; the table adds what each
 step's traffic would cost on slower links (the bytes a worker receives per step, as counted by
 the compressor, or 2 (N - 1)/N of the float32/fp16 gradient for Horovod's ring allreduce, over
-the bandwidth), a projection, labelled as such, not a measurement.
+the bandwidth), a projection, labelled as such, not a measurement. ``--link-mbit 100 1000``
+measures instead: every mode runs again with the loopback interface capped by ``tc``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,12 +59,64 @@ def run_mode(args, epochs: int) -> dict:
         return json.loads(out.read_text())
 
 
+@contextlib.contextmanager
+def shaped_loopback(mbit: float | None):
+    """Cap the loopback interface at ``mbit`` Mb/s (Linux ``tc`` token bucket, root needed)
+    while the block runs: the two workers' Gloo traffic then crosses a real slow link. Both
+    directions share the cap (one interface); the bucket is removed whatever happens."""
+    if not mbit:
+        yield
+        return
+    if shutil.which("tc") is None:
+        raise SystemExit("--link-mbit needs Linux tc (iproute2) and root")
+    subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", f"{mbit}mbit",
+                    "burst", "1mb", "latency", "100ms"], check=True)  # burst > lo's 64k MTU
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+
+
+def link_table(a, rows_by_link) -> None:
+    base = {link: next((r for r in rows if r["mode"] == "none"), rows[0])
+            for link, rows in rows_by_link.items()}
+    print(f"\nMeasured under a shaped loopback link (tc tbf on lo, both directions sharing the "
+          f"cap), 2 workers, {a.epochs} epochs, date {time.strftime('%Y-%m-%d')}\n")
+    links = list(rows_by_link)
+    print("| mode | test accuracy | " + " | ".join(
+        f"step time at {m:g} Mb/s (ms) | vs none" for m in links) + " |")
+    print("|---|---|" + "---|---|" * len(links))
+    for i, r in enumerate(rows_by_link[links[0]]):
+        cells = []
+        for m in links:
+            rr = rows_by_link[m][i]
+            step = 1e3 * rr["seconds"] / rr["steps"]
+            cells.append(f"{step:.1f} | {base[m]['seconds'] / rr['seconds']:.2f}x")
+        print(f"| {r['mode']} | {100 * r['accuracy']:.2f}% | " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="horovod-huffcomp-bench train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--link-mbit", type=float, nargs="+", default=None,
+                    help="also run every mode with the loopback capped at these rates (Linux "
+                         "tc, root): measured step times on a slow link")
     a = ap.parse_args(argv)
+    if a.link_mbit:
+        rows_by_link = {}
+        for mbit in a.link_mbit:
+            rows_by_link[mbit] = []
+            with shaped_loopback(mbit):
+                for mode in a.modes:
+                    r = run_mode(MODES[mode], a.epochs)
+                    r["mode"] = mode
+                    rows_by_link[mbit].append(r)
+                    print(f"{mode} at {mbit:g} Mb/s: {1e3 * r['seconds'] / r['steps']:.1f} "
+                          f"ms/step", flush=True)
+        link_table(a, rows_by_link)
+        return rows_by_link
     rows = []
     for mode in a.modes:
         t0 = time.perf_counter()
