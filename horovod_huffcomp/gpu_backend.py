@@ -311,6 +311,7 @@ def _decode_into(secs, sizes, acc_offsets, acc, err, which: int) -> None:
         if sec.coder != "huffman" or sec.raw:
             raise NotImplementedError(f"the GPU decoder does not cover {sec.coder} yet")
     lengths = np.zeros((count, alphabet), np.uint8)
+    codes = np.zeros((count, alphabet), np.uint16)
     single = np.full(count, -1, np.int32)
     chunk_bits, chunk_byte, data = [], [], bytearray()
     for t, sec in enumerate(secs):
@@ -318,6 +319,7 @@ def _decode_into(secs, sizes, acc_offsets, acc, err, which: int) -> None:
         if sec.size and code.single < 0 and not code.lengths.any():
             raise PayloadError(f"payload {which}: huffman code is empty but the data needs it")
         lengths[t] = code.lengths
+        codes[t] = code.codes
         single[t] = code.single
         nb = (sec.chunk_bits + 7) >> 3
         starts = len(data) + np.concatenate([[0], np.cumsum(nb)[:-1]]) if nb.size else nb
@@ -331,11 +333,6 @@ def _decode_into(secs, sizes, acc_offsets, acc, err, which: int) -> None:
     total_chunks = int(first_h[-1])
     if total_chunks == 0:
         return
-    codes = np.zeros_like(lengths, dtype=np.uint16)
-    from .codebook import canonical_codes
-
-    for t in range(count):
-        codes[t] = canonical_codes(lengths[t].astype(np.int64))
     tables = cupy.empty(count << MAX_CODE_LEN, cupy.int32)
     tbits = cupy.zeros(count, cupy.int32)
     kernel("codebook", "hc_decode_tables")((count,), (THREADS,), (

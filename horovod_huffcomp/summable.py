@@ -38,19 +38,21 @@ from . import exchange, payload
 from .cpu_backend import as_flat, code_section, decode_states
 from .errors import PayloadError
 from .payload import MAX_LEVELS
-from .quantizers import DEFAULT_LEVELS, Quantized, quantize, scale_of
+from . import quantizers
+from .quantizers import Quantized, quantize, scale_of
 
 MODES = ("allgather", "reduce_scatter")
 ERROR_MAGIC = b"HCERR"  # an error frame: version byte 'E' is no payload version
 
 
-def check_options(options: dict) -> int:
-    """The levels s of a reduce-scatter exchange's options (ValueError if unsupported)."""
+def check_options(options: dict) -> tuple[int, str]:
+    """The levels s and norm of a reduce-scatter exchange's options (ValueError if
+    unsupported)."""
     q = options["quantizer"]
     if q not in ("qsgd", "terngrad"):
         raise ValueError("the reduce_scatter exchange needs quantizer 'qsgd' or 'terngrad' "
                          f"(one grid for all workers), not {q!r}")
-    return DEFAULT_LEVELS[q] if options["levels"] is None else int(options["levels"])
+    return quantizers.check_options(q, options["levels"], options["norm"])
 
 
 def check_size(levels: int, size: int) -> None:
@@ -83,12 +85,11 @@ class ShardedRound:
 
     def __init__(self, state, key: str, names: list[str], xs: list[np.ndarray], rank: int,
                  size: int):
-        self.levels = check_options(state.options)
+        self.levels, self.norm = check_options(state.options)
         check_size(self.levels, size)
         self.state, self.key, self.names = state, key, names
         self.rank, self.size = rank, size
         self.quantizer = state.options["quantizer"]
-        self.norm = "max" if self.quantizer == "terngrad" else state.options["norm"]
         with exchange.Timer() as t:
             if state.memory is not None:
                 xs = [state.memory.apply(n, x) for n, x in zip(names, xs)]
