@@ -57,25 +57,58 @@ def decode_from(rank: int, frame, max_elements: int, many: bool = False):
         raise PayloadError(f"payload from rank {rank}: {e}") from None
 
 
-def decode_frames(frames, shape, max_elements: int | None = None) -> list[np.ndarray]:
-    """Decode every rank's payload; each must hold a tensor of ``shape``."""
-    n = int(np.prod(shape))
-    arrays = []
-    for rank, f in enumerate(frames):
-        a = decode_from(rank, f, max_elements or max(n, 1))
-        if isinstance(a, list) or a.shape != tuple(shape):
-            raise PayloadError(f"payload from rank {rank} does not hold a tensor of shape "
-                               f"{tuple(shape)}")
-        arrays.append(a)
-    return arrays
-
-
 def reduce_mean(arrays, average: bool = True) -> np.ndarray:
     """Sum in float64, rank order, then divide by the count when averaging."""
     total = np.zeros(arrays[0].shape, np.float64)
     for a in arrays:
         total += a
     return total / len(arrays) if average else total
+
+
+def decode_mean(frames, shapes, *, rank: int, average: bool = True, cuda: bool = False):
+    """Decode-and-sum of every rank's payload, each holding tensors of ``shapes`` (a bundle:
+    one per shape): ``(means, own)``, float64 means in rank order and this rank's own
+    dequantized tensors, lists in ``shapes``'s order.
+
+    ``cuda``: the gradients live on a GPU. The payloads are then decoded and summed on the
+    device (``gpu_backend.decode_sum``, results as CuPy arrays) where the GPU decoder covers
+    every section, else on the host and the results copied to the device. Same values
+    either way: both backends decode exactly and sum in float64 in rank order.
+    """
+    shapes = [tuple(s) for s in shapes]
+    limit = max(sum(int(np.prod(s)) for s in shapes), 1)
+    if cuda:
+        from . import gpu_backend
+
+        labels = [f"payload from rank {r}" for r in range(len(frames))]
+        try:
+            means = gpu_backend.decode_sum(frames, average=average, max_elements=limit,
+                                           labels=labels, bundle=True)
+            own = gpu_backend.decode(frames[rank], max_elements=limit, label=labels[rank])
+        except NotImplementedError:  # a coder the GPU decoder does not cover yet
+            pass
+        else:
+            _check_shapes(0, [m.shape for m in means], shapes)
+            return means, own
+    per_rank = []
+    for r, f in enumerate(frames):
+        arrays = decode_from(r, f, limit, many=True)
+        _check_shapes(r, [a.shape for a in arrays], shapes)
+        per_rank.append(arrays)
+    means = [reduce_mean([a[j] for a in per_rank], average) for j in range(len(shapes))]
+    own = per_rank[rank]
+    if cuda:
+        import cupy
+
+        means, own = [cupy.asarray(m) for m in means], [cupy.asarray(a) for a in own]
+    return means, own
+
+
+def _check_shapes(rank: int, got, want) -> None:
+    if [tuple(s) for s in got] != want:
+        what = f"a tensor of shape {want[0]}" if len(want) == 1 else \
+            f"the {len(want)} tensors expected ({want[:3]}...)"
+        raise PayloadError(f"payload from rank {rank} does not hold {what}")
 
 
 def step_seed(seed: int, rank: int, name: str, step: int) -> int:

@@ -49,8 +49,9 @@ def cuda_dir() -> Path:
     raise FileNotFoundError("the CUDA sources (cuda/*.cu) of horovod_huffcomp are missing")
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> bool:
-    """Whether CuPy imports and sees a CUDA device."""
+    """Whether CuPy imports and sees a CUDA device (asked once per process)."""
     try:
         import cupy
 
@@ -269,20 +270,33 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     return sections
 
 
-def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFAULT_MAX_ELEMENTS):
+def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFAULT_MAX_ELEMENTS,
+               labels=None, bundle: bool | None = None):
     """Decode-and-sum on the device: the payloads (one per worker, each a tensor or a bundle
-    of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles);
-    ``average`` divides by their number. Every section must be GPU-covered (huffman)."""
+    of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles, or
+    always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
+    payloads in errors (default "payload i"). NotImplementedError if a section is not
+    GPU-covered (huffman), before any result is returned."""
     import cupy
 
-    parsed = [payload.unpack(b, max_elements) for b in blobs]
+    labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
+    parsed = []
+    for label, b in zip(labels, blobs):
+        try:
+            parsed.append(payload.unpack(b, max_elements))
+        except PayloadError as e:
+            raise PayloadError(f"{label}: {e}") from None
     if not parsed:
         raise ValueError("decode_sum needs at least one payload")
-    bundle, first = parsed[0]
+    is_bundle, first = parsed[0]
     shapes = [sec.shape for sec in first]
-    for i, (bd, secs) in enumerate(parsed):
-        if bd != bundle or [sec.shape for sec in secs] != shapes:
-            raise PayloadError(f"payload {i} does not hold the tensors of payload 0")
+    for label, (bd, secs) in zip(labels, parsed):
+        if bd != is_bundle or [sec.shape for sec in secs] != shapes:
+            raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
+    for secs in parsed:
+        for sec in secs:
+            if sec.coder != "huffman" or sec.raw:
+                raise NotImplementedError(f"the GPU decoder does not cover {sec.coder} yet")
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])
@@ -290,26 +304,31 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
     err = cupy.zeros(2, cupy.int32)
     sizes = cupy.asarray(sizes_h)
     acc_offsets = cupy.asarray(offsets_h[:-1])
-    for i, (_, secs) in enumerate(parsed):
-        _decode_into(secs, sizes, acc_offsets, acc, err, i)
+    for label, (_, secs) in zip(labels, parsed):
+        _decode_into(secs, sizes, acc_offsets, acc, err, label)
     out = []
     for t, sh in enumerate(shapes):
         a = acc[offsets_h[t]: offsets_h[t + 1]]
         if average:
             a = a / len(parsed)
         out.append(a.reshape(sh))
-    return out if bundle else out[0]
+    return out if (is_bundle if bundle is None else bundle) else out[0]
 
 
-def _decode_into(secs, sizes, acc_offsets, acc, err, which: int) -> None:
+def decode(blob, *, max_elements: int = payload.DEFAULT_MAX_ELEMENTS, label: str = "payload"):
+    """One payload's dequantized tensors on the device, each in its own dtype (always a list),
+    as ``api.decode_many`` gives on the host."""
+    sums = decode_sum([blob], max_elements=max_elements, labels=[label], bundle=True)
+    _, secs = payload.unpack(blob, max_elements)
+    return [a.astype(sec.dtype) for a, sec in zip(sums, secs)]
+
+
+def _decode_into(secs, sizes, acc_offsets, acc, err, which: str) -> None:
     import cupy
 
     count = len(secs)
     s = secs[0].levels
     alphabet = 2 * s + 1
-    for sec in secs:
-        if sec.coder != "huffman" or sec.raw:
-            raise NotImplementedError(f"the GPU decoder does not cover {sec.coder} yet")
     lengths = np.zeros((count, alphabet), np.uint8)
     codes = np.zeros((count, alphabet), np.uint16)
     single = np.full(count, -1, np.int32)
@@ -317,14 +336,14 @@ def _decode_into(secs, sizes, acc_offsets, acc, err, which: int) -> None:
     for t, sec in enumerate(secs):
         code = Code.parse(payload.Reader(sec.codebook), alphabet, "huffman code")
         if sec.size and code.single < 0 and not code.lengths.any():
-            raise PayloadError(f"payload {which}: huffman code is empty but the data needs it")
+            raise PayloadError(f"{which}: huffman code is empty but the data needs it")
         lengths[t] = code.lengths
         codes[t] = code.codes
         single[t] = code.single
         nb = (sec.chunk_bits + 7) >> 3
         starts = len(data) + np.concatenate([[0], np.cumsum(nb)[:-1]]) if nb.size else nb
         if int(nb.sum()) != len(sec.data):
-            raise PayloadError(f"payload {which}: chunk table and data length disagree")
+            raise PayloadError(f"{which}: chunk table and data length disagree")
         chunk_bits.append(sec.chunk_bits.astype(np.uint64))
         chunk_byte.append(np.asarray(starts, np.uint64))
         data += bytes(sec.data)
@@ -350,5 +369,5 @@ def _decode_into(secs, sizes, acc_offsets, acc, err, which: int) -> None:
     if e[0]:
         messages = {1: "a chunk's codewords run past its bit length",
                     2: "a chunk ends before its bit length", 3: "a bit pattern with no codeword"}
-        raise PayloadError(f"payload {which}: huffman data: {messages.get(int(e[0]), 'error')} "
+        raise PayloadError(f"{which}: huffman data: {messages.get(int(e[0]), 'error')} "
                            f"(chunk {int(e[1])})")

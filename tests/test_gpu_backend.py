@@ -132,3 +132,56 @@ def test_large_tensors(n):
     assert hc.encode(cupy.asarray(x), "qsgd", "huffman", 16, "max", seed=4) == want
     assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
                           hc.decode(want).astype(np.float64))
+
+
+@pytest.mark.parametrize("coder", ["huffman", "auto"])
+def test_exchange_of_device_gradients(coder):
+    """What the adapters do with CUDA gradients: encode on the device (or on the host where
+    the GPU backend does not cover the coder), decode-and-sum with error feedback kept on
+    the device; the same numbers as the host path."""
+    rng = np.random.default_rng(7)
+    shapes = [(64, 33), (5,), (4097,)]
+    xs = [[gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+          for _ in range(3)]
+    states = {dev: [exchange.CompressorState(coder=coder, levels=8, error_feedback=True)
+                    for _ in range(3)] for dev in ("host", "cuda")}
+    for _step in range(2):  # the second step applies the residual of the first
+        results = {}
+        for dev, ranks in states.items():
+            frames = []
+            for r, st in enumerate(ranks):
+                arrs = [cupy.asarray(x) if dev == "cuda" else x for x in xs[r]]
+                if st.memory is not None:
+                    arrs = [st.memory.apply(f"t{j}", a) for j, a in enumerate(arrs)]
+                blob = hc.encode_many(arrs, "qsgd", coder, 8, "l2", seed=st.next_seed("g", r))
+                frames.append(exchange.frame(blob))
+                ranks[r]._sent = arrs
+            gathered = np.frombuffer(b"".join(frames), np.uint8)
+            split = exchange.split_frames(gathered, 3)
+            out = []
+            for r, st in enumerate(ranks):
+                means, own = exchange.decode_mean(split, shapes, rank=r, cuda=dev == "cuda")
+                for j, (a, o) in enumerate(zip(st._sent, own)):
+                    st.record(f"t{j}", a, o)
+                out.append(means)
+            results[dev] = out
+        for r in range(3):
+            for m_host, m_dev in zip(results["host"][r], results["cuda"][r]):
+                assert isinstance(m_dev, cupy.ndarray)
+                assert np.array_equal(cupy.asnumpy(m_dev), m_host)
+            for j in range(len(shapes)):
+                e_dev = states["cuda"][r].memory.residual[f"t{j}"]
+                assert isinstance(e_dev, cupy.ndarray)
+                assert np.array_equal(cupy.asnumpy(e_dev),
+                                      states["host"][r].memory.residual[f"t{j}"])
+
+
+def test_exchange_names_the_bad_rank_on_the_device():
+    x = np.ones(1000, np.float32)
+    blobs = [hc.encode_many([x], "qsgd", "huffman", 4, seed=r) for r in range(2)]
+    bad = bytearray(blobs[1])
+    bad[len(bad) // 2] ^= 0x10
+    frames = [exchange.frame(blobs[0]), exchange.frame(bytes(bad))]
+    split = exchange.split_frames(np.frombuffer(b"".join(frames), np.uint8), 2)
+    with pytest.raises(hc.PayloadError, match="rank 1"):
+        exchange.decode_mean(split, [(1000,)], rank=0, cuda=True)

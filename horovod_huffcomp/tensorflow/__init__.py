@@ -174,9 +174,9 @@ class HuffmanCompressor(exchange.CompressorState):
         sent, nbytes, enc_s = self._pending.pop(name)
         with exchange.Timer() as t:
             frames = exchange.split_frames(gathered, hvd.size())
-            arrays = exchange.decode_frames(frames, sent.shape)
-            mean = exchange.reduce_mean(arrays, self.average)
-        self.record(name, sent, arrays[hvd.rank()])
+            (mean,), (own,) = exchange.decode_mean(frames, [sent.shape], rank=hvd.rank(),
+                                                   average=self.average)
+        self.record(name, sent, own)
         with self._lock:
             self.stats.add(nbytes, gathered.size - nbytes, sent.size, enc_s, t.s)
         return mean

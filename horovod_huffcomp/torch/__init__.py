@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from .. import api, exchange, summable
+from .. import api, exchange, gpu_backend, summable
 from ..errors import PayloadError
 
 __all__ = ["Compression", "DistributedOptimizer", "HuffmanCompressor", "PayloadError"]
@@ -66,14 +66,14 @@ class HuffmanCompressor(exchange.CompressorState):
             raise RuntimeError(
                 "HuffmanCompressor could not tell which parameter it is compressing: use it "
                 "through hvd.DistributedOptimizer, or call compress(tensor, name=...)")
-        x = _numpy(tensor)
         placeholder = torch.zeros(1, dtype=tensor.dtype, device=tensor.device)
         if self.mode == "reduce_scatter":
-            round_ = summable.ShardedRound(self, name, [name], [x], hvd.rank(), hvd.size())
+            round_ = summable.ShardedRound(self, name, [name], [_numpy(tensor)], hvd.rank(),
+                                           hvd.size())
             handle = _allreduce_max(round_)
             return placeholder, (round_, handle, tensor.dtype, tensor.device)
         with exchange.Timer() as t:
-            x, framed = self.encode_framed(name, x, hvd.rank())
+            x, framed = self.encode_framed(name, _codec_array(tensor), hvd.rank())
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
                                      name=f"huffcomp.{name}")
         ctx = (handle, name, x, tuple(tensor.shape), tensor.dtype, tensor.device, len(framed),
@@ -91,16 +91,37 @@ class HuffmanCompressor(exchange.CompressorState):
         gathered = hvd.synchronize(handle).numpy()
         with exchange.Timer() as t:
             frames = exchange.split_frames(gathered, hvd.size())
-            arrays = exchange.decode_frames(frames, shape)
-            mean = exchange.reduce_mean(arrays, self.average)
-        self.record(name, sent, arrays[hvd.rank()])
+            (mean,), (own,) = exchange.decode_mean(frames, [shape], rank=hvd.rank(),
+                                                   average=self.average,
+                                                   cuda=not isinstance(sent, np.ndarray))
+        self.record(name, sent, own)
         self.stats.add(nbytes, gathered.size - nbytes, int(np.prod(shape)), enc_s, t.s)
-        return torch.from_numpy(mean).to(dtype=dtype, device=device).reshape(shape)
+        return _to_torch(mean, dtype, device).reshape(shape)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach()
     return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
+
+
+def _codec_array(t: torch.Tensor):
+    """A gradient as the codec takes it: a CUDA tensor as a CuPy array sharing its memory
+    (DLPack: the GPU backend encodes it, and error feedback stays on the device) when CuPy
+    sees a GPU, anything else as a NumPy array on the host."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    if t.is_cuda and gpu_backend.available():
+        import cupy
+
+        return cupy.from_dlpack(t)
+    return t.cpu().numpy()
+
+
+def _to_torch(a, dtype, device) -> torch.Tensor:
+    """A decoded result (NumPy, or CuPy from the GPU decoder) as a tensor of dtype on device."""
+    t = torch.from_numpy(a) if isinstance(a, np.ndarray) else torch.from_dlpack(a)
+    return t.to(dtype=dtype, device=device)
 
 
 def _allreduce_max(round_: summable.ShardedRound):
@@ -206,14 +227,15 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         comp = self._compression
         rank = hvd.rank()
         names = [self._names[p] for p in params]
-        xs = []
-        for p in params:
-            x = np.zeros(tuple(p.shape), np.float32) if p.grad is None else _numpy(p.grad)
-            xs.append(x / self._passes if self._passes > 1 else x)
-        if comp.mode == "reduce_scatter":
+        if comp.mode == "reduce_scatter":  # shared-scale rounds run on the host
+            xs = [np.zeros(tuple(p.shape), np.float32) if p.grad is None else _numpy(p.grad)
+                  for p in params]
+            xs = [x / self._passes if self._passes > 1 else x for x in xs]
             round_ = summable.ShardedRound(comp, key, names, xs, rank, hvd.size())
             self._handles[i] = (round_, _allreduce_max(round_))
             return
+        xs = [_codec_array(torch.zeros_like(p) if p.grad is None else p.grad) for p in params]
+        xs = [x / self._passes if self._passes > 1 else x for x in xs]
         with exchange.Timer() as t:
             if comp.memory is not None:
                 xs = [comp.memory.apply(n, x) for n, x in zip(names, xs)]
@@ -238,7 +260,7 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
                 results = [self._gathered(i) for i in range(len(self._groups))]
             for (_, params), means in zip(self._groups, results):
                 for p, mean in zip(params, means):
-                    out = torch.from_numpy(mean).to(dtype=p.dtype, device=p.device)
+                    out = _to_torch(mean, p.dtype, p.device)
                     if p.grad is None:
                         p.grad = out.reshape(p.shape)
                     else:
@@ -252,24 +274,19 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         """Allgather exchange: wait for group i's payloads, decode every rank's, average."""
         import horovod.torch as hvd
 
-        key, params = self._groups[i]
+        _, params = self._groups[i]
         comp = self._compression
         size, rank = hvd.size(), hvd.rank()
         handle, xs, nbytes, enc_s = self._handles[i]
         gathered = hvd.synchronize(handle).numpy()
         with exchange.Timer() as t:
             total = sum(x.size for x in xs)
-            per_rank = []
-            for r, f in enumerate(exchange.split_frames(gathered, size)):
-                arrays = exchange.decode_from(r, f, max(total, 1), many=True)
-                if [a.shape for a in arrays] != [x.shape for x in xs]:
-                    raise PayloadError(f"payload from rank {r} does not hold the tensors of "
-                                       f"group {key}")
-                per_rank.append(arrays)
-            means = []
+            means, own = exchange.decode_mean(exchange.split_frames(gathered, size),
+                                              [x.shape for x in xs], rank=rank,
+                                              average=comp.average,
+                                              cuda=not isinstance(xs[0], np.ndarray))
             for j, p in enumerate(params):
-                means.append(exchange.reduce_mean([a[j] for a in per_rank], comp.average))
-                comp.record(self._names[p], xs[j], per_rank[rank][j])
+                comp.record(self._names[p], xs[j], own[j])
         comp.stats.add(nbytes, gathered.size - nbytes, total, enc_s, t.s, tensors=len(params))
         return means
 
