@@ -162,6 +162,124 @@ def get_sym(buf, bitpos, table, tbits):
 FORM_EMPTY, FORM_SINGLE, FORM_FLAT = 0, 1, 2
 
 
+# ---- the same code, as plain arrays, for planners that weigh many candidate codes in numba:
+# a code is (lengths, single), single >= 0 for a one-symbol code (lengths then all zero)
+@njit(cache=True)
+def code_from_counts(counts):
+    """(lengths, single) of :meth:`Code.from_counts`."""
+    used, last = 0, -1
+    for i in range(counts.shape[0]):
+        if counts[i] > 0:
+            used += 1
+            last = i
+    if used == 1:
+        return np.zeros(counts.shape[0], np.int64), last
+    return huffman_lengths(counts, MAX_CODE_LEN), -1
+
+
+@njit(cache=True)
+def code_cost(counts, lengths, single):
+    """Bits for symbols with these counts, -1 if one of them has no codeword."""
+    bits = 0
+    for i in range(counts.shape[0]):
+        if counts[i] > 0:
+            if single >= 0:
+                if i != single:
+                    return -1
+            elif lengths[i] == 0:
+                return -1
+            else:
+                bits += counts[i] * lengths[i]
+    return bits
+
+
+@njit(cache=True)
+def varint_len(v):
+    n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def _form(lengths, single):
+    """(form, lo, hi) of a code's serialisation (see the module docstring)."""
+    if single >= 0:
+        return FORM_SINGLE, single, single
+    lo, hi, count, same = -1, -1, 0, True
+    for i in range(lengths.shape[0]):
+        if lengths[i] > 0:
+            if lo < 0:
+                lo = i
+            elif lengths[i] != lengths[lo]:
+                same = False
+            hi = i
+            count += 1
+    if count == 0:
+        return FORM_EMPTY, 0, 0
+    a = lengths.shape[0]
+    if count == a and a & (a - 1) == 0 and same:
+        return FORM_FLAT, 0, 0
+    return hi - lo + 2, lo, hi
+
+
+@njit(cache=True)
+def code_nbytes(lengths, single):
+    """Bytes of :meth:`Code.serialize` for this code."""
+    form, lo, hi = _form(lengths, single)
+    if form == FORM_SINGLE:
+        return 1 + varint_len(single)
+    if form < 3:
+        return 1
+    bits, prev = 0, 0
+    for i in range(lo, hi + 1):
+        d = lengths[i] - prev
+        z = 2 * d if d >= 0 else -2 * d - 1
+        bits += 2 * B.bitlen(z + 1) - 1
+        prev = lengths[i]
+    return varint_len(form) + varint_len(lo) + (bits + 7) // 8
+
+
+@njit(inline="always", cache=True)
+def _put_varint(out, pos, v):
+    while v >= 0x80:
+        out[pos] = np.uint8((v & 0x7F) | 0x80)
+        v >>= 7
+        pos += 1
+    out[pos] = np.uint8(v)
+    return pos + 1
+
+
+@njit(cache=True)
+def put_code(out, pos, lengths, single):
+    """:meth:`Code.serialize` into ``out`` at byte ``pos`` (room for
+    :func:`code_nbytes`); returns the next byte."""
+    form, lo, hi = _form(lengths, single)
+    pos = _put_varint(out, pos, form)
+    if form == FORM_SINGLE:
+        return _put_varint(out, pos, single)
+    if form < 3:
+        return pos
+    pos = _put_varint(out, pos, lo)
+    acc, nacc, prev = B.U64(0), 0, 0
+    for i in range(lo, hi + 1):
+        d = lengths[i] - prev
+        z = 2 * d if d >= 0 else -2 * d - 1
+        pos, acc, nacc = B.put_gamma(out, pos, acc, nacc, z + 1)
+        prev = lengths[i]
+    return B.flush(out, pos, acc, nacc)
+
+
+@njit(cache=True)
+def canonical_code_rows(lengths):
+    """:func:`canonical_codes` of every row of a 2-D array of code lengths."""
+    out = np.zeros_like(lengths)
+    for r in range(lengths.shape[0]):
+        out[r] = canonical_codes(lengths[r])
+    return out
+
+
 class Code:
     """A canonical Huffman code over symbols ``0..alphabet-1``."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import bits as B
-from ..codebook import Code
+from ..codebook import Code, code_cost, code_from_counts, code_nbytes
 from ..errors import PayloadError
 from ..payload import CODERS, Reader
 from . import elias, rlh, shs, symbol, zrh
@@ -33,11 +33,24 @@ def _codebook_bytes(*codes) -> bytes:
     return bytes(out)
 
 
+_RECENT_ZRH: dict = {}  # (codebook bytes, s) -> ZrhCode, of the last few sections coded
+
+
 def _prev_zrh(prev, s: int):
-    """The previous bundle section's ZRH code, if it was a ZRH section."""
+    """The previous bundle section's ZRH code, if it was a ZRH section (usually the one this
+    process just planned: kept, not parsed again)."""
     if prev is None or prev[0] != "zrh":
         return None
-    return zrh.ZrhCode.parse(Reader(prev[1]), s, 1)
+    zc = _RECENT_ZRH.get((prev[1], s))
+    return zc if zc is not None else zrh.ZrhCode.parse(Reader(prev[1]), s, 1)
+
+
+def _zrh_section(zc, s: int) -> bytes:
+    cb = zc.to_bytes()
+    if len(_RECENT_ZRH) >= 16:  # a handful of threads code bundles at once at most
+        _RECENT_ZRH.clear()
+    _RECENT_ZRH[(cb, s)] = zc
+    return cb
 
 
 def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=None):
@@ -50,16 +63,20 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
     if coder == "auto":
         hist = zrh.histograms(q.states, n, clog2, s)
         counts = zrh.state_counts_from_levels(hist[1], n, s)
-        hcode = Code.from_counts(counts)
-        hbits = hcode.cost(counts)
+        lengths, single = code_from_counts(counts)
+        hbits = code_cost(counts, lengths, single)
         if q.raw is not None:
             hbits += 31 * (n - int(counts[s]))
-        hcb = _codebook_bytes(hcode)
-        hcb_bits = 0 if prev == ("huffman", hcb) else 8 * (len(hcb) + 1)
+        hcb_bits = 8 * (code_nbytes(lengths, single) + 1)
+        if prev is not None and prev[0] == "huffman" and len(prev[1]) * 8 + 8 == hcb_bits:
+            hcode = Code(lengths, single)
+            hcb = _codebook_bytes(hcode)
+            hcb_bits = 0 if prev[1] == hcb else hcb_bits
         zc, zbits, zcb_bits = zrh.plan(q, clog2, _prev_zrh(prev, s), hist)
         if zbits + zcb_bits < hbits + hcb_bits:
-            return ("zrh", _codebook_bytes(zc)) + zrh.encode(q, clog2, zc)
-        return ("huffman", hcb) + symbol.encode(q, clog2, hcode)
+            return ("zrh", _zrh_section(zc, s)) + zrh.encode(q, clog2, zc, n - int(counts[s]))
+        hcode = Code(lengths, single)
+        return ("huffman", _codebook_bytes(hcode)) + symbol.encode(q, clog2, hcode)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
             code = Code.from_counts(symbol.state_counts(q.states, n, s))
@@ -67,8 +84,9 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
             code = Code.from_counts(symbol.sample_counts(q.states, n, s, seed))
         return (coder, _codebook_bytes(code)) + symbol.encode(q, clog2, code)
     if coder == "zrh":
-        zc, _, _ = zrh.plan(q, clog2, _prev_zrh(prev, s))
-        return (coder, _codebook_bytes(zc)) + zrh.encode(q, clog2, zc)
+        hist = zrh.histograms(q.states, n, clog2, s)
+        zc, _, _ = zrh.plan(q, clog2, _prev_zrh(prev, s), hist)
+        return (coder, _zrh_section(zc, s)) + zrh.encode(q, clog2, zc, int(hist[1].sum()))
     if coder == "shs":
         code = shs.build_code(q.states, n, s, seed)
         return (coder, _codebook_bytes(code)) + shs.encode(q, clog2, code)

@@ -78,6 +78,56 @@ def write_chunks(chunk_bits: np.ndarray, write) -> tuple[np.ndarray, np.ndarray]
     return chunk_bits, out
 
 
+def write_one_pass(n: int, clog2: int, bits_per_element: int, bits_per_nonzero: int,
+                   nonzeros: int, bits_per_chunk: int, write) -> tuple[np.ndarray, np.ndarray]:
+    """Chunks written in one pass, with no sizing pass first: (chunk_bits, data bytes).
+
+    The chunks are split into one contiguous group per thread; ``write(first, base, out,
+    chunk_bits, ends)`` writes group g's chunks one after the other from byte ``base[g]`` of
+    ``out``, records each chunk's exact bits and the group's end byte. Group g's room is an
+    upper bound on its bytes (``bits_per_element`` per element + ``bits_per_nonzero`` per
+    non-zero, at most ``nonzeros`` of them, + ``bits_per_chunk`` per chunk, whole bytes per
+    chunk); the groups are then moved together. Chunks are byte aligned, so the bytes are
+    the same whatever the grouping.
+    """
+    m = (n + (1 << clog2) - 1) >> clog2
+    if m == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    groups = min(m, _threads())
+    first = np.linspace(0, m, groups + 1).round().astype(np.int64)
+    elems = np.diff(np.minimum(first << clog2, n))
+    room = (elems * bits_per_element + np.minimum(elems, nonzeros) * bits_per_nonzero
+            + np.diff(first) * (bits_per_chunk + 8 + 7)) // 8 + 8
+    base = np.zeros(groups + 1, np.int64)
+    np.cumsum(room, out=base[1:])
+    out = np.empty(base[-1], np.uint8)
+    chunk_bits = np.empty(m, np.int64)
+    ends = np.empty(groups, np.int64)
+    write(first, base, out, chunk_bits, ends)
+    if (ends > base[1:]).any():  # cannot happen: the room is an upper bound
+        raise AssertionError("a chunk group overran its room")
+    return chunk_bits, out[: _compact(out, base, ends)]
+
+
+def _threads() -> int:
+    if not _PARALLEL[0]:
+        return 1
+    import numba
+
+    return numba.get_num_threads()
+
+
+@njit(cache=True)
+def _compact(out, base, ends):
+    """Move the groups' bytes together (forward copies: destinations precede sources)."""
+    pos = ends[0]
+    for g in range(1, ends.shape[0]):
+        for j in range(base[g], ends[g]):
+            out[pos] = out[j]
+            pos += 1
+    return pos
+
+
 def raw_values(q) -> tuple[np.ndarray, int]:
     """(raw magnitudes or an empty array, raw bits per non-zero) of quantized states."""
     if q.raw is None:

@@ -13,7 +13,7 @@ from numba import njit, prange
 from .. import bits as B
 from ..codebook import Code, get_sym
 from ..rng import STREAM_SAMPLE, draw24, stream_key
-from .chunks import byte_offsets, chunk_parallel, get_raw, put_raw, raw_values, write_chunks
+from .chunks import byte_offsets, chunk_parallel, get_raw, put_raw, raw_values, write_one_pass
 
 SAMPLE_SIZE = 1000
 
@@ -50,35 +50,23 @@ def sample_counts(states: np.ndarray, n: int, s: int, seed: int) -> np.ndarray:
 
 
 @chunk_parallel
-def _sizes(states, n, clog2, s, lens, rawbits):
-    m = (n + (1 << clog2) - 1) >> clog2
-    out = np.zeros(m, np.int64)
-    for c in prange(m):
-        start = np.int64(c) << clog2
-        end = min(n, start + (1 << clog2))
-        b = 0
-        for i in range(start, end):
-            v = states[i]
-            b += lens[v + s]
-            if v != 0:
-                b += rawbits
-        out[c] = b
-    return out
-
-
-@chunk_parallel
-def _write(states, n, clog2, s, lens, codes, raw, offsets, out):
+def _write(states, n, clog2, s, lens, codes, raw, first, base, out, chunk_bits, ends):
+    """One pass: group g's chunks one after the other from byte base[g] (write_one_pass)."""
     rawbits = raw.shape[0] > 0
-    for c in prange(offsets.shape[0] - 1):
-        start = np.int64(c) << clog2
-        end = min(n, start + (1 << clog2))
-        pos, acc, nacc = offsets[c], B.U64(0), 0
-        for i in range(start, end):
-            v = states[i]
-            pos, acc, nacc = B.put(out, pos, acc, nacc, codes[v + s], lens[v + s])
-            if rawbits and v != 0:
-                pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
-        B.flush(out, pos, acc, nacc)
+    for g in prange(first.shape[0] - 1):
+        pos = base[g]
+        for c in range(first[g], first[g + 1]):
+            start = np.int64(c) << clog2
+            end = min(n, start + (1 << clog2))
+            cstart, acc, nacc = pos, B.U64(0), 0
+            for i in range(start, end):
+                v = states[i]
+                pos, acc, nacc = B.put(out, pos, acc, nacc, codes[v + s], lens[v + s])
+                if rawbits and v != 0:
+                    pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+            chunk_bits[c] = 8 * (pos - cstart) + nacc
+            pos = B.flush(out, pos, acc, nacc)
+        ends[g] = pos
 
 
 @njit(cache=True)
@@ -105,10 +93,12 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw):
 
 
 def encode(q, clog2: int, code: Code):
+    """(chunk_bits, data) in one pass over the states."""
     raw, rawbits = raw_values(q)
-    chunk_bits = _sizes(q.states, q.n, clog2, q.levels, code.lengths, rawbits)
-    return write_chunks(chunk_bits, lambda offsets, out: _write(
-        q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw, offsets, out))
+    return write_one_pass(q.n, clog2, int(code.lengths.max()), rawbits, q.n, 0,
+                          lambda f, b, o, cb, e: _write(q.states, q.n, clog2, q.levels,
+                                                        code.lengths, code.codes, raw, f, b, o,
+                                                        cb, e))
 
 
 def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):

@@ -31,7 +31,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import bits as B
-from ..codebook import Code, get_sym
+from ..codebook import (Code, canonical_code_rows, code_cost, code_from_counts, code_nbytes,
+                        decode_table, get_sym, put_code)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -47,7 +48,7 @@ from .chunks import (
     raw_values,
     run_base,
     run_sym,
-    write_chunks,
+    write_one_pass,
     byte_offsets,
 )
 
@@ -56,16 +57,9 @@ HEAD_RICE, HEAD_CTX = 0x80, 0x40
 NCTX = 4
 
 
-@njit(inline="always", cache=True)
-def level_ctx(v):
-    a = abs(v)
-    if a <= 1:
-        return 0
-    if a <= 3:
-        return 1
-    if a <= 7:
-        return 2
-    return 3
+# the context a level v in [-128, 127] sets, at index v + 128 (see the module docstring)
+CTX_OF = np.array([0 if abs(v) <= 1 else 1 if abs(v) <= 3 else 2 if abs(v) <= 7 else 3
+                   for v in range(-128, 128)], np.int64)
 
 
 @njit(cache=True)
@@ -73,8 +67,9 @@ def histograms(states, n, clog2, s):
     """Per context (of the previous level): run symbol counts, level counts, extra bits, and
     the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
     words = states.view(np.uint64)
-    rc = np.zeros((NCTX, RUN_ALPHABET), np.int64)
-    lc = np.zeros((NCTX, 2 * s), np.int64)
+    a2 = 2 * s
+    rc = np.zeros(NCTX * RUN_ALPHABET, np.int64)  # flat: context * alphabet + symbol
+    lc = np.zeros(NCTX * a2, np.int64)
     shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
     extra = np.zeros(NCTX, np.int64)
     m = (n + (1 << clog2) - 1) >> clog2
@@ -86,20 +81,22 @@ def histograms(states, n, clog2, s):
         i = next_nonzero(states, words, start, end)
         while True:
             r = i - prev
-            sym, ne, _ = run_sym(r)
-            rc[ctx, sym] += 1
-            extra[ctx] += ne
-            if r >= RUN_DIRECT:
+            if r < RUN_DIRECT:
+                rc[ctx * RUN_ALPHABET + r] += 1
+            else:
+                sym, ne, _ = run_sym(r)
+                rc[ctx * RUN_ALPHABET + sym] += 1
+                extra[ctx] += ne
                 for k in range(RICE_MAX_K + 1):
                     shifted[ctx, k] += r >> k
             if i >= end:
                 break
             v = np.int64(states[i])
-            lc[ctx, level_sym(v, s)] += 1
-            ctx = level_ctx(v)
+            lc[ctx * a2 + level_sym(v, s)] += 1
+            ctx = CTX_OF[v + 128]
             prev = i + 1
             i = next_nonzero(states, words, i + 1, end)
-    return rc, lc, extra, shifted
+    return rc.reshape(NCTX, RUN_ALPHABET), lc.reshape(NCTX, a2), extra, shifted
 
 
 def state_counts_from_levels(lc: np.ndarray, n: int, s: int) -> np.ndarray:
@@ -119,14 +116,6 @@ def rice_costs(rc: np.ndarray, shifted: np.ndarray) -> np.ndarray:
     ks = np.arange(RICE_MAX_K + 1)
     short = (rc[..., None, :RUN_DIRECT] * (direct[None, :] >> ks[:, None])).sum(-1)
     return short + shifted + runs * (1 + ks)
-
-
-@njit(inline="always", cache=True)
-def _run_bits(r, mode, k, rlens):
-    if mode == MODE_RICE:
-        return (r >> k) + 1 + k
-    sym, ne, _ = run_sym(r)
-    return rlens[sym] + ne
 
 
 @njit(inline="always", cache=True)
@@ -183,58 +172,48 @@ def _get_run(buf, bitpos, stop, mode, k, rt, rtb):
 
 
 @chunk_parallel
-def _sizes(states, n, clog2, s, mode, nctx, ks, rlens, llens, rawbits):
-    words = states.view(np.uint64)
-    m = (n + (1 << clog2) - 1) >> clog2
-    out = np.zeros(m, np.int64)
-    for c in prange(m):
-        start = np.int64(c) << clog2
-        end = min(n, start + (1 << clog2))
-        prev = start
-        ctx = 0
-        b = 0
-        i = next_nonzero(states, words, start, end)
-        while True:
-            b += _run_bits(i - prev, mode, ks[ctx], rlens[ctx])
-            if i >= end:
-                break
-            v = np.int64(states[i])
-            b += llens[ctx, level_sym(v, s)] + rawbits
-            if nctx > 1:
-                ctx = level_ctx(v)
-            prev = i + 1
-            i = next_nonzero(states, words, i + 1, end)
-        out[c] = b
-    return out
-
-
-@chunk_parallel
-def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, raw, offsets,
-           out):
+def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, raw, first, base,
+           out, chunk_bits, ends):
+    """One pass: group g's chunks one after the other from byte base[g] (write_one_pass)."""
     words = states.view(np.uint64)
     rawbits = raw.shape[0] > 0
-    for c in prange(offsets.shape[0] - 1):
-        start = np.int64(c) << clog2
-        end = min(n, start + (1 << clog2))
-        pos, acc, nacc = offsets[c], B.U64(0), 0
-        prev = start
-        ctx = 0
-        i = next_nonzero(states, words, start, end)
-        while True:
-            pos, acc, nacc = _put_run(out, pos, acc, nacc, i - prev, mode, ks[ctx], rlens[ctx],
-                                      rcodes[ctx])
-            if i >= end:
-                break
-            v = np.int64(states[i])
-            ls = level_sym(v, s)
-            pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[ctx, ls], llens[ctx, ls])
-            if rawbits:
-                pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
-            if nctx > 1:
-                ctx = level_ctx(v)
-            prev = i + 1
-            i = next_nonzero(states, words, i + 1, end)
-        B.flush(out, pos, acc, nacc)
+    for g in prange(first.shape[0] - 1):
+        pos = base[g]
+        for c in range(first[g], first[g + 1]):
+            start = np.int64(c) << clog2
+            end = min(n, start + (1 << clog2))
+            cstart, acc, nacc = pos, B.U64(0), 0
+            prev = start
+            ctx = 0
+            i = next_nonzero(states, words, start, end)
+            while True:
+                r = i - prev
+                if i < end and mode == MODE_HUFFMAN and r < RUN_DIRECT:
+                    # a short run and its level: one codeword pair of <= 30 bits, one put
+                    v = np.int64(states[i])
+                    ls = level_sym(v, s)
+                    ln = llens[ctx, ls]
+                    pos, acc, nacc = B.put(out, pos, acc, nacc,
+                                           (rcodes[ctx, r] << ln) | lcodes[ctx, ls],
+                                           rlens[ctx, r] + ln)
+                else:
+                    pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx],
+                                              rlens[ctx], rcodes[ctx])
+                    if i >= end:
+                        break
+                    v = np.int64(states[i])
+                    ls = level_sym(v, s)
+                    pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[ctx, ls],
+                                           llens[ctx, ls])
+                if rawbits:
+                    pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+                if nctx > 1:
+                    ctx = CTX_OF[v + 128]
+                prev = i + 1
+                i = next_nonzero(states, words, i + 1, end)
+            chunk_bits[c] = 8 * (pos - cstart) + nacc
+            pos = B.flush(out, pos, acc, nacc)
+        ends[g] = pos
 
 
 @njit(cache=True)
@@ -269,47 +248,36 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, 
             if bitpos > stop:
                 return B.ERR_OVERRUN
             if nctx > 1:
-                ctx = level_ctx(v)
+                ctx = CTX_OF[v + 128]
             i += 1
         if bitpos != stop:
             return B.ERR_OVERRUN if bitpos > stop else B.ERR_UNDERRUN
     return 0
 
 
-def _empty_run_code() -> Code:
-    return Code(np.zeros(RUN_ALPHABET, np.int64))
-
-
 class ZrhCode:
-    """Run mode, contexts, and per context: Rice k or run code, and level code."""
+    """Run mode, contexts, and per context: Rice k or run code, and level code. Codes are
+    stacked arrays, one row per context: ``rl``/``ll`` code lengths, ``rs``/``ls`` the
+    symbol of a one-symbol code or -1 (``codebook``'s (lengths, single) form)."""
 
-    def __init__(self, mode: int, ks, rcodes: list, lcodes: list):
-        self.mode = mode
-        self.ks = np.asarray(ks, np.int64)
-        self.rcodes, self.lcodes = rcodes, lcodes
+    def __init__(self, mode: int, ks, rl, rs, ll, ls):
+        self.mode = int(mode)
+        self.ks = np.ascontiguousarray(ks, np.int64)
+        self.rl, self.rs = np.ascontiguousarray(rl, np.int64), np.ascontiguousarray(rs, np.int64)
+        self.ll, self.ls = np.ascontiguousarray(ll, np.int64), np.ascontiguousarray(ls, np.int64)
 
     @property
     def nctx(self) -> int:
-        return len(self.lcodes)
+        return self.ll.shape[0]
+
+    def to_bytes(self) -> bytes:
+        return _serialize(self.mode, self.ks, self.rl, self.rs, self.ll, self.ls).tobytes()
 
     def serialize(self, out: bytearray) -> None:
-        ctx = self.nctx > 1
-        head = (HEAD_CTX if ctx else 0) | (HEAD_RICE if self.mode == MODE_RICE else 0)
-        if self.mode == MODE_RICE and not ctx:
-            head |= int(self.ks[0])
-        out.append(head)
-        if self.mode == MODE_RICE and ctx:
-            out += bytes(int(k) for k in self.ks)
-        if self.mode == MODE_HUFFMAN:
-            for rc in self.rcodes:
-                rc.serialize(out)
-        for lc in self.lcodes:
-            lc.serialize(out)
+        out += self.to_bytes()
 
     def nbytes(self) -> int:
-        out = bytearray()
-        self.serialize(out)
-        return len(out)
+        return len(self.to_bytes())
 
     @classmethod
     def parse(cls, r: Reader, s: int, n: int) -> "ZrhCode":
@@ -322,49 +290,148 @@ class ZrhCode:
             ks = [head & 0x1F] if nctx == 1 else list(r.bytes(nctx, "zrh Rice parameters"))
             if max(ks) > RICE_MAX_K:
                 raise PayloadError(f"zrh Rice parameter {max(ks)} exceeds {RICE_MAX_K}")
-            rcodes = [_empty_run_code() for _ in range(nctx)]
+            rcodes = [Code(np.zeros(RUN_ALPHABET, np.int64)) for _ in range(nctx)]
         else:
             ks = [0] * nctx
             rcodes = [Code.parse(r, RUN_ALPHABET, "zrh run code") for _ in range(nctx)]
             if n and rcodes[0].single < 0 and not rcodes[0].lengths.any():
                 raise PayloadError("zrh run code is empty")
         lcodes = [Code.parse(r, 2 * s, "zrh level code") for _ in range(nctx)]
-        return cls(mode, ks, rcodes, lcodes)
-
-    def cost(self, rc, lc, extra, shifted, rice) -> int | None:
-        """Data bits for these per-context histograms, None if a symbol has no codeword."""
-        if self.nctx == 1:
-            rc, lc, extra = rc.sum(0, keepdims=True), lc.sum(0, keepdims=True), extra.sum()
-            rice = rice.sum(0, keepdims=True)
-        bits = 0
-        for c in range(self.nctx):
-            if not self.lcodes[c].covers(lc[c]):
-                return None
-            bits += self.lcodes[c].cost(lc[c])
-            if self.mode == MODE_RICE:
-                bits += int(rice[c, self.ks[c]])
-            elif self.rcodes[c].covers(rc[c]):
-                bits += self.rcodes[c].cost(rc[c])
-            else:
-                return None
-        return bits + (int(np.sum(extra)) if self.mode == MODE_HUFFMAN else 0)
+        return cls(mode, ks, np.stack([c.lengths for c in rcodes]),
+                   [c.single for c in rcodes], np.stack([c.lengths for c in lcodes]),
+                   [c.single for c in lcodes])
 
     def tables(self):
-        """Stacked arrays for the kernels: ks, run lengths/codes, level lengths/codes."""
-        rl = np.stack([c.lengths for c in self.rcodes])
-        rcd = np.stack([c.codes for c in self.rcodes])
-        ll = np.stack([c.lengths for c in self.lcodes])
-        lcd = np.stack([c.codes for c in self.lcodes])
-        return self.ks, rl, rcd, ll, lcd
+        """Arrays for the kernels: ks, run lengths/codes, level lengths/codes."""
+        return (self.ks, self.rl, canonical_code_rows(self.rl), self.ll,
+                canonical_code_rows(self.ll))
+
+    def decoders(self):
+        """Decode tables stacked per context (rows padded with the no-codeword entry) and
+        their widths: run tables, run widths, level tables, level widths."""
+        out = []
+        for lengths, single in ((self.rl, self.rs), (self.ll, self.ls)):
+            codes = canonical_code_rows(lengths)
+            tabs = [decode_table(lengths[c], codes[c], single[c]) for c in range(self.nctx)]
+            width = max(t.size for t, _ in tabs)
+            table = np.full((len(tabs), width), -1 << 5, np.int64)
+            for i, (t, _) in enumerate(tabs):
+                table[i, : t.size] = t
+            out += [table, np.array([tb for _, tb in tabs], np.int64)]
+        return out
 
 
-def _stack_decoders(codes):
-    tabs = [c.decoder() for c in codes]
-    width = max(t.size for t, _ in tabs)
-    out = np.full((len(tabs), width), -1 << 5, np.int64)
-    for i, (t, _) in enumerate(tabs):
-        out[i, : t.size] = t
-    return out, np.array([tb for _, tb in tabs], np.int64)
+@njit(cache=True)
+def _serialize(mode, ks, rl, rs, ll, ls):
+    nctx = ll.shape[0]
+    size = 1 + nctx
+    for c in range(nctx):
+        size += code_nbytes(ll[c], ls[c])
+        if mode == MODE_HUFFMAN:
+            size += code_nbytes(rl[c], rs[c])
+    out = np.zeros(size, np.uint8)
+    head = HEAD_CTX if nctx > 1 else 0
+    if mode == MODE_RICE:
+        head |= HEAD_RICE
+        if nctx == 1:
+            head |= ks[0]
+    out[0] = head
+    pos = 1
+    if mode == MODE_RICE and nctx > 1:
+        for c in range(nctx):
+            out[pos] = ks[c]
+            pos += 1
+    if mode == MODE_HUFFMAN:
+        for c in range(nctx):
+            pos = put_code(out, pos, rl[c], rs[c])
+    for c in range(nctx):
+        pos = put_code(out, pos, ll[c], ls[c])
+    return out[:pos]
+
+
+@njit(cache=True)
+def _sum_rows(a):
+    out = np.zeros((1, a.shape[1]), a.dtype)
+    for c in range(a.shape[0]):
+        out[0] += a[c]
+    return out
+
+
+@njit(cache=True)
+def _codes_of(counts):
+    """(lengths, singles, bits, bytes) of the Huffman codes of every row of ``counts``."""
+    rows = counts.shape[0]
+    lengths = np.zeros(counts.shape, np.int64)
+    singles = np.zeros(rows, np.int64)
+    bits, nbytes = 0, 0
+    for c in range(rows):
+        lengths[c], singles[c] = code_from_counts(counts[c])
+        bits += code_cost(counts[c], lengths[c], singles[c])
+        nbytes += code_nbytes(lengths[c], singles[c])
+    return lengths, singles, bits, nbytes
+
+
+@njit(cache=True)
+def _cost_of(mode, ks, rl, rs, ll, ls, rc, lc, extra, rice):
+    """Data bits of a code for these per-context histograms (summed first for a one-context
+    code), -1 if a symbol present has no codeword."""
+    nctx = ll.shape[0]
+    if nctx == 1:
+        rc, lc, rice = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
+    bits = 0
+    for c in range(nctx):
+        b = code_cost(lc[c], ll[c], ls[c])
+        if b < 0:
+            return -1
+        bits += b
+        if mode == MODE_RICE:
+            bits += rice[c, ks[c]]
+        else:
+            b = code_cost(rc[c], rl[c], rs[c])
+            if b < 0:
+                return -1
+            bits += b
+    if mode == MODE_HUFFMAN:
+        bits += extra.sum()
+    return bits
+
+
+@njit(cache=True)
+def _plan(rc, lc, extra, rice, rawbits, prev_mode, prev_ks, prev_rl, prev_rs, prev_ll,
+          prev_ls):
+    """The cheapest code (see :func:`plan`): (choice, mode, ks, rl, rs, ll, ls, data bits,
+    codebook bits); choice -1 is the previous code (``prev_mode`` < 0: none)."""
+    best = (0, 0, np.zeros(1, np.int64), rc[:1], np.zeros(1, np.int64), lc[:1],
+            np.zeros(1, np.int64), -1, 0)
+    for ctx in range(2):
+        if ctx == 0:
+            r_, l_, s_ = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
+        else:
+            r_, l_, s_ = rc, lc, rice
+        nctx = l_.shape[0]
+        ll, ls, lbits, lbytes = _codes_of(l_)
+        rl, rs, rbits, rbytes = _codes_of(r_)
+        hbits = lbits + rbits + extra.sum() + rawbits
+        hcb = 8 * (1 + lbytes + rbytes + 1)
+        if best[7] < 0 or hbits + hcb < best[7] + best[8]:
+            best = (2 * ctx, MODE_HUFFMAN, np.zeros(nctx, np.int64), rl, rs, ll, ls, hbits,
+                    hcb)
+        ks = np.zeros(nctx, np.int64)
+        kbits = lbits + rawbits
+        for c in range(nctx):
+            ks[c] = np.argmin(s_[c])
+            kbits += s_[c, ks[c]]
+        kcb = 8 * (1 + (nctx if nctx > 1 else 0) + lbytes + 1)
+        if kbits + kcb < best[7] + best[8]:
+            best = (2 * ctx + 1, MODE_RICE, ks, np.zeros_like(rl), np.full(nctx, -1, np.int64),
+                    ll, ls, kbits, kcb)
+    if prev_mode >= 0:
+        bits = _cost_of(prev_mode, prev_ks, prev_rl, prev_rs, prev_ll, prev_ls, rc, lc, extra,
+                        rice)
+        if bits >= 0 and bits + rawbits <= best[7] + best[8]:
+            best = (-1, prev_mode, prev_ks, prev_rl, prev_rs, prev_ll, prev_ls, bits + rawbits,
+                    0)
+    return best
 
 
 def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
@@ -372,46 +439,42 @@ def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
 
     Candidates: Huffman or the best Rice parameters, with 1 or 4 contexts, and ``prev`` (the
     previous bundle section's code, which costs no codebook bytes) when it has a codeword for
-    every symbol present. Codebook bits count the codebook and its length varint.
+    every symbol present. Codebook bits count the codebook and its length varint. All are
+    weighed in one numba call from the histograms.
     """
     rc, lc, extra, shifted = hist if hist is not None else histograms(q.states, q.n, clog2,
                                                                          q.levels)
     rice = rice_costs(rc, shifted)
     rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
-    candidates = []
-    for ctx in (False, True):
-        r_, l_, s_ = (rc, lc, rice) if ctx else (rc.sum(0, keepdims=True),
-                                                 lc.sum(0, keepdims=True),
-                                                 rice.sum(0, keepdims=True))
-        lcodes = [Code.from_counts(x) for x in l_]
-        candidates.append(ZrhCode(MODE_HUFFMAN, [0] * len(l_),
-                                  [Code.from_counts(x) for x in r_], lcodes))
-        candidates.append(ZrhCode(MODE_RICE, np.argmin(s_, -1),
-                                  [_empty_run_code() for _ in l_], lcodes))
-    best = None
-    for zc in candidates:
-        bits = zc.cost(rc, lc, extra, shifted, rice) + rawbits
-        cb = 8 * (zc.nbytes() + 1)
-        if best is None or bits + cb < best[1] + best[2]:
-            best = (zc, bits, cb)
-    if prev is not None:
-        bits = prev.cost(rc, lc, extra, shifted, rice)
-        if bits is not None and bits + rawbits <= best[1] + best[2]:
-            best = (prev, bits + rawbits, 0)
-    return best
+    if prev is None:
+        p = (-1, np.zeros(1, np.int64), rc[:1] * 0, np.zeros(1, np.int64), lc[:1] * 0,
+             np.zeros(1, np.int64))
+    else:
+        p = (prev.mode, prev.ks, prev.rl, prev.rs, prev.ll, prev.ls)
+    choice, mode, ks, rl, rs, ll, ls, bits, cb = _plan(rc, lc, extra, rice, rawbits, *p)
+    zc = prev if choice < 0 else ZrhCode(mode, ks, rl, rs, ll, ls)
+    return zc, int(bits), int(cb)
 
 
-def encode(q, clog2: int, zc: ZrhCode):
+def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None):
+    """(chunk_bits, data) in one pass over the states; ``nonzeros`` (if known) bounds the
+    scratch room."""
     raw, rawbits = raw_values(q)
     s = q.levels
     ks, rl, rcd, ll, lcd = zc.tables()
-    chunk_bits = _sizes(q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, ll, rawbits)
-    return write_chunks(chunk_bits, lambda offsets, out: _write(
-        q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, rcd, ll, lcd, raw, offsets, out))
+    if zc.mode == MODE_RICE:
+        per_elem, run_max = 1, 1 + int(ks.max())
+    else:
+        top = max(int(np.flatnonzero(rl.max(0))[-1]) if rl.any() else 0, int(zc.rs.max()))
+        per_elem, run_max = 0, int(rl.max()) + run_base(max(top, 0))[1]
+    per_nz = run_max + int(ll.max()) + rawbits
+    nz = q.n if nonzeros is None else nonzeros
+    return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, lambda f, b, o, cb, e:
+                          _write(q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, rcd, ll,
+                                 lcd, raw, f, b, o, cb, e))
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
-    rt, rtb = _stack_decoders(zc.rcodes)
-    lt, ltb = _stack_decoders(zc.lcodes)
+    rt, rtb, lt, ltb = zc.decoders()
     return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.nctx,
                    zc.ks, rt, rtb, lt, ltb, states, raw)
