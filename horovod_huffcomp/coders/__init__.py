@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import bits as B
-from ..codebook import Code, code_cost, code_from_counts, code_nbytes
+from ..codebook import Code
 from ..errors import PayloadError
 from ..payload import CODERS, Reader
 from . import elias, rlh, shs, symbol, zrh
@@ -62,12 +62,10 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
     s, n = q.levels, q.n
     if coder == "auto":
         hist = zrh.histograms(q.states, n, clog2, s)
-        counts = zrh.state_counts_from_levels(hist[1], n, s)
-        lengths, single = code_from_counts(counts)
-        hbits = code_cost(counts, lengths, single)
+        counts, lengths, single, hbits, hcb_bytes = zrh.state_code(hist[1], n, s)
         if q.raw is not None:
             hbits += 31 * (n - int(counts[s]))
-        hcb_bits = 8 * (code_nbytes(lengths, single) + 1)
+        hcb_bits = 8 * (hcb_bytes + 1)
         if prev is not None and prev[0] == "huffman" and len(prev[1]) * 8 + 8 == hcb_bits:
             hcode = Code(lengths, single)
             hcb = _codebook_bytes(hcode)

@@ -20,6 +20,7 @@ RICE_MAX_K = 24
 CHUNK_LOG2_AUTO_MIN = 12
 CHUNK_LOG2_AUTO_MAX = 24
 NZ_PER_CHUNK = 512
+PARALLEL_MIN_LOG2 = 16  # tensors below 2**16 elements are written by one thread
 
 
 _PARALLEL = [True]
@@ -79,39 +80,49 @@ def write_chunks(chunk_bits: np.ndarray, write) -> tuple[np.ndarray, np.ndarray]
 
 
 def write_one_pass(n: int, clog2: int, bits_per_element: int, bits_per_nonzero: int,
-                   nonzeros: int, bits_per_chunk: int, write) -> tuple[np.ndarray, np.ndarray]:
+                   nonzeros: int, bits_per_chunk: int, kernel, args: tuple):
     """Chunks written in one pass, with no sizing pass first: (chunk_bits, data bytes).
 
-    The chunks are split into one contiguous group per thread; ``write(first, base, out,
-    chunk_bits, ends)`` writes group g's chunks one after the other from byte ``base[g]`` of
-    ``out``, records each chunk's exact bits and the group's end byte. Group g's room is an
-    upper bound on its bytes (``bits_per_element`` per element + ``bits_per_nonzero`` per
-    non-zero, at most ``nonzeros`` of them, + ``bits_per_chunk`` per chunk, whole bytes per
-    chunk); the groups are then moved together. Chunks are byte aligned, so the bytes are
-    the same whatever the grouping.
+    The chunks are split into one contiguous group per thread; ``kernel(*args, first, base,
+    out, chunk_bits, ends)`` (a :func:`chunk_parallel` kernel, its prange over groups) writes
+    group g's chunks one after the other from byte ``base[g]`` of ``out``, records each
+    chunk's exact bits and the group's end byte. Group g's room is an upper bound on its bytes
+    (``bits_per_element`` per element + ``bits_per_nonzero`` per non-zero, at most
+    ``nonzeros`` of them, + ``bits_per_chunk`` per chunk, whole bytes per chunk); the groups
+    are then moved together. Chunks are byte aligned: the bytes are the same whatever the
+    grouping. A single group (small tensors, serial mode) runs the serial kernel.
     """
     m = (n + (1 << clog2) - 1) >> clog2
     if m == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    groups = min(m, _threads())
-    first = np.linspace(0, m, groups + 1).round().astype(np.int64)
-    elems = np.diff(np.minimum(first << clog2, n))
-    room = (elems * bits_per_element + np.minimum(elems, nonzeros) * bits_per_nonzero
-            + np.diff(first) * (bits_per_chunk + 8 + 7)) // 8 + 8
-    base = np.zeros(groups + 1, np.int64)
-    np.cumsum(room, out=base[1:])
+    first = chunk_groups(n, m)
+    groups = len(first) - 1
+    base = [0]
+    for g in range(groups):
+        elems = min(first[g + 1] << clog2, n) - min(first[g] << clog2, n)
+        base.append(base[-1] + (elems * bits_per_element + min(elems, nonzeros) *
+                                bits_per_nonzero + (first[g + 1] - first[g]) *
+                                (bits_per_chunk + 15)) // 8 + 8)
+    first, base = np.array(first, np.int64), np.array(base, np.int64)
     out = np.empty(base[-1], np.uint8)
     chunk_bits = np.empty(m, np.int64)
     ends = np.empty(groups, np.int64)
-    write(first, base, out, chunk_bits, ends)
+    (kernel if groups > 1 else kernel.serial)(*args, first, base, out, chunk_bits, ends)
+    if groups == 1:
+        return chunk_bits, out[: ends[0]]
     if (ends > base[1:]).any():  # cannot happen: the room is an upper bound
         raise AssertionError("a chunk group overran its room")
     return chunk_bits, out[: _compact(out, base, ends)]
 
 
+def chunk_groups(n: int, m: int) -> list[int]:
+    """First chunk of each thread's contiguous group of the m chunks of n elements, and m:
+    one group per thread, one in serial mode or below 2**PARALLEL_MIN_LOG2 elements."""
+    groups = 1 if n >> PARALLEL_MIN_LOG2 == 0 or not _PARALLEL[0] else max(1, min(m, _threads()))
+    return [g * m // groups for g in range(groups + 1)]
+
+
 def _threads() -> int:
-    if not _PARALLEL[0]:
-        return 1
     import numba
 
     return numba.get_num_threads()

@@ -95,10 +95,8 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw):
 def encode(q, clog2: int, code: Code):
     """(chunk_bits, data) in one pass over the states."""
     raw, rawbits = raw_values(q)
-    return write_one_pass(q.n, clog2, int(code.lengths.max()), rawbits, q.n, 0,
-                          lambda f, b, o, cb, e: _write(q.states, q.n, clog2, q.levels,
-                                                        code.lengths, code.codes, raw, f, b, o,
-                                                        cb, e))
+    return write_one_pass(q.n, clog2, int(code.lengths.max()), rawbits, q.n, 0, _write,
+                          (q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw))
 
 
 def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):

@@ -39,6 +39,7 @@ from .chunks import (
     RICE_MAX_K,
     RUN_ALPHABET,
     RUN_DIRECT,
+    chunk_groups,
     chunk_parallel,
     get_raw,
     level_of,
@@ -62,60 +63,84 @@ CTX_OF = np.array([0 if abs(v) <= 1 else 1 if abs(v) <= 3 else 2 if abs(v) <= 7 
                    for v in range(-128, 128)], np.int64)
 
 
-@njit(cache=True)
-def histograms(states, n, clog2, s):
+def histograms(states, n: int, clog2: int, s: int):
     """Per context (of the previous level): run symbol counts, level counts, extra bits, and
-    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k."""
+    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k. One pass, chunk groups
+    counted by their own threads (as ``write_one_pass``) then added."""
+    m = (n + (1 << clog2) - 1) >> clog2
+    first = np.array(chunk_groups(n, m) if m else [0, 0], np.int64)
+    kernel = _histograms if first.size > 2 else _histograms.serial
+    return kernel(states, n, clog2, s, first)
+
+
+@chunk_parallel
+def _histograms(states, n, clog2, s, first):
     words = states.view(np.uint64)
     a2 = 2 * s
-    rc = np.zeros(NCTX * RUN_ALPHABET, np.int64)  # flat: context * alphabet + symbol
-    lc = np.zeros(NCTX * a2, np.int64)
-    shifted = np.zeros((NCTX, RICE_MAX_K + 1), np.int64)
-    extra = np.zeros(NCTX, np.int64)
-    m = (n + (1 << clog2) - 1) >> clog2
-    for c in range(m):
-        start = c << clog2
-        end = min(n, start + (1 << clog2))
-        prev = start
-        ctx = 0
-        i = next_nonzero(states, words, start, end)
-        while True:
-            r = i - prev
-            if r < RUN_DIRECT:
-                rc[ctx * RUN_ALPHABET + r] += 1
-            else:
-                sym, ne, _ = run_sym(r)
-                rc[ctx * RUN_ALPHABET + sym] += 1
-                extra[ctx] += ne
-                for k in range(RICE_MAX_K + 1):
-                    shifted[ctx, k] += r >> k
-            if i >= end:
-                break
-            v = np.int64(states[i])
-            lc[ctx * a2 + level_sym(v, s)] += 1
-            ctx = CTX_OF[v + 128]
-            prev = i + 1
-            i = next_nonzero(states, words, i + 1, end)
-    return rc.reshape(NCTX, RUN_ALPHABET), lc.reshape(NCTX, a2), extra, shifted
+    groups = first.shape[0] - 1
+    rc = np.zeros((groups, NCTX * RUN_ALPHABET), np.int64)  # context * alphabet + symbol
+    lc = np.zeros((groups, NCTX * a2), np.int64)
+    shifted = np.zeros((groups, NCTX, RICE_MAX_K + 1), np.int64)
+    extra = np.zeros((groups, NCTX), np.int64)
+    for g in prange(groups):
+        for c in range(first[g], first[g + 1]):
+            start = np.int64(c) << clog2
+            end = min(n, start + (1 << clog2))
+            prev = start
+            ctx = 0
+            i = next_nonzero(states, words, start, end)
+            while True:
+                r = i - prev
+                if r < RUN_DIRECT:
+                    rc[g, ctx * RUN_ALPHABET + r] += 1
+                else:
+                    sym, ne, _ = run_sym(r)
+                    rc[g, ctx * RUN_ALPHABET + sym] += 1
+                    extra[g, ctx] += ne
+                    for k in range(RICE_MAX_K + 1):
+                        shifted[g, ctx, k] += r >> k
+                if i >= end:
+                    break
+                v = np.int64(states[i])
+                lc[g, ctx * a2 + level_sym(v, s)] += 1
+                ctx = CTX_OF[v + 128]
+                prev = i + 1
+                i = next_nonzero(states, words, i + 1, end)
+    return (rc.sum(0).reshape(NCTX, RUN_ALPHABET), lc.sum(0).reshape(NCTX, a2), extra.sum(0),
+            shifted.sum(0))
 
 
-def state_counts_from_levels(lc: np.ndarray, n: int, s: int) -> np.ndarray:
-    """The states' histogram (index state + s) from ZRH's level counts: no extra pass."""
-    levels = lc.sum(0)
+@njit(cache=True)
+def state_code(lc, n, s):
+    """The full-Huffman alternative, from ZRH's level counts (no extra pass): the states'
+    counts (index state + s), their code (lengths, single), its data bits and codebook
+    bytes."""
     counts = np.zeros(2 * s + 1, np.int64)
-    counts[:s] = levels[:s]
-    counts[s + 1 :] = levels[s:]
-    counts[s] = n - levels.sum()
-    return counts
+    nz = 0
+    for c in range(lc.shape[0]):
+        for j in range(2 * s):
+            counts[j if j < s else j + 1] += lc[c, j]
+            nz += lc[c, j]
+    counts[s] = n - nz
+    lengths, single = code_from_counts(counts)
+    return counts, lengths, single, code_cost(counts, lengths, single), code_nbytes(lengths,
+                                                                                    single)
 
 
-def rice_costs(rc: np.ndarray, shifted: np.ndarray) -> np.ndarray:
+@njit(cache=True)
+def rice_costs(rc, shifted):
     """Exact bits of Rice(k) for every k (last axis) over the runs counted in (rc, shifted)."""
-    runs = rc.sum(-1, keepdims=True)
-    direct = np.arange(RUN_DIRECT)
-    ks = np.arange(RICE_MAX_K + 1)
-    short = (rc[..., None, :RUN_DIRECT] * (direct[None, :] >> ks[:, None])).sum(-1)
-    return short + shifted + runs * (1 + ks)
+    out = shifted.copy()
+    for c in range(rc.shape[0]):
+        runs = 0
+        for sym in range(rc.shape[1]):
+            runs += rc[c, sym]
+        for k in range(RICE_MAX_K + 1):
+            b = runs * (1 + k)
+            for r in range(RUN_DIRECT):
+                b += rc[c, r] * (r >> k)
+            out[c, k] += b
+    return out
 
 
 @njit(inline="always", cache=True)
@@ -397,10 +422,11 @@ def _cost_of(mode, ks, rl, rs, ll, ls, rc, lc, extra, rice):
 
 
 @njit(cache=True)
-def _plan(rc, lc, extra, rice, rawbits, prev_mode, prev_ks, prev_rl, prev_rs, prev_ll,
+def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs, prev_ll,
           prev_ls):
     """The cheapest code (see :func:`plan`): (choice, mode, ks, rl, rs, ll, ls, data bits,
     codebook bits); choice -1 is the previous code (``prev_mode`` < 0: none)."""
+    rice = rice_costs(rc, shifted)
     best = (0, 0, np.zeros(1, np.int64), rc[:1], np.zeros(1, np.int64), lc[:1],
             np.zeros(1, np.int64), -1, 0)
     for ctx in range(2):
@@ -444,14 +470,13 @@ def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
     """
     rc, lc, extra, shifted = hist if hist is not None else histograms(q.states, q.n, clog2,
                                                                          q.levels)
-    rice = rice_costs(rc, shifted)
     rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
     if prev is None:
         p = (-1, np.zeros(1, np.int64), rc[:1] * 0, np.zeros(1, np.int64), lc[:1] * 0,
              np.zeros(1, np.int64))
     else:
         p = (prev.mode, prev.ks, prev.rl, prev.rs, prev.ll, prev.ls)
-    choice, mode, ks, rl, rs, ll, ls, bits, cb = _plan(rc, lc, extra, rice, rawbits, *p)
+    choice, mode, ks, rl, rs, ll, ls, bits, cb = _plan(rc, lc, extra, shifted, rawbits, *p)
     zc = prev if choice < 0 else ZrhCode(mode, ks, rl, rs, ll, ls)
     return zc, int(bits), int(cb)
 
@@ -469,9 +494,8 @@ def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None):
         per_elem, run_max = 0, int(rl.max()) + run_base(max(top, 0))[1]
     per_nz = run_max + int(ll.max()) + rawbits
     nz = q.n if nonzeros is None else nonzeros
-    return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, lambda f, b, o, cb, e:
-                          _write(q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, rcd, ll,
-                                 lcd, raw, f, b, o, cb, e))
+    return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, _write,
+                          (q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, rcd, ll, lcd, raw))
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
