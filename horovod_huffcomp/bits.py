@@ -71,6 +71,40 @@ def peek32(buf, bitpos):
     return ((w << U64(bitpos & 7)) >> U64(32)) & U64(0xFFFFFFFF)
 
 
+# A streaming reader for the hot decoders: ``(byte, bb, bn)``, the next byte of the buffer to
+# load, up to 64 bits left-aligned in ``bb`` and their count ``bn``. :func:`fill` tops it up
+# to at least 57 bits (bytes past the end of the buffer read as zero, as in peek32), so a
+# decoder may take up to 57 bits after one fill; it tracks its bit position itself to check
+# chunk ends, exactly as with peek32.
+@njit(inline="always", cache=True)
+def reader_at(bitpos):
+    """A reader positioned at ``bitpos``: call :func:`fill` then :func:`skip` bitpos & 7."""
+    return bitpos >> 3, U64(0), 0
+
+
+@njit(inline="always", cache=True)
+def fill(buf, byte, bb, bn):
+    nbytes = buf.shape[0]
+    while bn <= 56:
+        if byte < nbytes:
+            bb |= U64(buf[byte]) << U64(56 - bn)
+        byte += 1
+        bn += 8
+    return byte, bb, bn
+
+
+@njit(inline="always", cache=True)
+def top(bb, k):
+    """The next k (1..57) bits of a filled reader."""
+    return bb >> U64(64 - k)
+
+
+@njit(inline="always", cache=True)
+def skip(bb, bn, k):
+    """Consume k (0..57) bits."""
+    return bb << U64(k), bn - k
+
+
 @njit(inline="always", cache=True)
 def bitlen(v):
     """Number of significant bits of v >= 1 (floor(log2 v) + 1)."""

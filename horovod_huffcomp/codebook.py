@@ -128,9 +128,10 @@ def canonical_codes(lengths):
 
 @njit(cache=True)
 def decode_table(lengths, codes, single):
-    """Lookup table indexed by the next ``tbits`` bits: entry = symbol << 5 | length."""
+    """Lookup table indexed by the next ``tbits`` bits: entry = symbol << 5 | length (int32:
+    small enough to stay in cache)."""
     if single >= 0:
-        t = np.empty(1, np.int64)
+        t = np.empty(1, np.int32)
         t[0] = single << 5
         return t, 0
     tbits = 0
@@ -138,7 +139,7 @@ def decode_table(lengths, codes, single):
         if lengths[i] > tbits:
             tbits = lengths[i]
     # an empty code decodes to symbol -1, which every decoder rejects
-    t = np.full(1 << tbits, -1 << 5, np.int64)
+    t = np.full(1 << tbits, -1 << 5, np.int32)
     for i in range(lengths.shape[0]):
         ln = lengths[i]
         if ln > 0:
@@ -147,6 +148,13 @@ def decode_table(lengths, codes, single):
             for j in range(lo, hi):
                 t[j] = (i << 5) | ln
     return t, tbits
+
+
+@njit(inline="always", cache=True)
+def read_sym(bb, table, tbits):
+    """Decode one symbol from a filled streaming reader (``bits.fill``): (symbol, length)."""
+    e = table[0] if tbits == 0 else table[np.int64(B.top(bb, tbits))]
+    return e >> 5, e & 31
 
 
 @njit(inline="always", cache=True)

@@ -11,9 +11,10 @@ import numpy as np
 from numba import njit, prange
 
 from .. import bits as B
-from ..codebook import Code, get_sym
+from ..codebook import Code, read_sym
 from ..rng import STREAM_SAMPLE, draw24, stream_key
-from .chunks import byte_offsets, chunk_parallel, get_raw, put_raw, raw_values, write_one_pass
+from .chunks import (byte_offsets, chunk_groups, chunk_parallel, put_raw, raw_values,
+                     write_one_pass)
 
 SAMPLE_SIZE = 1000
 
@@ -69,26 +70,44 @@ def _write(states, n, clog2, s, lens, codes, raw, first, base, out, chunk_bits, 
         ends[g] = pos
 
 
-@njit(cache=True)
-def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw):
+@chunk_parallel
+def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw, first):
+    """Chunk groups (``chunk_groups``) decoded by their threads; the error of the first bad
+    chunk, 0 if none."""
     rawbits = raw.shape[0] > 0
-    for c in range(chunk_bits.shape[0]):
-        start = c << clog2
-        end = min(n, start + (1 << clog2))
-        bitpos = 8 * offsets[c]
-        stop = bitpos + chunk_bits[c]
-        for i in range(start, end):
-            sym, ln = get_sym(buf, bitpos, table, tbits)
-            bitpos += ln
-            v = sym - s
-            states[i] = v
-            if rawbits and v != 0:
-                raw[i] = get_raw(buf, bitpos)
-                bitpos += 31
-            if bitpos > stop:
-                return B.ERR_OVERRUN
-        if bitpos != stop:
-            return B.ERR_UNDERRUN
+    groups = first.shape[0] - 1
+    errs = np.zeros(groups, np.int64)
+    for g in prange(groups):
+        for c in range(first[g], first[g + 1]):
+            start = c << clog2
+            end = min(n, start + (1 << clog2))
+            bitpos = 8 * offsets[c]
+            stop = bitpos + chunk_bits[c]
+            byte, bb, bn = B.reader_at(bitpos)
+            for i in range(start, end):
+                if bn < 32:
+                    byte, bb, bn = B.fill(buf, byte, bb, bn)
+                sym, ln = read_sym(bb, table, tbits)
+                bb, bn = B.skip(bb, bn, ln)
+                bitpos += ln
+                v = sym - s
+                states[i] = v
+                if rawbits and v != 0:
+                    if bn < 32:
+                        byte, bb, bn = B.fill(buf, byte, bb, bn)
+                    raw[i] = np.uint32(B.top(bb, 31))
+                    bb, bn = B.skip(bb, bn, 31)
+                    bitpos += 31
+                if bitpos > stop:
+                    errs[g] = B.ERR_OVERRUN
+                    break
+            if errs[g] == 0 and bitpos != stop:
+                errs[g] = B.ERR_UNDERRUN
+            if errs[g] != 0:
+                break
+    for g in range(groups):
+        if errs[g] != 0:
+            return errs[g]
     return 0
 
 
@@ -101,4 +120,6 @@ def encode(q, clog2: int, code: Code):
 
 def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):
     table, tbits = code.decoder()
-    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, table, tbits, states, raw)
+    first = np.array(chunk_groups(n, chunk_bits.shape[0]), np.int64)
+    return (_decode if first.size > 2 else _decode.serial)(
+        buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, table, tbits, states, raw, first)

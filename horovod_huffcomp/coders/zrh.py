@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from .. import bits as B
 from ..codebook import (Code, canonical_code_rows, code_cost, code_from_counts, code_nbytes,
-                        decode_table, get_sym, put_code)
+                        decode_table, put_code, read_sym)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -41,7 +41,6 @@ from .chunks import (
     RUN_DIRECT,
     chunk_groups,
     chunk_parallel,
-    get_raw,
     level_of,
     level_sym,
     next_nonzero,
@@ -162,38 +161,51 @@ def _put_run(out, pos, acc, nacc, r, mode, k, rlens, rcodes):
 
 
 @njit(inline="always", cache=True)
-def _get_run(buf, bitpos, stop, mode, k, rt, rtb):
-    """(run, new bitpos); run < 0 on error."""
+def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb):
+    """One run from a streaming reader: (run, byte, bb, bn, bitpos); run < 0 on error."""
     if mode == MODE_RICE:
         q = 0
         while True:
             if bitpos >= stop:
-                return B.ERR_OVERRUN, bitpos
-            w = B.peek32(buf, bitpos)
+                return B.ERR_OVERRUN, byte, bb, bn, bitpos
+            if bn < 33:
+                byte, bb, bn = B.fill(buf, byte, bb, bn)
+            w = B.top(bb, 32)
             if w == B.U64(0xFFFFFFFF):
                 q += 32
+                bb, bn = B.skip(bb, bn, 32)
                 bitpos += 32
                 if q > (1 << 30):
-                    return B.ERR_BAD_VALUE, bitpos
+                    return B.ERR_BAD_VALUE, byte, bb, bn, bitpos
                 continue
             ones = 32 - B.bitlen(w ^ B.U64(0xFFFFFFFF))
             q += ones
+            bb, bn = B.skip(bb, bn, ones + 1)
             bitpos += ones + 1
             break
         r = q << k
         if k > 0:
-            r |= np.int64(B.peek32(buf, bitpos) >> B.U64(32 - k))
+            if bn < 32:
+                byte, bb, bn = B.fill(buf, byte, bb, bn)
+            r |= np.int64(B.top(bb, k))
+            bb, bn = B.skip(bb, bn, k)
             bitpos += k
-        return r, bitpos
-    sym, ln = get_sym(buf, bitpos, rt, rtb)
+        return r, byte, bb, bn, bitpos
+    if bn < 32:
+        byte, bb, bn = B.fill(buf, byte, bb, bn)
+    sym, ln = read_sym(bb, rt, rtb)
     if sym < 0:
-        return B.ERR_BAD_VALUE, bitpos
+        return B.ERR_BAD_VALUE, byte, bb, bn, bitpos
+    bb, bn = B.skip(bb, bn, ln)
     bitpos += ln
     r, ne = run_base(sym)
     if ne > 0:
-        r += np.int64(B.peek32(buf, bitpos) >> B.U64(32 - ne))
+        if bn < 32:
+            byte, bb, bn = B.fill(buf, byte, bb, bn)
+        r += np.int64(B.top(bb, ne))
+        bb, bn = B.skip(bb, bn, ne)
         bitpos += ne
-    return r, bitpos
+    return r, byte, bb, bn, bitpos
 
 
 @chunk_parallel
@@ -241,42 +253,69 @@ def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, ra
         ends[g] = pos
 
 
-@njit(cache=True)
+@chunk_parallel
 def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, ltb, states,
-            raw):
-    rawbits = raw.shape[0] > 0
-    for c in range(chunk_bits.shape[0]):
-        start = c << clog2
-        end = min(n, start + (1 << clog2))
-        bitpos = 8 * offsets[c]
-        stop = bitpos + chunk_bits[c]
-        i = start
-        ctx = 0
-        while True:
-            r, bitpos = _get_run(buf, bitpos, stop, mode, ks[ctx], rt[ctx], rtb[ctx])
-            if r < 0:
-                return r
-            i += r
-            if i >= end:
-                if i > end:
-                    return B.ERR_BAD_VALUE
+            raw, first):
+    """Chunk groups (``chunk_groups``) decoded by their threads; the error of the first bad
+    chunk, 0 if none."""
+    groups = first.shape[0] - 1
+    errs = np.zeros(groups, np.int64)
+    for g in prange(groups):
+        for c in range(first[g], first[g + 1]):
+            err = _decode_chunk(buf, offsets[c], chunk_bits[c], n, clog2, s, mode, nctx, ks,
+                                rt, rtb, lt, ltb, states, raw, c)
+            if err != 0:
+                errs[g] = err
                 break
-            ls, ln = get_sym(buf, bitpos, lt[ctx], ltb[ctx])
-            if ls < 0:
+    for g in range(groups):
+        if errs[g] != 0:
+            return errs[g]
+    return 0
+
+
+@njit(inline="always", cache=True)
+def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, ltb, states,
+                  raw, c):
+    rawbits = raw.shape[0] > 0
+    start = c << clog2
+    end = min(n, start + (1 << clog2))
+    bitpos = 8 * offset
+    stop = bitpos + nbits
+    byte, bb, bn = B.reader_at(bitpos)
+    i = start
+    ctx = 0
+    while True:
+        r, byte, bb, bn, bitpos = _read_run(buf, byte, bb, bn, bitpos, stop, mode, ks[ctx],
+                                            rt[ctx], rtb[ctx])
+        if r < 0:
+            return r
+        i += r
+        if i >= end:
+            if i > end:
                 return B.ERR_BAD_VALUE
-            bitpos += ln
-            v = level_of(ls, s)
-            states[i] = v
-            if rawbits:
-                raw[i] = get_raw(buf, bitpos)
-                bitpos += 31
-            if bitpos > stop:
-                return B.ERR_OVERRUN
-            if nctx > 1:
-                ctx = CTX_OF[v + 128]
-            i += 1
-        if bitpos != stop:
-            return B.ERR_OVERRUN if bitpos > stop else B.ERR_UNDERRUN
+            break
+        if bn < 32:
+            byte, bb, bn = B.fill(buf, byte, bb, bn)
+        ls, ln = read_sym(bb, lt[ctx], ltb[ctx])
+        if ls < 0:
+            return B.ERR_BAD_VALUE
+        bb, bn = B.skip(bb, bn, ln)
+        bitpos += ln
+        v = level_of(ls, s)
+        states[i] = v
+        if rawbits:
+            if bn < 32:
+                byte, bb, bn = B.fill(buf, byte, bb, bn)
+            raw[i] = np.uint32(B.top(bb, 31))
+            bb, bn = B.skip(bb, bn, 31)
+            bitpos += 31
+        if bitpos > stop:
+            return B.ERR_OVERRUN
+        if nctx > 1:
+            ctx = CTX_OF[v + 128]
+        i += 1
+    if bitpos != stop:
+        return B.ERR_OVERRUN if bitpos > stop else B.ERR_UNDERRUN
     return 0
 
 
@@ -339,7 +378,7 @@ class ZrhCode:
             codes = canonical_code_rows(lengths)
             tabs = [decode_table(lengths[c], codes[c], single[c]) for c in range(self.nctx)]
             width = max(t.size for t, _ in tabs)
-            table = np.full((len(tabs), width), -1 << 5, np.int64)
+            table = np.full((len(tabs), width), -1 << 5, np.int32)
             for i, (t, _) in enumerate(tabs):
                 table[i, : t.size] = t
             out += [table, np.array([tb for _, tb in tabs], np.int64)]
@@ -500,5 +539,7 @@ def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None):
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
     rt, rtb, lt, ltb = zc.decoders()
-    return _decode(buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.nctx,
-                   zc.ks, rt, rtb, lt, ltb, states, raw)
+    first = np.array(chunk_groups(n, chunk_bits.shape[0]), np.int64)
+    return (_decode if first.size > 2 else _decode.serial)(
+        buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.nctx, zc.ks, rt,
+        rtb, lt, ltb, states, raw, first)
