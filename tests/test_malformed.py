@@ -1,4 +1,5 @@
 """Untrusted payloads: every malformation raises PayloadError with a useful message."""
+import dataclasses
 import struct
 import zlib
 
@@ -108,3 +109,14 @@ def test_crc_covers_everything(blobs):
     body = blob[:-4]
     assert struct.unpack("<I", blob[-4:])[0] == zlib.crc32(body) & 0xFFFFFFFF
     assert payload.unpack(blob)[1][0].coder == hc.inspect(blob)["coder"]
+
+
+def test_zrh_sign_contexts_need_four_contexts():
+    x = np.outer(np.random.default_rng(1).standard_normal(64), np.arange(64.0)).astype(
+        np.float32)
+    blob = hc.encode(x, "qsgd", "zrh", 8, "max")
+    _, (sec,) = hc.payload.unpack(blob)
+    assert sec.codebook[0] & 0x60 == 0x60
+    bad = dataclasses.replace(sec, codebook=bytes([sec.codebook[0] & ~0x40]) + sec.codebook[1:])
+    with pytest.raises(hc.PayloadError, match="zrh codebook head"):
+        hc.decode(hc.payload.pack([bad], bundle=False))

@@ -2,9 +2,9 @@
 
 For every model x quantizer cell, the default coder's bundle payload (all overhead counted)
 must be <= 1.05 x the order-0 entropy H0 of the states where H0 >= 0.05 bit/entry (<= 1.15 x
-below), and >= 1.3x smaller than Elias-omega run-length coding. Three cells do not reach the
-bar yet (see docs/benchmarks.md); for them the test holds the measured level, so a regression
-still fails, and it fails too once they pass (then move them out of KNOWN_GAPS).
+below), and >= 1.3x smaller than Elias-omega run-length coding. One cell does not reach the
+bar yet (see docs/benchmarks.md); for it the test holds the measured level, so a regression
+still fails, and it fails too once it passes (then move it out of KNOWN_GAPS).
 """
 import pytest
 
@@ -20,8 +20,6 @@ from horovod_huffcomp.quantizers import quantize  # noqa: E402
 # (model, quantizer) -> (what falls short, the level this build holds)
 KNOWN_GAPS = {
     ("cnn", "qsgd-l2 s=1"): ("H0", 1.16),
-    ("cnn", "qsgd-max s=8"): ("Elias", 1.28),
-    ("cnn", "qsgd-max s=32"): ("Elias", 1.27),
 }
 
 

@@ -10,18 +10,22 @@ non-zero levels. Runs use whichever costs fewer bits, exactly counted:
 * Rice(k): ``r >> k`` in unary (ones closed by a zero), then the low k bits of r; a byte of
   codebook, worth it for small or very sparse tensors where a table costs more than it saves.
 
-Contexts: with ``nctx = 4``, the run before a non-zero and its level are coded with the
+Contexts: with four contexts, the run before a non-zero and its level are coded with the
 tables of context c = bucket of the previous non-zero's |level| in the chunk (|v| <= 1 or
 chunk start: 0, 2..3: 1, 4..7: 2, >= 8: 3): gradients come in patches of large and small
-values, so the previous level predicts the next. With ``nctx = 1`` there is one table each.
+values, so the previous level predicts the next. With sign contexts the level's table is
+c + 4 when the previous level is negative (eight level tables): a fully connected layer's
+gradient is an outer product with a non-negative input, so signs persist along a row. With
+one context there is one table each.
 
 Codebook::
 
-    head u8    bit 7 Rice, bit 6 four contexts, bits 0-4 Rice k (single context)
-    [Rice, four contexts: 4 x k u8] [Huffman: nctx run codes] nctx level codes
+    head u8    bit 7 Rice, bit 6 four contexts, bit 5 sign contexts (with bit 6),
+               bits 0-4 Rice k (single context)
+    [Rice, four contexts: 4 x k u8] [Huffman: 1 or 4 run codes] 1, 4 or 8 level codes
 
-The planner weighs Huffman/Rice x 1/4 contexts (and, in a bundle, the previous section's
-code, which costs no bytes) by their exact size. The cost per non-zero is about the entropy of
+The planner weighs Huffman/Rice x 1/4/4+sign contexts (and, in a bundle, the previous
+section's code, which costs no bytes) by their exact size. The cost per non-zero is about the entropy of
 its run and level, so the payload follows the entropy of the states even when nearly all are
 zero (where one codeword per entry costs >= 1 bit per entry).
 """
@@ -53,8 +57,10 @@ from .chunks import (
 )
 
 MODE_HUFFMAN, MODE_RICE = 0, 1
-HEAD_RICE, HEAD_CTX = 0x80, 0x40
-NCTX = 4
+HEAD_RICE, HEAD_CTX, HEAD_SIGN = 0x80, 0x40, 0x20
+NCTX = 4  # run contexts (previous level's magnitude bucket)
+NLCTX = 8  # level contexts with HEAD_SIGN: magnitude bucket + 4 if the previous level < 0
+CTX_ONE, CTX_MAGNITUDE, CTX_SIGN = 0, 1, 2  # context modes of the kernels
 
 
 # the context a level v in [-128, 127] sets, at index v + 128 (see the module docstring)
@@ -63,8 +69,9 @@ CTX_OF = np.array([0 if abs(v) <= 1 else 1 if abs(v) <= 3 else 2 if abs(v) <= 7 
 
 
 def histograms(states, n: int, clog2: int, s: int):
-    """Per context (of the previous level): run symbol counts, level counts, extra bits, and
-    the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k. One pass, chunk groups
+    """Per run context (the previous level's magnitude bucket): run symbol counts, extra bits
+    and the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k; level counts per level
+    context (bucket + 4 if the previous level is negative, NLCTX rows). One pass, chunk groups
     counted by their own threads (as ``write_one_pass``) then added."""
     m = (n + (1 << clog2) - 1) >> clog2
     first = np.array(chunk_groups(n, m) if m else [0, 0], np.int64)
@@ -78,7 +85,7 @@ def _histograms(states, n, clog2, s, first):
     a2 = 2 * s
     groups = first.shape[0] - 1
     rc = np.zeros((groups, NCTX * RUN_ALPHABET), np.int64)  # context * alphabet + symbol
-    lc = np.zeros((groups, NCTX * a2), np.int64)
+    lc = np.zeros((groups, NLCTX * a2), np.int64)  # level context * 2s + level symbol
     shifted = np.zeros((groups, NCTX, RICE_MAX_K + 1), np.int64)
     extra = np.zeros((groups, NCTX), np.int64)
     for g in prange(groups):
@@ -87,6 +94,7 @@ def _histograms(states, n, clog2, s, first):
             end = min(n, start + (1 << clog2))
             prev = start
             ctx = 0
+            lctx = 0
             i = next_nonzero(states, words, start, end)
             while True:
                 r = i - prev
@@ -101,11 +109,12 @@ def _histograms(states, n, clog2, s, first):
                 if i >= end:
                     break
                 v = np.int64(states[i])
-                lc[g, ctx * a2 + level_sym(v, s)] += 1
+                lc[g, lctx * a2 + level_sym(v, s)] += 1
                 ctx = CTX_OF[v + 128]
+                lctx = ctx + 4 if v < 0 else ctx
                 prev = i + 1
                 i = next_nonzero(states, words, i + 1, end)
-    return (rc.sum(0).reshape(NCTX, RUN_ALPHABET), lc.sum(0).reshape(NCTX, a2), extra.sum(0),
+    return (rc.sum(0).reshape(NCTX, RUN_ALPHABET), lc.sum(0).reshape(NLCTX, a2), extra.sum(0),
             shifted.sum(0))
 
 
@@ -209,8 +218,8 @@ def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb):
 
 
 @chunk_parallel
-def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, raw, first, base,
-           out, chunk_bits, ends):
+def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, llens, lcodes, raw, first,
+           base, out, chunk_bits, ends):
     """One pass: group g's chunks one after the other from byte base[g] (write_one_pass)."""
     words = states.view(np.uint64)
     rawbits = raw.shape[0] > 0
@@ -222,6 +231,7 @@ def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, ra
             cstart, acc, nacc = pos, B.U64(0), 0
             prev = start
             ctx = 0
+            lctx = 0
             i = next_nonzero(states, words, start, end)
             while True:
                 r = i - prev
@@ -229,9 +239,9 @@ def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, ra
                     # a short run and its level: one codeword pair of <= 30 bits, one put
                     v = np.int64(states[i])
                     ls = level_sym(v, s)
-                    ln = llens[ctx, ls]
+                    ln = llens[lctx, ls]
                     pos, acc, nacc = B.put(out, pos, acc, nacc,
-                                           (rcodes[ctx, r] << ln) | lcodes[ctx, ls],
+                                           (rcodes[ctx, r] << ln) | lcodes[lctx, ls],
                                            rlens[ctx, r] + ln)
                 else:
                     pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx],
@@ -240,12 +250,13 @@ def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, ra
                         break
                     v = np.int64(states[i])
                     ls = level_sym(v, s)
-                    pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[ctx, ls],
-                                           llens[ctx, ls])
+                    pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[lctx, ls],
+                                           llens[lctx, ls])
                 if rawbits:
                     pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
-                if nctx > 1:
+                if ctxmode != CTX_ONE:
                     ctx = CTX_OF[v + 128]
+                    lctx = ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
                 prev = i + 1
                 i = next_nonzero(states, words, i + 1, end)
             chunk_bits[c] = 8 * (pos - cstart) + nacc
@@ -254,16 +265,16 @@ def _write(states, n, clog2, s, mode, nctx, ks, rlens, rcodes, llens, lcodes, ra
 
 
 @chunk_parallel
-def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, ltb, states,
-            raw, first):
+def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, ctxmode, ks, rt, rtb, lt, ltb,
+            states, raw, first):
     """Chunk groups (``chunk_groups``) decoded by their threads; the error of the first bad
     chunk, 0 if none."""
     groups = first.shape[0] - 1
     errs = np.zeros(groups, np.int64)
     for g in prange(groups):
         for c in range(first[g], first[g + 1]):
-            err = _decode_chunk(buf, offsets[c], chunk_bits[c], n, clog2, s, mode, nctx, ks,
-                                rt, rtb, lt, ltb, states, raw, c)
+            err = _decode_chunk(buf, offsets[c], chunk_bits[c], n, clog2, s, mode, ctxmode,
+                                ks, rt, rtb, lt, ltb, states, raw, c)
             if err != 0:
                 errs[g] = err
                 break
@@ -274,8 +285,8 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, 
 
 
 @njit(inline="always", cache=True)
-def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, ltb, states,
-                  raw, c):
+def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, ctxmode, ks, rt, rtb, lt, ltb,
+                  states, raw, c):
     rawbits = raw.shape[0] > 0
     start = c << clog2
     end = min(n, start + (1 << clog2))
@@ -284,6 +295,7 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, 
     byte, bb, bn = B.reader_at(bitpos)
     i = start
     ctx = 0
+    lctx = 0
     while True:
         r, byte, bb, bn, bitpos = _read_run(buf, byte, bb, bn, bitpos, stop, mode, ks[ctx],
                                             rt[ctx], rtb[ctx])
@@ -296,7 +308,7 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, 
             break
         if bn < 32:
             byte, bb, bn = B.fill(buf, byte, bb, bn)
-        ls, ln = read_sym(bb, lt[ctx], ltb[ctx])
+        ls, ln = read_sym(bb, lt[lctx], ltb[lctx])
         if ls < 0:
             return B.ERR_BAD_VALUE
         bb, bn = B.skip(bb, bn, ln)
@@ -311,8 +323,9 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, 
             bitpos += 31
         if bitpos > stop:
             return B.ERR_OVERRUN
-        if nctx > 1:
+        if ctxmode != CTX_ONE:
             ctx = CTX_OF[v + 128]
+            lctx = ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
         i += 1
     if bitpos != stop:
         return B.ERR_OVERRUN if bitpos > stop else B.ERR_UNDERRUN
@@ -322,7 +335,8 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, nctx, ks, rt, rtb, lt, 
 class ZrhCode:
     """Run mode, contexts, and per context: Rice k or run code, and level code. Codes are
     stacked arrays, one row per context: ``rl``/``ll`` code lengths, ``rs``/``ls`` the
-    symbol of a one-symbol code or -1 (``codebook``'s (lengths, single) form)."""
+    symbol of a one-symbol code or -1 (``codebook``'s (lengths, single) form). Run contexts
+    1 or NCTX; level contexts the same, or NLCTX (sign contexts)."""
 
     def __init__(self, mode: int, ks, rl, rs, ll, ls):
         self.mode = int(mode)
@@ -332,7 +346,14 @@ class ZrhCode:
 
     @property
     def nctx(self) -> int:
-        return self.ll.shape[0]
+        """Run contexts."""
+        return self.rl.shape[0]
+
+    @property
+    def ctxmode(self) -> int:
+        if self.ll.shape[0] == NLCTX:
+            return CTX_SIGN
+        return CTX_MAGNITUDE if self.nctx > 1 else CTX_ONE
 
     def to_bytes(self) -> bytes:
         return _serialize(self.mode, self.ks, self.rl, self.rs, self.ll, self.ls).tobytes()
@@ -347,8 +368,10 @@ class ZrhCode:
     def parse(cls, r: Reader, s: int, n: int) -> "ZrhCode":
         head = r.u8("zrh codebook head")
         nctx = NCTX if head & HEAD_CTX else 1
+        nlctx = NLCTX if head & HEAD_SIGN else nctx
         mode = MODE_RICE if head & HEAD_RICE else MODE_HUFFMAN
-        if head & 0x1F and (mode != MODE_RICE or nctx > 1) or head & 0x20:
+        if (head & 0x1F and (mode != MODE_RICE or nctx > 1)
+                or head & HEAD_SIGN and not head & HEAD_CTX):
             raise PayloadError(f"bad zrh codebook head 0x{head:02x}")
         if mode == MODE_RICE:
             ks = [head & 0x1F] if nctx == 1 else list(r.bytes(nctx, "zrh Rice parameters"))
@@ -360,7 +383,7 @@ class ZrhCode:
             rcodes = [Code.parse(r, RUN_ALPHABET, "zrh run code") for _ in range(nctx)]
             if n and rcodes[0].single < 0 and not rcodes[0].lengths.any():
                 raise PayloadError("zrh run code is empty")
-        lcodes = [Code.parse(r, 2 * s, "zrh level code") for _ in range(nctx)]
+        lcodes = [Code.parse(r, 2 * s, "zrh level code") for _ in range(nlctx)]
         return cls(mode, ks, np.stack([c.lengths for c in rcodes]),
                    [c.single for c in rcodes], np.stack([c.lengths for c in lcodes]),
                    [c.single for c in lcodes])
@@ -376,7 +399,8 @@ class ZrhCode:
         out = []
         for lengths, single in ((self.rl, self.rs), (self.ll, self.ls)):
             codes = canonical_code_rows(lengths)
-            tabs = [decode_table(lengths[c], codes[c], single[c]) for c in range(self.nctx)]
+            tabs = [decode_table(lengths[c], codes[c], single[c])
+                    for c in range(lengths.shape[0])]
             width = max(t.size for t, _ in tabs)
             table = np.full((len(tabs), width), -1 << 5, np.int32)
             for i, (t, _) in enumerate(tabs):
@@ -387,14 +411,17 @@ class ZrhCode:
 
 @njit(cache=True)
 def _serialize(mode, ks, rl, rs, ll, ls):
-    nctx = ll.shape[0]
+    nctx = rl.shape[0]
     size = 1 + nctx
     for c in range(nctx):
-        size += code_nbytes(ll[c], ls[c])
         if mode == MODE_HUFFMAN:
             size += code_nbytes(rl[c], rs[c])
+    for c in range(ll.shape[0]):
+        size += code_nbytes(ll[c], ls[c])
     out = np.zeros(size, np.uint8)
     head = HEAD_CTX if nctx > 1 else 0
+    if ll.shape[0] == NLCTX:
+        head |= HEAD_SIGN
     if mode == MODE_RICE:
         head |= HEAD_RICE
         if nctx == 1:
@@ -408,7 +435,7 @@ def _serialize(mode, ks, rl, rs, ll, ls):
     if mode == MODE_HUFFMAN:
         for c in range(nctx):
             pos = put_code(out, pos, rl[c], rs[c])
-    for c in range(nctx):
+    for c in range(ll.shape[0]):
         pos = put_code(out, pos, ll[c], ls[c])
     return out[:pos]
 
@@ -436,18 +463,31 @@ def _codes_of(counts):
 
 
 @njit(cache=True)
+def _level_rows(lc, rows):
+    """Level counts (NLCTX rows: bucket + 4 if negative) merged to 1, NCTX or NLCTX rows."""
+    if rows == NLCTX:
+        return lc
+    if rows == 1:
+        return _sum_rows(lc)
+    return lc[:NCTX] + lc[NCTX:]
+
+
+@njit(cache=True)
 def _cost_of(mode, ks, rl, rs, ll, ls, rc, lc, extra, rice):
-    """Data bits of a code for these per-context histograms (summed first for a one-context
-    code), -1 if a symbol present has no codeword."""
-    nctx = ll.shape[0]
+    """Data bits of a code for these histograms (run contexts summed first for a
+    one-context code; level counts as :func:`histograms` gives them), -1 if a symbol present
+    has no codeword."""
+    nctx = rl.shape[0]
+    lc = _level_rows(lc, ll.shape[0])
     if nctx == 1:
-        rc, lc, rice = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
+        rc, rice = _sum_rows(rc), _sum_rows(rice)
     bits = 0
-    for c in range(nctx):
+    for c in range(ll.shape[0]):
         b = code_cost(lc[c], ll[c], ls[c])
         if b < 0:
             return -1
         bits += b
+    for c in range(nctx):
         if mode == MODE_RICE:
             bits += rice[c, ks[c]]
         else:
@@ -468,12 +508,12 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
     rice = rice_costs(rc, shifted)
     best = (0, 0, np.zeros(1, np.int64), rc[:1], np.zeros(1, np.int64), lc[:1],
             np.zeros(1, np.int64), -1, 0)
-    for ctx in range(2):
+    for ctx in range(3):  # one context, magnitude contexts, magnitude + sign level contexts
         if ctx == 0:
             r_, l_, s_ = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
         else:
-            r_, l_, s_ = rc, lc, rice
-        nctx = l_.shape[0]
+            r_, l_, s_ = rc, _level_rows(lc, NCTX if ctx == 1 else NLCTX), rice
+        nctx = r_.shape[0]
         ll, ls, lbits, lbytes = _codes_of(l_)
         rl, rs, rbits, rbytes = _codes_of(r_)
         hbits = lbits + rbits + extra.sum() + rawbits
@@ -502,7 +542,8 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
 def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
     """Cheapest ZRH code for these states: (ZrhCode, data bits, codebook bits).
 
-    Candidates: Huffman or the best Rice parameters, with 1 or 4 contexts, and ``prev`` (the
+    Candidates: Huffman or the best Rice parameters, with 1 context, 4 magnitude contexts, or
+    4 magnitude contexts for runs and 8 magnitude x sign contexts for levels, and ``prev`` (the
     previous bundle section's code, which costs no codebook bytes) when it has a codeword for
     every symbol present. Codebook bits count the codebook and its length varint. All are
     weighed in one numba call from the histograms.
@@ -534,12 +575,13 @@ def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None):
     per_nz = run_max + int(ll.max()) + rawbits
     nz = q.n if nonzeros is None else nonzeros
     return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, _write,
-                          (q.states, q.n, clog2, s, zc.mode, zc.nctx, ks, rl, rcd, ll, lcd, raw))
+                          (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd, ll, lcd,
+                           raw))
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
     rt, rtb, lt, ltb = zc.decoders()
     first = np.array(chunk_groups(n, chunk_bits.shape[0]), np.int64)
     return (_decode if first.size > 2 else _decode.serial)(
-        buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.nctx, zc.ks, rt,
+        buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.ctxmode, zc.ks, rt,
         rtb, lt, ltb, states, raw, first)
