@@ -314,17 +314,6 @@ class Code:
     def alphabet(self) -> int:
         return self.lengths.size
 
-    def covers(self, counts: np.ndarray) -> bool:
-        """Whether every symbol with a non-zero count has a codeword."""
-        used = np.asarray(counts) > 0
-        if self.single >= 0:
-            return not used.any() or (used.sum() == 1 and bool(used[self.single]))
-        return bool((self.lengths[used] > 0).all())
-
-    def cost(self, counts: np.ndarray) -> int:
-        """Bits spent coding symbols with these counts (symbols without a code must be absent)."""
-        return int(np.dot(np.asarray(counts, np.int64), self.lengths))
-
     def decoder(self):
         if self.table is None:
             self.table, self.tbits = decode_table(self.lengths, self.codes, self.single)
