@@ -65,16 +65,19 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
         counts, lengths, single, hbits, hcb_bytes = zrh.state_code(hist[1], n, s)
         if q.raw is not None:
             hbits += 31 * (n - int(counts[s]))
+        hcode = hcb = None
         hcb_bits = 8 * (hcb_bytes + 1)
-        if prev is not None and prev[0] == "huffman" and len(prev[1]) * 8 + 8 == hcb_bits:
-            hcode = Code(lengths, single)
+        if prev is not None and prev[0] == "huffman" and len(prev[1]) == hcb_bytes:
+            hcode = Code(lengths, single)  # same size as the previous codebook: compare
             hcb = _codebook_bytes(hcode)
             hcb_bits = 0 if prev[1] == hcb else hcb_bits
         zc, zbits, zcb_bits = zrh.plan(q, clog2, _prev_zrh(prev, s), hist)
         if zbits + zcb_bits < hbits + hcb_bits:
             return ("zrh", _zrh_section(zc, s)) + zrh.encode(q, clog2, zc, n - int(counts[s]))
-        hcode = Code(lengths, single)
-        return ("huffman", _codebook_bytes(hcode)) + symbol.encode(q, clog2, hcode)
+        if hcode is None:
+            hcode = Code(lengths, single)
+            hcb = _codebook_bytes(hcode)
+        return ("huffman", hcb) + symbol.encode(q, clog2, hcode)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
             code = Code.from_counts(symbol.state_counts(q.states, n, s))
