@@ -277,9 +277,23 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
     always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
     payloads in errors (default "payload i"). NotImplementedError if a section is not
     GPU-covered (huffman), before any result is returned."""
-    import cupy
-
     labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
+    parsed = _unpack_all(blobs, labels, max_elements)
+    out = _sum_parsed(parsed, labels, average)
+    return out if (parsed[0][0] if bundle is None else bundle) else out[0]
+
+
+def decode(blob, *, max_elements: int = payload.DEFAULT_MAX_ELEMENTS, label: str = "payload"):
+    """One payload's dequantized tensors on the device, each in its own dtype (always a list),
+    as ``api.decode_many`` gives on the host."""
+    parsed = _unpack_all([blob], [label], max_elements)
+    sums = _sum_parsed(parsed, [label], average=False)
+    return [a.astype(sec.dtype) for a, sec in zip(sums, parsed[0][1])]
+
+
+def _unpack_all(blobs, labels, max_elements):
+    """Every payload's (bundle flag, sections), validated as on the host; a PayloadError names
+    the payload's label."""
     parsed = []
     for label, b in zip(labels, blobs):
         try:
@@ -288,12 +302,20 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
             raise PayloadError(f"{label}: {e}") from None
     if not parsed:
         raise ValueError("decode_sum needs at least one payload")
+    return parsed
+
+
+def _sum_parsed(parsed, labels, average: bool) -> list:
+    """The float64 sum (mean with ``average``) of parsed payloads holding the same tensors,
+    one CuPy array per tensor."""
+    import cupy
+
     is_bundle, first = parsed[0]
     shapes = [sec.shape for sec in first]
     for label, (bd, secs) in zip(labels, parsed):
         if bd != is_bundle or [sec.shape for sec in secs] != shapes:
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
-    for secs in parsed:
+    for _, secs in parsed:
         for sec in secs:
             if sec.coder != "huffman" or sec.raw:
                 raise NotImplementedError(f"the GPU decoder does not cover {sec.coder} yet")
@@ -312,15 +334,7 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
         if average:
             a = a / len(parsed)
         out.append(a.reshape(sh))
-    return out if (is_bundle if bundle is None else bundle) else out[0]
-
-
-def decode(blob, *, max_elements: int = payload.DEFAULT_MAX_ELEMENTS, label: str = "payload"):
-    """One payload's dequantized tensors on the device, each in its own dtype (always a list),
-    as ``api.decode_many`` gives on the host."""
-    sums = decode_sum([blob], max_elements=max_elements, labels=[label], bundle=True)
-    _, secs = payload.unpack(blob, max_elements)
-    return [a.astype(sec.dtype) for a, sec in zip(sums, secs)]
+    return out
 
 
 def _decode_into(secs, sizes, acc_offsets, acc, err, which: str) -> None:
