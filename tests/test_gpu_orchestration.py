@@ -1,0 +1,74 @@
+"""The host side of the GPU decode-and-sum (``gpu_backend.decode_sum`` / ``decode`` and
+``exchange.decode_mean(..., cuda=True)``), run without a GPU: CuPy is replaced by NumPy and
+the device kernel launch (``_decode_into``) by the CPU decoder, so what is checked here is the
+parsing, labelling, shape checks, coverage fallback and summation order around the kernels;
+the kernels themselves are checked on a GPU by tests/test_gpu_backend.py."""
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import horovod_huffcomp as hc
+from horovod_huffcomp import cpu_backend, exchange, gpu_backend
+
+SHAPES = [(30, 7), (1,), (), (5001,)]
+
+
+@pytest.fixture
+def host_device(monkeypatch):
+    fake = types.ModuleType("cupy")
+    fake.zeros, fake.asarray, fake.ndarray = np.zeros, np.asarray, np.ndarray
+    fake.float64, fake.int32 = np.float64, np.int32
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    def decode_into(secs, sizes, acc_offsets, acc, err, which):
+        for t, sec in enumerate(secs):
+            v = cpu_backend.decode_section(sec).reshape(-1).astype(np.float64)
+            acc[acc_offsets[t]: acc_offsets[t] + v.size] += v
+
+    monkeypatch.setattr(gpu_backend, "_decode_into", decode_into)
+
+
+def _blobs(coder="huffman"):
+    rng = np.random.default_rng(0)
+    return [hc.encode_many([rng.standard_normal(sh).astype(np.float32) for sh in SHAPES],
+                           "qsgd", coder, 8, seed=r) for r in range(3)]
+
+
+def test_decode_sum_and_decode(host_device):
+    blobs = _blobs()
+    per_rank = [hc.decode_many(b) for b in blobs]
+    got = gpu_backend.decode_sum(blobs, average=True)
+    for t in range(len(SHAPES)):
+        assert np.array_equal(got[t], exchange.reduce_mean([p[t] for p in per_rank]))
+    own = gpu_backend.decode(blobs[1])
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(own, per_rank[1]))
+    single = hc.encode(np.ones(10, np.float32), "qsgd", "huffman", 4)
+    assert gpu_backend.decode_sum([single]).shape == (10,)
+    assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
+
+
+@pytest.mark.parametrize("coder", ["huffman", "zrh"])  # zrh: not GPU-covered, host fallback
+def test_exchange_decode_mean_on_the_device_path(host_device, coder):
+    blobs = _blobs(coder)
+    per_rank = [hc.decode_many(b) for b in blobs]
+    frames = exchange.split_frames(
+        np.frombuffer(b"".join(exchange.frame(b) for b in blobs), np.uint8), 3)
+    means, own = exchange.decode_mean(frames, SHAPES, rank=2, cuda=True)
+    for t, m in enumerate(means):
+        assert np.array_equal(m, exchange.reduce_mean([p[t] for p in per_rank]))
+        assert np.array_equal(own[t], per_rank[2][t])
+    with pytest.raises(hc.PayloadError, match="rank 0 does not hold"):
+        exchange.decode_mean(frames, [(7, 30)] + SHAPES[1:], rank=0, cuda=True)
+
+
+def test_errors_name_the_payload(host_device):
+    blobs = _blobs()
+    bad = bytearray(blobs[2])
+    bad[20] ^= 1
+    with pytest.raises(hc.PayloadError, match="^rank two: "):
+        gpu_backend.decode_sum([blobs[0], bytes(bad)], labels=["rank one", "rank two"])
+    other = hc.encode_many([np.ones(3, np.float32)], "qsgd", "huffman", 8)
+    with pytest.raises(hc.PayloadError, match="payload 1 does not hold the tensors of payload 0"):
+        gpu_backend.decode_sum([blobs[0], other])
