@@ -37,11 +37,7 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
     """
     opts = _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout,
                     nonfinite)
-    if gpu_backend.is_cuda_array(x):
-        if gpu_backend.supports(quantizer, coder, elias_layout):
-            return payload.pack(gpu_backend.encode_sections([x], **opts), bundle=False)
-        x = gpu_backend.to_host(x)
-    return payload.pack([cpu_backend.encode_section(x, stream=0, **opts)], bundle=False)
+    return _encode([x], opts, bundle=False, values=None)
 
 
 def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
@@ -52,21 +48,44 @@ def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | 
     whose codebook equals the previous one's (ZRH weighs reusing it) does not repeat it.
     Array i draws its random numbers from stream i of ``seed``.
     """
+    return encode_dequantized(xs, quantizer, coder, levels, norm, seed, bundle=True,
+                              values=False, **kw)[0]
+
+
+def encode_dequantized(xs, quantizer: str = "qsgd", coder: str = "auto",
+                       levels: int | None = None, norm: str = "l2", seed: int = 0, *,
+                       bundle: bool = True, values: bool = True, **kw):
+    """:func:`encode_many` (``bundle``; else :func:`encode` of the one array of ``xs``), and
+    what decoding that payload gives (a list, one array per tensor), computed from the
+    quantized states, without decoding: ``(payload, arrays)``. ``arrays`` is None where the
+    GPU backend encoded. The framework adapters use it for a worker's own contribution."""
     opts = _options(quantizer, coder, levels, norm, seed, kw.pop("ratio", 0.01),
                     kw.pop("chunk_log2", None), kw.pop("elias_layout", "runlength"),
                     kw.pop("nonfinite", "raise"))
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
     xs = list(xs)
+    if not bundle and len(xs) != 1:
+        raise ValueError("a single-tensor payload holds exactly one array")
+    out = [] if values else None
+    blob = _encode(xs, opts, bundle, out)
+    return blob, out if out is None or len(out) == len(xs) else None
+
+
+def _encode(xs, opts, bundle: bool, values: list | None) -> bytes:
+    """Sections of every array (GPU backend where it covers them all, else the CPU backend),
+    packed; the CPU backend appends each array's dequantized values to ``values``."""
     on_gpu = [gpu_backend.is_cuda_array(x) for x in xs]
-    if xs and all(on_gpu) and gpu_backend.supports(quantizer, coder, opts["elias_layout"]):
-        return payload.pack(gpu_backend.encode_sections(xs, **opts), bundle=True)
+    if xs and all(on_gpu) and gpu_backend.supports(opts["quantizer"], opts["coder"],
+                                                   opts["elias_layout"]):
+        return payload.pack(gpu_backend.encode_sections(xs, **opts), bundle=bundle)
     xs = [gpu_backend.to_host(x) if g else x for x, g in zip(xs, on_gpu)]
     sections = []
     for i, x in enumerate(xs):
         prev = sections[-1] if sections else None
-        sections.append(cpu_backend.encode_section(x, stream=i, prev=prev, **opts))
-    return payload.pack(sections, bundle=True)
+        sections.append(cpu_backend.encode_section(x, stream=i, prev=prev, values=values,
+                                                   **opts))
+    return payload.pack(sections, bundle=bundle)
 
 
 def decode(blob, *, max_elements: int = DEFAULT_MAX_ELEMENTS):

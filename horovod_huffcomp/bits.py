@@ -43,6 +43,28 @@ def put(out, pos, acc, nacc, code, length):
     return pos, acc, nacc
 
 
+# Branchless writing for the hot writers: ``add`` appends a codeword to the accumulator
+# without storing, ``store8`` then stores all 8 accumulator bytes at ``pos`` and advances by the
+# whole bytes pending (leaving < 8 bits). A writer may ``add`` while nacc stays <= 63 and mix
+# them with :func:`put` (which keeps nacc < 32). ``store8`` writes up to 8 bytes past the final
+# position (zeros: bits below nacc are clear), so its buffer needs STORE8_SLACK spare bytes.
+STORE8_SLACK = 8
+
+
+@njit(inline="always", cache=True)
+def add(acc, nacc, code, length):
+    """Append ``code`` < 2^length (length >= 0, nacc + length <= 63)."""
+    return acc | ((U64(code) << U64(63 - nacc - length)) << U64(1)), nacc + length
+
+
+@njit(inline="always", cache=True)
+def store8(out, pos, acc, nacc):
+    for k in range(8):
+        out[pos + k] = np.uint8((acc >> U64(56 - 8 * k)) & U64(0xFF))
+    whole = nacc >> 3
+    return pos + whole, acc << U64(8 * whole), nacc & 7
+
+
 @njit(inline="always", cache=True)
 def flush(out, pos, acc, nacc):
     """Store the pending bits, zero padded to a byte; returns the next byte position."""
@@ -85,6 +107,16 @@ def reader_at(bitpos):
 @njit(inline="always", cache=True)
 def fill(buf, byte, bb, bn):
     nbytes = buf.shape[0]
+    if byte + 8 <= nbytes:
+        # one 8-byte big-endian load; the whole bytes that fit are consumed. The bits of a
+        # partly fitting byte land below bit bn: they are the stream's own bits, which the
+        # next fill ORs in again, so they may stay.
+        w = U64(0)
+        for k in range(8):
+            w = (w << U64(8)) | U64(buf[byte + k])
+        bb |= w >> U64(bn)
+        whole = (64 - bn) >> 3
+        return byte + whole, bb, bn + 8 * whole
     while bn <= 56:
         if byte < nbytes:
             bb |= U64(buf[byte]) << U64(56 - bn)

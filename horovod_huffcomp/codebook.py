@@ -27,7 +27,7 @@ from numba import njit
 
 from . import bits as B
 from .errors import PayloadError
-from .payload import MAX_CODE_LEN, Reader, put_varint
+from .payload import MAX_CODE_LEN, Reader, put_varint, read_varint
 
 
 @njit(cache=True)
@@ -148,6 +148,26 @@ def decode_table(lengths, codes, single):
             for j in range(lo, hi):
                 t[j] = (i << 5) | ln
     return t, tbits
+
+
+@njit(cache=True)
+def decode_table_rows(lengths, singles):
+    """:func:`decode_table` of every row of stacked codes (2-D ``lengths``, ``singles``),
+    stacked and padded with the no-codeword entry: (tables, widths)."""
+    rows = lengths.shape[0]
+    codes = canonical_code_rows(lengths)
+    tabs = []
+    widths = np.zeros(rows, np.int64)
+    for c in range(rows):
+        t, widths[c] = decode_table(lengths[c], codes[c], singles[c])
+        tabs.append(t)
+    size = 1
+    for t in tabs:
+        size = max(size, t.shape[0])
+    table = np.full((rows, size), -1 << 5, np.int32)
+    for c in range(rows):
+        table[c, : tabs[c].shape[0]] = tabs[c]
+    return table, widths
 
 
 @njit(inline="always", cache=True)
@@ -340,33 +360,85 @@ class Code:
 
     @classmethod
     def parse(cls, r: Reader, alphabet: int, what: str) -> "Code":
-        form = r.varint(f"{what} form", alphabet + 1)
-        lengths = np.zeros(alphabet, np.int64)
+        lengths, singles = parse_codes(r, 1, alphabet, what)
+        return cls(lengths[0], single=int(singles[0]))
+
+
+# parse errors of _parse_codes, and what they say
+_TRUNCATED, _FORM, _SYMBOL, _FLAT, _LO, _LENGTHS, _ENDS, _KRAFT = range(1, 9)
+_PARSE_ERRORS = {
+    _TRUNCATED: "truncated",
+    _FORM: "form out of range",
+    _SYMBOL: "symbol out of range",
+    _FLAT: "a flat code needs a power-of-two alphabet",
+    _LO: "first symbol out of range",
+    _LENGTHS: "code lengths are truncated or out of range",
+    _ENDS: "code length range does not start and end on a symbol",
+    _KRAFT: "code lengths do not form a complete prefix code",
+}
+
+
+def parse_codes(r: Reader, count: int, alphabet: int, what: str):
+    """``count`` serialised codes one after the other (one numba call): (lengths, singles),
+    a row each; raises PayloadError naming the failing code."""
+    buf = np.frombuffer(r.buf, np.uint8)
+    lengths, singles, pos, err, row = _parse_codes(buf, r.pos, r.end, count, alphabet)
+    if err:
+        which = f" {row + 1} of {count}" if count > 1 else ""
+        raise PayloadError(f"{what}{which} at offset {pos}: {_PARSE_ERRORS[err]}")
+    r.pos = pos
+    return lengths, singles
+
+
+@njit(cache=True)
+def _parse_codes(buf, pos, end, count, alphabet):
+    """(lengths, singles, next byte, 0, 0), or (..., byte, error, failing row)."""
+    lengths = np.zeros((count, alphabet), np.int64)
+    singles = np.full(count, -1, np.int64)
+    for row in range(count):
+        start = pos
+        form, pos, err = read_varint(buf, pos, end)
+        if err:
+            return lengths, singles, start, _TRUNCATED if err == -1 else _FORM, row
+        if form > alphabet + 1:
+            return lengths, singles, start, _FORM, row
         if form == FORM_EMPTY:
-            return cls(lengths)
+            continue
         if form == FORM_SINGLE:
-            return cls(lengths, single=r.varint(f"{what} symbol", alphabet - 1))
+            sym, pos, err = read_varint(buf, pos, end)
+            if err:
+                return lengths, singles, start, _TRUNCATED if err == -1 else _SYMBOL, row
+            if sym > alphabet - 1:
+                return lengths, singles, start, _SYMBOL, row
+            singles[row] = sym
+            continue
         if form == FORM_FLAT:
             if alphabet < 2 or alphabet & (alphabet - 1):
-                raise PayloadError(f"{what}: a flat code needs a power-of-two alphabet")
-            lengths[:] = alphabet.bit_length() - 1
-            return cls(lengths)
-        count = form - 1
-        lo = r.varint(f"{what} first symbol", alphabet - count)
-        # each length costs at least one bit
-        r.need((count + 7) // 8, f"{what} code lengths")
-        buf = np.frombuffer(r.buf[r.pos : r.end], np.uint8)
-        lens, nbits = _unpack_lengths(buf, count)
+                return lengths, singles, start, _FLAT, row
+            lengths[row, :] = B.bitlen(alphabet) - 1
+            continue
+        n = form - 1
+        lo, pos, err = read_varint(buf, pos, end)
+        if err:
+            return lengths, singles, start, _TRUNCATED if err == -1 else _LO, row
+        if lo > alphabet - n:
+            return lengths, singles, start, _LO, row
+        if pos + (n + 7) // 8 > end:  # each length costs at least one bit
+            return lengths, singles, start, _TRUNCATED, row
+        lens, nbits = _unpack_lengths(buf[pos:end], n)
         if nbits < 0:
-            raise PayloadError(f"{what}: code lengths are truncated or out of range")
-        r.pos += (nbits + 7) // 8
-        lengths[lo : lo + count] = lens
-        if lengths[lo] == 0 or lengths[lo + count - 1] == 0:
-            raise PayloadError(f"{what}: code length range does not start and end on a symbol")
-        kraft = int(np.sum(np.left_shift(1, MAX_CODE_LEN - lens[lens > 0])))
+            return lengths, singles, start, _LENGTHS, row
+        pos += (nbits + 7) // 8
+        if lens[0] == 0 or lens[n - 1] == 0:
+            return lengths, singles, start, _ENDS, row
+        kraft = 0
+        for i in range(n):
+            if lens[i] > 0:
+                kraft += 1 << (MAX_CODE_LEN - lens[i])
+            lengths[row, lo + i] = lens[i]
         if kraft != 1 << MAX_CODE_LEN:
-            raise PayloadError(f"{what}: code lengths do not form a complete prefix code")
-        return cls(lengths)
+            return lengths, singles, start, _KRAFT, row
+    return lengths, singles, pos, 0, 0
 
 
 @njit(cache=True)

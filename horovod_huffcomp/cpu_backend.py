@@ -22,14 +22,21 @@ def as_flat(x) -> tuple[np.ndarray, tuple]:
 
 
 def encode_section(x, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2,
-                   elias_layout, nonfinite, stream, prev: Section | None = None) -> Section:
-    """One tensor's section; ``prev`` is the bundle's previous section (codebook reuse)."""
+                   elias_layout, nonfinite, stream, prev: Section | None = None,
+                   values: list | None = None) -> Section:
+    """One tensor's section; ``prev`` is the bundle's previous section (codebook reuse).
+    ``values``: a list to append the tensor's dequantized values to (what decoding the
+    section gives, without decoding it)."""
     flat, shape = as_flat(x)
     q = quantize(flat, quantizer, levels, norm, seed, stream, ratio, nonfinite)
     if elias_layout not in ("runlength", "gap"):
         raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
     gap = elias_layout == "gap" and coder.startswith("elias")
-    return code_section(q, quantizer, flat.dtype, shape, coder, chunk_log2, seed, gap, prev)
+    sec = code_section(q, quantizer, flat.dtype, shape, coder, chunk_log2, seed, gap, prev)
+    if values is not None:
+        values.append(dequantize(q.states[: q.n], q.levels, q.scale, q.raw,
+                                 flat.dtype).reshape(shape))
+    return sec
 
 
 def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2, seed: int,

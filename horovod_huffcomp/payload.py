@@ -36,6 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from .errors import PayloadError
 
@@ -126,21 +127,66 @@ def put_varint(out: bytearray, v: int) -> None:
 
 
 def varint_bytes(values: np.ndarray) -> bytes:
-    """LEB128 of every value of a non-negative int64 array, concatenated (vectorised)."""
-    values = np.asarray(values, dtype=np.uint64)
-    if values.size == 0:
-        return b""
-    nb = np.ones(values.size, np.int64)
-    for k in range(1, 10):
-        nb += values >= np.uint64(1 << (7 * k))
-    out = np.empty(int(nb.sum()), np.uint8)
-    starts = np.concatenate(([0], np.cumsum(nb)[:-1]))
-    for k in range(int(nb.max())):
-        sel = nb > k
-        group = (values[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)
-        cont = (nb[sel] > k + 1).astype(np.uint64) << np.uint64(7)
-        out[starts[sel] + k] = (group | cont).astype(np.uint8)
-    return out.tobytes()
+    """LEB128 of every value of a non-negative integer array, concatenated."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    if values.size and values.min() < 0:
+        raise ValueError("varint of a negative number")
+    return _put_varints(values).tobytes()
+
+
+@njit(cache=True)
+def _put_varints(values):
+    out = np.empty(10 * values.shape[0], np.uint8)
+    pos = 0
+    for i in range(values.shape[0]):
+        v = values[i]
+        while v >= 0x80:
+            out[pos] = np.uint8((v & 0x7F) | 0x80)
+            v >>= 7
+            pos += 1
+        out[pos] = np.uint8(v)
+        pos += 1
+    return out[:pos]
+
+
+VARINT_TRUNCATED, VARINT_TOO_LONG, VARINT_RANGE = -1, -2, -3
+
+
+@njit(inline="always", cache=True)
+def read_varint(buf, pos, end):
+    """One varint of ``buf[pos:end]``: (value, next byte, 0), or (0, pos, VARINT_*) when it is
+    truncated, longer than 10 bytes or >= 2^63."""
+    v = np.uint64(0)
+    big = False
+    for k in range(10):
+        if pos + k >= end:
+            return 0, pos, VARINT_TRUNCATED
+        b = np.uint64(buf[pos + k])
+        if k == 9 and (b & np.uint64(0x7F)) > np.uint64(0):
+            big = True
+        elif k < 9:
+            v |= (b & np.uint64(0x7F)) << np.uint64(7 * k)
+        if b < np.uint64(0x80):
+            if big:
+                return 0, pos, VARINT_RANGE
+            return np.int64(v), pos + k + 1, 0
+    return 0, pos, VARINT_TOO_LONG
+
+
+@njit(cache=True)
+def read_varints(buf, pos, end, count, limit):
+    """``count`` varints of ``buf[pos:end]``, each <= ``limit``: (values, next byte, 0) or
+    (values, byte where the failing one starts, VARINT_* error)."""
+    out = np.zeros(count, np.int64)
+    for i in range(count):
+        v, nxt, err = read_varint(buf, pos, end)
+        if err == 0 and v > limit:
+            err = VARINT_RANGE
+        if err != 0:
+            return out, pos, err
+        out[i] = v
+        pos = nxt
+    return out, pos, 0
 
 
 class Reader:
@@ -185,9 +231,18 @@ class Reader:
         raise PayloadError(f"{what}: varint longer than 10 bytes at offset {self.pos}")
 
     def varints(self, count: int, what: str, limit: int) -> np.ndarray:
-        out = np.empty(count, np.int64)
-        for i in range(count):
-            out[i] = self.varint(what, limit)
+        buf = np.frombuffer(self.buf, np.uint8)
+        out, pos, err = read_varints(buf, self.pos, self.end, count, limit)
+        if err == VARINT_TRUNCATED:
+            raise PayloadError(f"truncated payload: {what} needs 1 bytes at offset {pos}, "
+                               f"{self.end - pos} left")
+        if err == VARINT_TOO_LONG:
+            raise PayloadError(f"{what}: varint longer than 10 bytes at offset {pos}")
+        if err == VARINT_RANGE:
+            v, _, big = read_varint(buf, pos, self.end)
+            shown = ">= 2^63" if big else f"{v}"
+            raise PayloadError(f"{what} = {shown} is out of range (max {limit})")
+        self.pos = pos
         return out
 
 

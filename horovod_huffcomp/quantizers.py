@@ -77,6 +77,20 @@ def _stochastic_round(x, s, scale, key, keep, out):
         out[i] = -np.int8(lev) if v < 0 else np.int8(lev)
 
 
+@njit(cache=True)
+def _finite_absmax(x):
+    """(every entry finite, max |x|) in one pass, without temporaries."""
+    m = 0.0
+    finite = True
+    for i in range(x.shape[0]):
+        a = abs(np.float64(x[i]))
+        if a > m:
+            m = a
+        if not a < np.inf:  # Inf or NaN
+            finite = False
+    return finite, m
+
+
 def _round_up_f32(v: float) -> float:
     f = np.float32(v)
     if float(f) < v:
@@ -155,17 +169,21 @@ def quantize(
         x = x.astype(np.float32)
     n = x.size
     states = _padded_states(n)
-    if n and not np.isfinite(x).all():
+    finite, m = _finite_absmax(x) if n else (True, 0.0)
+    if not finite:
         if nonfinite == "raise":
             raise NonFiniteError(
                 "input holds NaN or Inf; pass nonfinite='propagate' to encode a NaN tensor"
             )
-        return Quantized(states, n, max(s, 1), float("nan"), norm, None)
-    ax = np.abs(x)
+        # exact top-k keeps its raw flag (zero magnitudes: all states are 0), so a NaN
+        # tensor can share a bundle with the others
+        raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
+        return Quantized(states, n, max(s, 1), float("nan"), norm, raw)
     key = np.uint64(stream_key(np.uint64(seed), np.uint64(stream)))
     no_keep = np.zeros(0, np.bool_)
 
     if quantizer == "topk":
+        ax = np.abs(x)
         keep = topk_mask(ax, math.ceil(ratio * n))
         m = float(ax[keep].max()) if keep.any() else 0.0
         scale = _round_up_f32(m)
@@ -178,7 +196,6 @@ def quantize(
             _stochastic_round(x, s, scale, key, keep, states[:n])
         return Quantized(states, n, s, scale, "max", None)
 
-    m = float(ax.max()) if n else 0.0
     if scale is None:
         scale = _own_scale(x, m, norm)
     elif not (np.float32(scale) == scale and scale >= m):  # also rejects NaN
@@ -220,5 +237,18 @@ def dequantize(
     if raw is not None:
         mags = raw.view(np.float32).astype(np.float64)
         return (np.sign(states) * mags).astype(dtype)
-    with np.errstate(over="ignore"):  # a large scale may overflow float16: inf, as documented
-        return (states.astype(np.float64) * float(scale) / levels).astype(dtype)
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        with np.errstate(over="ignore"):  # a large scale may overflow float16: inf, as documented
+            return (states.astype(np.float64) * float(scale) / levels).astype(dtype)
+    out = np.empty(states.shape, dtype)
+    _dequantize(states, float(scale), float(levels), out)
+    return out
+
+
+@njit(cache=True)
+def _dequantize(states, scale, levels, out):
+    """out[i] = float64(states[i]) * scale / levels, rounded to out's dtype once (the same
+    operations, in the same order, as the NumPy expression of the float16 path)."""
+    for i in range(states.shape[0]):
+        out[i] = np.float64(states[i]) * scale / levels

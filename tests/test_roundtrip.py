@@ -142,3 +142,40 @@ def test_zrh_sign_contexts_on_an_outer_product_gradient():
                                                  extra, shifted))
     with_sign = zrh.plan(q, sec.chunk_log2, hist=(rc, lc, extra, shifted))
     assert sum(with_sign[1:]) < 0.95 * sum(without[1:])
+
+
+@pytest.mark.parametrize("quantizer,kw", QUANTIZER_CASES)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_encode_dequantized_gives_what_decode_gives(quantizer, kw, dtype):
+    """The adapters use these arrays for a worker's own payload instead of decoding it."""
+    xs = [gradient_like(n, seed=n, dtype=dtype).reshape(shape)
+          for n, shape in ((0, (0,)), (1, ()), (4097, (17, 241)), (30000, (30000,)))]
+    xs.append(np.array([1.0, np.nan, 2.0], dtype))
+    for coder in ("auto", "rlh"):
+        blob, arrays = hc.api.encode_dequantized(xs, quantizer, coder, seed=5,
+                                                 nonfinite="propagate", **kw)
+        assert blob == hc.encode_many(xs, quantizer, coder, seed=5, nonfinite="propagate",
+                                      **kw)
+        for got, want in zip(arrays, hc.decode_many(blob)):
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+        one, (arr,) = hc.api.encode_dequantized(xs[2:3], quantizer, coder, seed=5,
+                                                bundle=False, **kw)
+        assert one == hc.encode(xs[2], quantizer, coder, seed=5, **kw)
+        np.testing.assert_array_equal(arr, hc.decode(one))
+
+
+def test_decode_mean_uses_own_arrays_only_for_an_intact_own_frame():
+    from horovod_huffcomp import exchange
+
+    xs = [gradient_like(5000, seed=r).reshape(50, 100) for r in range(3)]
+    mines = [hc.api.encode_dequantized([x], levels=8, seed=r) for r, x in enumerate(xs)]
+    frames = [blob for blob, _ in mines]
+    ref, ref_own = exchange.decode_mean(frames, [(50, 100)], rank=1)
+    means, own = exchange.decode_mean(frames, [(50, 100)], rank=1, mine=mines[1])
+    assert own[0] is mines[1][1][0]  # not decoded
+    np.testing.assert_array_equal(means[0], ref[0])
+    np.testing.assert_array_equal(own[0], ref_own[0])
+    bad = frames[1][:-1] + bytes([frames[1][-1] ^ 1])  # the own frame came back corrupted
+    with pytest.raises(hc.PayloadError, match="rank 1"):
+        exchange.decode_mean([frames[0], bad, frames[2]], [(50, 100)], rank=1, mine=mines[1])

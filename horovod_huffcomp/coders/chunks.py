@@ -88,7 +88,8 @@ def write_one_pass(n: int, clog2: int, bits_per_element: int, bits_per_nonzero: 
     group g's chunks one after the other from byte ``base[g]`` of ``out``, records each
     chunk's exact bits and the group's end byte. Group g's room is an upper bound on its bytes
     (``bits_per_element`` per element + ``bits_per_nonzero`` per non-zero, at most
-    ``nonzeros`` of them, + ``bits_per_chunk`` per chunk, whole bytes per chunk); the groups
+    ``nonzeros`` of them, + ``bits_per_chunk`` per chunk, whole bytes per chunk, and the
+    slack of ``bits.store8``, which stores up to 8 bytes past a writer's end); the groups
     are then moved together. Chunks are byte aligned: the bytes are the same whatever the
     grouping. A single group (small tensors, serial mode) runs the serial kernel.
     """
@@ -102,7 +103,7 @@ def write_one_pass(n: int, clog2: int, bits_per_element: int, bits_per_nonzero: 
         elems = min(first[g + 1] << clog2, n) - min(first[g] << clog2, n)
         base.append(base[-1] + (elems * bits_per_element + min(elems, nonzeros) *
                                 bits_per_nonzero + (first[g + 1] - first[g]) *
-                                (bits_per_chunk + 15)) // 8 + 8)
+                                (bits_per_chunk + 15)) // 8 + 8 + B.STORE8_SLACK)
     first, base = np.array(first, np.int64), np.array(base, np.int64)
     out = np.empty(base[-1], np.uint8)
     chunk_bits = np.empty(m, np.int64)

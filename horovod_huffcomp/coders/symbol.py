@@ -51,8 +51,10 @@ def sample_counts(states: np.ndarray, n: int, s: int, seed: int) -> np.ndarray:
 
 
 @chunk_parallel
-def _write(states, n, clog2, s, lens, codes, raw, first, base, out, chunk_bits, ends):
-    """One pass: group g's chunks one after the other from byte base[g] (write_one_pass)."""
+def _write(states, n, clog2, s, table, raw, first, base, out, chunk_bits, ends):
+    """One pass: group g's chunks one after the other from byte base[g] (write_one_pass).
+    ``table[state + s]`` = code << 5 | length; three codewords (<= 45 bits) are added to the
+    accumulator between stores, without a branch on the pending bit count."""
     rawbits = raw.shape[0] > 0
     for g in prange(first.shape[0] - 1):
         pos = base[g]
@@ -60,11 +62,26 @@ def _write(states, n, clog2, s, lens, codes, raw, first, base, out, chunk_bits, 
             start = np.int64(c) << clog2
             end = min(n, start + (1 << clog2))
             cstart, acc, nacc = pos, B.U64(0), 0
-            for i in range(start, end):
-                v = states[i]
-                pos, acc, nacc = B.put(out, pos, acc, nacc, codes[v + s], lens[v + s])
-                if rawbits and v != 0:
-                    pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+            if rawbits:
+                for i in range(start, end):
+                    v = states[i]
+                    e = table[np.uint64(np.int64(v) + s)]
+                    pos, acc, nacc = B.put(out, pos, acc, nacc, e >> 5, e & 31)
+                    if v != 0:
+                        pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+            else:
+                i = start
+                while i + 3 <= end:
+                    for k in range(3):
+                        e = table[np.uint64(np.int64(states[i + k]) + s)]
+                        acc, nacc = B.add(acc, nacc, e >> 5, e & 31)
+                    pos, acc, nacc = B.store8(out, pos, acc, nacc)
+                    i += 3
+                while i < end:
+                    e = table[np.uint64(np.int64(states[i]) + s)]
+                    acc, nacc = B.add(acc, nacc, e >> 5, e & 31)
+                    pos, acc, nacc = B.store8(out, pos, acc, nacc)
+                    i += 1
             chunk_bits[c] = 8 * (pos - cstart) + nacc
             pos = B.flush(out, pos, acc, nacc)
         ends[g] = pos
@@ -114,8 +131,9 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw, fi
 def encode(q, clog2: int, code: Code):
     """(chunk_bits, data) in one pass over the states."""
     raw, rawbits = raw_values(q)
+    table = ((code.codes << 5) | code.lengths).astype(np.uint32)
     return write_one_pass(q.n, clog2, int(code.lengths.max()), rawbits, q.n, 0, _write,
-                          (q.states, q.n, clog2, q.levels, code.lengths, code.codes, raw))
+                          (q.states, q.n, clog2, q.levels, table, raw))
 
 
 def decode(buf, chunk_bits, n, clog2, s, code: Code, states, raw):

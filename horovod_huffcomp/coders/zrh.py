@@ -35,8 +35,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import bits as B
-from ..codebook import (Code, canonical_code_rows, code_cost, code_from_counts, code_nbytes,
-                        decode_table, put_code, read_sym)
+from ..codebook import (canonical_code_rows, code_cost, code_from_counts, code_nbytes,
+                        decode_table_rows, parse_codes, put_code, read_sym)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -218,9 +218,14 @@ def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb):
 
 
 @chunk_parallel
-def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, llens, lcodes, raw, first,
+def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, raw, first,
            base, out, chunk_bits, ends):
-    """One pass: group g's chunks one after the other from byte base[g] (write_one_pass)."""
+    """One pass: group g's chunks one after the other from byte base[g] (write_one_pass).
+
+    ``rtab``/``ltab``: run and level codes as code << 5 | length. A non-zero whose run and
+    level take <= 32 bits together (a short run, or a Rice run with a short quotient) is one
+    branchless add and store (``bits.add``/``store8``); longer runs and the terminal run go
+    through ``bits.put``."""
     words = states.view(np.uint64)
     rawbits = raw.shape[0] > 0
     for g in prange(first.shape[0] - 1):
@@ -235,23 +240,33 @@ def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, llens, lcodes,
             i = next_nonzero(states, words, start, end)
             while True:
                 r = i - prev
-                if i < end and mode == MODE_HUFFMAN and r < RUN_DIRECT:
-                    # a short run and its level: one codeword pair of <= 30 bits, one put
-                    v = np.int64(states[i])
-                    ls = level_sym(v, s)
-                    ln = llens[lctx, ls]
-                    pos, acc, nacc = B.put(out, pos, acc, nacc,
-                                           (rcodes[ctx, r] << ln) | lcodes[lctx, ls],
-                                           rlens[ctx, r] + ln)
+                if i >= end:  # the terminal run
+                    pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx],
+                                              rlens[ctx], rcodes[ctx])
+                    break
+                v = np.int64(states[i])
+                le = ltab[lctx, np.uint64(level_sym(v, s))]
+                ln = np.int64(le & 31)
+                if mode == MODE_HUFFMAN:
+                    fast = r < RUN_DIRECT
+                    re = rtab[ctx, np.uint64(r if fast else 0)]
+                    code = (B.U64(re >> 5) << B.U64(ln)) | B.U64(le >> 5)
+                    length = np.int64(re & 31) + ln
+                else:
+                    k = ks[ctx]
+                    qk = r >> k
+                    length = qk + 1 + k + ln
+                    fast = length <= 32
+                    rice = (((B.U64(1) << B.U64(qk if fast else 0)) - B.U64(1)) << B.U64(k + 1)) \
+                        | B.U64(r & ((1 << k) - 1))
+                    code = (rice << B.U64(ln)) | B.U64(le >> 5)
+                if fast:  # nacc < 32 here: the sum stays <= 63
+                    acc, nacc = B.add(acc, nacc, code, length)
+                    pos, acc, nacc = B.store8(out, pos, acc, nacc)
                 else:
                     pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx],
                                               rlens[ctx], rcodes[ctx])
-                    if i >= end:
-                        break
-                    v = np.int64(states[i])
-                    ls = level_sym(v, s)
-                    pos, acc, nacc = B.put(out, pos, acc, nacc, lcodes[lctx, ls],
-                                           llens[lctx, ls])
+                    pos, acc, nacc = B.put(out, pos, acc, nacc, le >> 5, ln)
                 if rawbits:
                     pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
                 if ctxmode != CTX_ONE:
@@ -377,16 +392,14 @@ class ZrhCode:
             ks = [head & 0x1F] if nctx == 1 else list(r.bytes(nctx, "zrh Rice parameters"))
             if max(ks) > RICE_MAX_K:
                 raise PayloadError(f"zrh Rice parameter {max(ks)} exceeds {RICE_MAX_K}")
-            rcodes = [Code(np.zeros(RUN_ALPHABET, np.int64)) for _ in range(nctx)]
+            rl, rs = np.zeros((nctx, RUN_ALPHABET), np.int64), np.full(nctx, -1, np.int64)
         else:
             ks = [0] * nctx
-            rcodes = [Code.parse(r, RUN_ALPHABET, "zrh run code") for _ in range(nctx)]
-            if n and rcodes[0].single < 0 and not rcodes[0].lengths.any():
+            rl, rs = parse_codes(r, nctx, RUN_ALPHABET, "zrh run code")
+            if n and rs[0] < 0 and not rl[0].any():
                 raise PayloadError("zrh run code is empty")
-        lcodes = [Code.parse(r, 2 * s, "zrh level code") for _ in range(nlctx)]
-        return cls(mode, ks, np.stack([c.lengths for c in rcodes]),
-                   [c.single for c in rcodes], np.stack([c.lengths for c in lcodes]),
-                   [c.single for c in lcodes])
+        ll, ls = parse_codes(r, nlctx, 2 * s, "zrh level code")
+        return cls(mode, ks, rl, rs, ll, ls)
 
     def tables(self):
         """Arrays for the kernels: ks, run lengths/codes, level lengths/codes."""
@@ -396,17 +409,7 @@ class ZrhCode:
     def decoders(self):
         """Decode tables stacked per context (rows padded with the no-codeword entry) and
         their widths: run tables, run widths, level tables, level widths."""
-        out = []
-        for lengths, single in ((self.rl, self.rs), (self.ll, self.ls)):
-            codes = canonical_code_rows(lengths)
-            tabs = [decode_table(lengths[c], codes[c], single[c])
-                    for c in range(lengths.shape[0])]
-            width = max(t.size for t, _ in tabs)
-            table = np.full((len(tabs), width), -1 << 5, np.int32)
-            for i, (t, _) in enumerate(tabs):
-                table[i, : t.size] = t
-            out += [table, np.array([tb for _, tb in tabs], np.int64)]
-        return out
+        return decode_table_rows(self.rl, self.rs) + decode_table_rows(self.ll, self.ls)
 
 
 @njit(cache=True)
@@ -574,9 +577,11 @@ def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None):
         per_elem, run_max = 0, int(rl.max()) + run_base(max(top, 0))[1]
     per_nz = run_max + int(ll.max()) + rawbits
     nz = q.n if nonzeros is None else nonzeros
+    rtab = ((rcd << 5) | rl).astype(np.uint32)
+    ltab = ((lcd << 5) | ll).astype(np.uint32)
     return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, _write,
-                          (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd, ll, lcd,
-                           raw))
+                          (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd, rtab,
+                           ltab, raw))
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):

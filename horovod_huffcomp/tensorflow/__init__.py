@@ -164,18 +164,18 @@ class HuffmanCompressor(exchange.CompressorState):
                 # x may share TensorFlow's buffer, which can be reused once this callback
                 # returns; the residual is computed at decode time: keep a copy
                 x = np.array(x)
-            x, framed = self.encode_framed(name, x, hvd.rank())
-        self._pending[name] = (x, len(framed), t.s)
+            x, framed, mine = self.encode_framed(name, x, hvd.rank())
+        self._pending[name] = (x, len(framed), t.s, mine)
         return np.frombuffer(framed, np.uint8)
 
     def _decode(self, name: str, gathered: np.ndarray) -> np.ndarray:
         import horovod.tensorflow as hvd
 
-        sent, nbytes, enc_s = self._pending.pop(name)
+        sent, nbytes, enc_s, mine = self._pending.pop(name)
         with exchange.Timer() as t:
             frames = exchange.split_frames(gathered, hvd.size())
             (mean,), (own,) = exchange.decode_mean(frames, [sent.shape], rank=hvd.rank(),
-                                                   average=self.average)
+                                                   average=self.average, mine=mine)
         self.record(name, sent, own)
         with self._lock:
             self.stats.add(nbytes, gathered.size - nbytes, sent.size, enc_s, t.s)
@@ -208,7 +208,7 @@ class HuffmanCompressor(exchange.CompressorState):
     def _decode_rows(self, name: str, gathered: np.ndarray, indices: np.ndarray) -> np.ndarray:
         import horovod.tensorflow as hvd
 
-        sent, nbytes, enc_s = self._pending.pop(name)
+        sent, nbytes, enc_s, _ = self._pending.pop(name)
         size = hvd.size()
         row = int(np.prod(sent.shape[1:]))
         limit = max(len(indices) * row, 1)  # all workers' rows together

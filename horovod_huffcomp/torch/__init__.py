@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from .. import api, exchange, gpu_backend, summable
+from .. import exchange, gpu_backend, summable
 from ..errors import PayloadError
 
 __all__ = ["Compression", "DistributedOptimizer", "HuffmanCompressor", "PayloadError"]
@@ -73,11 +73,11 @@ class HuffmanCompressor(exchange.CompressorState):
             handle = _allreduce_max(round_)
             return placeholder, (round_, handle, tensor.dtype, tensor.device)
         with exchange.Timer() as t:
-            x, framed = self.encode_framed(name, _codec_array(tensor), hvd.rank())
+            x, framed, mine = self.encode_framed(name, _codec_array(tensor), hvd.rank())
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
                                      name=f"huffcomp.{name}")
         ctx = (handle, name, x, tuple(tensor.shape), tensor.dtype, tensor.device, len(framed),
-               t.s)
+               t.s, mine)
         return placeholder, ctx
 
     def decompress(self, tensor: torch.Tensor, ctx):
@@ -87,13 +87,14 @@ class HuffmanCompressor(exchange.CompressorState):
             round_, handle, dtype, device = ctx
             (mean,) = _finish_rounds([(round_, handle)])[0]
             return torch.from_numpy(mean).to(dtype=dtype, device=device)
-        handle, name, sent, shape, dtype, device, nbytes, enc_s = ctx
+        handle, name, sent, shape, dtype, device, nbytes, enc_s, mine = ctx
         gathered = hvd.synchronize(handle).numpy()
         with exchange.Timer() as t:
             frames = exchange.split_frames(gathered, hvd.size())
             (mean,), (own,) = exchange.decode_mean(frames, [shape], rank=hvd.rank(),
                                                    average=self.average,
-                                                   cuda=not isinstance(sent, np.ndarray))
+                                                   cuda=not isinstance(sent, np.ndarray),
+                                                   mine=mine)
         self.record(name, sent, own)
         self.stats.add(nbytes, gathered.size - nbytes, int(np.prod(shape)), enc_s, t.s)
         return _to_torch(mean, dtype, device).reshape(shape)
@@ -239,12 +240,10 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         with exchange.Timer() as t:
             if comp.memory is not None:
                 xs = [comp.memory.apply(n, x) for n, x in zip(names, xs)]
-            blob = api.encode_many(xs, seed=comp.next_seed(key, rank), nonfinite="propagate",
-                                   **comp.options)
-            framed = comp.framed(blob, rank)
+            framed, mine = comp.encode_many_framed(key, xs, rank)
         handle = hvd.allgather_async(torch.frombuffer(bytearray(framed), dtype=torch.uint8),
                                      name=f"huffcomp.{key}")
-        self._handles[i] = (handle, xs, len(framed), t.s)
+        self._handles[i] = (handle, xs, len(framed), t.s, mine)
 
     def synchronize(self):
         """Exchange every group not yet launched by the backward hooks (gradients a worker
@@ -277,14 +276,15 @@ class _GroupedDistributedOptimizer(torch.optim.Optimizer):
         _, params = self._groups[i]
         comp = self._compression
         size, rank = hvd.size(), hvd.rank()
-        handle, xs, nbytes, enc_s = self._handles[i]
+        handle, xs, nbytes, enc_s, mine = self._handles[i]
         gathered = hvd.synchronize(handle).numpy()
         with exchange.Timer() as t:
             total = sum(x.size for x in xs)
             means, own = exchange.decode_mean(exchange.split_frames(gathered, size),
                                               [x.shape for x in xs], rank=rank,
                                               average=comp.average,
-                                              cuda=not isinstance(xs[0], np.ndarray))
+                                              cuda=not isinstance(xs[0], np.ndarray),
+                                              mine=mine)
             for j, p in enumerate(params):
                 comp.record(self._names[p], xs[j], own[j])
         comp.stats.add(nbytes, gathered.size - nbytes, total, enc_s, t.s, tensors=len(params))
