@@ -47,30 +47,44 @@ def huffman_lengths(counts, max_len):
         if counts[i] > 0:
             syms[k] = i
             k += 1
-    # stable sort by count keeps symbol order among equal counts
-    order = np.argsort(counts[syms], kind="mergesort")
-    syms = syms[order]
-    w = counts[syms].copy()
+    # sort by (count, symbol): one sort of packed keys count << sb | symbol when they fit in
+    # 63 bits, else a stable sort by count
+    sb = B.bitlen(n)
+    top = 0
+    for k in range(used):
+        top = max(top, counts[syms[k]])
+    w = np.empty(used, np.int64)
+    if B.bitlen(top) + sb <= 63:
+        keys = np.empty(used, np.int64)
+        for k in range(used):
+            keys[k] = (counts[syms[k]] << sb) | syms[k]
+        keys.sort()
+        for k in range(used):
+            syms[k] = keys[k] & ((1 << sb) - 1)
+            w[k] = keys[k] >> sb
+    else:
+        syms = syms[np.argsort(counts[syms], kind="mergesort")]
+        for k in range(used):
+            w[k] = counts[syms[k]]
     # two-queue Huffman: leaves 0..used-1, internal nodes used..2*used-2
     parent = np.zeros(2 * used - 1, np.int64)
     iw = np.zeros(used - 1, np.int64)
     li = 0
     ii = 0
     for node in range(used - 1):
-        pick = np.empty(2, np.int64)
+        total = 0
         for t in range(2):
             # prefer the leaf on ties (deterministic, keeps depth low)
             if li < used and (ii >= node or w[li] <= iw[ii]):
-                pick[t] = li
+                pick = li
+                total += w[li]
                 li += 1
             else:
-                pick[t] = used + ii
+                pick = used + ii
+                total += iw[ii]
                 ii += 1
-        wa = w[pick[0]] if pick[0] < used else iw[pick[0] - used]
-        wb = w[pick[1]] if pick[1] < used else iw[pick[1] - used]
-        iw[node] = wa + wb
-        parent[pick[0]] = used + node
-        parent[pick[1]] = used + node
+            parent[pick] = used + node
+        iw[node] = total
     depth = np.zeros(2 * used - 1, np.int64)
     for node in range(2 * used - 3, -1, -1):
         depth[node] = depth[parent[node]] + 1

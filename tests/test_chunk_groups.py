@@ -67,3 +67,42 @@ def test_decode_verdicts_do_not_depend_on_grouping(groups):
     for k in (2, 5):
         groups(k)
         assert verdicts() == want
+
+
+@pytest.mark.parametrize("mode", ["huffman", "rice"])
+@pytest.mark.parametrize("ctx", ["one", "magnitude", "sign"])
+def test_dense_zrh_writer_writes_the_same_bits(mode, ctx):
+    """ZRH's branchless writer for mostly non-zero states (``_write_dense``) against the
+    run-by-run one: same bytes, with long runs inside chunks and at their ends."""
+    from horovod_huffcomp.codebook import code_from_counts
+    from horovod_huffcomp.coders import zrh
+    from horovod_huffcomp.quantizers import Quantized
+
+    rng = np.random.default_rng(len(mode) * 7 + len(ctx))
+    n, s, clog2 = 40_000, 9, 10
+    states = np.zeros((n + 7) & ~7, np.int8)
+    states[:n] = rng.integers(-s, s + 1, n)
+    for start in rng.integers(0, n - 200, 40):  # long zero runs
+        states[start:start + rng.integers(16, 200)] = 0
+    states[(1 << clog2) - 40:(1 << clog2)] = 0  # a chunk ending on a long run
+    states[2 * (1 << clog2) - 16:2 * (1 << clog2)] = 0  # ... on exactly RUN_DIRECT zeros
+    q = Quantized(states, n, s, 1.0, "max", None)
+    rows = {"one": 1, "magnitude": zrh.NCTX, "sign": zrh.NLCTX}[ctx]
+    nctx = 1 if ctx == "one" else zrh.NCTX
+    ll = np.stack([code_from_counts(rng.integers(1, 50, 2 * s))[0] for _ in range(rows)])
+    if mode == "huffman":
+        rl = np.stack([code_from_counts(rng.integers(1, 50, chunks.RUN_ALPHABET))[0]
+                       for _ in range(nctx)])
+        zc = zrh.ZrhCode(zrh.MODE_HUFFMAN, np.zeros(nctx), rl, np.full(nctx, -1), ll,
+                         np.full(rows, -1))
+    else:
+        zc = zrh.ZrhCode(zrh.MODE_RICE, rng.integers(0, 4, nctx),
+                         np.zeros((nctx, chunks.RUN_ALPHABET)), np.full(nctx, -1), ll,
+                         np.full(rows, -1))
+    assert np.count_nonzero(states) >= 0.6 * n  # encode picks the dense writer
+    dense = zrh.encode(q, clog2, zc, int(np.count_nonzero(states)))
+    sparse = zrh.encode(q, clog2, zc, n, dense=False)
+    assert np.array_equal(dense[0], sparse[0]) and np.array_equal(dense[1], sparse[1])
+    out = np.zeros(n, np.int8)
+    assert zrh.decode(dense[1], dense[0], n, clog2, s, zc, out, np.zeros(0, np.uint32)) == 0
+    assert np.array_equal(out, states[:n])

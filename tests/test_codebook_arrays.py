@@ -50,3 +50,20 @@ def test_array_codes_match_code_objects(seed):
             covered = bool((code.lengths[used] > 0).all())
         want = int(np.dot(other, code.lengths)) if covered else -1
         assert code_cost(other.astype(np.int64), lengths, single) == want
+
+
+def test_huffman_lengths_same_with_either_sort():
+    """Counts too large to pack with their symbol take the stable-sort path: scaling every
+    count by 2^40 changes no comparison of the two-queue method, so the lengths agree."""
+    from horovod_huffcomp.codebook import huffman_lengths
+
+    rng = np.random.default_rng(11)
+    for alphabet in (17, 254, 5000):
+        counts = rng.geometric(0.05, alphabet).astype(np.int64) * (rng.random(alphabet) < 0.8)
+        counts[rng.integers(alphabet)] += 1  # at least one used symbol
+        got = huffman_lengths(counts, 15)
+        shift = 62 - int(counts.sum()).bit_length()  # node weights still fit in int64
+        big = counts << shift
+        assert int(big.max()).bit_length() + alphabet.bit_length() > 63  # the fallback runs
+        np.testing.assert_array_equal(huffman_lengths(big, 15), got)
+        assert (got > 0).sum() == ((counts > 0).sum() if (counts > 0).sum() > 1 else 0)
