@@ -1,4 +1,4 @@
-"""The payload layout, version 1: the one place that defines it.
+"""The payload layout, version 2: the one place that defines it.
 
 Both backends (the CPU one, and the GPU one of issue #3) and ``docs/format.md`` follow it.
 A payload is::
@@ -18,8 +18,7 @@ the quantizer fields are shared by every section; each section (one tensor) is::
               bits 5-7 ndim (0..7)
     shape     ndim varints
     scale     f32le
-    codebook  [unless reuse] varint byte length, then that many bytes (coder specific,
-              see ``coders``)
+    codebook  [unless reuse] the coder's codebook (see ``coders``), which delimits itself
     chunks    one varint per chunk: the chunk's length in bits
     data      each chunk's bits, MSB first, starting on a byte boundary
 
@@ -41,7 +40,7 @@ from numba import njit
 from .errors import PayloadError
 
 MAGIC = b"HC"
-VERSION = 1
+VERSION = 2
 FLAG_BUNDLE = 0x01
 
 # Quantizers (q byte, bits 0-3).
@@ -255,7 +254,6 @@ def _section_bytes(s: Section, out: bytearray) -> None:
         put_varint(out, int(d))
     out += struct.pack("<f", s.scale)
     if not s.reuse:
-        put_varint(out, len(s.codebook))
         out += s.codebook
     out += varint_bytes(s.chunk_bits)
     out += s.data
@@ -315,8 +313,12 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
         raise PayloadError(f"scale {scale} is neither a finite value >= 0 nor NaN")
     if reuse:
         codebook = prev.codebook
-    else:
-        codebook = bytes(r.bytes(r.varint("codebook length", r.end), "codebook"))
+    else:  # no length field: the codebook delimits itself, read it to find its end
+        from .coders import parse_codebook  # (coders build on this module)
+
+        start = r.pos
+        parse_codebook(coder, r, qfields["levels"], n, chunk_log2)
+        codebook = bytes(r.buf[start : r.pos])
     m = num_chunks(n, chunk_log2)
     # each chunk costs at least one byte of chunk table: a lying shape cannot make us loop long
     r.need(m, "chunk table")

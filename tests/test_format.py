@@ -27,7 +27,7 @@ def test_inspect_fields():
     info = hc.inspect(blob)
     assert info["quantizer"] == "qsgd" and info["levels"] == 4 and info["norm"] == "l2"
     assert info["coder"] in ("huffman", "zrh") and info["shape"] == (100, 500)
-    assert info["dtype"] == "float32" and info["size"] == 50000 and info["version"] == 1
+    assert info["dtype"] == "float32" and info["size"] == 50000 and info["version"] == hc.FORMAT_VERSION == 2
     assert info["total_bytes"] == len(blob)
     assert info["data_bytes"] * 8 >= info["data_bits"] > 0
     assert info["num_chunks"] == -(-50000 // info["chunk_elements"])

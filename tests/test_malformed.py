@@ -88,8 +88,8 @@ def test_max_elements_guards_memory():
 
 def test_random_bytes_with_valid_header_and_crc(rng):
     for _ in range(2000):
-        b = bytearray(b"HC\x01" + rng.integers(0, 256, int(rng.integers(1, 80)),
-                                               dtype=np.uint8).tobytes())
+        b = bytearray(b"HC" + bytes([hc.FORMAT_VERSION])
+                      + rng.integers(0, 256, int(rng.integers(1, 80)), dtype=np.uint8).tobytes())
         b += b"\0\0\0\0"
         try:
             hc.decode(recrc(b), max_elements=1 << 20)

@@ -2,9 +2,9 @@
 
 For every model x quantizer cell, the default coder's bundle payload (all overhead counted)
 must be <= 1.05 x the order-0 entropy H0 of the states where H0 >= 0.05 bit/entry (<= 1.15 x
-below), and >= 1.3x smaller than Elias-omega run-length coding. One cell does not reach the
-bar yet (see docs/benchmarks.md); for it the test holds the measured level, so a regression
-still fails, and it fails too once it passes (then move it out of KNOWN_GAPS).
+below), and >= 1.3x smaller than Elias-omega run-length coding. Every cell reaches it; a
+cell that falls short later goes into KNOWN_GAPS with the level it holds, so a regression
+still fails, and the test fails too once it passes again (then move it out).
 """
 import pytest
 
@@ -18,9 +18,7 @@ from horovod_huffcomp.entropy import entropy_bits  # noqa: E402
 from horovod_huffcomp.quantizers import quantize  # noqa: E402
 
 # (model, quantizer) -> (what falls short, the level this build holds)
-KNOWN_GAPS = {
-    ("cnn", "qsgd-l2 s=1"): ("H0", 1.16),
-}
+KNOWN_GAPS: dict = {}
 
 
 @pytest.fixture(scope="module", params=MODELS)

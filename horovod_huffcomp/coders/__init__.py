@@ -66,7 +66,7 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
         if q.raw is not None:
             hbits += 31 * (n - int(counts[s]))
         hcode = hcb = None
-        hcb_bits = 8 * (hcb_bytes + 1)
+        hcb_bits = 8 * hcb_bytes
         if prev is not None and prev[0] == "huffman" and len(prev[1]) == hcb_bytes:
             hcode = Code(lengths, single)  # same size as the previous codebook: compare
             hcb = _codebook_bytes(hcode)
@@ -111,23 +111,29 @@ def _require(code: Code, what: str) -> None:
         raise PayloadError(f"{what} is empty but the data needs it")
 
 
+def parse_codebook(coder: str, r: Reader, s: int, n: int, clog2: int):
+    """Read a section's codebook at ``r`` (it delimits itself: the payload stores no length)
+    and check it can code n elements: a Code, ZrhCode, PairCode, or None (Elias)."""
+    if coder in ("huffman", "sh", "shs"):
+        alphabet = shs.alphabet(s) if coder == "shs" else 2 * s + 1
+        code = Code.parse(r, alphabet, f"{coder} code")
+        if n:
+            _require(code, f"{coder} code")
+        return code
+    if coder == "zrh":
+        return zrh.ZrhCode.parse(r, s, n)
+    if coder == "rlh":
+        return rlh.PairCode.parse(r, s, clog2, n)
+    return None
+
+
 def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
     """Decode a parsed section's bits into ``states`` (int8, len n) and ``raw`` (uint32)."""
     s, n, clog2, coder = sec.levels, sec.size, sec.chunk_log2, sec.coder
     r = Reader(sec.codebook)
     buf = np.frombuffer(sec.data, np.uint8)
     bits = sec.chunk_bits
-    if coder in ("huffman", "sh", "shs"):
-        alphabet = shs.alphabet(s) if coder == "shs" else 2 * s + 1
-        code = Code.parse(r, alphabet, f"{coder} code")
-        if n:
-            _require(code, f"{coder} code")
-    elif coder == "zrh":
-        zc = zrh.ZrhCode.parse(r, s, n)
-    elif coder == "rlh":
-        pc = rlh.PairCode.parse(r, s, clog2, n)
-    else:
-        code = None
+    code = parse_codebook(coder, r, s, n, clog2)
     if r.pos != r.end:
         raise PayloadError(f"{coder} codebook has {r.end - r.pos} unexpected trailing bytes")
     if coder in ("huffman", "sh"):
@@ -135,9 +141,9 @@ def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
     elif coder == "shs":
         err = shs.decode(buf, bits, n, clog2, s, code, states, raw)
     elif coder == "zrh":
-        err = zrh.decode(buf, bits, n, clog2, s, zc, states, raw)
+        err = zrh.decode(buf, bits, n, clog2, s, code, states, raw)
     elif coder == "rlh":
-        err = rlh.decode(buf, bits, n, clog2, pc, states, raw)
+        err = rlh.decode(buf, bits, n, clog2, code, states, raw)
     else:
         err = elias.decode(buf, bits, n, clog2, s, elias.KINDS[coder], sec.gap_layout, states,
                            raw)

@@ -590,7 +590,7 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
         ll, ls, lbits, lbytes = _codes_of(l_)
         rl, rs, rbits, rbytes = _codes_of(r_)
         hbits = lbits + rbits + extra.sum() + rawbits
-        hcb = 8 * (1 + lbytes + rbytes + 1)
+        hcb = 8 * (1 + lbytes + rbytes)
         if best[7] < 0 or hbits + hcb < best[7] + best[8]:
             best = (2 * ctx, MODE_HUFFMAN, np.zeros(nctx, np.int64), rl, rs, ll, ls, hbits,
                     hcb)
@@ -599,7 +599,7 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
         for c in range(nctx):
             ks[c] = np.argmin(s_[c])
             kbits += s_[c, ks[c]]
-        kcb = 8 * (1 + (nctx if nctx > 1 else 0) + lbytes + 1)
+        kcb = 8 * (1 + (nctx if nctx > 1 else 0) + lbytes)
         if kbits + kcb < best[7] + best[8]:
             best = (2 * ctx + 1, MODE_RICE, ks, np.zeros_like(rl), np.full(nctx, -1, np.int64),
                     ll, ls, kbits, kcb)
@@ -618,7 +618,7 @@ def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
     Candidates: Huffman or the best Rice parameters, with 1 context, 4 magnitude contexts, or
     4 magnitude contexts for runs and 8 magnitude x sign contexts for levels, and ``prev`` (the
     previous bundle section's code, which costs no codebook bytes) when it has a codeword for
-    every symbol present. Codebook bits count the codebook and its length varint. All are
+    every symbol present. Codebook bits count the codebook's bytes. All are
     weighed in one numba call from the histograms.
     """
     rc, lc, extra, shifted = hist if hist is not None else histograms(q.states, q.n, clog2,
