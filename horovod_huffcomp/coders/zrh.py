@@ -471,11 +471,6 @@ class ZrhCode:
         ll, ls = parse_codes(r, nlctx, 2 * s, "zrh level code")
         return cls(mode, ks, rl, rs, ll, ls)
 
-    def tables(self):
-        """Arrays for the kernels: ks, run lengths/codes, level lengths/codes."""
-        return (self.ks, self.rl, canonical_code_rows(self.rl), self.ll,
-                canonical_code_rows(self.ll))
-
     def decoders(self):
         """Decode tables stacked per context (rows padded with the no-codeword entry) and
         their widths: run tables, run widths, level tables, level widths."""
@@ -634,22 +629,36 @@ def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
     return zc, int(bits), int(cb)
 
 
+@njit(cache=True)
+def _writer_tables(mode, ks, rl, rs, ll):
+    """What the writers need, in one call: run codes, run and level codes packed as
+    code << 5 | length, and bounds on the bits of an element and of a run and a level."""
+    rcd = canonical_code_rows(rl)
+    rtab = ((rcd << 5) | rl).astype(np.uint32)
+    ltab = ((canonical_code_rows(ll) << 5) | ll).astype(np.uint32)
+    if mode == MODE_RICE:
+        per_elem, run_max = 1, 1 + ks.max()
+    else:
+        top = rs.max()  # the longest run symbol with a codeword
+        for c in range(rl.shape[0]):
+            for sym in range(rl.shape[1]):
+                if rl[c, sym] > 0:
+                    top = max(top, sym)
+        per_elem, run_max = 0, rl.max() + run_base(max(top, 0))[1]
+    return rcd, rtab, ltab, per_elem, run_max, ll.max()
+
+
 def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None,
            dense: bool | None = None):
     """(chunk_bits, data) in one pass over the states; ``nonzeros`` (if known) bounds the
     scratch room and picks the writer (``dense`` forces one: same bits either way)."""
     raw, rawbits = raw_values(q)
     s = q.levels
-    ks, rl, rcd, ll, lcd = zc.tables()
-    if zc.mode == MODE_RICE:
-        per_elem, run_max = 1, 1 + int(ks.max())
-    else:
-        top = max(int(np.flatnonzero(rl.max(0))[-1]) if rl.any() else 0, int(zc.rs.max()))
-        per_elem, run_max = 0, int(rl.max()) + run_base(max(top, 0))[1]
-    per_nz = run_max + int(ll.max()) + rawbits
+    ks, rl = zc.ks, zc.rl
+    rcd, rtab, ltab, per_elem, run_max, level_max = _writer_tables(zc.mode, ks, rl, zc.rs,
+                                                                   zc.ll)
+    per_nz = run_max + level_max + rawbits
     nz = q.n if nonzeros is None else nonzeros
-    rtab = ((rcd << 5) | rl).astype(np.uint32)
-    ltab = ((lcd << 5) | ll).astype(np.uint32)
     if dense is None:
         dense = 5 * nz >= 3 * q.n  # >= 60% non-zero
     if dense and not rawbits:
