@@ -129,6 +129,19 @@ def step_seed(seed: int, rank: int, name: str, step: int) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def _warm_up(quantizer, coder, levels, norm, ratio) -> None:
+    """Validate the options (a bad one raises here, not in the first step) and run the codec
+    once on a dense, a sparse and a small tensor: numba compiles the kernels on their first
+    call (seconds, then cached on disk), which would otherwise land in the first training
+    step and in the codec time the statistics report."""
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal(1 << 16).astype(np.float32)
+    xs = [dense, dense * (rng.random(dense.size) < 0.002), dense[:100]]
+    blob, _ = api.encode_dequantized(xs, quantizer, coder, levels, norm, ratio=ratio,
+                                     nonfinite="propagate")
+    api.decode_many(blob)
+
+
 class CompressorState:
     """What every framework's compressor keeps, whatever the framework: the encode options,
     the exchange ``mode`` ("allgather": every worker's payload to every worker;
@@ -143,7 +156,7 @@ class CompressorState:
         # before any kernel runs: a parallel kernel would start numba's OpenMP team, which
         # also resets the framework's OpenMP thread count in this process
         share_cores_between_local_ranks()
-        api.encode(np.zeros(1, np.float32), quantizer, coder, levels, norm, ratio=ratio)
+        _warm_up(quantizer, coder, levels, norm, ratio)
         self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
                             ratio=ratio)
         from . import summable
