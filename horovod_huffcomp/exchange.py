@@ -129,7 +129,19 @@ def step_seed(seed: int, rank: int, name: str, step: int) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
-def _warm_up(quantizer, coder, levels, norm, ratio) -> None:
+def compile_kernels() -> None:
+    """Fill numba's on-disk cache with the kernels a training job calls, serial and parallel
+    variants (``scripts/install.sh`` runs it, so that a first job does not compile)."""
+    from .coders.chunks import set_parallel
+
+    for parallel in (False, True):
+        set_parallel(parallel)
+        warm_up("qsgd", "auto", 16, "max", 0.01)
+        warm_up("topk", "auto", 0, "max", 0.01)
+    set_parallel(True)
+
+
+def warm_up(quantizer="qsgd", coder="auto", levels=None, norm="l2", ratio=0.01) -> None:
     """Validate the options (a bad one raises here, not in the first step) and run the codec
     once on a dense, a sparse and a small tensor: numba compiles the kernels on their first
     call (seconds, then cached on disk), which would otherwise land in the first training
@@ -137,9 +149,11 @@ def _warm_up(quantizer, coder, levels, norm, ratio) -> None:
     rng = np.random.default_rng(0)
     dense = rng.standard_normal(1 << 16).astype(np.float32)
     xs = [dense, dense * (rng.random(dense.size) < 0.002), dense[:100]]
-    blob, _ = api.encode_dequantized(xs, quantizer, coder, levels, norm, ratio=ratio,
-                                     nonfinite="propagate")
-    api.decode_many(blob)
+    # "auto" picks per tensor: run both of its coders on both kinds of tensor
+    for c in (coder,) if coder != "auto" else ("auto", "zrh", "huffman"):
+        blob, _ = api.encode_dequantized(xs, quantizer, c, levels, norm, ratio=ratio,
+                                         nonfinite="propagate")
+        api.decode_many(blob)
 
 
 class CompressorState:
@@ -156,7 +170,7 @@ class CompressorState:
         # before any kernel runs: a parallel kernel would start numba's OpenMP team, which
         # also resets the framework's OpenMP thread count in this process
         share_cores_between_local_ranks()
-        _warm_up(quantizer, coder, levels, norm, ratio)
+        warm_up(quantizer, coder, levels, norm, ratio)
         self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
                             ratio=ratio)
         from . import summable

@@ -10,3 +10,6 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q -e ".[${extras}]"
+# compile the codec's numba kernels into their on-disk cache now (about a minute on 2 cores)
+# rather than in the first training job
+"$PY" -c "from horovod_huffcomp.exchange import compile_kernels; compile_kernels()"
