@@ -27,7 +27,7 @@ from numba import njit
 
 from . import bits as B
 from .errors import PayloadError
-from .payload import MAX_CODE_LEN, Reader, put_varint, read_varint
+from .payload import MAX_CODE_LEN, Reader, byte_view, put_varint, read_varint
 
 
 @njit(cache=True)
@@ -395,7 +395,7 @@ _PARSE_ERRORS = {
 def parse_codes(r: Reader, count: int, alphabet: int, what: str):
     """``count`` serialised codes one after the other (one numba call): (lengths, singles),
     a row each; raises PayloadError naming the failing code."""
-    buf = np.frombuffer(r.buf, np.uint8)
+    buf = byte_view(r.buf)
     lengths, singles, pos, err, row = _parse_codes(buf, r.pos, r.end, count, alphabet)
     if err:
         which = f" {row + 1} of {count}" if count > 1 else ""

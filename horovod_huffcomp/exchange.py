@@ -151,9 +151,11 @@ def warm_up(quantizer="qsgd", coder="auto", levels=None, norm="l2", ratio=0.01) 
     xs = [dense, dense * (rng.random(dense.size) < 0.002), dense[:100]]
     # "auto" picks per tensor: run both of its coders on both kinds of tensor
     for c in (coder,) if coder != "auto" else ("auto", "zrh", "huffman"):
-        blob, _ = api.encode_dequantized(xs, quantizer, c, levels, norm, ratio=ratio,
-                                         nonfinite="propagate")
-        api.decode_many(blob)
+        blob, arrays = api.encode_dequantized(xs, quantizer, c, levels, norm, ratio=ratio,
+                                              nonfinite="propagate")
+        gathered = np.frombuffer(frame(blob) * 2, np.uint8).copy()  # as an allgather gives
+        decode_mean(split_frames(gathered, 2), [x.shape for x in xs], rank=1,
+                    mine=(blob, arrays))
 
 
 class CompressorState:

@@ -188,6 +188,15 @@ def read_varints(buf, pos, end, count, limit):
     return out, pos, 0
 
 
+def byte_view(buf) -> np.ndarray:
+    """A read-only uint8 array over a bytes-like object, whether the object is writable
+    (a gathered buffer) or not (bytes): the numba kernels that read payloads then see one
+    array type and are compiled (and cached) once."""
+    a = np.frombuffer(buf, np.uint8)
+    a.flags.writeable = False
+    return a
+
+
 class Reader:
     """Bounds-checked cursor over an untrusted byte string."""
 
@@ -230,7 +239,7 @@ class Reader:
         raise PayloadError(f"{what}: varint longer than 10 bytes at offset {self.pos}")
 
     def varints(self, count: int, what: str, limit: int) -> np.ndarray:
-        buf = np.frombuffer(self.buf, np.uint8)
+        buf = byte_view(self.buf)
         out, pos, err = read_varints(buf, self.pos, self.end, count, limit)
         if err == VARINT_TRUNCATED:
             raise PayloadError(f"truncated payload: {what} needs 1 bytes at offset {pos}, "

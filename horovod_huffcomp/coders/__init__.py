@@ -20,7 +20,7 @@ import numpy as np
 from .. import bits as B
 from ..codebook import Code
 from ..errors import PayloadError
-from ..payload import CODERS, Reader
+from ..payload import CODERS, Reader, byte_view
 from . import elias, rlh, shs, symbol, zrh
 
 CODER_CHOICES = tuple(CODERS) + ("auto",)
@@ -131,7 +131,7 @@ def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
     """Decode a parsed section's bits into ``states`` (int8, len n) and ``raw`` (uint32)."""
     s, n, clog2, coder = sec.levels, sec.size, sec.chunk_log2, sec.coder
     r = Reader(sec.codebook)
-    buf = np.frombuffer(sec.data, np.uint8)
+    buf = byte_view(sec.data)
     bits = sec.chunk_bits
     code = parse_codebook(coder, r, s, n, clog2)
     if r.pos != r.end:
