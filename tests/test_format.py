@@ -71,3 +71,17 @@ def test_many_smallest_sections_parse():
     assert len(blob) < 8 * 200
     out = hc.decode(blob)
     assert len(out) == 200 and all(a.shape == () and a == 0 for a in out)
+
+
+def test_payload_readers_see_one_array_type():
+    """Gathered buffers are writable, bytes are not: the readers' views must type alike, or
+    numba compiles every payload kernel a second time (inside the first training step)."""
+    import numba
+
+    from horovod_huffcomp.payload import byte_view
+
+    gathered = np.frombuffer(b"\x01\x02\x03" * 2, np.uint8).copy()
+    views = [byte_view(b"\x01\x02\x03"), byte_view(memoryview(gathered)[3:]),
+             byte_view(bytearray(b"\x01\x02\x03"))]
+    assert len({numba.typeof(v) for v in views}) == 1
+    assert all(v.tobytes() == b"\x01\x02\x03" for v in views)
