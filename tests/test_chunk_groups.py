@@ -89,14 +89,16 @@ def test_dense_zrh_writer_writes_the_same_bits(mode, ctx):
     q = Quantized(states, n, s, 1.0, "max", None)
     rows = {"one": 1, "magnitude": zrh.NCTX, "sign": zrh.NLCTX}[ctx]
     nctx = 1 if ctx == "one" else zrh.NCTX
-    ll = np.stack([code_from_counts(rng.integers(1, 50, 2 * s))[0] for _ in range(rows)])
+    # skewed level counts: codewords up to 15 bits
+    ll = np.stack([code_from_counts(1 + (rng.permutation(2 * s) ** 6))[0] for _ in range(rows)])
+    assert ll.max() >= 12
     if mode == "huffman":
         rl = np.stack([code_from_counts(rng.integers(1, 50, chunks.RUN_ALPHABET))[0]
                        for _ in range(nctx)])
         zc = zrh.ZrhCode(zrh.MODE_HUFFMAN, np.zeros(nctx), rl, np.full(nctx, -1), ll,
                          np.full(rows, -1))
-    else:
-        zc = zrh.ZrhCode(zrh.MODE_RICE, rng.integers(0, 4, nctx),
+    else:  # large k: a Rice run of up to 40 bits and a 15-bit level after a long run
+        zc = zrh.ZrhCode(zrh.MODE_RICE, rng.integers(0, 4, nctx) + [0, 21][len(ctx) % 2],
                          np.zeros((nctx, chunks.RUN_ALPHABET)), np.full(nctx, -1), ll,
                          np.full(rows, -1))
     assert np.count_nonzero(states) >= 0.6 * n  # encode picks the dense writer

@@ -311,6 +311,7 @@ def _write_dense(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, lt
                     v = np.int64(states[j])
                     le = ltab[np.uint64(lctx * (2 * s) + level_sym(v, s))]
                     pos, acc, nacc = B.put(out, pos, acc, nacc, le >> 5, le & 31)
+                    pos, acc, nacc = B.store8(out, pos, acc, nacc)  # back to < 8 pending
                     r = 0
                     if ctxmode != CTX_ONE:
                         ctx = CTX_OF[v + 128]
@@ -331,7 +332,7 @@ def _write_dense(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, lt
                 le = ltab[np.uint64(lctx * (2 * s) + level_sym(v, s))]
                 ln = np.int64(le & 31)
                 code = ((rcode << B.U64(ln)) | B.U64(le >> 5)) * B.U64(nz)
-                acc, nacc = B.add(acc, nacc, code, (rlen + ln) * nz)  # <= 7 + 55 bits
+                acc, nacc = B.add(acc, nacc, code, (rlen + ln) * nz)  # < 8 + 55 bits
                 pos, acc, nacc = B.store8(out, pos, acc, nacc)
                 r = (r + 1) * (1 - nz)
                 if ctxmode != CTX_ONE:
