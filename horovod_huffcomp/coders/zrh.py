@@ -68,6 +68,16 @@ CTX_OF = np.array([0 if abs(v) <= 1 else 1 if abs(v) <= 3 else 2 if abs(v) <= 7 
                    for v in range(-128, 128)], np.int64)
 
 
+@njit(inline="always", cache=True)
+def contexts(v, ctxmode):
+    """(run context, level context) after the non-zero level v (see the module docstring):
+    the one place writers, histograms and the decoder take them from."""
+    if ctxmode == CTX_ONE:
+        return np.int64(0), np.int64(0)
+    ctx = CTX_OF[np.uint64(v + 128)]
+    return ctx, ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
+
+
 def histograms(states, n: int, clog2: int, s: int):
     """Per run context (the previous level's magnitude bucket): run symbol counts, extra bits
     and the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k; level counts per level
@@ -110,8 +120,7 @@ def _histograms(states, n, clog2, s, first):
                     break
                 v = np.int64(states[i])
                 lc[g, lctx * a2 + level_sym(v, s)] += 1
-                ctx = CTX_OF[v + 128]
-                lctx = ctx + 4 if v < 0 else ctx
+                ctx, lctx = contexts(v, CTX_SIGN)
                 prev = i + 1
                 i = next_nonzero(states, words, i + 1, end)
     return (rc.sum(0).reshape(NCTX, RUN_ALPHABET), lc.sum(0).reshape(NLCTX, a2), extra.sum(0),
@@ -269,9 +278,7 @@ def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, ra
                     pos, acc, nacc = B.put(out, pos, acc, nacc, le >> 5, ln)
                 if rawbits:
                     pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
-                if ctxmode != CTX_ONE:
-                    ctx = CTX_OF[v + 128]
-                    lctx = ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
+                ctx, lctx = contexts(v, ctxmode)
                 prev = i + 1
                 i = next_nonzero(states, words, i + 1, end)
             chunk_bits[c] = 8 * (pos - cstart) + nacc
@@ -282,12 +289,12 @@ def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, ra
 @chunk_parallel
 def _write_dense(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, first, base,
                  out, chunk_bits, ends):
-    """:func:`_write` without raw values, for states that are mostly
-    non-zero (>= 60%: measured faster there, slower below), where finding the next non-zero
-    costs a mispredicted branch per entry: every
-    entry goes through the same branchless steps (a zero adds a codeword of length 0 and
-    lengthens the run, a non-zero adds its run and level and resets it), and only a run
-    reaching RUN_DIRECT zeros leaves for the next non-zero. Same bits as :func:`_write`."""
+    """:func:`_write` without raw values, for states that are mostly non-zero (>= 60%:
+    measured faster there, slower below), where finding the next non-zero costs a
+    mispredicted branch per entry: every entry goes through the same branchless steps (a zero
+    adds a codeword of length 0 and lengthens the run, a non-zero adds its run and level and
+    resets it), and only a run reaching RUN_DIRECT zeros leaves for the next non-zero. Same
+    bits as :func:`_write`."""
     words = states.view(np.uint64)
     for g in prange(first.shape[0] - 1):
         pos = base[g]
@@ -313,9 +320,7 @@ def _write_dense(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, lt
                     pos, acc, nacc = B.put(out, pos, acc, nacc, le >> 5, le & 31)
                     pos, acc, nacc = B.store8(out, pos, acc, nacc)  # back to < 8 pending
                     r = 0
-                    if ctxmode != CTX_ONE:
-                        ctx = CTX_OF[v + 128]
-                        lctx = ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
+                    ctx, lctx = contexts(v, ctxmode)
                     i = j + 1
                     continue
                 v = np.int64(states[i])
@@ -335,12 +340,9 @@ def _write_dense(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, lt
                 acc, nacc = B.add(acc, nacc, code, (rlen + ln) * nz)  # < 8 + 55 bits
                 pos, acc, nacc = B.store8(out, pos, acc, nacc)
                 r = (r + 1) * (1 - nz)
-                if ctxmode != CTX_ONE:
-                    nctx = CTX_OF[np.uint64(v + 128)]
-                    ctx = nctx if nz else ctx
-                    if ctxmode == CTX_SIGN:
-                        nctx += 4 * np.int64(v < 0)
-                    lctx = nctx if nz else lctx
+                nctx, nlctx = contexts(v, ctxmode)  # kept only after a non-zero (selects)
+                ctx = nctx if nz else ctx
+                lctx = nlctx if nz else lctx
                 i += 1
             if r >= 0:  # the terminal run
                 pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx], rlens[ctx],
@@ -409,9 +411,7 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, ctxmode, ks, rt, rtb, l
             bitpos += 31
         if bitpos > stop:
             return B.ERR_OVERRUN
-        if ctxmode != CTX_ONE:
-            ctx = CTX_OF[v + 128]
-            lctx = ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
+        ctx, lctx = contexts(v, ctxmode)
         i += 1
     if bitpos != stop:
         return B.ERR_OVERRUN if bitpos > stop else B.ERR_UNDERRUN
