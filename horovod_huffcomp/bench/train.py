@@ -95,17 +95,6 @@ def link_table(a, rows_by_link) -> None:
         print(f"| {r['mode']} | {100 * r['accuracy']:.2f}% | " + " | ".join(cells) + " |")
 
 
-def warm_up(modes) -> None:
-    """One unmeasured epoch of each compressed mode first: the codec's numba kernels are
-    compiled on their first call after a source change and cached on disk, and that compile
-    time (seconds) would otherwise be counted in the first measured mode's step and codec
-    time."""
-    for mode in modes:
-        if "huffman" in MODES[mode]:
-            run_mode(MODES[mode], 1)
-    print("warm-up done (numba cache filled)", flush=True)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="horovod-huffcomp-bench train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,11 +103,7 @@ def main(argv=None):
     ap.add_argument("--link-mbit", type=float, nargs="+", default=None,
                     help="also run every mode with the loopback capped at these rates (Linux "
                          "tc, root): measured step times on a slow link")
-    ap.add_argument("--no-warmup", action="store_true",
-                    help="skip the unmeasured 1-epoch run of each compressed mode")
     a = ap.parse_args(argv)
-    if not a.no_warmup:
-        warm_up(a.modes)
     if a.link_mbit:
         rows_by_link = {}
         for mbit in a.link_mbit:
