@@ -25,6 +25,7 @@ typedef unsigned long long uint64_t;
 #endif
 
 #define HC_MAX_CODE_LEN 15
+#define HC_ESCAPE_ENTRY (-2)  // a primary decode table's entry: read the full table
 #define HC_MAX_LEVELS 127
 #define HC_MAX_ALPHABET (2 * HC_MAX_LEVELS + 1)
 #define HC_GOLDEN 0x9E3779B97F4A7C15ull
@@ -189,28 +190,20 @@ HC_HD void hc_canonical_codes(const uint8_t* lengths, int n, uint16_t* codes) {
 }
 
 // ----------------------------------------------------------------- bits.py
-// Emit the low `len` bits of `code`, most significant first, at stream bit `pos` (MSB-first
-// within bytes): or_byte(byte index, bits to OR) does the store (a plain OR on the host, an
-// atomicOr of the containing 32-bit word on the device, where neighbours share bytes).
-template <class OrByte>
-HC_HD void hc_emit(uint64_t pos, uint64_t code, int len, OrByte or_byte) {
-    while (len > 0) {
-        int off = (int)(pos & 7), room = 8 - off;
-        int take = len < room ? len : room;
-        uint32_t bits = (uint32_t)(code >> (len - take)) & ((1u << take) - 1u);
-        or_byte(pos >> 3, (uint8_t)(bits << (room - take)));
-        pos += take;
-        len -= take;
-    }
+// The stream as 32-bit words, MSB first: bit 31 of word 0 is the stream's first bit. Place
+// codeword `code` (its low `len` bits, 1 <= len <= 32) at stream bit `rel`: or_word(word
+// index, bits) ORs into at most two words (a plain OR on the host, a shared-memory atomicOr
+// in the device's warp buffer).
+template <class OrWord>
+HC_HD void hc_place(uint64_t rel, uint32_t code, int len, OrWord or_word) {
+    uint64_t v = (uint64_t)code << (64 - len - (int)(rel & 31));
+    or_word(rel >> 5, (uint32_t)(v >> 32));
+    if ((uint32_t)v) or_word((rel >> 5) + 1, (uint32_t)v);
 }
 
-// 32 bits of the stream from bit `pos`, bytes past `nbytes` reading as zero (bits.peek32).
-HC_HD uint32_t hc_peek32(const uint8_t* buf, uint64_t nbytes, uint64_t pos) {
-    uint64_t byte = pos >> 3;
-    uint64_t acc = 0;
-    for (int k = 0; k < 5; ++k)
-        acc = (acc << 8) | (byte + k < nbytes ? buf[byte + k] : 0u);
-    return (uint32_t)(acc >> (8 - (pos & 7)));
+// Such a word as it lies in memory: its bytes in stream order, read as a little-endian word.
+HC_HD uint32_t hc_word_bytes(uint32_t w) {
+    return (w >> 24) | ((w >> 8) & 0xFF00u) | ((w << 8) & 0xFF0000u) | (w << 24);
 }
 
 // Decode table entry for the next `tbits` bits: symbol << 5 | length; -1 << 5 = no codeword.
@@ -225,6 +218,12 @@ HC_HD void hc_decode_table(const uint8_t* lengths, const uint16_t* codes, int n,
     }
 }
 
+// Entry j of a primary table of `pbits` bits over a decode table of `tbits` bits.
+HC_HD int32_t hc_primary_entry(const int32_t* table, int tbits, int pbits, int j) {
+    int32_t e = table[(uint32_t)j << (tbits - pbits)];
+    return e >= 0 && (e & 31) <= pbits ? e : HC_ESCAPE_ENTRY;
+}
+
 // Errors of a chunk decoder (bits.ERR_*): the chunk's bits end early / late / a bad codeword.
 #define HC_OK 0
 #define HC_ERR_OVERRUN 1
@@ -233,18 +232,62 @@ HC_HD void hc_decode_table(const uint8_t* lengths, const uint16_t* codes, int n,
 
 // One chunk of the huffman/sh layout: one codeword per element (symbol = state + s), MSB
 // first from byte `first_byte`; exactly `nbits` bits. Calls put(i, state) per element.
-// `tbits` = 0 is a single-symbol code (table[0] holds it, 0 bits each).
+// `table`: hc_decode_table of `tbits` bits; `prim`: its first `pbits` bits
+// (hc_primary_table, small enough to stay in a cache: on an H100 the full 2^15-entry table's
+// scattered lookups made decoding 1.5-3x slower), the full table read only for codewords
+// longer than `pbits`. `tbits` = 0 is a single-symbol code (table[0] holds it, 0 bits each).
+// The bits are read through a 64-bit window refilled 4 bytes at a time (bytes past `nbytes`
+// read as zero). (Decoding 8 elements before adding them, to issue the adds together, was
+// measured 2-3x slower on an H100.)
+#define HC_PRIMARY_BITS 10
+
 template <class Put>
 HC_HD int hc_huffman_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
                                   uint64_t nbits, int64_t start, int64_t end, int s,
-                                  const int32_t* table, int tbits, Put put) {
-    uint64_t pos = 8 * first_byte, stop = pos + nbits;
+                                  const int32_t* table, int tbits, const int32_t* prim,
+                                  int pbits, Put put) {
+    if (!tbits) {  // every element is the one symbol, 0 bits each
+        if (start < end && table[0] < 0) return HC_ERR_SYMBOL;
+        for (int64_t i = start; i < end; ++i) put(i, (table[0] >> 5) - s);
+        return nbits == 0 ? HC_OK : HC_ERR_UNDERRUN;
+    }
+    uint64_t next = first_byte, used = 0, win = 0;  // win: `have` unread bits at the top
+    int have = 0;
     for (int64_t i = start; i < end; ++i) {
-        int32_t e = tbits ? table[hc_peek32(buf, nbytes, pos) >> (32 - tbits)] : table[0];
+        if (have < 32) {
+            uint32_t w = 0;
+            for (int k = 0; k < 4; ++k) w = (w << 8) | (next + k < nbytes ? buf[next + k] : 0u);
+            win |= (uint64_t)w << (32 - have);
+            next += 4;
+            have += 32;
+        }
+        int32_t e = prim[win >> (64 - pbits)];
+        if (e == HC_ESCAPE_ENTRY) e = table[win >> (64 - tbits)];
         if (e < 0) return HC_ERR_SYMBOL;
-        pos += e & 31;
-        if (pos > stop) return HC_ERR_OVERRUN;
+        int len = e & 31;
+        used += len;
+        if (used > nbits) return HC_ERR_OVERRUN;
+        win <<= len;
+        have -= len;
         put(i, (e >> 5) - s);
     }
-    return pos == stop ? HC_OK : HC_ERR_UNDERRUN;
+    return used == nbits ? HC_OK : HC_ERR_UNDERRUN;
+}
+
+// The first `pbits` = min(tbits, HC_PRIMARY_BITS) bits of a decode table: entry j is the
+// full table's entry for the codeword that j starts with when it has at most pbits bits, else
+// HC_ESCAPE_ENTRY (look the full tbits bits up). Returns pbits.
+HC_HD int hc_primary_table(const int32_t* table, int tbits, int32_t* prim) {
+    int pbits = tbits < HC_PRIMARY_BITS ? tbits : HC_PRIMARY_BITS;
+    for (int j = 0; j < (1 << pbits); ++j) prim[j] = hc_primary_entry(table, tbits, pbits, j);
+    return pbits;
+}
+
+// A decoded state's value in the tensor's dtype (1 float16, 2 float32, 3 float64), as a
+// double: state * scale / s rounded to the dtype (cpu_backend's dequantize, then astype).
+HC_HD double hc_state_value(int state, double scale, int s, int dtype) {
+    double v = (double)state * scale / (double)s;
+    if (dtype == 1) return hc_round_to_half(v);
+    if (dtype == 2) return (double)(float)v;
+    return v;
 }

@@ -21,7 +21,9 @@ the device into one float64 accumulator, payload by payload in order, as
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +31,14 @@ import numpy as np
 from . import payload
 from .codebook import Code
 from .errors import NonFiniteError, PayloadError
-from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_CODE_LEN, MAX_NDIM, Section
+from .payload import (CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_CODE_LEN, MAX_LEVELS,
+                      MAX_NDIM, Section)
 from .quantizers import check_options
 
 STAGES = ("quantize", "histogram", "codebook", "huffman")
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
-THREADS = 256
+THREADS = 256  # cuda/huffman.cu HC_THREADS
+PRIMARY_BITS = 10  # cuda/common.cuh HC_PRIMARY_BITS
 _SUFFIX = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32",
            np.dtype(np.float64): "f64"}
 
@@ -102,7 +106,11 @@ def _module(d: str, stage: str):
     import cupy
 
     src = (Path(d) / f"{stage}.cu").read_text()
-    return cupy.RawModule(code=src, options=COMPILE_OPTIONS + (f"-I{d}",))
+    # CuPy's on-disk cache keys a binary by this text and the options, not by the headers it
+    # includes: name the header's hash in the text, so a changed common.cuh recompiles
+    header = hashlib.sha256((Path(d) / "common.cuh").read_bytes()).hexdigest()
+    return cupy.RawModule(code=f"// common.cuh sha256 {header}\n{src}",
+                          options=COMPILE_OPTIONS + (f"-I{d}",))
 
 
 def _as_device_flat(x):
@@ -146,140 +154,141 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     if count == 0:
         return []
     streams = list(range(count)) if streams is None else [int(v) for v in streams]
-    sizes_h = np.array([f.size for f in flats], np.int64)
-    sizes = cupy.asarray(sizes_h)
+    # the device works on the tensors grouped by dtype (one launch per group and kernel of the
+    # quantize stage): position j holds tensor order[j]; sections come back in input order
+    order = sorted(range(count), key=lambda t: _SUFFIX[flats[t].dtype])
+    sizes_h = np.array([flats[t].size for t in order], np.int64)
+    padded = (sizes_h + 7) & ~7  # each tensor's states zero padded to a multiple of 8
+    offsets_h = np.zeros(count + 1, np.int64)
+    np.cumsum(padded, out=offsets_h[1:])
     alphabet = 2 * s + 1
     l2 = int(norm == "l2")
-    u64 = cupy.uint64
+    min_log2 = chunk_log2 or 12  # auto never goes below CHUNK_LOG2_AUTO_MIN
+    bound = max(int(sum(-(-int(n) // (1 << min_log2)) for n in sizes_h)), 1)
+    # every small input in one upload, every small output in one zeroed buffer
+    ptrs, sizes, streams_d, offsets = _upload([
+        np.array([flats[t].data.ptr for t in order], np.uint64), sizes_h,
+        np.array([streams[t] for t in order], np.int64), offsets_h])
+    plan_specs = [(count, np.float32), (count, np.int32), (count, np.int32), (count, np.int32),
+                  (count + 1, np.int64), (bound, np.uint64), (count * alphabet, np.uint8)]
+    plan_h, plan = _carve(plan_specs)
+    scales, bad, single, clog2, chunk_first, chunk_bits, lengths = plan
+    _, (maxbits, hi, lo, counts, codes, bits, nchunks) = _carve(
+        [(count, np.uint64), (count, np.uint64), (count, np.uint64),
+         (count * alphabet, np.uint64), (count * alphabet, np.uint16), (count, np.uint64),
+         (count, np.int64)])
+    groups = []  # (dtype suffix, first position, end position)
+    for j, t in enumerate(order):
+        suf = _SUFFIX[flats[t].dtype]
+        if groups and groups[-1][0] == suf:
+            groups[-1][2] = j + 1
+        else:
+            groups.append([suf, j, j + 1])
 
     mark("start")
     # 1. scales: max|x| (+ the L2 fixed-point sum of squares), per dtype group, one launch each
-    maxbits = cupy.zeros(count, u64)
-    bad = cupy.zeros(count, cupy.int32)
-    hi = cupy.zeros(count, u64)
-    lo = cupy.zeros(count, u64)
-    groups: dict = {}
-    for i, f in enumerate(flats):
-        groups.setdefault(f.dtype, []).append(i)
-    for dt, idx in groups.items():
-        sub = cupy.asarray(idx, cupy.int64)
-        ptrs = cupy.asarray([flats[i].data.ptr for i in idx], u64)
-        grid = (_grid(int(sizes_h[idx].max())), len(idx))
-        m, b, h, lw = (cupy.zeros(len(idx), u64), cupy.zeros(len(idx), cupy.int32),
-                       cupy.zeros(len(idx), u64), cupy.zeros(len(idx), u64))
-        kernel("quantize", f"hc_absmax_{_SUFFIX[dt]}")(grid, (THREADS,), (ptrs, sizes[sub], m, b))
+    for suf, a, b in groups:
+        grid = (_grid(int(sizes_h[a:b].max())), b - a)
+        kernel("quantize", f"hc_absmax_{suf}")(grid, (THREADS,),
+                                               (ptrs[a:], sizes[a:], maxbits[a:], bad[a:]))
         if l2:
-            kernel("quantize", f"hc_sumsq_{_SUFFIX[dt]}")(grid, (THREADS,),
-                                                         (ptrs, sizes[sub], m, h, lw))
-        maxbits[sub], bad[sub], hi[sub], lo[sub] = m, b, h, lw
-    scales = cupy.zeros(count, cupy.float32)
+            kernel("quantize", f"hc_sumsq_{suf}")(grid, (THREADS,), (
+                ptrs[a:], sizes[a:], maxbits[a:], hi[a:], lo[a:]))
     kernel("quantize", "hc_scales")((-(-count // 128),), (128,),
                                     (maxbits, bad, hi, lo, np.int32(l2), np.int32(count), scales))
 
     mark("scale")
-    # 2. states (each tensor zero padded to a multiple of 8)
-    padded = (sizes_h + 7) & ~7
-    offsets_h = np.zeros(count + 1, np.int64)
-    np.cumsum(padded, out=offsets_h[1:])
-    offsets = cupy.asarray(offsets_h)
-    states = cupy.zeros(int(offsets_h[-1]) or 8, cupy.int8)
-    streams_d = cupy.asarray(streams, cupy.int64)
-    for dt, idx in groups.items():
-        sub = cupy.asarray(idx, cupy.int64)
-        ptrs = cupy.asarray([flats[i].data.ptr for i in idx], u64)
-        kernel("quantize", f"hc_quantize_{_SUFFIX[dt]}")(
-            (_grid(int(sizes_h[idx].max())), len(idx)), (THREADS,),
-            (ptrs, sizes[sub], scales[sub], np.int32(s), np.uint64(seed), streams_d[sub],
-             offsets[sub], states))
+    # 2. states (the kernel writes every byte, padding included)
+    states = cupy.empty(int(offsets_h[-1]) or 8, cupy.int8)
+    for suf, a, b in groups:
+        kernel("quantize", f"hc_quantize_{suf}")(
+            (_grid(int(sizes_h[a:b].max())), b - a), (THREADS,),
+            (ptrs[a:], sizes[a:], scales[a:], np.int32(s), np.uint64(seed), streams_d[a:],
+             offsets[a:], states))
 
     mark("quantize")
     # 3. histogram, codes, chunk plan: all on the device
-    counts = cupy.zeros(count * alphabet, u64)
     kernel("histogram", "hc_histogram")((_grid(int(sizes_h.max())), count), (THREADS,),
                                         (states, offsets, sizes, np.int32(s), counts))
-    lengths = cupy.zeros(count * alphabet, cupy.uint8)
-    codes = cupy.zeros(count * alphabet, cupy.uint16)
-    single = cupy.zeros(count, cupy.int32)
-    bits = cupy.zeros(count, u64)
     one_per_tensor = ((-(-count // 64),), (64,))
     mark("histogram")
     kernel("codebook", "hc_build_codes")(*one_per_tensor, (counts, np.int32(alphabet),
                                                            np.int32(count), lengths, codes,
                                                            single, bits))
-    clog2 = cupy.zeros(count, cupy.int32)
-    nchunks = cupy.zeros(count, cupy.int64)
     kernel("codebook", "hc_chunk_plan")(*one_per_tensor, (
         counts, np.int32(alphabet), np.int32(s), sizes, np.int32(count),
         np.int32(chunk_log2 or 0), clog2, nchunks))
-    chunk_first = cupy.zeros(count + 1, cupy.int64)
     cupy.cumsum(nchunks, out=chunk_first[1:])
     mark("codebook")
-    min_log2 = chunk_log2 or 12  # auto never goes below CHUNK_LOG2_AUTO_MIN
-    bound = int(sum(-(-int(n) // (1 << min_log2)) for n in sizes_h))
-    chunk_bits = cupy.zeros(max(bound, 1), u64)
-    if bound:
-        kernel("huffman", "hc_huffman_chunk_bits")((-(-bound * 32 // THREADS),), (THREADS,), (
-            states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s), lengths,
-            chunk_bits))
+    kernel("huffman", "hc_huffman_chunk_bits")((-(-bound * 32 // THREADS),), (THREADS,), (
+        states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s), lengths,
+        chunk_bits))
 
     mark("chunk sizes")
-    # 4. the one synchronisation: the plan to the host
-    scales_h, bad_h, lengths_h, single_h, clog2_h, first_h = (
-        scales.get(), bad.get(), lengths.get().reshape(count, alphabet), single.get(),
-        clog2.get(), chunk_first.get())
+    # 4. the one synchronisation: the plan to the host, in one copy
+    plan_host = _pinned(plan_h.nbytes, 0)
+    plan_h.get(out=plan_host)
+    scales_h, bad_h, single_h, clog2_h, first_h, bits_h, lengths_h = _carve(plan_specs,
+                                                                            plan_host)[1]
+    lengths_h = lengths_h.reshape(count, alphabet)
     if nonfinite == "raise" and bad_h.any():
         raise NonFiniteError("input holds NaN or Inf; pass nonfinite='propagate' to encode a "
                              "NaN tensor")
-    bits_h = chunk_bits[: int(first_h[-1])].get().astype(np.int64)
+    bits_h = bits_h[: int(first_h[-1])].astype(np.int64)
     nbytes = (bits_h + 7) >> 3
     chunk_byte_h = np.zeros(bits_h.size + 1, np.int64)
     np.cumsum(nbytes, out=chunk_byte_h[1:])
     total = int(chunk_byte_h[-1])
     mark("plan to host")
 
-    # 5. write every chunk's bits into one zeroed buffer, then bring it over
+    # 5. write every chunk's bits into one zeroed buffer, then bring it over (through pinned
+    # memory: one DMA, then one host copy into the bytes the sections slice)
     out = cupy.zeros(max(-(-total // 4), 1), cupy.uint32)
     if bits_h.size:
+        (chunk_byte,) = _upload([chunk_byte_h[:-1].astype(np.uint64)])
         kernel("huffman", "hc_huffman_write")((-(-bits_h.size * 32 // THREADS),), (THREADS,), (
             states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s), lengths,
-            codes, cupy.asarray(chunk_byte_h[:-1].astype(np.uint64)), out))
+            codes, chunk_byte, out))
     mark("write")
-    data = out.view(cupy.uint8)[:total].get().tobytes()
+    staged = _pinned(total, 1)
+    out.view(cupy.uint8)[:total].get(out=staged)
+    data = memoryview(staged.tobytes())
     mark("data to host")
     if profile is not None:
         marks[-1][1].synchronize()
         for (_, a), (name, b) in zip(marks, marks[1:]):
             profile[name] = profile.get(name, 0.0) + cupy.cuda.get_elapsed_time(a, b)
 
-    sections = []
-    for t in range(count):
-        code = (Code(np.zeros(alphabet, np.int64), single=int(single_h[t]))
-                if single_h[t] >= 0 else Code(lengths_h[t].astype(np.int64)))
+    sections = [None] * count
+    for j, t in enumerate(order):
+        code = (Code(np.zeros(alphabet, np.int64), single=int(single_h[j]))
+                if single_h[j] >= 0 else Code(lengths_h[j].astype(np.int64)))
         cb = bytearray()
         code.serialize(cb)
-        a, b = int(first_h[t]), int(first_h[t + 1])
-        prev_cb = (prev.coder, prev.codebook) if prev is not None else None
-        sec = Section(quantizer=quantizer, coder="huffman", dtype=flats[t].dtype,
-                      shape=shapes[t], levels=s, scale=float(scales_h[t]),
-                      chunk_log2=int(clog2_h[t]), norm=norm, raw=False, gap_layout=False,
-                      reuse=prev_cb == ("huffman", bytes(cb)), codebook=bytes(cb),
-                      chunk_bits=bits_h[a:b].copy(),
-                      data=data[int(chunk_byte_h[a]): int(chunk_byte_h[b])])
-        sections.append(sec)
+        a, b = int(first_h[j]), int(first_h[j + 1])
+        sections[t] = Section(quantizer=quantizer, coder="huffman", dtype=flats[t].dtype,
+                              shape=shapes[t], levels=s, scale=float(scales_h[j]),
+                              chunk_log2=int(clog2_h[j]), norm=norm, raw=False,
+                              gap_layout=False, codebook=bytes(cb),
+                              chunk_bits=bits_h[a:b].copy(),
+                              data=data[int(chunk_byte_h[a]): int(chunk_byte_h[b])])
+    for sec in sections:  # a codebook equal to the previous section's is not repeated
+        sec.reuse = prev is not None and (prev.coder, prev.codebook) == ("huffman", sec.codebook)
         prev = sec
     return sections
 
 
 def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFAULT_MAX_ELEMENTS,
-               labels=None, bundle: bool | None = None):
+               labels=None, bundle: bool | None = None, profile: dict | None = None):
     """Decode-and-sum on the device: the payloads (one per worker, each a tensor or a bundle
     of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles, or
     always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
     payloads in errors (default "payload i"). NotImplementedError if a section is not
-    GPU-covered (huffman), before any result is returned."""
+    GPU-covered (huffman), before any result is returned. ``profile``: a dict that receives
+    the device milliseconds of the upload and of the decode kernels (``bench gpu``)."""
     labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
     parsed = _unpack_all(blobs, labels, max_elements)
-    out = _sum_parsed(parsed, labels, average)
+    out = _sum_parsed(blobs, parsed, labels, average, profile)
     return out if (parsed[0][0] if bundle is None else bundle) else out[0]
 
 
@@ -287,7 +296,7 @@ def decode(blob, *, max_elements: int = payload.DEFAULT_MAX_ELEMENTS, label: str
     """One payload's dequantized tensors on the device, each in its own dtype (always a list),
     as ``api.decode_many`` gives on the host."""
     parsed = _unpack_all([blob], [label], max_elements)
-    sums = _sum_parsed(parsed, [label], average=False)
+    sums = _sum_parsed([blob], parsed, [label], average=False)
     return [a.astype(sec.dtype) for a, sec in zip(sums, parsed[0][1])]
 
 
@@ -305,11 +314,11 @@ def _unpack_all(blobs, labels, max_elements):
     return parsed
 
 
-def _sum_parsed(parsed, labels, average: bool) -> list:
+def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = None) -> list:
     """The float64 sum (mean with ``average``) of parsed payloads holding the same tensors,
-    one CuPy array per tensor."""
-    import cupy
-
+    one CuPy array per tensor. Every payload's bytes and decode plan go to the device in one
+    copy; then per payload (in order, on one stream) its decode tables and one decode-and-add
+    launch; one synchronisation at the end reads every payload's error flag."""
     is_bundle, first = parsed[0]
     shapes = [sec.shape for sec in first]
     for label, (bd, secs) in zip(labels, parsed):
@@ -322,12 +331,14 @@ def _sum_parsed(parsed, labels, average: bool) -> list:
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])
-    acc = cupy.zeros(int(offsets_h[-1]) or 1, cupy.float64)
-    err = cupy.zeros(2, cupy.int32)
-    sizes = cupy.asarray(sizes_h)
-    acc_offsets = cupy.asarray(offsets_h[:-1])
-    for label, (_, secs) in zip(labels, parsed):
-        _decode_into(secs, sizes, acc_offsets, acc, err, label)
+    acc, e = _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile)
+    for label, (code, chunk) in zip(labels, e):
+        if code:
+            messages = {1: "a chunk's codewords run past its bit length",
+                        2: "a chunk ends before its bit length",
+                        3: "a bit pattern with no codeword"}
+            raise PayloadError(f"{label}: huffman data: {messages.get(int(code), 'error')} "
+                               f"(chunk {int(chunk)})")
     out = []
     for t, sh in enumerate(shapes):
         a = acc[offsets_h[t]: offsets_h[t + 1]]
@@ -337,51 +348,149 @@ def _sum_parsed(parsed, labels, average: bool) -> list:
     return out
 
 
-def _decode_into(secs, sizes, acc_offsets, acc, err, which: str) -> None:
+def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
+    """The device part of :func:`_sum_parsed`: every payload decoded and added in order into
+    one float64 accumulator; returns it and each payload's (error code, chunk) (0: none)."""
     import cupy
 
+    count = sizes_h.size
+    codes_seen: dict = {}
+    plans = [_decode_plan(b, secs, label, codes_seen)
+             for b, (_, secs), label in zip(blobs, parsed, labels)]
+    arrays = [sizes_h, offsets_h[:-1]]
+    for pl in plans:
+        arrays += pl[1:]
+    marks = []
+
+    def mark(name):
+        if profile is not None:
+            ev = cupy.cuda.Event()
+            ev.record()
+            marks.append((name, ev))
+
+    mark("start")
+    sizes, acc_offsets, *rest = _upload(arrays, pinned_slot=2)
+    mark("upload")
+    acc = cupy.zeros(int(offsets_h[-1]) or 1, cupy.float64)
+    err = cupy.zeros(2 * len(plans), cupy.int32)
+    tables = cupy.empty(count << MAX_CODE_LEN, cupy.int32)
+    tbits = cupy.zeros(count, cupy.int32)
+    prims = cupy.empty(count << PRIMARY_BITS, cupy.int32)
+    pbits = cupy.zeros(count, cupy.int32)
+    values = cupy.empty(count * (2 * MAX_LEVELS + 1), cupy.float64)
+    for p, pl in enumerate(plans):
+        (buf, lengths, codes, single, chunk_byte, chunk_bits, clog2, first_d, dtypes,
+         scales) = rest[10 * p: 10 * p + 10]
+        s, total_chunks = pl[0]
+        if total_chunks == 0:
+            continue
+        kernel("codebook", "hc_decode_tables")((count,), (THREADS,), (
+            lengths, codes, single, np.int32(2 * s + 1), scales, dtypes, tbits, tables, pbits,
+            prims, values))
+        kernel("huffman", "hc_huffman_decode_sum")((-(-total_chunks // 128),), (128,), (
+            buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+            np.int32(count), np.int32(s), tables, tbits, prims, pbits, values, acc_offsets, acc,
+            err[2 * p:]))
+    mark("decode")
+    e = err.get().reshape(-1, 2)
+    if profile is not None:
+        for (_, a), (name, b) in zip(marks, marks[1:]):
+            profile[name] = profile.get(name, 0.0) + cupy.cuda.get_elapsed_time(a, b)
+    return acc, e
+
+
+def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
+    """What the device needs to decode one payload: ``[(levels, chunks), payload bytes,
+    lengths, codes, single, chunk_byte, chunk_bits, clog2, chunk_first, dtypes, scales]``
+    (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
+    codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
     s = secs[0].levels
     alphabet = 2 * s + 1
     lengths = np.zeros((count, alphabet), np.uint8)
     codes = np.zeros((count, alphabet), np.uint16)
     single = np.full(count, -1, np.int32)
-    chunk_bits, chunk_byte, data = [], [], bytearray()
+    chunk_bits, chunk_byte = [], []
     for t, sec in enumerate(secs):
-        code = Code.parse(payload.Reader(sec.codebook), alphabet, "huffman code")
+        key = (alphabet, sec.codebook)
+        code = codes_seen.get(key)
+        if code is None:
+            code = codes_seen[key] = Code.parse(payload.Reader(sec.codebook), alphabet,
+                                                "huffman code")
         if sec.size and code.single < 0 and not code.lengths.any():
             raise PayloadError(f"{which}: huffman code is empty but the data needs it")
         lengths[t] = code.lengths
         codes[t] = code.codes
         single[t] = code.single
         nb = (sec.chunk_bits + 7) >> 3
-        starts = len(data) + np.concatenate([[0], np.cumsum(nb)[:-1]]) if nb.size else nb
-        if int(nb.sum()) != len(sec.data):
+        if int(nb.sum()) != len(sec.data) or sec.offset < 0:
             raise PayloadError(f"{which}: chunk table and data length disagree")
+        starts = np.zeros(nb.size, np.uint64)
+        np.cumsum(nb[:-1], out=starts[1:])
+        chunk_byte.append(starts + np.uint64(sec.offset))
         chunk_bits.append(sec.chunk_bits.astype(np.uint64))
-        chunk_byte.append(np.asarray(starts, np.uint64))
-        data += bytes(sec.data)
-    first_h = np.zeros(count + 1, np.int64)
-    np.cumsum([b.size for b in chunk_bits], out=first_h[1:])
-    total_chunks = int(first_h[-1])
-    if total_chunks == 0:
-        return
-    tables = cupy.empty(count << MAX_CODE_LEN, cupy.int32)
-    tbits = cupy.zeros(count, cupy.int32)
-    kernel("codebook", "hc_decode_tables")((count,), (THREADS,), (
-        cupy.asarray(lengths.reshape(-1)), cupy.asarray(codes.reshape(-1)),
-        cupy.asarray(single), np.int32(alphabet), tbits, tables))
-    buf = cupy.asarray(np.frombuffer(bytes(data) or b"\0", np.uint8))
-    dtypes = cupy.asarray([DTYPES[np.dtype(sec.dtype)] for sec in secs], cupy.int32)
-    scales = cupy.asarray([sec.scale for sec in secs], cupy.float32)
-    clog2 = cupy.asarray([sec.chunk_log2 for sec in secs], cupy.int32)
-    kernel("huffman", "hc_huffman_decode_sum")((-(-total_chunks // 128),), (128,), (
-        buf, np.uint64(len(data)), cupy.asarray(np.concatenate(chunk_byte)),
-        cupy.asarray(np.concatenate(chunk_bits)), clog2, cupy.asarray(first_h), sizes,
-        np.int32(count), np.int32(s), scales, tables, tbits, dtypes, acc_offsets, acc, err))
-    e = err.get()
-    if e[0]:
-        messages = {1: "a chunk's codewords run past its bit length",
-                    2: "a chunk ends before its bit length", 3: "a bit pattern with no codeword"}
-        raise PayloadError(f"{which}: huffman data: {messages.get(int(e[0]), 'error')} "
-                           f"(chunk {int(e[1])})")
+    first = np.zeros(count + 1, np.int64)
+    np.cumsum([b.size for b in chunk_bits], out=first[1:])
+    body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
+    return [(s, int(first[-1])), body, lengths.reshape(-1), codes.reshape(-1), single,
+            np.concatenate(chunk_byte), np.concatenate(chunk_bits),
+            np.array([sec.chunk_log2 for sec in secs], np.int32), first,
+            np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
+            np.array([sec.scale for sec in secs], np.float32)]
+
+
+# ---------------------------------------------------------------- small buffers
+def _layout(specs) -> tuple[list[int], int]:
+    """Byte offsets of arrays ``(count, dtype)`` placed one after another, 8-byte aligned,
+    and the total size."""
+    offs, pos = [], 0
+    for n, dt in specs:
+        offs.append(pos)
+        pos += -(-int(n) * np.dtype(dt).itemsize // 8) * 8
+    return offs, max(pos, 8)
+
+
+def _carve(specs, buf=None):
+    """Arrays ``(count, dtype)`` as views of one uint8 buffer: ``buf`` (host or device, laid
+    out by :func:`_layout`) or a new zeroed device buffer (one allocation, one memset).
+    Returns ``(buffer, views)``."""
+    offs, size = _layout(specs)
+    if buf is None:
+        import cupy
+
+        buf = cupy.zeros(size, cupy.uint8)
+    return buf, [buf[o: o + int(n) * np.dtype(dt).itemsize].view(dt)
+                 for o, (n, dt) in zip(offs, specs)]
+
+
+def _upload(arrays, pinned_slot: int | None = None) -> list:
+    """Host arrays as device arrays, in one copy (staged in page-locked memory with
+    ``pinned_slot``, for large uploads)."""
+    import cupy
+
+    specs = [(a.size, a.dtype) for a in arrays]
+    offs, size = _layout(specs)
+    host = np.zeros(size, np.uint8) if pinned_slot is None else _pinned(size, pinned_slot)
+    for o, a in zip(offs, arrays):
+        host[o: o + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    dev = cupy.empty(size, cupy.uint8)
+    dev.set(host)
+    if pinned_slot is not None:  # the staging buffer is reused by the next call
+        cupy.cuda.get_current_stream().synchronize()
+    return _carve(specs, dev)[1]
+
+
+_local = threading.local()
+
+
+def _pinned(nbytes: int, slot: int) -> np.ndarray:
+    """``nbytes`` of page-locked host memory (DMA at full link speed, where pageable memory
+    is staged by the driver), reused per thread and slot; grows geometrically."""
+    import cupy
+
+    bufs = _local.__dict__.setdefault("pinned", {})
+    arr = bufs.get(slot)
+    if arr is None or arr.size < nbytes:
+        cap = max(nbytes, 1 << 20, 0 if arr is None else arr.size * 3 // 2)
+        arr = bufs[slot] = np.frombuffer(cupy.cuda.alloc_pinned_memory(cap), np.uint8, cap)
+    return arr[:nbytes]

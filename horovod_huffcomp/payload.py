@@ -98,6 +98,7 @@ class Section:
     codebook: bytes = b""
     chunk_bits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     data: bytes | memoryview = b""
+    offset: int = -1  # where ``data`` starts in the payload it was read from (-1: not read)
 
     @property
     def size(self) -> int:
@@ -255,7 +256,8 @@ class Reader:
 
 
 # ---------------------------------------------------------------- writing
-def _section_bytes(s: Section, out: bytearray) -> None:
+def _section_header(s: Section, out: bytearray) -> None:
+    """A section's bytes before its coded data (header, codebook, chunk table)."""
     out.append(CODERS[s.coder] | (DTYPES[np.dtype(s.dtype)] << 4)
                | (A_GAP_LAYOUT if s.gap_layout else 0) | (A_REUSE if s.reuse else 0))
     out.append(s.chunk_log2 | (len(s.shape) << 5))
@@ -265,13 +267,17 @@ def _section_bytes(s: Section, out: bytearray) -> None:
     if not s.reuse:
         out += s.codebook
     out += varint_bytes(s.chunk_bits)
-    out += s.data
+
+
+JOIN_BYTES = 1 << 16  # coded data at least this long is joined, not appended (one copy)
 
 
 def pack(sections: list[Section], bundle: bool) -> bytes:
     """Serialise sections into one payload (with magic, version, flags and CRC).
 
-    Every section must share the quantizer fields (quantizer, norm, raw, levels).
+    Every section must share the quantizer fields (quantizer, norm, raw, levels). Large coded
+    data is copied once, into the payload (the CRC runs over the parts before they are
+    joined).
     """
     if not bundle and len(sections) != 1:
         raise ValueError("a non-bundle payload holds exactly one section")
@@ -287,13 +293,22 @@ def pack(sections: list[Section], bundle: bool) -> bytes:
     put_varint(out, first.levels)
     if bundle:
         put_varint(out, len(sections))
+    parts = [out]
     for i, t in enumerate(sections):
         if t.reuse and (i == 0 or sections[i - 1].coder != t.coder
                         or sections[i - 1].codebook != t.codebook):
             raise ValueError("a reusing section needs the same coder and codebook before it")
-        _section_bytes(t, out)
-    out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
-    return bytes(out)
+        _section_header(t, out)
+        if len(t.data) < JOIN_BYTES:
+            out += t.data
+        else:
+            out = bytearray()
+            parts += [t.data, out]
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    parts.append(struct.pack("<I", crc & 0xFFFFFFFF))
+    return b"".join(parts)
 
 
 # ---------------------------------------------------------------- reading
@@ -334,6 +349,7 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
     max_bits = 8 * (r.end - r.pos)
     chunk_bits = r.varints(m, "chunk bit length", max_bits)
     nbytes = int(((chunk_bits + 7) >> 3).sum())
+    offset = r.pos
     data = r.bytes(nbytes, "coded data")
     return Section(
         coder=coder,
@@ -346,6 +362,7 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
         codebook=codebook,
         chunk_bits=chunk_bits,
         data=data,
+        offset=offset,
         **qfields,
     )
 

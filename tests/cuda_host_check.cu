@@ -2,6 +2,7 @@
 // GPU kernels), built by tests/test_cuda_sources.py with nvcc into a shared library and
 // compared with the CPU backend byte for byte: checkable on machines without a GPU.
 #include <string.h>
+#include <vector>
 #include "../cuda/common.cuh"
 
 extern "C" {
@@ -47,18 +48,25 @@ long long hc_check_huffman_encode(const signed char* states, long long n, int s,
                                   unsigned long long* chunk_bits, unsigned char* out) {
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
-    auto or_byte = [out](uint64_t b, uint8_t v) { out[b] |= v; };
+    std::vector<uint32_t> words(1);
+    auto or_word = [&words](uint64_t w, uint32_t v) {
+        if (w >= words.size()) words.resize(w + 1, 0u);
+        words[w] |= v;
+    };
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
         uint64_t pos = 8 * byte, first = pos;
         for (long long i = start; i < end; ++i) {
             int sym = states[i] + s;
-            hc_emit(pos, codes[sym], lengths[sym], or_byte);
+            if (lengths[sym]) hc_place(pos, codes[sym], lengths[sym], or_word);
             pos += lengths[sym];
         }
         chunk_bits[c] = pos - first;
         byte += (pos - first + 7) / 8;
     }
+    words.resize(byte / 4 + 1, 0u);
+    for (unsigned long long k = 0; k < byte; ++k)  // the words' bytes, as the device stores them
+        out[k] = (uint8_t)(hc_word_bytes(words[k >> 2]) >> (8 * (k & 3)));
     return (long long)byte;
 }
 
@@ -68,18 +76,19 @@ int hc_check_huffman_decode(const unsigned char* buf, unsigned long long nbytes,
                             const unsigned long long* chunk_bits, long long n, int s, int clog2,
                             const unsigned char* lengths, const unsigned short* codes,
                             int single, signed char* states) {
-    static int32_t table[1 << HC_MAX_CODE_LEN];
+    static int32_t table[1 << HC_MAX_CODE_LEN], prim[1 << HC_PRIMARY_BITS];
     int alphabet = 2 * s + 1, tbits = 0;
     for (int k = 0; k < alphabet; ++k) tbits = lengths[k] > tbits ? lengths[k] : tbits;
     if (single >= 0) table[0] = single << 5, tbits = 0;
     else hc_decode_table(lengths, codes, alphabet, tbits, table);
+    int pbits = hc_primary_table(table, tbits, prim);
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
     auto put = [states](long long i, int v) { states[i] = (signed char)v; };
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
         int e = hc_huffman_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, table,
-                                        tbits, put);
+                                        tbits, prim, pbits, put);
         if (e) return e;
         byte += (chunk_bits[c] + 7) / 8;
     }

@@ -32,6 +32,20 @@ def test_sources_exist():
     assert (ROOT / "cuda" / "common.cuh").exists()
 
 
+def test_sizes_match_the_launches():
+    """huffman.cu sizes its per-warp shared buffers for the block size gpu_backend launches;
+    gpu_backend sizes the primary decode tables as common.cuh fills them."""
+    import re
+
+    from horovod_huffcomp import gpu_backend
+
+    src = (ROOT / "cuda" / "huffman.cu").read_text()
+    assert int(re.search(r"#define HC_THREADS (\d+)", src).group(1)) == gpu_backend.THREADS
+    common = (ROOT / "cuda" / "common.cuh").read_text()
+    assert (int(re.search(r"#define HC_PRIMARY_BITS (\d+)", common).group(1))
+            == gpu_backend.PRIMARY_BITS)
+
+
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: cannot compile cuda/*.cu")
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_compiles_for_sm90(source, tmp_path):
