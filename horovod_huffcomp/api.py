@@ -78,7 +78,8 @@ def _encode(xs, opts, bundle: bool, values: list | None) -> bytes:
     on_gpu = [gpu_backend.is_cuda_array(x) for x in xs]
     if xs and all(on_gpu) and gpu_backend.supports(opts["quantizer"], opts["coder"],
                                                    opts["elias_layout"]):
-        return payload.pack(gpu_backend.encode_sections(xs, **opts), bundle=bundle)
+        return payload.pack(gpu_backend.encode_sections(xs, transient=True, **opts),
+                            bundle=bundle)
     xs = [gpu_backend.to_host(x) if g else x for x, g in zip(xs, on_gpu)]
     sections = []
     for i, x in enumerate(xs):

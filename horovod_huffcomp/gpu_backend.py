@@ -130,10 +130,14 @@ def _grid(n_max: int) -> int:
 
 def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chunk_log2=None,
                     elias_layout="runlength", nonfinite="raise", streams=None,
-                    prev: Section | None = None, profile: dict | None = None) -> list[Section]:
+                    prev: Section | None = None, profile: dict | None = None,
+                    transient: bool = False) -> list[Section]:
     """Sections of CUDA arrays ``xs`` (tensor i draws from stream ``streams[i]``, default i),
     the same as ``cpu_backend.encode_section`` gives for the same arrays on the host.
-    ``profile``: a dict that receives each stage's device milliseconds (``bench gpu``)."""
+    ``profile``: a dict that receives each stage's device milliseconds (``bench gpu``).
+    ``transient``: the sections' data view this thread's page-locked staging buffer instead
+    of a copy of it, valid until the thread's next encode (``api`` packs them at once: one
+    copy of the payload's data fewer)."""
     import cupy
 
     marks = []
@@ -252,7 +256,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     mark("write")
     staged = _pinned(total, 1)
     out.view(cupy.uint8)[:total].get(out=staged)
-    data = memoryview(staged.tobytes())
+    data = memoryview(staged) if transient else memoryview(staged.tobytes())
     mark("data to host")
     if profile is not None:
         marks[-1][1].synchronize()

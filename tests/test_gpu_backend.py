@@ -59,6 +59,23 @@ def test_batch_is_byte_identical_with_mixed_dtypes_and_reuse():
         assert got == want
 
 
+def test_payloads_outlive_the_staging_buffer():
+    """The packed data passes through a reused page-locked buffer: a payload must not change
+    when later encodes (larger, from other threads) reuse or regrow it."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    xs = [gradient_like(rng, n, np.float32) for n in (70_000, 3_000_000, 50_000)]
+    want = [hc.encode(x, "qsgd", "huffman", 16, "max", seed=2) for x in xs]
+    got = [hc.encode(cupy.asarray(x), "qsgd", "huffman", 16, "max", seed=2) for x in xs]
+    other = []
+    t = threading.Thread(target=lambda: other.append(
+        hc.encode(cupy.asarray(xs[1]), "qsgd", "huffman", 16, "max", seed=2)))
+    t.start()
+    t.join()
+    assert got == want and other == want[1:2]
+
+
 def test_torch_cuda_tensors_through_dlpack():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
