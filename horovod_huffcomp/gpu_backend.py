@@ -140,13 +140,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     copy of the payload's data fewer)."""
     import cupy
 
-    marks = []
-
-    def mark(name):
-        if profile is not None:
-            ev = cupy.cuda.Event()
-            ev.record()
-            marks.append((name, ev))
+    mark = _Stages(profile)
 
     if not supports(quantizer, coder, elias_layout):
         raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder} yet")
@@ -258,10 +252,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     out.view(cupy.uint8)[:total].get(out=staged)
     data = memoryview(staged) if transient else memoryview(staged.tobytes())
     mark("data to host")
-    if profile is not None:
-        marks[-1][1].synchronize()
-        for (_, a), (name, b) in zip(marks, marks[1:]):
-            profile[name] = profile.get(name, 0.0) + cupy.cuda.get_elapsed_time(a, b)
+    mark.add_to_profile()
 
     sections = [None] * count
     for j, t in enumerate(order):
@@ -364,13 +355,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     arrays = [sizes_h, offsets_h[:-1]]
     for pl in plans:
         arrays += pl[1:]
-    marks = []
-
-    def mark(name):
-        if profile is not None:
-            ev = cupy.cuda.Event()
-            ev.record()
-            marks.append((name, ev))
+    mark = _Stages(profile)
 
     mark("start")
     sizes, acc_offsets, *rest = _upload(arrays, pinned_slot=2)
@@ -397,9 +382,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
             err[2 * p:]))
     mark("decode")
     e = err.get().reshape(-1, 2)
-    if profile is not None:
-        for (_, a), (name, b) in zip(marks, marks[1:]):
-            profile[name] = profile.get(name, 0.0) + cupy.cuda.get_elapsed_time(a, b)
+    mark.add_to_profile()
     return acc, e
 
 
@@ -441,6 +424,34 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
             np.array([sec.chunk_log2 for sec in secs], np.int32), first,
             np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
             np.array([sec.scale for sec in secs], np.float32)]
+
+
+# ---------------------------------------------------------------- profiling
+class _Stages:
+    """CUDA events between the stages of a call (``bench gpu``); nothing without a profile.
+    ``mark(name)`` closes the stage ``name``; :meth:`add_to_profile` adds each stage's
+    device milliseconds to the profile dict."""
+
+    def __init__(self, profile: dict | None):
+        self.profile, self.marks = profile, []
+
+    def __call__(self, name: str) -> None:
+        if self.profile is not None:
+            import cupy
+
+            ev = cupy.cuda.Event()
+            ev.record()
+            self.marks.append((name, ev))
+
+    def add_to_profile(self) -> None:
+        if self.profile is None or not self.marks:
+            return
+        import cupy
+
+        self.marks[-1][1].synchronize()
+        for (_, a), (name, b) in zip(self.marks, self.marks[1:]):
+            self.profile[name] = (self.profile.get(name, 0.0)
+                                  + cupy.cuda.get_elapsed_time(a, b))
 
 
 # ---------------------------------------------------------------- small buffers
