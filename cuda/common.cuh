@@ -291,3 +291,252 @@ HC_HD double hc_state_value(int state, double scale, int s, int dtype) {
     if (dtype == 2) return (double)(float)v;
     return v;
 }
+
+// ----------------------------------------------------------------- batches of chunks
+// Chunks of all tensors of a batch are numbered globally: tensor t owns chunks
+// chunk_first[t] .. chunk_first[t + 1] - 1 of 2^clog2[t] elements.
+#define HC_THREADS 256  // threads per block of the warp-per-chunk kernels (gpu_backend.THREADS)
+
+struct HcChunk {
+    int t;                 // tensor
+    int64_t start, end;    // its elements [start, end)
+};
+
+// Global chunk c: its tensor (the last t with chunk_first[t] <= c) and element range.
+HC_HD HcChunk hc_chunk(long long c, const long long* chunk_first, int count, const int* clog2,
+                       const long long* sizes) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (chunk_first[mid] <= c) lo = mid;
+        else hi = mid - 1;
+    }
+    HcChunk k;
+    k.t = lo;
+    k.start = (c - chunk_first[lo]) << clog2[lo];
+    k.end = k.start + (1ll << clog2[lo]) < sizes[lo] ? k.start + (1ll << clog2[lo]) : sizes[lo];
+    return k;
+}
+
+// ----------------------------------------------------------------- coders/chunks.py, zrh.py
+// ZRH (docs/format.md): per non-zero its zero run and its level, then the chunk's terminal
+// run; run symbols 0..15 direct, longer runs in half-octave buckets with extra bits, or Rice
+// codes; tables chosen by the previous level's context.
+#define HC_CODER_HUFFMAN 1  // payload.CODERS ids
+#define HC_CODER_ZRH 5
+#define HC_RUN_DIRECT 16
+#define HC_RUN_ALPHABET 70
+#define HC_RICE_MAX_K 24
+#define HC_ZRH_NCTX 4   // run contexts
+#define HC_ZRH_NLCTX 8  // level contexts with sign contexts
+#define HC_ZRH_RICE 1   // zrh.MODE_RICE (0: Huffman run codes)
+#define HC_ZRH_CTX_SIGN 2  // zrh.CTX_ONE 0, CTX_MAGNITUDE 1, CTX_SIGN 2
+#define HC_ZRH_ROWS (HC_ZRH_NCTX + HC_ZRH_NLCTX)  // decode tables per tensor: runs, levels
+#define HC_ERR_VALUE HC_ERR_SYMBOL  // bits.ERR_BAD_VALUE: a bad codeword or decoded value
+
+HC_HD int hc_bitlen(uint64_t v) {
+    int n = 0;
+    while (v) v >>= 1, ++n;
+    return n;
+}
+
+// Zero run r >= 0 -> its symbol; *ne extra bits, *ex their value (chunks.run_sym).
+HC_HD int hc_run_sym(int64_t r, int* ne, uint32_t* ex) {
+    if (r < HC_RUN_DIRECT) {
+        *ne = 0, *ex = 0;
+        return (int)r;
+    }
+    int64_t t = r - 8;
+    int e = hc_bitlen((uint64_t)t) - 1;
+    *ne = e - 1;
+    *ex = (uint32_t)(t & ((1ll << (e - 1)) - 1));
+    return HC_RUN_DIRECT + 2 * (e - 3) + (int)((t >> (e - 1)) & 1);
+}
+
+// The smallest run of a symbol; *ne its extra bit count (chunks.run_base).
+HC_HD int64_t hc_run_base(int sym, int* ne) {
+    if (sym < HC_RUN_DIRECT) {
+        *ne = 0;
+        return sym;
+    }
+    int e = (sym - HC_RUN_DIRECT) / 2 + 3, m = (sym - HC_RUN_DIRECT) & 1;
+    *ne = e - 1;
+    return ((1ll << e) | ((int64_t)m << (e - 1))) + 8;
+}
+
+HC_HD int hc_level_sym(int v, int s) { return v < 0 ? v + s : v + s - 1; }
+HC_HD int hc_level_of(int sym, int s) { return sym < s ? sym - s : sym - s + 1; }
+
+// (run context, level context) after level v, or at a chunk's start (v = 0): zrh.contexts.
+HC_HD void hc_zrh_contexts(int v, int ctxmode, int* ctx, int* lctx) {
+    if (ctxmode == 0) {
+        *ctx = *lctx = 0;
+        return;
+    }
+    int a = v < 0 ? -v : v;
+    *ctx = a <= 1 ? 0 : a <= 3 ? 1 : a <= 7 ? 2 : 3;
+    *lctx = ctxmode == HC_ZRH_CTX_SIGN && v < 0 ? *ctx + 4 : *ctx;
+}
+
+// One tensor's ZRH code for the writers: mode, context mode, Rice k per run context, run
+// codes (HC_ZRH_NCTX rows of HC_RUN_ALPHABET) and level codes (HC_ZRH_NLCTX rows of 2s), each
+// entry code << 5 | length (zrh._writer_tables).
+struct HcZrhCode {
+    int mode, ctxmode, s;
+    const int* ks;
+    const uint32_t* rtab;
+    const uint32_t* ltab;
+};
+
+// The bits of one item: the zero run r before level v (v = 0: the chunk's terminal run),
+// after previous level pv (0 at the chunk's start). Returns the bit count; when it is at most
+// 64, *code holds them (right-aligned). Longer items are Rice runs with long unary parts,
+// written by hc_zrh_item_pieces.
+HC_HD uint64_t hc_zrh_item(const HcZrhCode& z, int64_t r, int v, int pv, uint64_t* code) {
+    int ctx, lctx;
+    hc_zrh_contexts(pv, z.ctxmode, &ctx, &lctx);
+    uint64_t rlen, rcode;
+    if (z.mode == HC_ZRH_RICE) {
+        int k = z.ks[ctx];
+        uint64_t q = (uint64_t)(r >> k);
+        rlen = q + 1 + k;
+        rcode = rlen <= 64 ? (((q ? ~0ull >> (64 - q) : 0ull) << (k + 1))
+                              | (uint64_t)(r & ((1ll << k) - 1)))
+                           : 0;
+    } else {
+        int ne;
+        uint32_t ex;
+        int sym = hc_run_sym(r, &ne, &ex);
+        uint32_t e = z.rtab[ctx * HC_RUN_ALPHABET + sym];
+        rlen = (e & 31) + ne;
+        rcode = ((uint64_t)(e >> 5) << ne) | ex;
+    }
+    uint64_t ln = 0, lcode = 0;
+    if (v) {
+        uint32_t e = z.ltab[lctx * 2 * z.s + hc_level_sym(v, z.s)];
+        ln = e & 31, lcode = e >> 5;
+    }
+    uint64_t len = rlen + ln;
+    if (len <= 64) *code = (ln ? rcode << ln : rcode) | lcode;
+    return len;
+}
+
+// An item too long for hc_zrh_item's 64 bits (a Rice run of > 64 - 1 - k - 15 ones) as
+// pieces of at most 32 bits, in order: emit(bits, length).
+template <class Emit>
+HC_HD void hc_zrh_item_pieces(const HcZrhCode& z, int64_t r, int v, int pv, Emit emit) {
+    int ctx, lctx;
+    hc_zrh_contexts(pv, z.ctxmode, &ctx, &lctx);
+    int k = z.ks[ctx];
+    uint64_t q = (uint64_t)(r >> k);
+    for (; q >= 32; q -= 32) emit(0xFFFFFFFFu, 32);
+    if (q) emit((uint32_t)(~0ull >> (64 - q)), (int)q);
+    emit(0u, 1);
+    if (k) emit((uint32_t)(r & ((1ll << k) - 1)), k);
+    if (v) {
+        uint32_t e = z.ltab[lctx * 2 * z.s + hc_level_sym(v, z.s)];
+        if (e & 31) emit(e >> 5, (int)(e & 31));
+    }
+}
+
+// A ZRH decode table row as codebook.decode_table: entry = symbol << 5 | length for the
+// next `bits` bits (bits = 0: table[0] is the one symbol, or -1 << 5 for an empty code).
+struct HcTable {
+    const int32_t* table;
+    int bits;
+};
+
+// The stream reader of the chunk decoders: a 64-bit window with `have` unread bits at its
+// top, refilled 4 bytes at a time (bytes past nbytes read as zero).
+struct HcReader {
+    const uint8_t* buf;
+    uint64_t nbytes, next, win;
+    int have;
+    HC_HD void fill() {
+        if (have < 32) {
+            uint32_t w = 0;
+            for (int k = 0; k < 4; ++k) w = (w << 8) | (next + k < nbytes ? buf[next + k] : 0u);
+            win |= (uint64_t)w << (32 - have);
+            next += 4;
+            have += 32;
+        }
+    }
+    HC_HD uint32_t top(int k) { return k ? (uint32_t)(win >> (64 - k)) : 0u; }  // k <= 32
+    HC_HD void skip(int k) { win = k == 64 ? 0 : win << k, have -= k; }
+    HC_HD int32_t sym(HcTable t) { return t.bits ? t.table[top(t.bits)] : t.table[0]; }
+};
+
+// One ZRH chunk (zrh._decode_chunk, the same verdicts): calls put(i, level) per non-zero.
+// runs/levels: the tensor's HC_ZRH_NCTX run and HC_ZRH_NLCTX level decode tables.
+template <class Put>
+HC_HD int hc_zrh_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
+                              uint64_t nbits, int64_t start, int64_t end, int s, int mode,
+                              int ctxmode, const int* ks, const HcTable* runs,
+                              const HcTable* levels, Put put) {
+    HcReader rd = {buf, nbytes, first_byte, 0, 0};
+    uint64_t bitpos = 0;
+    int64_t i = start;
+    int ctx = 0, lctx = 0;
+    for (;;) {
+        int64_t r;
+        if (mode == HC_ZRH_RICE) {
+            int64_t q = 0;
+            for (;;) {
+                if (bitpos >= nbits) return HC_ERR_OVERRUN;
+                rd.fill();
+                uint32_t w = rd.top(32);
+                if (w == 0xFFFFFFFFu) {
+                    q += 32;
+                    rd.skip(32);
+                    bitpos += 32;
+                    if (q > (1ll << 30)) return HC_ERR_VALUE;
+                    continue;
+                }
+                int ones = 32 - hc_bitlen(w ^ 0xFFFFFFFFu);
+                q += ones;
+                rd.skip(ones + 1);
+                bitpos += ones + 1;
+                break;
+            }
+            int k = ks[ctx];
+            r = q << k;
+            if (k) {
+                rd.fill();
+                r |= rd.top(k);
+                rd.skip(k);
+                bitpos += k;
+            }
+        } else {
+            rd.fill();
+            int32_t e = rd.sym(runs[ctx]);
+            if (e < 0) return HC_ERR_VALUE;
+            rd.skip(e & 31);
+            bitpos += e & 31;
+            int ne;
+            r = hc_run_base(e >> 5, &ne);
+            if (ne) {
+                rd.fill();
+                r += rd.top(ne);
+                rd.skip(ne);
+                bitpos += ne;
+            }
+        }
+        i += r;
+        if (i >= end) {
+            if (i > end) return HC_ERR_VALUE;
+            break;
+        }
+        rd.fill();
+        int32_t e = rd.sym(levels[lctx]);
+        if (e < 0) return HC_ERR_VALUE;
+        rd.skip(e & 31);
+        bitpos += e & 31;
+        int v = hc_level_of(e >> 5, s);
+        put(i, v);
+        if (bitpos > nbits) return HC_ERR_OVERRUN;
+        hc_zrh_contexts(v, ctxmode, &ctx, &lctx);
+        ++i;
+    }
+    if (bitpos != nbits) return bitpos > nbits ? HC_ERR_OVERRUN : HC_ERR_UNDERRUN;
+    return HC_OK;
+}

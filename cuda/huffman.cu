@@ -1,6 +1,6 @@
 // Huffman stage (coders/symbol.py layout: one codeword per element, symbol = state + s), for a
-// batch of tensors in one launch per kernel. Chunks of all tensors are numbered globally:
-// tensor t owns chunks chunk_first[t] .. chunk_first[t + 1] - 1 of 2^clog2[t] elements.
+// batch of tensors in one launch per kernel, chunks numbered globally (common.cuh hc_chunk);
+// `coders` gives each tensor's coder: chunks of tensors coded otherwise (zrh.cu) are skipped.
 //
 //   hc_huffman_chunk_bits  one warp per chunk: its exact length in bits (the chunk table)
 //   hc_huffman_write       one warp per chunk: lanes place 32 codewords at a time at offsets
@@ -13,38 +13,15 @@
 //                          sums like exchange.reduce_mean)
 #include "common.cuh"
 
-#define HC_THREADS 256  // threads per block of the warp-per-chunk kernels (gpu_backend.THREADS)
-
-struct HcChunk {
-    int t;                // tensor
-    long long start, end;  // its elements [start, end)
-};
-
-// Global chunk c: its tensor (the last t with chunk_first[t] <= c) and element range.
-__device__ __forceinline__ HcChunk hc_chunk(long long c, const long long* chunk_first,
-                                            int count, const int* clog2,
-                                            const long long* sizes) {
-    int lo = 0, hi = count - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (chunk_first[mid] <= c) lo = mid;
-        else hi = mid - 1;
-    }
-    HcChunk k;
-    k.t = lo;
-    k.start = (c - chunk_first[lo]) << clog2[lo];
-    k.end = min(sizes[lo], k.start + (1ll << clog2[lo]));
-    return k;
-}
-
 extern "C" __global__ void hc_huffman_chunk_bits(
     const signed char* states, const long long* offsets, const long long* sizes,
     const int* clog2, const long long* chunk_first, int count, int s,
-    const unsigned char* lengths, unsigned long long* chunk_bits) {
+    const unsigned char* coders, const unsigned char* lengths, unsigned long long* chunk_bits) {
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (c >= chunk_first[count]) return;
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_HUFFMAN) return;  // another coder's tensor
     const unsigned char* len = lengths + (long long)k.t * (2 * s + 1);
     const signed char* x = states + offsets[k.t];
     const long long start = k.start, end = k.end;
@@ -63,14 +40,16 @@ extern "C" __global__ void hc_huffman_write(
     const signed char* __restrict__ states, const long long* __restrict__ offsets,
     const long long* __restrict__ sizes, const int* __restrict__ clog2,
     const long long* __restrict__ chunk_first, int count, int s,
-    const unsigned char* __restrict__ lengths, const unsigned short* __restrict__ codes,
-    const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
+    const unsigned char* __restrict__ coders, const unsigned char* __restrict__ lengths,
+    const unsigned short* __restrict__ codes, const unsigned long long* __restrict__ chunk_byte,
+    unsigned int* __restrict__ out) {
     __shared__ unsigned int buffer[HC_THREADS / 32][HC_WARP_WORDS];
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (c >= chunk_first[count]) return;  // c is the same for the whole warp
     unsigned int* words = buffer[threadIdx.x >> 5];
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_HUFFMAN) return;
     const unsigned char* len = lengths + (long long)k.t * (2 * s + 1);
     const unsigned short* code = codes + (long long)k.t * (2 * s + 1);
     const signed char* x = states + offsets[k.t];
@@ -118,7 +97,8 @@ extern "C" __global__ void hc_huffman_decode_sum(
     const unsigned long long* __restrict__ chunk_byte,
     const unsigned long long* __restrict__ chunk_bits, const int* __restrict__ clog2,
     const long long* __restrict__ chunk_first, const long long* __restrict__ sizes, int count,
-    int s, const int* __restrict__ tables, const int* __restrict__ tbits,
+    int s, const unsigned char* __restrict__ coders, const int* __restrict__ tables,
+    const int* __restrict__ tbits,
     const int* __restrict__ prims, const int* __restrict__ pbits,
     const double* __restrict__ values, const long long* __restrict__ acc_offsets,
     double* __restrict__ acc, int* err) {
@@ -126,6 +106,7 @@ extern "C" __global__ void hc_huffman_decode_sum(
     if (c >= chunk_first[count]) return;
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
     const int t = k.t;
+    if (coders[t] != HC_CODER_HUFFMAN) return;
     const double* value = values + (long long)t * (2 * s + 1) + s;
     double* a = acc + acc_offsets[t];
     auto put = [=](long long i, int state) { a[i] += value[state]; };

@@ -24,18 +24,26 @@ import functools
 import hashlib
 import sys
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
 
-from . import payload
-from .codebook import Code
+from . import coders, payload
+from .codebook import Code, canonical_codes
+from .coders import zrh
+from .coders.chunks import RICE_MAX_K, RUN_ALPHABET
+from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
 from .payload import (CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_CODE_LEN, MAX_LEVELS,
                       MAX_NDIM, Section)
 from .quantizers import check_options
 
-STAGES = ("quantize", "histogram", "codebook", "huffman")
+STAGES = ("quantize", "histogram", "codebook", "huffman", "zrh")
+CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh")}  # common.cuh HC_CODER_*
+ZRH_PARAMS = 8  # cuda/zrh.cu HC_ZRH_PARAMS
+NZ_BLOCK = 256  # cuda/zrh.cu HC_NZ_BLOCK
+ZRH_ROWS = NCTX + NLCTX  # decode tables per ZRH tensor (cuda/common.cuh HC_ZRH_ROWS)
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
 THREADS = 256  # cuda/huffman.cu HC_THREADS
 PRIMARY_BITS = 10  # cuda/common.cuh HC_PRIMARY_BITS
@@ -79,7 +87,7 @@ def is_cuda_array(x) -> bool:
 
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength") -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host)."""
-    return quantizer in ("qsgd", "terngrad") and coder == "huffman"
+    return quantizer in ("qsgd", "terngrad") and coder in ("huffman", "zrh", "auto")
 
 
 def to_host(x) -> np.ndarray:
@@ -167,10 +175,12 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     ptrs, sizes, streams_d, offsets = _upload([
         np.array([flats[t].data.ptr for t in order], np.uint64), sizes_h,
         np.array([streams[t] for t in order], np.int64), offsets_h])
-    plan_specs = [(count, np.float32), (count, np.int32), (count, np.int32), (count, np.int32),
-                  (count + 1, np.int64), (bound, np.uint64), (count * alphabet, np.uint8)]
+    sparse = coder != "huffman"  # auto, zrh: ZRH histograms, codes chosen on the host
+    plan_specs = [(count, np.float32), (count, np.int32), (count, np.int32), (count + 1, np.int64),
+                  (count * hist_layout(s)[-1] if sparse else 0, np.uint64), (count, np.int32),
+                  (bound, np.uint64), (count * alphabet, np.uint8)]
     plan_h, plan = _carve(plan_specs)
-    scales, bad, single, clog2, chunk_first, chunk_bits, lengths = plan
+    scales, bad, clog2, chunk_first, hist, single, chunk_bits, lengths = plan
     _, (maxbits, hi, lo, counts, codes, bits, nchunks) = _carve(
         [(count, np.uint64), (count, np.uint64), (count, np.uint64),
          (count * alphabet, np.uint64), (count * alphabet, np.uint16), (count, np.uint64),
@@ -205,33 +215,47 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
              offsets[a:], states))
 
     mark("quantize")
-    # 3. histogram, codes, chunk plan: all on the device
+    # 3. state counts (their zeros fix the chunk sizes) and the chunk plan, on the device
     kernel("histogram", "hc_histogram")((_grid(int(sizes_h.max())), count), (THREADS,),
                                         (states, offsets, sizes, np.int32(s), counts))
     one_per_tensor = ((-(-count // 64),), (64,))
     mark("histogram")
-    kernel("codebook", "hc_build_codes")(*one_per_tensor, (counts, np.int32(alphabet),
-                                                           np.int32(count), lengths, codes,
-                                                           single, bits))
     kernel("codebook", "hc_chunk_plan")(*one_per_tensor, (
         counts, np.int32(alphabet), np.int32(s), sizes, np.int32(count),
         np.int32(chunk_log2 or 0), clog2, nchunks))
     cupy.cumsum(nchunks, out=chunk_first[1:])
-    mark("codebook")
-    kernel("huffman", "hc_huffman_chunk_bits")((-(-bound * 32 // THREADS),), (THREADS,), (
-        states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s), lengths,
-        chunk_bits))
-
-    mark("chunk sizes")
-    # 4. the one synchronisation: the plan to the host, in one copy
-    plan_host = _pinned(plan_h.nbytes, 0)
-    plan_h.get(out=plan_host)
-    scales_h, bad_h, single_h, clog2_h, first_h, bits_h, lengths_h = _carve(plan_specs,
-                                                                            plan_host)[1]
-    lengths_h = lengths_h.reshape(count, alphabet)
-    if nonfinite == "raise" and bad_h.any():
-        raise NonFiniteError("input holds NaN or Inf; pass nonfinite='propagate' to encode a "
-                             "NaN tensor")
+    dev = types.SimpleNamespace(states=states, offsets=offsets, sizes=sizes, sizes_h=sizes_h,
+                                clog2=clog2, chunk_first=chunk_first, chunk_bits=chunk_bits,
+                                hist=hist, count=count, s=s, bound=bound,
+                                chunks_max=-(-int(sizes_h.max()) // (1 << min_log2)))
+    if coder == "huffman":
+        # 4. codes on the device, chunk sizes, then the one synchronisation: the plan to the
+        # host in one copy
+        kernel("codebook", "hc_build_codes")(*one_per_tensor, (counts, np.int32(alphabet),
+                                                               np.int32(count), lengths, codes,
+                                                               single, bits))
+        mark("codebook")
+        dev.coders = cupy.full(count, CODER_IDS["huffman"], cupy.uint8)
+        dev.lengths, dev.codes = lengths, codes
+        _chunk_bits(dev, ("huffman",))
+        mark("chunk sizes")
+        plan_host = _pinned(plan_h.nbytes, 0)
+        plan_h.get(out=plan_host)
+        scales_h, bad_h, clog2_h, first_h, _, single_h, bits_h, lengths_h = _carve(
+            plan_specs, plan_host)[1]
+        _check_finite(bad_h, nonfinite)
+        lengths_h = lengths_h.reshape(count, alphabet)
+        chosen = []
+        for j in range(count):
+            code = (Code(np.zeros(alphabet, np.int64), single=int(single_h[j]))
+                    if single_h[j] >= 0 else Code(lengths_h[j].astype(np.int64)))
+            cb = bytearray()
+            code.serialize(cb)
+            chosen.append(("huffman", bytes(cb)))
+        used = ("huffman",)
+    else:
+        scales_h, clog2_h, first_h, bits_h, chosen, used = _plan_sparse(
+            dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark)
     bits_h = bits_h[: int(first_h[-1])].astype(np.int64)
     nbytes = (bits_h + 7) >> 3
     chunk_byte_h = np.zeros(bits_h.size + 1, np.int64)
@@ -244,9 +268,15 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     out = cupy.zeros(max(-(-total // 4), 1), cupy.uint32)
     if bits_h.size:
         (chunk_byte,) = _upload([chunk_byte_h[:-1].astype(np.uint64)])
-        kernel("huffman", "hc_huffman_write")((-(-bits_h.size * 32 // THREADS),), (THREADS,), (
-            states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s), lengths,
-            codes, chunk_byte, out))
+        grid = ((-(-bits_h.size * 32 // THREADS),), (THREADS,))
+        head = (states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s),
+                dev.coders)
+        if "huffman" in used:
+            kernel("huffman", "hc_huffman_write")(*grid, head + (dev.lengths, dev.codes,
+                                                                 chunk_byte, out))
+        if "zrh" in used:
+            kernel("zrh", "hc_zrh_write")(*grid, _zrh_head(dev) + (dev.zpar, dev.rtab, dev.ltab,
+                                                                   chunk_byte, out))
     mark("write")
     staged = _pinned(total, 1)
     out.view(cupy.uint8)[:total].get(out=staged)
@@ -256,21 +286,144 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
 
     sections = [None] * count
     for j, t in enumerate(order):
-        code = (Code(np.zeros(alphabet, np.int64), single=int(single_h[j]))
-                if single_h[j] >= 0 else Code(lengths_h[j].astype(np.int64)))
-        cb = bytearray()
-        code.serialize(cb)
         a, b = int(first_h[j]), int(first_h[j + 1])
-        sections[t] = Section(quantizer=quantizer, coder="huffman", dtype=flats[t].dtype,
+        sections[t] = Section(quantizer=quantizer, coder=chosen[j][0], dtype=flats[t].dtype,
                               shape=shapes[t], levels=s, scale=float(scales_h[j]),
                               chunk_log2=int(clog2_h[j]), norm=norm, raw=False,
-                              gap_layout=False, codebook=bytes(cb),
+                              gap_layout=False, codebook=chosen[j][1],
                               chunk_bits=bits_h[a:b].copy(),
                               data=data[int(chunk_byte_h[a]): int(chunk_byte_h[b])])
     for sec in sections:  # a codebook equal to the previous section's is not repeated
-        sec.reuse = prev is not None and (prev.coder, prev.codebook) == ("huffman", sec.codebook)
+        sec.reuse = prev is not None and (prev.coder, prev.codebook) == (sec.coder, sec.codebook)
         prev = sec
     return sections
+
+
+def _check_finite(bad_h, nonfinite: str) -> None:
+    if nonfinite == "raise" and bad_h.any():
+        raise NonFiniteError("input holds NaN or Inf; pass nonfinite='propagate' to encode a "
+                             "NaN tensor")
+
+
+def _chunk_bits(dev, used) -> None:
+    """Every chunk's exact bit length (``dev.chunk_bits``), by the kernels of the coders in
+    ``used`` (each skips the other coders' tensors)."""
+    grid = ((-(-dev.bound * 32 // THREADS),), (THREADS,))
+    head = (dev.states, dev.offsets, dev.sizes, dev.clog2, dev.chunk_first, np.int32(dev.count),
+            np.int32(dev.s), dev.coders)
+    if "huffman" in used:
+        kernel("huffman", "hc_huffman_chunk_bits")(*grid, head + (dev.lengths, dev.chunk_bits))
+    if "zrh" in used:
+        kernel("zrh", "hc_zrh_chunk_bits")(*grid, _zrh_head(dev) + (
+            dev.zpar, dev.rtab, dev.ltab, dev.chunk_bits))
+
+
+def _zrh_head(dev) -> tuple:
+    """The leading arguments of the ZRH chunk kernels (cuda/zrh.cu)."""
+    return (dev.pos, dev.val, dev.nz_at, dev.block_first, dev.sizes, dev.clog2, dev.chunk_first,
+            np.int32(dev.count), np.int32(dev.s), dev.coders)
+
+
+def _nonzero_lists(dev) -> None:
+    """The non-zero states of every tensor in order (``dev.pos``: position in its chunk,
+    ``dev.val``: level) and where each block of NZ_BLOCK states starts in them
+    (``dev.nz_at``), made in parallel over the batch (cuda/zrh.cu hc_nz_count, hc_nz_list):
+    the ZRH kernels walk these, not the states, so a sparse tensor's long chunks cost their
+    non-zeros, not their length."""
+    import cupy
+
+    blocks = -(-dev.sizes_h // NZ_BLOCK)
+    first = np.zeros(dev.count + 1, np.int64)
+    np.cumsum(blocks, out=first[1:])
+    total = int(first[-1])
+    (dev.block_first,) = _upload([first])
+    dev.nz_at = cupy.zeros(total + 1, cupy.int64)
+    counts = cupy.empty(max(total, 1), cupy.uint32)
+    grid = ((max(1, -(-total * 32 // THREADS)),), (THREADS,))
+    kernel("zrh", "hc_nz_count")(*grid, (dev.states, dev.offsets, dev.sizes, dev.block_first,
+                                         np.int32(dev.count), counts))
+    if total:
+        cupy.cumsum(counts[:total], out=dev.nz_at[1:])
+    room = max(int(dev.sizes_h.sum()), 1)  # at most every state (no sync to learn how many)
+    dev.pos = cupy.empty(room, cupy.uint32)
+    dev.val = cupy.empty(room, cupy.int8)
+    kernel("zrh", "hc_nz_list")(*grid, (dev.states, dev.offsets, dev.sizes, dev.clog2,
+                                        dev.block_first, np.int32(dev.count), dev.nz_at,
+                                        dev.pos, dev.val))
+
+
+def hist_layout(s: int) -> tuple[int, ...]:
+    """Where ``zrh.histograms``' arrays lie in a tensor's row of ``hc_zrh_histogram``
+    (cuda/zrh.cu): run counts, level counts, extra bits, sums of r >> k; the row length."""
+    lc = NCTX * RUN_ALPHABET
+    extra = lc + NLCTX * 2 * s
+    shifted = extra + NCTX
+    return lc, extra, shifted, shifted + NCTX * (RICE_MAX_K + 1)
+
+
+def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
+    """``auto`` / ``zrh``: the ZRH histograms counted on the device and brought to the host
+    with the scales, chunk sizes and non-finite flags (one copy of the plan's first five
+    arrays); the codes chosen there by ``coders.plan``, exactly as the CPU backend chooses
+    (a section may reuse the previous one's code: a sequential choice); their tables
+    uploaded in one copy; the chunks' bit lengths counted on the device and brought back.
+    Returns (scales, clog2, chunk_first, chunk_bits, [(coder, codebook)] per position, the
+    coders used)."""
+
+    count, s = dev.count, dev.s
+    lc_at, extra_at, shifted_at, row = hist_layout(s)
+    _nonzero_lists(dev)
+    mark("non-zero lists")
+    warps = THREADS // 32  # a block's warps take a tensor's chunks in turn
+    kernel("zrh", "hc_zrh_histogram")((max(1, min(1024, -(-dev.chunks_max // warps))), count),
+                                      (THREADS,),
+                                      (dev.pos, dev.val, dev.nz_at, dev.block_first, dev.sizes,
+                                       dev.clog2, np.int32(s), dev.hist))
+    mark("zrh histogram")
+    head = _layout(plan_specs[:5])[1]
+    host = _pinned(head, 0)
+    plan_h[:head].get(out=host)
+    scales_h, bad_h, clog2_h, first_h, hist_h = _carve(plan_specs[:5], host)[1]
+    _check_finite(bad_h, nonfinite)
+    hist_h = hist_h.reshape(count, row).astype(np.int64)
+    pos_of = {t: j for j, t in enumerate(order)}
+    chosen = [None] * count
+    prev_cb = (prev.coder, prev.codebook) if prev is not None else None
+    alphabet = 2 * s + 1
+    coders_h = np.zeros(count, np.uint8)
+    lengths = np.zeros((count, alphabet), np.uint8)
+    codes = np.zeros((count, alphabet), np.uint16)
+    zpar = np.zeros((count, ZRH_PARAMS), np.int32)
+    rtab = np.zeros((count, NCTX, RUN_ALPHABET), np.uint32)
+    ltab = np.zeros((count, NLCTX, 2 * s), np.uint32)
+    for t in range(count):  # input order: a section may reuse the previous one's code
+        j = pos_of[t]
+        h = hist_h[j]
+        hist = (h[:lc_at].reshape(NCTX, RUN_ALPHABET), h[lc_at:extra_at].reshape(NLCTX, 2 * s),
+                h[extra_at:shifted_at], h[shifted_at:row].reshape(NCTX, RICE_MAX_K + 1))
+        used, cb, code = coders.plan(coder, hist, s, int(dev.sizes_h[j]), 0, prev_cb)
+        chosen[j] = (used, cb)
+        prev_cb = chosen[j]
+        coders_h[j] = CODER_IDS[used]
+        if used == "huffman":
+            lengths[j], codes[j] = code.lengths, code.codes
+        else:
+            _, rt, lt, *_ = zrh._writer_tables(code.mode, code.ks, code.rl, code.rs, code.ll)
+            zpar[j, 0], zpar[j, 1] = code.mode, code.ctxmode
+            zpar[j, 2: 2 + code.ks.size] = code.ks
+            rtab[j, : rt.shape[0]] = rt
+            ltab[j, : lt.shape[0]] = lt
+    used = {c for c, _ in chosen}
+    (dev.coders, dev.lengths, dev.codes, dev.zpar, dev.rtab, dev.ltab) = _upload(
+        [coders_h, lengths.reshape(-1), codes.reshape(-1), zpar.reshape(-1), rtab.reshape(-1),
+         ltab.reshape(-1)])
+    mark("codes on host")
+    _chunk_bits(dev, used)
+    mark("chunk sizes")
+    bits_h = _pinned(int(first_h[-1]) * 8, 1).view(np.uint64)
+    if bits_h.size:
+        dev.chunk_bits[: bits_h.size].get(out=bits_h)
+    return scales_h.copy(), clog2_h.copy(), first_h.copy(), bits_h, chosen, used
 
 
 def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFAULT_MAX_ELEMENTS,
@@ -321,19 +474,21 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if sec.coder != "huffman" or sec.raw:
+            if sec.coder not in CODER_IDS or sec.raw:
                 raise NotImplementedError(f"the GPU decoder does not cover {sec.coder} yet")
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])
     acc, e = _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile)
-    for label, (code, chunk) in zip(labels, e):
+    for label, (_, secs), (code, chunk) in zip(labels, parsed, e):
         if code:
             messages = {1: "a chunk's codewords run past its bit length",
                         2: "a chunk ends before its bit length",
-                        3: "a bit pattern with no codeword"}
-            raise PayloadError(f"{label}: huffman data: {messages.get(int(code), 'error')} "
-                               f"(chunk {int(chunk)})")
+                        3: "a bit pattern with no codeword, or a run past the chunk's end"}
+            bounds = np.cumsum([sec.chunk_bits.size for sec in secs])
+            coder = secs[min(int(np.searchsorted(bounds, int(chunk), "right")), len(secs) - 1)]
+            raise PayloadError(f"{label}: {coder.coder} data: "
+                               f"{messages.get(int(code), 'error')} (chunk {int(chunk)})")
     out = []
     for t, sh in enumerate(shapes):
         a = acc[offsets_h[t]: offsets_h[t + 1]]
@@ -345,7 +500,9 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
 
 def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     """The device part of :func:`_sum_parsed`: every payload decoded and added in order into
-    one float64 accumulator; returns it and each payload's (error code, chunk) (0: none)."""
+    one float64 accumulator; returns it and each payload's (error code, chunk) (0: none).
+    Huffman tensors are decoded and added by one kernel; ZRH tensors decoded into a zeroed
+    int8 state buffer, then every state's value added."""
     import cupy
 
     count = sizes_h.size
@@ -355,6 +512,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     arrays = [sizes_h, offsets_h[:-1]]
     for pl in plans:
         arrays += pl[1:]
+    per = len(plans[0]) - 1
     mark = _Stages(profile)
 
     mark("start")
@@ -367,19 +525,37 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     prims = cupy.empty(count << PRIMARY_BITS, cupy.int32)
     pbits = cupy.zeros(count, cupy.int32)
     values = cupy.empty(count * (2 * MAX_LEVELS + 1), cupy.float64)
+    zrh_states = ztables = None
     for p, pl in enumerate(plans):
-        (buf, lengths, codes, single, chunk_byte, chunk_bits, clog2, first_d, dtypes,
-         scales) = rest[10 * p: 10 * p + 10]
-        s, total_chunks = pl[0]
+        (buf, lengths, codes, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
+         coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits) = rest[per * p: per * p + per]
+        (s, total_chunks, has_zrh, table_size) = pl[0]
         if total_chunks == 0:
             continue
         kernel("codebook", "hc_decode_tables")((count,), (THREADS,), (
             lengths, codes, single, np.int32(2 * s + 1), scales, dtypes, tbits, tables, pbits,
             prims, values))
-        kernel("huffman", "hc_huffman_decode_sum")((-(-total_chunks // 128),), (128,), (
+        chunk_grid = ((-(-total_chunks // 128),), (128,))
+        kernel("huffman", "hc_huffman_decode_sum")(*chunk_grid, (
             buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
-            np.int32(count), np.int32(s), tables, tbits, prims, pbits, values, acc_offsets, acc,
-            err[2 * p:]))
+            np.int32(count), np.int32(s), coders_d, tables, tbits, prims, pbits, values,
+            acc_offsets, acc, err[2 * p:]))
+        if not has_zrh:
+            continue
+        if zrh_states is None:
+            zrh_states = cupy.zeros(acc.size, cupy.int8)
+        else:
+            zrh_states.fill(0)
+        if ztables is None or ztables.size < table_size:
+            ztables = cupy.empty(table_size, cupy.int32)
+        kernel("zrh", "hc_zrh_decode_tables")((count * ZRH_ROWS,), (128,), (
+            zlengths, zcodes, zsingles, table_at, zbits, np.int32(s), ztables))
+        kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
+            buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+            np.int32(count), np.int32(s), coders_d, zpar, ztables, table_at, zbits,
+            acc_offsets, zrh_states, err[2 * p:]))
+        kernel("zrh", "hc_add_states")((_grid(int(sizes_h.max())), count), (THREADS,), (
+            zrh_states, sizes, acc_offsets, coders_d, values, np.int32(s), acc))
     mark("decode")
     e = err.get().reshape(-1, 2)
     mark.add_to_profile()
@@ -387,8 +563,10 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
 
 
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
-    """What the device needs to decode one payload: ``[(levels, chunks), payload bytes,
-    lengths, codes, single, chunk_byte, chunk_bits, clog2, chunk_first, dtypes, scales]``
+    """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
+    ZRH table entries), payload bytes, lengths, codes, single, chunk_byte, chunk_bits, clog2,
+    chunk_first, dtypes, scales, coders, ZRH parameters, ZRH code lengths, codes and singles
+    (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table offsets and widths]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -397,18 +575,36 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     lengths = np.zeros((count, alphabet), np.uint8)
     codes = np.zeros((count, alphabet), np.uint16)
     single = np.full(count, -1, np.int32)
+    coders_h = np.zeros(count, np.uint8)
+    zper = NCTX * RUN_ALPHABET + NLCTX * 2 * s
+    zpar = np.zeros((count, ZRH_PARAMS), np.int32)
+    zlengths = np.zeros((count, zper), np.uint8)
+    zcodes = np.zeros((count, zper), np.uint16)
+    zsingles = np.full((count, ZRH_ROWS), -1, np.int32)
+    zbits = np.zeros((count, ZRH_ROWS), np.int32)
     chunk_bits, chunk_byte = [], []
     for t, sec in enumerate(secs):
-        key = (alphabet, sec.codebook)
+        key = (sec.coder, alphabet, sec.codebook)
         code = codes_seen.get(key)
         if code is None:
-            code = codes_seen[key] = Code.parse(payload.Reader(sec.codebook), alphabet,
-                                                "huffman code")
-        if sec.size and code.single < 0 and not code.lengths.any():
-            raise PayloadError(f"{which}: huffman code is empty but the data needs it")
-        lengths[t] = code.lengths
-        codes[t] = code.codes
-        single[t] = code.single
+            code = codes_seen[key] = _parse_code(sec, which)
+        coders_h[t] = CODER_IDS[sec.coder]
+        if sec.coder == "huffman":
+            if sec.size and code.single < 0 and not code.lengths.any():
+                raise PayloadError(f"{which}: huffman code is empty but the data needs it")
+            lengths[t] = code.lengths
+            codes[t] = code.codes
+            single[t] = code.single
+        else:
+            zc, rows_l, rows_c, rows_one = code
+            zpar[t, 0], zpar[t, 1] = zc.mode, zc.ctxmode
+            zpar[t, 2: 2 + zc.ks.size] = zc.ks
+            for r, (ln, cd, one) in enumerate(zip(rows_l, rows_c, rows_one)):
+                at = r * RUN_ALPHABET if r < NCTX else NCTX * RUN_ALPHABET + (r - NCTX) * 2 * s
+                zlengths[t, at: at + ln.size] = ln
+                zcodes[t, at: at + ln.size] = cd
+                zsingles[t, r] = one
+                zbits[t, r] = int(ln.max()) if ln.size and one < 0 else 0
         nb = (sec.chunk_bits + 7) >> 3
         if int(nb.sum()) != len(sec.data) or sec.offset < 0:
             raise PayloadError(f"{which}: chunk table and data length disagree")
@@ -418,12 +614,36 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
         chunk_bits.append(sec.chunk_bits.astype(np.uint64))
     first = np.zeros(count + 1, np.int64)
     np.cumsum([b.size for b in chunk_bits], out=first[1:])
+    table_at = np.zeros(count * ZRH_ROWS + 1, np.int64)
+    np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
-    return [(s, int(first[-1])), body, lengths.reshape(-1), codes.reshape(-1), single,
-            np.concatenate(chunk_byte), np.concatenate(chunk_bits),
-            np.array([sec.chunk_log2 for sec in secs], np.int32), first,
-            np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
-            np.array([sec.scale for sec in secs], np.float32)]
+    return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()), int(table_at[-1])),
+            body, lengths.reshape(-1), codes.reshape(-1), single, np.concatenate(chunk_byte),
+            np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
+            first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
+            np.array([sec.scale for sec in secs], np.float32), coders_h, zpar.reshape(-1),
+            zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1), table_at[:-1],
+            zbits.reshape(-1)]
+
+
+def _parse_code(sec, which: str):
+    """A section's codebook as the device decoder needs it: a huffman ``Code``, or for ZRH
+    (ZrhCode, its HC_ZRH_ROWS rows of code lengths, their canonical codes)."""
+    r = payload.Reader(sec.codebook)
+    try:
+        code = coders.parse_codebook(sec.coder, r, sec.levels, sec.size, sec.chunk_log2)
+    except PayloadError as e:
+        raise PayloadError(f"{which}: {e}") from None
+    if r.pos != r.end:
+        raise PayloadError(f"{which}: {sec.coder} codebook has {r.end - r.pos} unexpected "
+                           "trailing bytes")
+    if sec.coder == "huffman":
+        return code
+    ll = list(code.rl) + [np.zeros(RUN_ALPHABET, np.int64)] * (NCTX - code.nctx)
+    ll += list(code.ll) + [np.zeros(2 * sec.levels, np.int64)] * (NLCTX - code.ll.shape[0])
+    ones = list(code.rs) + [-1] * (NCTX - code.nctx) + list(code.ls) + [-1] * (
+        NLCTX - code.ll.shape[0])
+    return code, ll, [canonical_codes(x) for x in ll], ones
 
 
 # ---------------------------------------------------------------- profiling

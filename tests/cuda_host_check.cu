@@ -94,4 +94,78 @@ int hc_check_huffman_decode(const unsigned char* buf, unsigned long long nbytes,
     }
     return 0;
 }
+
+// ZRH chunks written one item at a time (the device's warps place 32 items a round at warp
+// prefix-sum offsets: the same items, the same bits): hc_zrh_item, or hc_zrh_item_pieces
+// for items over 64 bits. zpar: mode, context mode, 4 Rice k; rtab/ltab as zrh.cu reads
+// them. Returns the data's byte count.
+long long hc_check_zrh_encode(const signed char* states, long long n, int s, int clog2,
+                              const int* zpar, const unsigned int* rtab,
+                              const unsigned int* ltab, unsigned long long* chunk_bits,
+                              unsigned char* out) {
+    HcZrhCode z = {zpar[0], zpar[1], s, zpar + 2, rtab, ltab};
+    long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    std::vector<uint32_t> words(1);
+    auto or_word = [&words](uint64_t w, uint32_t v) {
+        if (w >= words.size()) words.resize(w + 1, 0u);
+        words[w] |= v;
+    };
+    for (long long c = 0; c < m; ++c) {
+        long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        uint64_t pos = 8 * byte, first = pos;
+        long long prev = start - 1;
+        int pv = 0;
+        auto item = [&](long long r, int v) {
+            uint64_t code = 0, len = hc_zrh_item(z, r, v, pv, &code);
+            if (len > 64) {
+                hc_zrh_item_pieces(z, r, v, pv, [&](uint32_t bits, int k) {
+                    hc_place(pos, bits, k, or_word);
+                    pos += k;
+                });
+                return;
+            }
+            if (len > 32) hc_place(pos, (uint32_t)(code >> 32), (int)len - 32, or_word);
+            if (len) hc_place(pos + (len > 32 ? len - 32 : 0), (uint32_t)code,
+                              len > 32 ? 32 : (int)len, or_word);
+            pos += len;
+        };
+        for (long long i = start; i < end; ++i) {
+            if (!states[i]) continue;
+            item(i - prev - 1, states[i]);
+            prev = i;
+            pv = states[i];
+        }
+        item(end - prev - 1, 0);
+        chunk_bits[c] = pos - first;
+        byte += (pos - first + 7) / 8;
+    }
+    words.resize(byte / 4 + 1, 0u);
+    for (unsigned long long k = 0; k < byte; ++k)
+        out[k] = (uint8_t)(hc_word_bytes(words[k >> 2]) >> (8 * (k & 3)));
+    return (long long)byte;
+}
+
+// Decode ZRH chunks with hc_zrh_decode_chunk; tables: HC_ZRH_ROWS decode tables of
+// 1 << HC_MAX_CODE_LEN entries (runs, then levels), bits: their widths. Returns the first
+// chunk's HC_ERR_* code, 0 if none.
+int hc_check_zrh_decode(const unsigned char* buf, unsigned long long nbytes,
+                        const unsigned long long* chunk_bits, long long n, int s, int clog2,
+                        const int* zpar, const int* tables, const int* bits,
+                        signed char* states) {
+    HcTable rows[HC_ZRH_ROWS];
+    for (int r = 0; r < HC_ZRH_ROWS; ++r)
+        rows[r].table = tables + ((long long)r << HC_MAX_CODE_LEN), rows[r].bits = bits[r];
+    long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    auto put = [states](long long i, int v) { states[i] = (signed char)v; };
+    for (long long c = 0; c < m; ++c) {
+        long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        int e = hc_zrh_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, zpar[0],
+                                    zpar[1], zpar + 2, rows, rows + HC_ZRH_NCTX, put);
+        if (e) return e;
+        byte += (chunk_bits[c] + 7) / 8;
+    }
+    return 0;
+}
 }

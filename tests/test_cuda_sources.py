@@ -9,6 +9,7 @@
 import ctypes
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +29,37 @@ CXX = shutil.which("g++") or shutil.which("c++")
 
 def test_sources_exist():
     names = {p.stem for p in SOURCES}
-    assert {"quantize", "histogram", "codebook", "huffman"} <= names
+    assert {"quantize", "histogram", "codebook", "huffman", "zrh"} <= names
     assert (ROOT / "cuda" / "common.cuh").exists()
 
 
 def test_sizes_match_the_launches():
-    """huffman.cu sizes its per-warp shared buffers for the block size gpu_backend launches;
-    gpu_backend sizes the primary decode tables as common.cuh fills them."""
+    """The kernels size their per-warp shared buffers for the block size gpu_backend launches;
+    gpu_backend sizes the primary decode tables as common.cuh fills them, and lays out the
+    ZRH tables and histograms as zrh.cu reads them, with the CPU coder's constants."""
     import re
 
-    from horovod_huffcomp import gpu_backend
+    from horovod_huffcomp import gpu_backend, payload
+    from horovod_huffcomp.coders import chunks, zrh
 
-    src = (ROOT / "cuda" / "huffman.cu").read_text()
-    assert int(re.search(r"#define HC_THREADS (\d+)", src).group(1)) == gpu_backend.THREADS
-    common = (ROOT / "cuda" / "common.cuh").read_text()
-    assert (int(re.search(r"#define HC_PRIMARY_BITS (\d+)", common).group(1))
-            == gpu_backend.PRIMARY_BITS)
+    src = "".join((ROOT / "cuda" / f).read_text() for f in ("common.cuh", "zrh.cu"))
+
+    def define(name):
+        return int(re.search(rf"#define {name} (\d+)", src).group(1))
+
+    assert define("HC_THREADS") == gpu_backend.THREADS
+    assert define("HC_PRIMARY_BITS") == gpu_backend.PRIMARY_BITS
+    assert define("HC_ZRH_PARAMS") == gpu_backend.ZRH_PARAMS
+    assert define("HC_NZ_BLOCK") == gpu_backend.NZ_BLOCK
+    assert gpu_backend.NZ_BLOCK <= 1 << payload.CHUNK_LOG2_MIN  # chunks are whole blocks
+    assert define("HC_CODER_HUFFMAN") == gpu_backend.CODER_IDS["huffman"]
+    assert define("HC_CODER_ZRH") == gpu_backend.CODER_IDS["zrh"]
+    assert define("HC_RUN_DIRECT") == chunks.RUN_DIRECT
+    assert define("HC_RUN_ALPHABET") == chunks.RUN_ALPHABET
+    assert define("HC_RICE_MAX_K") == chunks.RICE_MAX_K
+    assert (define("HC_ZRH_NCTX"), define("HC_ZRH_NLCTX")) == (zrh.NCTX, zrh.NLCTX)
+    assert define("HC_ZRH_RICE") == zrh.MODE_RICE
+    assert define("HC_ZRH_CTX_SIGN") == zrh.CTX_SIGN
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: cannot compile cuda/*.cu")
@@ -79,6 +95,11 @@ def lib(tmp_path_factory):
     L.hc_check_round_half.argtypes = [P, ctypes.c_longlong, P]
     L.hc_check_huffman_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong,
                                           ctypes.c_int, ctypes.c_int, P, P, ctypes.c_int, P]
+    L.hc_check_zrh_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P, P,
+                                      P, P, P]
+    L.hc_check_zrh_encode.restype = ctypes.c_longlong
+    L.hc_check_zrh_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong, ctypes.c_int,
+                                      ctypes.c_int, P, P, P, P]
     return L
 
 
@@ -217,4 +238,107 @@ def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
         disagreements += (err != 0) != (cpu_err != 0) or (err == 0 and
                                                           not np.array_equal(states, cpu))
         rejected += err != 0
+    assert disagreements == 0 and rejected > 100
+
+
+def zrh_tables(zc, s):
+    """A ZrhCode as the host build of zrh.cu reads it: (zpar, rtab, ltab, decode tables,
+    their widths), rows padded to HC_ZRH_NCTX / HC_ZRH_NLCTX as gpu_backend pads them."""
+    from horovod_huffcomp import gpu_backend
+    from horovod_huffcomp.codebook import decode_table
+    from horovod_huffcomp.coders import zrh
+
+    zpar = np.zeros(8, np.int32)
+    zpar[0], zpar[1] = zc.mode, zc.ctxmode
+    zpar[2: 2 + zc.ks.size] = zc.ks
+    _, rt, lt, *_ = zrh._writer_tables(zc.mode, zc.ks, zc.rl, zc.rs, zc.ll)
+    rtab = np.zeros((zrh.NCTX, 70), np.uint32)
+    ltab = np.zeros((zrh.NLCTX, 2 * s), np.uint32)
+    rtab[: rt.shape[0]], ltab[: lt.shape[0]] = rt, lt
+    sec = types.SimpleNamespace(coder="zrh", codebook=zc.to_bytes(), levels=s, size=1,
+                                chunk_log2=12)
+    _, rows, codes, ones = gpu_backend._parse_code(sec, "payload")
+    tables = np.full((len(rows), 1 << 15), -(1 << 5), np.int32)
+    widths = np.zeros(len(rows), np.int32)
+    for r, (ln, cd, one) in enumerate(zip(rows, codes, ones)):
+        t, widths[r] = decode_table(np.asarray(ln, np.int64), cd, one)
+        tables[r, : t.size] = t
+    return zpar, rtab.reshape(-1), ltab.reshape(-1), tables, widths
+
+
+def sparse_like(rng, n, density):
+    x = np.zeros(n, np.float32)
+    k = max(1, int(n * density))
+    x[rng.integers(0, n, k)] = rng.standard_normal(k) * 10.0 ** rng.uniform(-3, 1, k)
+    x[: k // 3] = rng.standard_normal(k // 3)  # a dense patch
+    return x
+
+
+@pytest.mark.parametrize("levels,norm", [(1, "l2"), (4, "max"), (16, "l2"), (127, "max")])
+def test_zrh_layout_matches_cpu(lib, levels, norm):
+    """The device's ZRH items, placed one by one, give the CPU's bits, over Huffman and Rice
+    run codes and every context mode the planner picks for these tensors (and a Rice code
+    with k = 0 forced, whose long runs take the over-64-bit path); the host build of the
+    device decoder reads them back."""
+    from horovod_huffcomp.coders import zrh
+
+    rng = np.random.default_rng(levels)
+    seen = set()
+    for n, clog2, density in ((1, None, 1.0), (4097, None, 0.7), (50_000, 8, 0.3),
+                              (200_000, None, 0.01), (300_000, None, 1e-4), (60_000, 16, 0.002)):
+        x = gradient_like(rng, n, np.float32) if density >= 0.3 else sparse_like(rng, n, density)
+        q = quantize(x, "qsgd", levels, norm, 5)
+        blob = hc.encode(x, "qsgd", "zrh", levels, norm, seed=5, chunk_log2=clog2)
+        (sec,) = sections(blob)
+        zc = zrh.ZrhCode.parse(Reader(sec.codebook), levels, n)
+        rice = zrh.ZrhCode(zrh.MODE_RICE, [0], np.zeros((1, 70)), [-1], zc.ll[:1], zc.ls[:1])
+        for code in (zc, rice):
+            if code is rice and zc.ll.shape[0] != 1:
+                continue  # the forced code takes the planner's one level code
+            seen.add((code.mode, code.ctxmode))
+            want_bits, want = zrh.encode(q, sec.chunk_log2, code)
+            zpar, rtab, ltab, tables, widths = zrh_tables(code, levels)
+            chunk_bits = np.zeros(want_bits.size, np.uint64)
+            out = np.zeros(want.size + 16, np.uint8)
+            nbytes = lib.hc_check_zrh_encode(ptr(q.states), n, levels, sec.chunk_log2,
+                                             ptr(zpar), ptr(rtab), ptr(ltab), ptr(chunk_bits),
+                                             ptr(out))
+            assert np.array_equal(chunk_bits, want_bits.astype(np.uint64))
+            assert bytes(out[:nbytes]) == want.tobytes()
+            states = np.zeros(max(n, 1), np.int8)
+            err = lib.hc_check_zrh_decode(ptr(want), want.size, ptr(chunk_bits), n, levels,
+                                          sec.chunk_log2, ptr(zpar), ptr(tables), ptr(widths),
+                                          ptr(states))
+            assert err == 0 and np.array_equal(states[:n], q.states[:n])
+    assert (zrh.MODE_RICE, 0) in seen
+
+
+def test_zrh_decoder_rejects_what_the_cpu_rejects(lib):
+    """Bit flips in ZRH data (Huffman and Rice run codes): the host build of the device
+    decoder fails exactly when the CPU decoder does and otherwise gives its states."""
+    from horovod_huffcomp.coders import zrh
+
+    rng = np.random.default_rng(2)
+    disagreements = rejected = 0
+    for x, clog2 in ((gradient_like(rng, 3000, np.float32), 8),
+                     (sparse_like(rng, 40_000, 0.01), 10), (sparse_like(rng, 5000, 0.002), 12)):
+        n = x.size
+        (sec,) = sections(hc.encode(x, "qsgd", "zrh", 8, "max", seed=2, chunk_log2=clog2))
+        zc = zrh.ZrhCode.parse(Reader(sec.codebook), 8, n)
+        zpar, _, _, tables, widths = zrh_tables(zc, 8)
+        chunk_bits = sec.chunk_bits.astype(np.uint64)
+        for _ in range(300):
+            data = np.frombuffer(bytes(sec.data), np.uint8).copy()
+            for _ in range(int(rng.integers(1, 4))):
+                data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
+            states = np.zeros(n, np.int8)
+            err = lib.hc_check_zrh_decode(ptr(data), data.size, ptr(chunk_bits), n, 8,
+                                          sec.chunk_log2, ptr(zpar), ptr(tables), ptr(widths),
+                                          ptr(states))
+            cpu = np.zeros(n, np.int8)
+            cpu_err = zrh.decode(data, sec.chunk_bits, n, sec.chunk_log2, 8, zc, cpu,
+                                 np.zeros(0, np.uint32))
+            disagreements += (err != 0) != (cpu_err != 0) or (err == 0 and
+                                                              not np.array_equal(states, cpu))
+            rejected += err != 0
     assert disagreements == 0 and rejected > 100

@@ -16,6 +16,7 @@ import cupy  # noqa: E402
 CASES = [("qsgd", 16, "l2"), ("qsgd", 4, "max"), ("qsgd", 1, "l2"), ("qsgd", 127, "max"),
          ("terngrad", None, "l2")]
 SIZES = [0, 1, 7, 4097, 65_537, 1_000_003]
+CODERS = ["huffman", "zrh", "auto"]
 
 
 def gradient_like(rng, n, dtype):
@@ -24,39 +25,81 @@ def gradient_like(rng, n, dtype):
     return x.astype(dtype)
 
 
+@pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("quantizer,levels,norm", CASES)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_encode_is_byte_identical(quantizer, levels, norm, dtype):
+def test_encode_is_byte_identical(quantizer, levels, norm, dtype, coder):
     rng = np.random.default_rng(levels or 0)
     for n in SIZES:
         x = gradient_like(rng, n, dtype)
         for shape in ((n,), (1, n, 1)):
-            want = hc.encode(x.reshape(shape), quantizer, "huffman", levels, norm, seed=n)
-            got = hc.encode(cupy.asarray(x.reshape(shape)), quantizer, "huffman", levels, norm,
+            want = hc.encode(x.reshape(shape), quantizer, coder, levels, norm, seed=n)
+            got = hc.encode(cupy.asarray(x.reshape(shape)), quantizer, coder, levels, norm,
                             seed=n)
             assert got == want, (n, shape)
 
 
-def test_sparse_chunks_and_fixed_chunk_size():
+def sparse_like(rng, n, density, dtype=np.float32):
+    """Mostly zeros, non-zeros in patches (what top-k-like or L2-QSGD states look like)."""
+    x = np.zeros(n, dtype)
+    k = max(1, int(n * density))
+    at = np.sort(rng.integers(0, n, k))
+    at[: k // 2] = np.clip(at[0] + np.arange(k // 2), 0, n - 1)  # half of them in one patch
+    x[at] = (rng.standard_normal(k) * 10.0 ** rng.uniform(-3, 1, k)).astype(dtype)
+    return x
+
+
+@pytest.mark.parametrize("coder", CODERS)
+def test_sparse_chunks_and_fixed_chunk_size(coder):
     x = np.zeros(3_000_000, np.float32)
     x[::5000] = 1.0  # sparse: auto chunk grows
-    for clog2 in (None, 8, 20):
-        want = hc.encode(x, "qsgd", "huffman", 8, "max", seed=1, chunk_log2=clog2)
-        assert hc.encode(cupy.asarray(x), "qsgd", "huffman", 8, "max", seed=1,
-                         chunk_log2=clog2) == want
+    rng = np.random.default_rng(11)
+    for y in (x, sparse_like(rng, 3_000_000, 1e-4), sparse_like(rng, 200_000, 0.02)):
+        for clog2 in (None, 8, 20):
+            for s, norm in ((8, "max"), (1, "l2"), (64, "l2")):
+                want = hc.encode(y, "qsgd", coder, s, norm, seed=1, chunk_log2=clog2)
+                assert hc.encode(cupy.asarray(y), "qsgd", coder, s, norm, seed=1,
+                                 chunk_log2=clog2) == want, (clog2, s, norm)
 
 
-def test_batch_is_byte_identical_with_mixed_dtypes_and_reuse():
+@pytest.mark.parametrize("coder", CODERS)
+def test_batch_is_byte_identical_with_mixed_dtypes_and_reuse(coder):
     rng = np.random.default_rng(0)
     xs = [gradient_like(rng, n, dt) for n, dt in
           [(4096, np.float32), (1, np.float32), (33, np.float16), (0, np.float32),
            (100_000, np.float64), (4096, np.float32)]]
     xs.append(np.zeros(10, np.float32))
     xs.append(np.zeros(10, np.float32))  # same one-symbol code as the previous: reused
+    sparse = sparse_like(rng, 50_000, 0.001)
+    xs += [sparse, sparse.copy(), sparse_like(rng, 70_000, 0.002, np.float16)]  # ZRH reuse
     for q, s, norm in CASES:
-        want = hc.encode_many(xs, q, "huffman", s, norm, seed=9)
-        got = hc.encode_many([cupy.asarray(x) for x in xs], q, "huffman", s, norm, seed=9)
+        want = hc.encode_many(xs, q, coder, s, norm, seed=9)
+        got = hc.encode_many([cupy.asarray(x) for x in xs], q, coder, s, norm, seed=9)
         assert got == want
+
+
+def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
+    """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
+    bits take the writer's slow path (straight to global memory)."""
+    from horovod_huffcomp import coders
+    from horovod_huffcomp.coders import zrh
+
+    def rice_plan(coder, hist, s, n, raw_bits, prev=None):
+        zc = zrh.ZrhCode(zrh.MODE_RICE, [0], np.zeros((1, 70)), [-1],
+                         np.full((1, 2 * s), int(np.log2(2 * s))), [-1])
+        return "zrh", zc.to_bytes(), zc
+
+    monkeypatch.setattr(coders, "plan", rice_plan)
+    rng = np.random.default_rng(4)
+    x = np.zeros(300_000, np.float32)
+    x[rng.integers(0, 300_000, 40)] = 1.0
+    x[1000:1400] = rng.standard_normal(400)
+    for clog2 in (None, 12, 16):
+        want = hc.encode(x, "qsgd", "zrh", 4, "max", seed=3, chunk_log2=clog2)
+        got = hc.encode(cupy.asarray(x), "qsgd", "zrh", 4, "max", seed=3, chunk_log2=clog2)
+        assert got == want
+        assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
+                              hc.decode(want).astype(np.float64))
 
 
 def test_payloads_outlive_the_staging_buffer():
@@ -95,18 +138,21 @@ def test_nonfinite():
 
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
-    for kw in (dict(quantizer="topk"), dict(coder="auto"), dict(coder="zrh")):
+    for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"),
+               dict(coder="elias-omega")):
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
 
 
+@pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("workers", [1, 2, 5])
-def test_decode_sum_matches_cpu_reduce(workers):
+def test_decode_sum_matches_cpu_reduce(workers, coder):
     rng = np.random.default_rng(workers)
-    shapes = [(300, 7), (1,), (), (70_001,)]
+    shapes = [(300, 7), (1,), (), (70_001,), (200_000,)]
     blobs = []
     for r in range(workers):
         xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
-        blobs.append(hc.encode_many(xs, "qsgd", "huffman", 16, "l2", seed=r))
+        xs[-1] = sparse_like(rng, 200_000, 0.003)
+        blobs.append(hc.encode_many(xs, "qsgd", coder, 16, "l2", seed=r))
     got = gpu_backend.decode_sum(blobs, average=True)
     per_rank = [hc.decode_many(b) for b in blobs]
     for t in range(len(shapes)):
@@ -114,10 +160,11 @@ def test_decode_sum_matches_cpu_reduce(workers):
         assert np.array_equal(cupy.asnumpy(got[t]), want)
 
 
-def test_decode_rejects_corruption_without_faulting():
+@pytest.mark.parametrize("coder,sparse", [("huffman", False), ("zrh", False), ("zrh", True)])
+def test_decode_rejects_corruption_without_faulting(coder, sparse):
     rng = np.random.default_rng(5)
-    blob = hc.encode(gradient_like(rng, 50_000, np.float32), "qsgd", "huffman", 8, "max",
-                     seed=1, chunk_log2=8)
+    x = sparse_like(rng, 50_000, 0.01) if sparse else gradient_like(rng, 50_000, np.float32)
+    blob = hc.encode(x, "qsgd", coder, 8, "max", seed=1, chunk_log2=8)
     bundle, (sec,) = hc.payload.unpack(blob)
     rejected = 0
     for k in range(300):
@@ -141,17 +188,18 @@ def test_decode_rejects_corruption_without_faulting():
     cupy.cuda.Device().synchronize()  # the device is still healthy
 
 
+@pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("n", [2**20 + 3, 2**26 + 1])
-def test_large_tensors(n):
+def test_large_tensors(n, coder):
     rng = np.random.default_rng(n)
     x = rng.standard_normal(n).astype(np.float32)
-    want = hc.encode(x, "qsgd", "huffman", 16, "max", seed=4)
-    assert hc.encode(cupy.asarray(x), "qsgd", "huffman", 16, "max", seed=4) == want
+    want = hc.encode(x, "qsgd", coder, 16, "max", seed=4)
+    assert hc.encode(cupy.asarray(x), "qsgd", coder, 16, "max", seed=4) == want
     assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
                           hc.decode(want).astype(np.float64))
 
 
-@pytest.mark.parametrize("coder", ["huffman", "auto"])
+@pytest.mark.parametrize("coder", ["huffman", "auto", "rlh"])
 def test_exchange_of_device_gradients(coder):
     """What the adapters do with CUDA gradients: encode on the device (or on the host where
     the GPU backend does not cover the coder), decode-and-sum with error feedback kept on

@@ -52,7 +52,7 @@ def test_decode_sum_and_decode(host_device):
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
 
 
-@pytest.mark.parametrize("coder", ["huffman", "zrh"])  # zrh: not GPU-covered, host fallback
+@pytest.mark.parametrize("coder", ["huffman", "rlh"])  # rlh: not GPU-covered, host fallback
 def test_exchange_decode_mean_on_the_device_path(host_device, coder):
     blobs = _blobs(coder)
     per_rank = [hc.decode_many(b) for b in blobs]

@@ -5,8 +5,10 @@ tensors, 25.6M parameters), in one run:
 
 * device-to-device copy bandwidth (bytes read + written, a large ``cupy.copyto``): the ceiling;
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
-* quantize + encode (QSGD max norm s = 16, huffman): device time of the kernels (CUDA events
-  around the stages, median of repeats, inputs rotated so small sizes do not sit in L2) and
+* quantize + encode (default QSGD max norm s = 16, huffman; ``--coder auto`` / ``zrh``,
+  ``--levels``, ``--norm`` for others): device time of the kernels (CUDA events around the
+  stages, median of repeats, inputs rotated so small sizes do not sit in L2; for zrh / auto
+  without the copy of the histograms to the host and the choice of codes there) and
   end to end (``hc.encode`` of a CuPy array: plus the plan and data copies to the host, the
   headers and the CRC), as GB/s of float32 input;
 * decode-and-sum of 4 workers' payloads (``gpu_backend.decode_sum``), as GB/s of float32
@@ -98,6 +100,9 @@ def main(argv=None):
     ap.add_argument("--sizes-mb", type=int, nargs="+", default=list(SIZES_MB))
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--coder", default="huffman", choices=("huffman", "zrh", "auto"))
+    ap.add_argument("--levels", type=int, default=LEVELS, help="QSGD s (default %(default)s)")
+    ap.add_argument("--norm", default="max", choices=("max", "l2"))
     a = ap.parse_args(argv)
     if not gpu_backend.available():
         raise SystemExit("bench gpu needs a CUDA device visible to CuPy")
@@ -127,9 +132,9 @@ def main(argv=None):
         def baseline():
             for x in pick():
                 scale = cupy.abs(x).max()
-                cupy.rint(x * (LEVELS / scale)).astype(cupy.int8)
+                cupy.rint(x * (a.levels / scale)).astype(cupy.int8)
 
-        opts = dict(quantizer="qsgd", coder="huffman", levels=LEVELS, norm="max", seed=1)
+        opts = dict(quantizer="qsgd", coder=a.coder, levels=a.levels, norm=a.norm, seed=1)
         hc.encode_many(xs, **opts)  # warm-up: module compilation
         base_ms = median_ms(baseline, a.repeat)
         profs = []
@@ -140,7 +145,7 @@ def main(argv=None):
                                         profile=prof, **opts)
             profs.append(prof)
         stages = {s: statistics.median(p[s] for p in profs) for s in profs[0]}
-        device_ms = sum(v for s, v in stages.items() if not s.endswith("to host"))
+        device_ms = sum(v for s, v in stages.items() if not s.endswith(("to host", "on host")))
         enc_ms = wall_ms(lambda: hc.encode_many(pick(), **opts), a.repeat)
         blobs = [hc.encode_many(sets[0], **dict(opts, seed=r)) for r in range(a.workers)]
         gpu_backend.decode_sum(blobs)
@@ -155,7 +160,7 @@ def main(argv=None):
         h = None
         if nbytes <= (64 << 20):
             host = [cupy.asnumpy(x).reshape(-1) for x in sets[0]]
-            st = np.concatenate([quantize(x, "qsgd", LEVELS, "max", 1, i).states[: x.size]
+            st = np.concatenate([quantize(x, "qsgd", a.levels, a.norm, 1, i).states[: x.size]
                                  for i, x in enumerate(host)])
             h = entropy_bits(st)
         rows.append(dict(label=label, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
@@ -175,7 +180,8 @@ def main(argv=None):
     measure("ResNet-50 batch", [gradient(int(np.prod(s))).reshape(s) for s in resnet50_shapes()])
 
     print(f"\n{name}, {time.strftime('%Y-%m-%d')}; device-to-device copy {copy_gbs:,.0f} GB/s "
-          f"(read + write); QSGD max s = {LEVELS}, huffman; decode-and-sum of {a.workers} "
+          f"(read + write); QSGD {a.norm} norm s = {a.levels}, {a.coder}; decode-and-sum of "
+          f"{a.workers} "
           f"payloads\n")
     print("| input | MB | CuPy quantize + int8 (GB/s) | quantize + encode, device (GB/s) | "
           "encode end to end (GB/s) | decode-and-sum, device (GB/s out) | decode-and-sum end "

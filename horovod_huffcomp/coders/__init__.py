@@ -53,6 +53,31 @@ def _zrh_section(zc, s: int) -> bytes:
     return cb
 
 
+def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):
+    """The code of a tensor coded with ``auto`` or ``zrh``, chosen from its ZRH histograms
+    (``zrh.histograms``; the GPU backend counts the same arrays on the device):
+    (coder, codebook bytes, code) with a ``Code`` for huffman, a ``zrh.ZrhCode`` for zrh.
+    ``raw_bits`` per non-zero (31 for exact top-k); ``prev`` as in :func:`encode`."""
+    if coder == "zrh":
+        zc, _, _ = zrh.plan_from(hist, raw_bits, _prev_zrh(prev, s))
+        return "zrh", _zrh_section(zc, s), zc
+    counts, lengths, single, hbits, hcb_bytes = zrh.state_code(hist[1], n, s)
+    hbits += raw_bits * (n - int(counts[s]))
+    hcode = hcb = None
+    hcb_bits = 8 * hcb_bytes
+    if prev is not None and prev[0] == "huffman" and len(prev[1]) == hcb_bytes:
+        hcode = Code(lengths, single)  # same size as the previous codebook: compare
+        hcb = _codebook_bytes(hcode)
+        hcb_bits = 0 if prev[1] == hcb else hcb_bits
+    zc, zbits, zcb_bits = zrh.plan_from(hist, raw_bits, _prev_zrh(prev, s))
+    if zbits + zcb_bits < hbits + hcb_bits:
+        return "zrh", _zrh_section(zc, s), zc
+    if hcode is None:
+        hcode = Code(lengths, single)
+        hcb = _codebook_bytes(hcode)
+    return "huffman", hcb, hcode
+
+
 def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=None):
     """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array).
 
@@ -60,34 +85,18 @@ def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=
     to it is not repeated in the payload, so ZRH also weighs reusing it.
     """
     s, n = q.levels, q.n
-    if coder == "auto":
+    if coder in ("auto", "zrh"):
         hist = zrh.histograms(q.states, n, clog2, s)
-        counts, lengths, single, hbits, hcb_bytes = zrh.state_code(hist[1], n, s)
-        if q.raw is not None:
-            hbits += 31 * (n - int(counts[s]))
-        hcode = hcb = None
-        hcb_bits = 8 * hcb_bytes
-        if prev is not None and prev[0] == "huffman" and len(prev[1]) == hcb_bytes:
-            hcode = Code(lengths, single)  # same size as the previous codebook: compare
-            hcb = _codebook_bytes(hcode)
-            hcb_bits = 0 if prev[1] == hcb else hcb_bits
-        zc, zbits, zcb_bits = zrh.plan(q, clog2, _prev_zrh(prev, s), hist)
-        if zbits + zcb_bits < hbits + hcb_bits:
-            return ("zrh", _zrh_section(zc, s)) + zrh.encode(q, clog2, zc, n - int(counts[s]))
-        if hcode is None:
-            hcode = Code(lengths, single)
-            hcb = _codebook_bytes(hcode)
-        return ("huffman", hcb) + symbol.encode(q, clog2, hcode)
+        used, cb, code = plan(coder, hist, s, n, 31 if q.raw is not None else 0, prev)
+        if used == "zrh":
+            return (used, cb) + zrh.encode(q, clog2, code, int(hist[1].sum()))
+        return (used, cb) + symbol.encode(q, clog2, code)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
             code = Code.from_counts(symbol.state_counts(q.states, n, s))
         else:
             code = Code.from_counts(symbol.sample_counts(q.states, n, s, seed))
         return (coder, _codebook_bytes(code)) + symbol.encode(q, clog2, code)
-    if coder == "zrh":
-        hist = zrh.histograms(q.states, n, clog2, s)
-        zc, _, _ = zrh.plan(q, clog2, _prev_zrh(prev, s), hist)
-        return (coder, _zrh_section(zc, s)) + zrh.encode(q, clog2, zc, int(hist[1].sum()))
     if coder == "shs":
         code = shs.build_code(q.states, n, s, seed)
         return (coder, _codebook_bytes(code)) + shs.encode(q, clog2, code)

@@ -615,11 +615,18 @@ def plan(q, clog2: int, prev: ZrhCode | None = None, hist=None):
     4 magnitude contexts for runs and 8 magnitude x sign contexts for levels, and ``prev`` (the
     previous bundle section's code, which costs no codebook bytes) when it has a codeword for
     every symbol present. Codebook bits count the codebook's bytes. All are
-    weighed in one numba call from the histograms.
+    weighed in one numba call from the histograms (:func:`plan_from`).
     """
-    rc, lc, extra, shifted = hist if hist is not None else histograms(q.states, q.n, clog2,
-                                                                         q.levels)
-    rawbits = 31 * int(lc.sum()) if q.raw is not None else 0
+    if hist is None:
+        hist = histograms(q.states, q.n, clog2, q.levels)
+    return plan_from(hist, 31 if q.raw is not None else 0, prev)
+
+
+def plan_from(hist, raw_bits: int, prev: ZrhCode | None = None):
+    """:func:`plan` from the histograms alone (:func:`histograms`' four arrays, however they
+    were counted: the GPU backend counts them on the device); ``raw_bits`` per non-zero."""
+    rc, lc, extra, shifted = hist
+    rawbits = raw_bits * int(lc.sum())
     if prev is None:
         p = (-1, np.zeros(1, np.int64), rc[:1] * 0, np.zeros(1, np.int64), lc[:1] * 0,
              np.zeros(1, np.int64))

@@ -1,0 +1,423 @@
+// ZRH stage (coders/zrh.py layout, docs/format.md): per non-zero state its zero run and its
+// level, then each chunk's terminal run, with the tables of the previous level's context.
+// Batches of tensors in one launch per kernel, chunks numbered globally (common.cuh hc_chunk);
+// `coders` gives each tensor's coder: chunks of tensors coded otherwise are skipped.
+//
+//   hc_nz_count, hc_nz_list  the non-zero states of every tensor in order (positions, levels)
+//   hc_zrh_histogram   per tensor: run symbol counts, extra bits and sum of r >> k for every
+//                      Rice k per run context, level counts per level context (the arrays of
+//                      zrh.histograms, from which the planner picks the code)
+//   hc_zrh_chunk_bits  one warp per chunk: its exact length in bits (the chunk table)
+//   hc_zrh_write       one warp per chunk: 32 items at a time placed at offsets from a warp
+//                      prefix sum into a shared-memory word buffer, stored as whole words
+//   hc_zrh_decode_tables, hc_zrh_decode   a thread per chunk decodes its non-zeros into a
+//                      zeroed int8 state buffer; hc_add_states adds every state's value to
+//                      the float64 accumulator (decode-and-sum)
+//
+// The encode kernels work on lists of the non-zero states (hc_nz_count, a prefix sum,
+// hc_nz_list: position in the chunk, level), made in parallel over the whole batch whatever
+// the chunk size (sparse tensors have chunks of up to 2^24 states), and share hc_zrh_walk:
+// a warp per chunk takes its non-zeros 32 at a time, each with its zero run and the
+// previous level.
+#include "common.cuh"
+
+#define HC_NZ_BLOCK 256    // states per block of the non-zero lists (8 per lane of a warp)
+#define HC_WARPS (HC_THREADS / 32)
+#define HC_ZRH_WORDS 66    // per-warp word buffer: 31 carried bits + 32 items of <= 64 bits
+#define HC_ZRH_PARAMS 8    // per tensor: mode, context mode, Rice k of the 4 run contexts, 0, 0
+
+// Row of a tensor's histograms (u64): run counts [NCTX][RUN_ALPHABET], level counts
+// [NLCTX][2s], extra bits [NCTX], sums of r >> k [NCTX][RICE_MAX_K + 1].
+#define HC_HIST_RC 0
+#define HC_HIST_LC (HC_ZRH_NCTX * HC_RUN_ALPHABET)
+__device__ __forceinline__ int hc_hist_extra(int s) { return HC_HIST_LC + HC_ZRH_NLCTX * 2 * s; }
+__device__ __forceinline__ int hc_hist_shifted(int s) { return hc_hist_extra(s) + HC_ZRH_NCTX; }
+__device__ __forceinline__ int hc_hist_row(int s) {
+    return hc_hist_shifted(s) + HC_ZRH_NCTX * (HC_RICE_MAX_K + 1);
+}
+
+// Blocks of HC_NZ_BLOCK states, numbered over the batch: tensor t owns blocks
+// block_first[t] .. block_first[t + 1] - 1. A warp per block: lane's 8 states (zero past n).
+struct HcBlock {
+    int t;
+    long long first;  // the block's first element in its tensor
+    uint2 w;          // this lane's 8 states
+};
+
+__device__ __forceinline__ HcBlock hc_block(long long b, const long long* block_first, int count,
+                                            const signed char* states, const long long* offsets,
+                                            const long long* sizes) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (block_first[mid] <= b) lo = mid;
+        else hi = mid - 1;
+    }
+    HcBlock k;
+    k.t = lo;
+    k.first = (b - block_first[lo]) * HC_NZ_BLOCK;
+    const long long e = k.first + 8 * (threadIdx.x & 31);
+    k.w = e < sizes[lo] ? *reinterpret_cast<const uint2*>(states + offsets[lo] + e)
+                        : make_uint2(0u, 0u);
+    return k;
+}
+
+__device__ __forceinline__ unsigned int hc_nonzero_bytes(uint2 w) {
+    unsigned int m = 0;
+    for (int b = 0; b < 4; ++b) {
+        if ((w.x >> (8 * b)) & 0xFFu) m |= 1u << b;
+        if ((w.y >> (8 * b)) & 0xFFu) m |= 1u << (4 + b);
+    }
+    return m;
+}
+
+// Non-zero states per block (nz_count[b]); the host turns them into nz_at, their prefix sum.
+extern "C" __global__ void hc_nz_count(const signed char* __restrict__ states,
+                                       const long long* __restrict__ offsets,
+                                       const long long* __restrict__ sizes,
+                                       const long long* __restrict__ block_first, int count,
+                                       unsigned int* __restrict__ nz_count) {
+    const long long b = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    if (b >= block_first[count]) return;
+    const HcBlock k = hc_block(b, block_first, count, states, offsets, sizes);
+    unsigned int c = __popc(hc_nonzero_bytes(k.w));
+    for (int o = 16; o; o >>= 1) c += __shfl_down_sync(0xffffffffu, c, o);
+    if ((threadIdx.x & 31) == 0) nz_count[b] = c;
+}
+
+// The non-zero states of every tensor in order, from nz_at[b] for block b: their position in
+// their chunk (pos; chunks are at most 2^30 states) and their level (val).
+extern "C" __global__ void hc_nz_list(const signed char* __restrict__ states,
+                                      const long long* __restrict__ offsets,
+                                      const long long* __restrict__ sizes,
+                                      const int* __restrict__ clog2,
+                                      const long long* __restrict__ block_first, int count,
+                                      const long long* __restrict__ nz_at,
+                                      unsigned int* __restrict__ pos,
+                                      signed char* __restrict__ val) {
+    const long long b = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (b >= block_first[count]) return;
+    const HcBlock k = hc_block(b, block_first, count, states, offsets, sizes);
+    const unsigned int mask = hc_nonzero_bytes(k.w);
+    const int cnt = __popc(mask);
+    int incl = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+        int u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += u;
+    }
+    long long j = nz_at[b] + incl - cnt;
+    const long long e = k.first + 8 * lane;
+    const long long chunk_start = (e >> clog2[k.t]) << clog2[k.t];
+    for (unsigned int m = mask; m; m &= m - 1, ++j) {
+        const int bit = __ffs(m) - 1;
+        pos[j] = (unsigned int)(e + bit - chunk_start);
+        val[j] = (signed char)(((bit < 4 ? k.w.x : k.w.y) >> (8 * (bit & 3))) & 0xFFu);
+    }
+}
+
+// The items of a chunk of n states whose non-zeros are entries [a, b) of the lists: calls
+// visit(ok, r, v, pv) once per round, on every lane of the warp together (visit may use
+// warp collectives); lanes with ok hold an item, in order: the zero run r before level v,
+// after the previous level pv (0 at the chunk's start); the last round has the terminal run
+// (v = 0) on lane 0.
+template <class Visit>
+__device__ __forceinline__ void hc_zrh_walk(const unsigned int* __restrict__ pos,
+                                            const signed char* __restrict__ val, long long a,
+                                            long long b, long long n, Visit visit) {
+    const int lane = threadIdx.x & 31;
+    for (long long j0 = a; j0 < b; j0 += 32) {
+        const long long j = j0 + lane;
+        const bool ok = j < b;
+        long long r = 0;
+        int v = 0, pv = 0;
+        if (ok) {
+            r = (long long)pos[j] - (j > a ? (long long)pos[j - 1] : -1ll) - 1;
+            v = val[j];
+            pv = j > a ? val[j - 1] : 0;
+        }
+        visit(ok, r, v, pv);
+    }
+    const long long last = b > a ? (long long)pos[b - 1] : -1ll;
+    visit(lane == 0, n - last - 1, 0, b > a ? (int)val[b - 1] : 0);
+}
+
+// Entries [*a, *b) of the non-zero lists: the chunk [start, end) of tensor t.
+__device__ __forceinline__ void hc_chunk_entries(int t, long long start, long long end,
+                                                 const long long* block_first,
+                                                 const long long* nz_at, long long* a,
+                                                 long long* b) {
+    *a = nz_at[block_first[t] + start / HC_NZ_BLOCK];
+    *b = nz_at[block_first[t] + (end + HC_NZ_BLOCK - 1) / HC_NZ_BLOCK];
+}
+
+__device__ __forceinline__ HcZrhCode hc_zrh_code(int t, int s, const int* zpar,
+                                                 const unsigned int* rtab,
+                                                 const unsigned int* ltab) {
+    const int* p = zpar + t * HC_ZRH_PARAMS;
+    HcZrhCode z;
+    z.mode = p[0];
+    z.ctxmode = p[1];
+    z.s = s;
+    z.ks = p + 2;
+    z.rtab = rtab + (long long)t * HC_ZRH_NCTX * HC_RUN_ALPHABET;
+    z.ltab = ltab + (long long)t * HC_ZRH_NLCTX * 2 * s;
+    return z;
+}
+
+// blockIdx.y = tensor; the block's warps take its chunks in turn and count into shared
+// memory, then add the block's counts to the tensor's row of `hist` (hc_hist_row(s) u64).
+extern "C" __global__ void hc_zrh_histogram(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
+    const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2, int s,
+    unsigned long long* __restrict__ hist) {
+    __shared__ unsigned int rc[HC_ZRH_NCTX * HC_RUN_ALPHABET];
+    __shared__ unsigned int lc[HC_ZRH_NLCTX * 2 * HC_MAX_LEVELS];
+    __shared__ unsigned long long extra[HC_ZRH_NCTX];
+    __shared__ unsigned long long shifted[HC_ZRH_NCTX * (HC_RICE_MAX_K + 1)];
+    const int t = blockIdx.y, warp = threadIdx.x >> 5, a2 = 2 * s;
+    for (int k = threadIdx.x; k < HC_ZRH_NCTX * HC_RUN_ALPHABET; k += blockDim.x) rc[k] = 0;
+    for (int k = threadIdx.x; k < HC_ZRH_NLCTX * a2; k += blockDim.x) lc[k] = 0;
+    for (int k = threadIdx.x; k < HC_ZRH_NCTX * (HC_RICE_MAX_K + 1); k += blockDim.x)
+        shifted[k] = 0;
+    if (threadIdx.x < HC_ZRH_NCTX) extra[threadIdx.x] = 0;
+    __syncthreads();
+    const long long n = sizes[t];
+    const int lg = clog2[t];
+    const long long chunks = (n + (1ll << lg) - 1) >> lg;
+    // per item: its run symbol and level in shared counters; the sums of extra bits and of
+    // r >> k over the warp's long runs per context reduced across the warp first (the runs
+    // of one round lie in one chunk: their sum stays below 2^30)
+    auto add = [&](bool ok, long long r, int v, int pv) {
+        int ctx = 0, lctx = 0, ne = 0;
+        unsigned int ex;
+        if (ok) {
+            hc_zrh_contexts(pv, HC_ZRH_CTX_SIGN, &ctx, &lctx);
+            atomicAdd(&rc[ctx * HC_RUN_ALPHABET + hc_run_sym(r, &ne, &ex)], 1u);
+            if (v) atomicAdd(&lc[lctx * a2 + hc_level_sym(v, s)], 1u);
+        }
+        const bool long_run = ok && r >= HC_RUN_DIRECT;
+        for (int c = 0; c < HC_ZRH_NCTX; ++c) {
+            const bool mine = long_run && ctx == c;
+            if (!__any_sync(0xffffffffu, mine)) continue;
+            const unsigned int e = __reduce_add_sync(0xffffffffu, mine ? (unsigned int)ne : 0u);
+            if ((threadIdx.x & 31) == 0) atomicAdd(&extra[c], (unsigned long long)e);
+            for (int k = 0; k <= HC_RICE_MAX_K; ++k) {
+                const unsigned int q = __reduce_add_sync(0xffffffffu,
+                                                         mine ? (unsigned int)(r >> k) : 0u);
+                if ((threadIdx.x & 31) == k)
+                    atomicAdd(&shifted[c * (HC_RICE_MAX_K + 1) + k], (unsigned long long)q);
+            }
+        }
+    };
+    for (long long j = blockIdx.x * (long long)HC_WARPS + warp; j < chunks;
+         j += (long long)gridDim.x * HC_WARPS) {
+        const long long start = j << lg, end = min(n, start + (1ll << lg));
+        long long a, b;
+        hc_chunk_entries(t, start, end, block_first, nz_at, &a, &b);
+        hc_zrh_walk(pos, val, a, b, end - start, add);
+    }
+    __syncthreads();
+    unsigned long long* row = hist + (long long)t * hc_hist_row(s);
+    for (int k = threadIdx.x; k < HC_ZRH_NCTX * HC_RUN_ALPHABET; k += blockDim.x)
+        if (rc[k]) atomicAdd(row + HC_HIST_RC + k, (unsigned long long)rc[k]);
+    for (int k = threadIdx.x; k < HC_ZRH_NLCTX * a2; k += blockDim.x)
+        if (lc[k]) atomicAdd(row + HC_HIST_LC + k, (unsigned long long)lc[k]);
+    if (threadIdx.x < HC_ZRH_NCTX && extra[threadIdx.x])
+        atomicAdd(row + hc_hist_extra(s) + threadIdx.x, extra[threadIdx.x]);
+    for (int k = threadIdx.x; k < HC_ZRH_NCTX * (HC_RICE_MAX_K + 1); k += blockDim.x)
+        if (shifted[k]) atomicAdd(row + hc_hist_shifted(s) + k, shifted[k]);
+}
+
+// zpar: HC_ZRH_PARAMS ints per tensor; rtab/ltab: the codes as code << 5 | length,
+// HC_ZRH_NCTX x HC_RUN_ALPHABET and HC_ZRH_NLCTX x 2s entries per tensor.
+extern "C" __global__ void hc_zrh_chunk_bits(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
+    const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
+    const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
+    unsigned long long* __restrict__ chunk_bits) {
+    const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (c >= chunk_first[count]) return;  // the same for the whole warp
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_ZRH) return;
+    const HcZrhCode z = hc_zrh_code(k.t, s, zpar, rtab, ltab);
+    long long a, e;
+    hc_chunk_entries(k.t, k.start, k.end, block_first, nz_at, &a, &e);
+    unsigned long long b = 0;
+    hc_zrh_walk(pos, val, a, e, k.end - k.start, [&](bool ok, long long r, int v, int pv) {
+        uint64_t code;
+        if (ok) b += hc_zrh_item(z, r, v, pv, &code);
+    });
+    for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
+    if (lane == 0) chunk_bits[c] = b;
+}
+
+// Items of at most 64 bits are placed into the warp's shared word buffer (atomicOr there),
+// completed words stored whole; a round with a longer item (a Rice run of many ones) flushes
+// the buffer and places its bits with atomicOr straight into the output. Words a chunk may
+// share with another writer (its first word, words the slow path touched, its last partial
+// word) are always ORed.
+extern "C" __global__ void hc_zrh_write(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
+    const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
+    const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
+    const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
+    __shared__ unsigned int buffer[HC_WARPS][HC_ZRH_WORDS];
+    const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_ZRH) return;
+    const HcZrhCode z = hc_zrh_code(k.t, s, zpar, rtab, ltab);
+    unsigned int* words = buffer[warp];
+    for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = 0;
+    __syncwarp();
+    unsigned long long base = 8ull * chunk_byte[c];   // stream bit where the next round starts
+    unsigned long long shared_to = chunk_byte[c] >> 2;  // words up to it: atomicOr
+    auto or_shared = [words](unsigned long long w, unsigned int v) { atomicOr(words + w, v); };
+    auto or_global = [out](unsigned long long w, unsigned int v) {
+        atomicOr(out + w, hc_word_bytes(v));
+    };
+    auto place64 = [](unsigned long long rel, unsigned long long code, int len, auto or_word) {
+        if (len > 32) {
+            hc_place(rel, (unsigned int)(code >> 32), len - 32, or_word);
+            hc_place(rel + len - 32, (unsigned int)code, 32, or_word);
+        } else if (len) {
+            hc_place(rel, (unsigned int)code, len, or_word);
+        }
+    };
+    long long a, e;
+    hc_chunk_entries(k.t, k.start, k.end, block_first, nz_at, &a, &e);
+    hc_zrh_walk(pos, val, a, e, k.end - k.start, [&](bool ok, long long r, int v, int pv) {
+        uint64_t code = 0;
+        const unsigned long long len = ok ? hc_zrh_item(z, r, v, pv, &code) : 0;
+        unsigned long long incl = len;
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long u = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += u;
+        }
+        const unsigned long long round = __shfl_sync(0xffffffffu, incl, 31);
+        if (!__any_sync(0xffffffffu, len > 64)) {
+            const unsigned long long w0 = base >> 5;  // the buffer's word 0
+            place64((base & 31) + incl - len, code, (int)len, or_shared);
+            __syncwarp();
+            base += round;
+            const int done = (int)((base >> 5) - w0);  // words every bit of which is placed
+            for (int w = lane; w < done; w += 32) {
+                const unsigned int bytes = hc_word_bytes(words[w]);
+                if (w0 + w <= shared_to) atomicOr(out + w0 + w, bytes);
+                else out[w0 + w] = bytes;
+            }
+            const unsigned int carry = words[done];
+            __syncwarp();
+            for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = w ? 0u : carry;
+            __syncwarp();
+            return;
+        }
+        if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
+        unsigned long long p = base + incl - len;
+        if (len <= 64) {
+            place64(p, code, (int)len, or_global);
+        } else {
+            hc_zrh_item_pieces(z, r, v, pv, [&](unsigned int bits, int n) {
+                hc_place(p, bits, n, or_global);
+                p += n;
+            });
+        }
+        base += round;
+        shared_to = base >> 5;
+        __syncwarp();
+        for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = 0;
+        __syncwarp();
+    });
+    if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
+}
+
+// Decode tables of every tensor's HC_ZRH_ROWS codes (rows 0..3 runs over HC_RUN_ALPHABET,
+// 4..11 levels over 2s), one block per row: entry symbol << 5 | length for the next bits[row]
+// bits; bits[row] = 0: table[0] = the one symbol << 5, or -1 << 5 for an empty code.
+// lengths/codes: HC_ZRH_NCTX rows of HC_RUN_ALPHABET then HC_ZRH_NLCTX rows of 2s per tensor.
+extern "C" __global__ void hc_zrh_decode_tables(
+    const unsigned char* __restrict__ lengths, const unsigned short* __restrict__ codes,
+    const int* __restrict__ singles, const long long* __restrict__ table_at,
+    const int* __restrict__ bits, int s, int* __restrict__ tables) {
+    const int row = blockIdx.x % HC_ZRH_ROWS;
+    const long long t = blockIdx.x / HC_ZRH_ROWS;
+    const int per = HC_ZRH_NCTX * HC_RUN_ALPHABET + HC_ZRH_NLCTX * 2 * s;
+    const long long first = t * per + (row < HC_ZRH_NCTX
+                                           ? row * HC_RUN_ALPHABET
+                                           : HC_ZRH_NCTX * HC_RUN_ALPHABET
+                                                 + (row - HC_ZRH_NCTX) * 2 * s);
+    const int alphabet = row < HC_ZRH_NCTX ? HC_RUN_ALPHABET : 2 * s;
+    const int tb = bits[blockIdx.x];
+    int* table = tables + table_at[blockIdx.x];
+    if (tb == 0) {
+        const int one = singles[blockIdx.x];
+        if (threadIdx.x == 0) table[0] = one >= 0 ? one << 5 : -(1 << 5);
+        return;
+    }
+    for (int j = threadIdx.x; j < (1 << tb); j += blockDim.x) table[j] = -(1 << 5);
+    __syncthreads();
+    for (int k = 0; k < alphabet; ++k) {
+        const int ln = lengths[first + k];
+        if (!ln || ln > tb) continue;
+        const unsigned int code = codes[first + k];
+        const unsigned int lo = code << (tb - ln), hi = (code + 1) << (tb - ln);
+        for (unsigned int j = lo + threadIdx.x; j < hi; j += blockDim.x) table[j] = (k << 5) | ln;
+    }
+}
+
+// One thread per chunk of the ZRH tensors: their non-zero states into `out` (zeroed, laid
+// out like the accumulator: tensor t from state_at[t]). err[0] gets the first error code
+// (common.cuh HC_ERR_*), err[1] the chunk.
+extern "C" __global__ void hc_zrh_decode(
+    const unsigned char* __restrict__ buf, unsigned long long nbytes,
+    const unsigned long long* __restrict__ chunk_byte,
+    const unsigned long long* __restrict__ chunk_bits, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, const long long* __restrict__ sizes, int count,
+    int s, const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
+    const int* __restrict__ tables, const long long* __restrict__ table_at,
+    const int* __restrict__ bits, const long long* __restrict__ state_at,
+    signed char* __restrict__ out, int* err) {
+    const long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    const int t = k.t;
+    if (coders[t] != HC_CODER_ZRH) return;
+    HcTable rows[HC_ZRH_ROWS];
+    for (int r = 0; r < HC_ZRH_ROWS; ++r) {
+        rows[r].table = tables + table_at[t * HC_ZRH_ROWS + r];
+        rows[r].bits = bits[t * HC_ZRH_ROWS + r];
+    }
+    const int* p = zpar + t * HC_ZRH_PARAMS;
+    signed char* o = out + state_at[t];
+    const int e = hc_zrh_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end,
+                                      s, p[0], p[1], p + 2, rows, rows + HC_ZRH_NCTX,
+                                      [o](long long i, int v) { o[i] = (signed char)v; });
+    if (e != HC_OK && atomicCAS(err, 0, e) == 0) err[1] = (int)c;
+}
+
+// acc[state_at[t] + i] += values[t][state + s] for every element of the ZRH tensors
+// (blockIdx.y = tensor): zeros too, as the host's float64 sum adds them.
+extern "C" __global__ void hc_add_states(const signed char* __restrict__ states,
+                                         const long long* __restrict__ sizes,
+                                         const long long* __restrict__ state_at,
+                                         const unsigned char* __restrict__ coders,
+                                         const double* __restrict__ values, int s,
+                                         double* __restrict__ acc) {
+    const int t = blockIdx.y;
+    if (coders[t] != HC_CODER_ZRH) return;
+    const long long n = sizes[t], at = state_at[t];
+    const double* value = values + (long long)t * (2 * s + 1) + s;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        acc[at + i] += value[states[at + i]];
+}
