@@ -28,7 +28,8 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
 
     x: a NumPy array (or anything array-like), or a CUDA array (CuPy, torch CUDA tensor,
         any __dlpack__ producer): encoded by the GPU backend where it covers the options
-        (qsgd/terngrad + huffman), else copied to the host; the bytes are the same.
+        (qsgd/terngrad with huffman, zrh or auto), else copied to the host; the bytes are
+        the same.
     quantizer: "qsgd" (levels s, default 16; norm "l2" or "max"), "terngrad", or "topk"
         (ratio of entries kept; levels 0 = exact float32 values, s >= 1 = quantized).
     coder: "auto" (default: the smaller of huffman and zrh), "huffman", "sh", "shs", "rlh",

@@ -1,7 +1,7 @@
 """GPU backend: CuPy ``RawModule`` over ``cuda/*.cu``, byte-identical to the CPU backend.
 
-Covered so far: quantizers ``qsgd`` (L2 and max norm) and ``terngrad``, coder ``huffman``,
-float16/32/64 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single
+Covered so far: quantizers ``qsgd`` (L2 and max norm) and ``terngrad``, coders ``huffman``,
+``zrh`` and ``auto``, float16/32/64 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single
 tensors and batches. ``api.encode``/``encode_many`` send CUDA inputs here when the options
 are covered and copy them to the host for the CPU backend otherwise (see docs/gpu.md).
 
@@ -12,6 +12,12 @@ the packed data:
 
     absmax [+ sumsq] -> scales -> quantize -> histogram -> codes + chunk plan
     -> chunk bits -> (sync: plan to host) -> write -> (data to host)
+
+``zrh`` / ``auto`` choose each tensor's code on the host from histograms counted on the
+device (one more synchronisation; see :func:`_plan_sparse`):
+
+    ... -> histogram + chunk plan -> non-zero lists -> ZRH histograms -> (sync: histograms
+    to host; codes chosen; tables up) -> chunk bits -> (sync) -> write -> (data to host)
 
 Decode-and-sum (:func:`decode_sum`) parses the payloads' envelopes on the host (they are
 untrusted: the same checks as the CPU backend), then decodes every chunk of every payload on
@@ -432,7 +438,7 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
     of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles, or
     always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
     payloads in errors (default "payload i"). NotImplementedError if a section is not
-    GPU-covered (huffman), before any result is returned. ``profile``: a dict that receives
+    GPU-covered (huffman, zrh), before any result is returned. ``profile``: a dict that receives
     the device milliseconds of the upload and of the decode kernels (``bench gpu``)."""
     labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
     parsed = _unpack_all(blobs, labels, max_elements)
