@@ -230,15 +230,41 @@ HC_HD int32_t hc_primary_entry(const int32_t* table, int tbits, int pbits, int j
 #define HC_ERR_UNDERRUN 2
 #define HC_ERR_SYMBOL 3
 
+// A ZRH decode table row as codebook.decode_table: entry = symbol << 5 | length for the
+// next `bits` bits (bits = 0: table[0] is the one symbol, or -1 << 5 for an empty code).
+struct HcTable {
+    const int32_t* table;
+    int bits;
+};
+
+// The stream reader of the chunk decoders: a 64-bit window with `have` unread bits at its
+// top, refilled 4 bytes at a time (bytes past nbytes read as zero).
+struct HcReader {
+    const uint8_t* buf;
+    uint64_t nbytes, next, win;
+    int have;
+    HC_HD void fill() {
+        if (have < 32) {
+            uint32_t w = 0;
+            for (int k = 0; k < 4; ++k) w = (w << 8) | (next + k < nbytes ? buf[next + k] : 0u);
+            win |= (uint64_t)w << (32 - have);
+            next += 4;
+            have += 32;
+        }
+    }
+    HC_HD uint32_t top(int k) { return k ? (uint32_t)(win >> (64 - k)) : 0u; }  // k <= 32
+    HC_HD void skip(int k) { win <<= k, have -= k; }  // k <= 32
+    HC_HD int32_t sym(HcTable t) { return t.bits ? t.table[top(t.bits)] : t.table[0]; }
+};
+
 // One chunk of the huffman/sh layout: one codeword per element (symbol = state + s), MSB
 // first from byte `first_byte`; exactly `nbits` bits. Calls put(i, state) per element.
 // `table`: hc_decode_table of `tbits` bits; `prim`: its first `pbits` bits
 // (hc_primary_table, small enough to stay in a cache: on an H100 the full 2^15-entry table's
 // scattered lookups made decoding 1.5-3x slower), the full table read only for codewords
 // longer than `pbits`. `tbits` = 0 is a single-symbol code (table[0] holds it, 0 bits each).
-// The bits are read through a 64-bit window refilled 4 bytes at a time (bytes past `nbytes`
-// read as zero). (Decoding 8 elements before adding them, to issue the adds together, was
-// measured 2-3x slower on an H100.)
+// The bits are read through HcReader's 64-bit window. (Decoding 8 elements before adding
+// them, to issue the adds together, was measured 2-3x slower on an H100.)
 #define HC_PRIMARY_BITS 10
 
 template <class Put>
@@ -251,24 +277,17 @@ HC_HD int hc_huffman_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t 
         for (int64_t i = start; i < end; ++i) put(i, (table[0] >> 5) - s);
         return nbits == 0 ? HC_OK : HC_ERR_UNDERRUN;
     }
-    uint64_t next = first_byte, used = 0, win = 0;  // win: `have` unread bits at the top
-    int have = 0;
+    HcReader rd = {buf, nbytes, first_byte, 0, 0};
+    uint64_t used = 0;
     for (int64_t i = start; i < end; ++i) {
-        if (have < 32) {
-            uint32_t w = 0;
-            for (int k = 0; k < 4; ++k) w = (w << 8) | (next + k < nbytes ? buf[next + k] : 0u);
-            win |= (uint64_t)w << (32 - have);
-            next += 4;
-            have += 32;
-        }
-        int32_t e = prim[win >> (64 - pbits)];
-        if (e == HC_ESCAPE_ENTRY) e = table[win >> (64 - tbits)];
+        rd.fill();
+        int32_t e = prim[rd.top(pbits)];
+        if (e == HC_ESCAPE_ENTRY) e = table[rd.top(tbits)];
         if (e < 0) return HC_ERR_SYMBOL;
         int len = e & 31;
         used += len;
         if (used > nbits) return HC_ERR_OVERRUN;
-        win <<= len;
-        have -= len;
+        rd.skip(len);
         put(i, (e >> 5) - s);
     }
     return used == nbits ? HC_OK : HC_ERR_UNDERRUN;
@@ -303,14 +322,21 @@ struct HcChunk {
 };
 
 // Global chunk c: its tensor (the last t with chunk_first[t] <= c) and element range.
-HC_HD HcChunk hc_chunk(long long c, const long long* chunk_first, int count, const int* clog2,
-                       const long long* sizes) {
+// The tensor owning item c of a batch numbering (chunks, blocks): the last t with
+// first[t] <= c.
+HC_HD int hc_owner(long long c, const long long* first, int count) {
     int lo = 0, hi = count - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) >> 1;
-        if (chunk_first[mid] <= c) lo = mid;
+        if (first[mid] <= c) lo = mid;
         else hi = mid - 1;
     }
+    return lo;
+}
+
+HC_HD HcChunk hc_chunk(long long c, const long long* chunk_first, int count, const int* clog2,
+                       const long long* sizes) {
+    const int lo = hc_owner(c, chunk_first, count);
     HcChunk k;
     k.t = lo;
     k.start = (c - chunk_first[lo]) << clog2[lo];
@@ -438,33 +464,6 @@ HC_HD void hc_zrh_item_pieces(const HcZrhCode& z, int64_t r, int v, int pv, Emit
         if (e & 31) emit(e >> 5, (int)(e & 31));
     }
 }
-
-// A ZRH decode table row as codebook.decode_table: entry = symbol << 5 | length for the
-// next `bits` bits (bits = 0: table[0] is the one symbol, or -1 << 5 for an empty code).
-struct HcTable {
-    const int32_t* table;
-    int bits;
-};
-
-// The stream reader of the chunk decoders: a 64-bit window with `have` unread bits at its
-// top, refilled 4 bytes at a time (bytes past nbytes read as zero).
-struct HcReader {
-    const uint8_t* buf;
-    uint64_t nbytes, next, win;
-    int have;
-    HC_HD void fill() {
-        if (have < 32) {
-            uint32_t w = 0;
-            for (int k = 0; k < 4; ++k) w = (w << 8) | (next + k < nbytes ? buf[next + k] : 0u);
-            win |= (uint64_t)w << (32 - have);
-            next += 4;
-            have += 32;
-        }
-    }
-    HC_HD uint32_t top(int k) { return k ? (uint32_t)(win >> (64 - k)) : 0u; }  // k <= 32
-    HC_HD void skip(int k) { win = k == 64 ? 0 : win << k, have -= k; }
-    HC_HD int32_t sym(HcTable t) { return t.bits ? t.table[top(t.bits)] : t.table[0]; }
-};
 
 // One ZRH chunk (zrh._decode_chunk, the same verdicts): calls put(i, level) per non-zero.
 // runs/levels: the tensor's HC_ZRH_NCTX run and HC_ZRH_NLCTX level decode tables.

@@ -47,12 +47,7 @@ struct HcBlock {
 __device__ __forceinline__ HcBlock hc_block(long long b, const long long* block_first, int count,
                                             const signed char* states, const long long* offsets,
                                             const long long* sizes) {
-    int lo = 0, hi = count - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (block_first[mid] <= b) lo = mid;
-        else hi = mid - 1;
-    }
+    const int lo = hc_owner(b, block_first, count);
     HcBlock k;
     k.t = lo;
     k.first = (b - block_first[lo]) * HC_NZ_BLOCK;
@@ -165,6 +160,29 @@ __device__ __forceinline__ HcZrhCode hc_zrh_code(int t, int s, const int* zpar,
     return z;
 }
 
+// Global chunk c of a ZRH kernel's launch: false if past the last chunk or another coder's;
+// else its code, its non-zeros (entries [a, b) of the lists) and its length n.
+struct HcZrhChunk {
+    HcZrhCode z;
+    long long a, b, n;
+};
+
+__device__ __forceinline__ bool hc_zrh_chunk(long long c, const long long* nz_at,
+                                             const long long* block_first,
+                                             const long long* sizes, const int* clog2,
+                                             const long long* chunk_first, int count, int s,
+                                             const unsigned char* coders, const int* zpar,
+                                             const unsigned int* rtab, const unsigned int* ltab,
+                                             HcZrhChunk* out) {
+    if (c >= chunk_first[count]) return false;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_ZRH) return false;
+    out->z = hc_zrh_code(k.t, s, zpar, rtab, ltab);
+    hc_chunk_entries(k.t, k.start, k.end, block_first, nz_at, &out->a, &out->b);
+    out->n = k.end - k.start;
+    return true;
+}
+
 // blockIdx.y = tensor; the block's warps take its chunks in turn and count into shared
 // memory, then add the block's counts to the tensor's row of `hist` (hc_hist_row(s) u64).
 extern "C" __global__ void hc_zrh_histogram(
@@ -242,16 +260,14 @@ extern "C" __global__ void hc_zrh_chunk_bits(
     unsigned long long* __restrict__ chunk_bits) {
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
-    if (c >= chunk_first[count]) return;  // the same for the whole warp
-    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
-    if (coders[k.t] != HC_CODER_ZRH) return;
-    const HcZrhCode z = hc_zrh_code(k.t, s, zpar, rtab, ltab);
-    long long a, e;
-    hc_chunk_entries(k.t, k.start, k.end, block_first, nz_at, &a, &e);
+    HcZrhChunk k;
+    if (!hc_zrh_chunk(c, nz_at, block_first, sizes, clog2, chunk_first, count, s, coders, zpar,
+                      rtab, ltab, &k))
+        return;  // the same for the whole warp
     unsigned long long b = 0;
-    hc_zrh_walk(pos, val, a, e, k.end - k.start, [&](bool ok, long long r, int v, int pv) {
+    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv) {
         uint64_t code;
-        if (ok) b += hc_zrh_item(z, r, v, pv, &code);
+        if (ok) b += hc_zrh_item(k.z, r, v, pv, &code);
     });
     for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
     if (lane == 0) chunk_bits[c] = b;
@@ -273,10 +289,11 @@ extern "C" __global__ void hc_zrh_write(
     __shared__ unsigned int buffer[HC_WARPS][HC_ZRH_WORDS];
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (c >= chunk_first[count]) return;
-    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
-    if (coders[k.t] != HC_CODER_ZRH) return;
-    const HcZrhCode z = hc_zrh_code(k.t, s, zpar, rtab, ltab);
+    HcZrhChunk k;
+    if (!hc_zrh_chunk(c, nz_at, block_first, sizes, clog2, chunk_first, count, s, coders, zpar,
+                      rtab, ltab, &k))
+        return;
+    const HcZrhCode& z = k.z;
     unsigned int* words = buffer[warp];
     for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = 0;
     __syncwarp();
@@ -294,9 +311,7 @@ extern "C" __global__ void hc_zrh_write(
             hc_place(rel, (unsigned int)code, len, or_word);
         }
     };
-    long long a, e;
-    hc_chunk_entries(k.t, k.start, k.end, block_first, nz_at, &a, &e);
-    hc_zrh_walk(pos, val, a, e, k.end - k.start, [&](bool ok, long long r, int v, int pv) {
+    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv) {
         uint64_t code = 0;
         const unsigned long long len = ok ? hc_zrh_item(z, r, v, pv, &code) : 0;
         unsigned long long incl = len;

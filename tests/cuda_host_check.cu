@@ -5,6 +5,22 @@
 #include <vector>
 #include "../cuda/common.cuh"
 
+// The stream of a host writer as 32-bit words (hc_place's layout), grown on demand.
+struct HostWords {
+    std::vector<uint32_t> words = std::vector<uint32_t>(1, 0u);
+    void put(uint64_t w, uint32_t v) {
+        if (w >= words.size()) words.resize(w + 1, 0u);
+        words[w] |= v;
+    }
+    // The first `bytes` bytes into out, as the device stores the words; returns bytes.
+    long long store(unsigned long long bytes, unsigned char* out) {
+        words.resize(bytes / 4 + 1, 0u);
+        for (unsigned long long k = 0; k < bytes; ++k)
+            out[k] = (uint8_t)(hc_word_bytes(words[k >> 2]) >> (8 * (k & 3)));
+        return (long long)bytes;
+    }
+};
+
 extern "C" {
 
 void hc_check_half(const unsigned short* h, long long n, float* out) {
@@ -48,11 +64,8 @@ long long hc_check_huffman_encode(const signed char* states, long long n, int s,
                                   unsigned long long* chunk_bits, unsigned char* out) {
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
-    std::vector<uint32_t> words(1);
-    auto or_word = [&words](uint64_t w, uint32_t v) {
-        if (w >= words.size()) words.resize(w + 1, 0u);
-        words[w] |= v;
-    };
+    HostWords words;
+    auto or_word = [&words](uint64_t w, uint32_t v) { words.put(w, v); };
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
         uint64_t pos = 8 * byte, first = pos;
@@ -64,10 +77,7 @@ long long hc_check_huffman_encode(const signed char* states, long long n, int s,
         chunk_bits[c] = pos - first;
         byte += (pos - first + 7) / 8;
     }
-    words.resize(byte / 4 + 1, 0u);
-    for (unsigned long long k = 0; k < byte; ++k)  // the words' bytes, as the device stores them
-        out[k] = (uint8_t)(hc_word_bytes(words[k >> 2]) >> (8 * (k & 3)));
-    return (long long)byte;
+    return words.store(byte, out);
 }
 
 // Decode that layout (as the GPU's decode kernel does, one chunk at a time); returns an
@@ -106,11 +116,8 @@ long long hc_check_zrh_encode(const signed char* states, long long n, int s, int
     HcZrhCode z = {zpar[0], zpar[1], s, zpar + 2, rtab, ltab};
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
-    std::vector<uint32_t> words(1);
-    auto or_word = [&words](uint64_t w, uint32_t v) {
-        if (w >= words.size()) words.resize(w + 1, 0u);
-        words[w] |= v;
-    };
+    HostWords words;
+    auto or_word = [&words](uint64_t w, uint32_t v) { words.put(w, v); };
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
         uint64_t pos = 8 * byte, first = pos;
@@ -140,10 +147,7 @@ long long hc_check_zrh_encode(const signed char* states, long long n, int s, int
         chunk_bits[c] = pos - first;
         byte += (pos - first + 7) / 8;
     }
-    words.resize(byte / 4 + 1, 0u);
-    for (unsigned long long k = 0; k < byte; ++k)
-        out[k] = (uint8_t)(hc_word_bytes(words[k >> 2]) >> (8 * (k & 3)));
-    return (long long)byte;
+    return words.store(byte, out);
 }
 
 // Decode ZRH chunks with hc_zrh_decode_chunk; tables: HC_ZRH_ROWS decode tables of
