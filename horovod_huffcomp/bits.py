@@ -8,6 +8,8 @@ bit position with the chunk's end after every symbol instead.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -139,7 +141,10 @@ def skip(bb, bn, k):
 
 @njit(inline="always", cache=True)
 def bitlen(v):
-    """Number of significant bits of v >= 1 (floor(log2 v) + 1)."""
+    """Number of significant bits of v >= 0 (floor(log2 v) + 1; 0 for 0): the exponent of
+    v as a float64, exact below 2**53 (a loop above)."""
+    if v < (1 << 53):
+        return math.frexp(np.float64(v))[1] if v > 0 else 0
     n = 0
     while v > 0:
         v >>= 1

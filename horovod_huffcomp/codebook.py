@@ -41,6 +41,11 @@ def huffman_lengths(counts, max_len):
             used += 1
     if used <= 1:
         return lengths
+    if used == 2:  # the tree of two leaves
+        for i in range(n):
+            if counts[i] > 0:
+                lengths[i] = 1
+        return lengths
     syms = np.empty(used, np.int64)
     k = 0
     for i in range(n):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import coders
-from .coders.chunks import auto_chunk_log2
+from .coders.chunks import auto_chunk_log2, count_nonzero
 from .errors import PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
 from .quantizers import dequantize, quantize
@@ -42,12 +42,14 @@ def encode_section(x, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2
 def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2, seed: int,
                  gap: bool = False, prev: Section | None = None) -> Section:
     """The lossless step: quantized states -> a section (chunking, codebook, bits)."""
+    nnz = count_nonzero(q.states, q.n)
     if chunk_log2 is None:
-        chunk_log2 = auto_chunk_log2(q.n, int(np.count_nonzero(q.states)))
+        chunk_log2 = auto_chunk_log2(q.n, nnz)
     elif not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
     prev_cb = (prev.coder, prev.codebook) if prev is not None else None
-    used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap, prev_cb)
+    used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap, prev_cb,
+                                                     nnz)
     return Section(
         quantizer=quantizer, coder=used, dtype=dtype, shape=shape, levels=q.levels,
         scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,

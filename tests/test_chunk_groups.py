@@ -108,3 +108,85 @@ def test_dense_zrh_writer_writes_the_same_bits(mode, ctx):
     out = np.zeros(n, np.int8)
     assert zrh.decode(dense[1], dense[0], n, clog2, s, zc, out, np.zeros(0, np.uint32)) == 0
     assert np.array_equal(out, states[:n])
+
+
+def _sparse_states(rng, n, s, density):
+    states = np.zeros((n + 7) & ~7, np.int8)
+    nz = rng.random(n) < density
+    states[:n] = np.where(nz, rng.integers(-s, s + 1, n), 0)
+    return states
+
+
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.3, 1.0])
+def test_nonzero_count_and_positions(density):
+    """The branch-free count (eight bytes a word) and both scans for the non-zero positions
+    (zero words skipped below 1/8 non-zero, branch-free above) against NumPy."""
+    from horovod_huffcomp.coders import zrh
+
+    rng = np.random.default_rng(int(density * 1000))
+    for n in (0, 1, 7, 8, 9, 63, 64, 65, 4097, 100_003):
+        states = _sparse_states(rng, n, 127, density)
+        states[: n // 3][states[: n // 3] != 0] = -128  # a byte with only its top bit set
+        nnz = chunks.count_nonzero(states, n)
+        assert nnz == np.count_nonzero(states[:n]), n
+        assert np.array_equal(zrh.nonzero_positions(states, n, nnz), np.flatnonzero(states[:n]))
+    with pytest.raises(ValueError):
+        zrh.nonzero_positions(states, n, nnz + 1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("raw", [False, True])
+def test_listed_zrh_kernels_match_scanning(groups, k, raw):
+    """ZRH's histograms and writer read from the non-zero positions give what scanning the
+    states gives, whatever the chunk groups."""
+    from horovod_huffcomp.coders import zrh
+    from horovod_huffcomp.quantizers import Quantized
+
+    groups(k)
+    rng = np.random.default_rng(k + 10 * raw)
+    n, s, clog2 = 300_001, 1 if raw else 8, 12
+    states = _sparse_states(rng, n, s, 0.01)
+    states[5000:90_000] = 0  # chunks with no non-zero, a run across many chunks
+    rawv = rng.integers(1, 1 << 31, n).astype(np.uint32) if raw else None
+    q = Quantized(states, n, s, 1.0, "max", rawv)
+    nnz = chunks.count_nonzero(states, n)
+    pos = zrh.nonzero_positions(states, n, nnz)
+    scanned = zrh.histograms(states, n, clog2, s)
+    listed = zrh.histograms(states, n, clog2, s, pos)
+    for a, b in zip(scanned, listed):
+        assert np.array_equal(a, b)
+    zc = zrh.plan_from(scanned, 31 if raw else 0)[0]
+    want = zrh.encode(q, clog2, zc, nnz)
+    got = zrh.encode(q, clog2, zc, nnz, pos=pos)
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+
+
+def test_one_call_path_matches_the_planned_path():
+    """``auto.encode``'s one numba call (sparse or single-group tensors) against histograms,
+    ``auto.plan`` and the writers called one by one, along a bundle's chain of codebooks."""
+    from horovod_huffcomp.coders import auto, symbol, zrh
+    from horovod_huffcomp.quantizers import quantize
+
+    rng = np.random.default_rng(4)
+    tensors = [gradient_like(n, i) * (rng.random(n) < d)
+               for i, (n, d) in enumerate([(256, 1), (3000, 0.05), (3000, 0.05), (70_000, 0.01),
+                                           (70_000, 1), (500, 1), (200_000, 0.001), (10, 1)])]
+    for coder in ("auto", "zrh"):
+        for quant, s, norm in (("qsgd", 1, "l2"), ("qsgd", 16, "max"), ("topk", 1, "max")):
+            prev = None
+            for i, x in enumerate(tensors):
+                q = quantize(x.astype(np.float32), quant, s, norm, 0, i, 0.05)
+                nnz = chunks.count_nonzero(q.states, q.n)
+                clog2 = chunks.auto_chunk_log2(q.n, nnz)
+                raw_bits = 0 if q.raw is None else 31
+                used, cb, code = auto.plan(coder, zrh.histograms(q.states, q.n, clog2, q.levels),
+                                           q.levels, q.n, raw_bits, prev)
+                rest = (zrh.encode(q, clog2, code, nnz) if used == "zrh"
+                        else symbol.encode(q, clog2, code))
+                got = auto.encode(q, coder, clog2, prev, nnz)
+                assert got[:2] == (used, cb), (coder, quant, i)
+                assert np.array_equal(got[2], rest[0]) and np.array_equal(got[3], rest[1])
+                if used == "zrh":
+                    zc = zrh.ZrhCode.from_packed(code.packed, q.levels)
+                    assert zc.to_bytes() == code.to_bytes()
+                prev = (used, cb)

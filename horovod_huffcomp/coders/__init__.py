@@ -11,7 +11,8 @@ elias-*        empty
 =============  ====================================================================
 
 ``auto`` (the default) picks, per tensor, whichever of ``huffman`` and ``zrh`` gives the
-smaller payload: both costs are computed exactly from histograms before any bit is written.
+smaller payload: both costs are computed exactly from histograms before any bit is written
+(``auto.py``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from .. import bits as B
 from ..codebook import Code
 from ..errors import PayloadError
 from ..payload import CODERS, Reader, byte_view
-from . import elias, rlh, shs, symbol, zrh
+from . import auto, elias, rlh, shs, symbol, zrh
+from .auto import plan  # noqa: F401  (the GPU backend plans with it)
 
 CODER_CHOICES = tuple(CODERS) + ("auto",)
 
@@ -33,64 +35,17 @@ def _codebook_bytes(*codes) -> bytes:
     return bytes(out)
 
 
-_RECENT_ZRH: dict = {}  # (codebook bytes, s) -> ZrhCode, of the last few sections coded
-
-
-def _prev_zrh(prev, s: int):
-    """The previous bundle section's ZRH code, if it was a ZRH section (usually the one this
-    process just planned: kept, not parsed again)."""
-    if prev is None or prev[0] != "zrh":
-        return None
-    zc = _RECENT_ZRH.get((prev[1], s))
-    return zc if zc is not None else zrh.ZrhCode.parse(Reader(prev[1]), s, 1)
-
-
-def _zrh_section(zc, s: int) -> bytes:
-    cb = zc.to_bytes()
-    if len(_RECENT_ZRH) >= 16:  # a handful of threads code bundles at once at most
-        _RECENT_ZRH.clear()
-    _RECENT_ZRH[(cb, s)] = zc
-    return cb
-
-
-def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):
-    """The code of a tensor coded with ``auto`` or ``zrh``, chosen from its ZRH histograms
-    (``zrh.histograms``; the GPU backend counts the same arrays on the device):
-    (coder, codebook bytes, code) with a ``Code`` for huffman, a ``zrh.ZrhCode`` for zrh.
-    ``raw_bits`` per non-zero (31 for exact top-k); ``prev`` as in :func:`encode`."""
-    if coder == "zrh":
-        zc, _, _ = zrh.plan_from(hist, raw_bits, _prev_zrh(prev, s))
-        return "zrh", _zrh_section(zc, s), zc
-    counts, lengths, single, hbits, hcb_bytes = zrh.state_code(hist[1], n, s)
-    hbits += raw_bits * (n - int(counts[s]))
-    hcode = hcb = None
-    hcb_bits = 8 * hcb_bytes
-    if prev is not None and prev[0] == "huffman" and len(prev[1]) == hcb_bytes:
-        hcode = Code(lengths, single)  # same size as the previous codebook: compare
-        hcb = _codebook_bytes(hcode)
-        hcb_bits = 0 if prev[1] == hcb else hcb_bits
-    zc, zbits, zcb_bits = zrh.plan_from(hist, raw_bits, _prev_zrh(prev, s))
-    if zbits + zcb_bits < hbits + hcb_bits:
-        return "zrh", _zrh_section(zc, s), zc
-    if hcode is None:
-        hcode = Code(lengths, single)
-        hcb = _codebook_bytes(hcode)
-    return "huffman", hcb, hcode
-
-
-def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=None):
+def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=None,
+           nonzeros: int | None = None):
     """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array).
 
     ``prev`` is (coder, codebook bytes) of the previous section of a bundle: a codebook equal
-    to it is not repeated in the payload, so ZRH also weighs reusing it.
+    to it is not repeated in the payload, so ZRH also weighs reusing it. ``nonzeros``: the
+    count of non-zero states, if the caller has it.
     """
     s, n = q.levels, q.n
     if coder in ("auto", "zrh"):
-        hist = zrh.histograms(q.states, n, clog2, s)
-        used, cb, code = plan(coder, hist, s, n, 31 if q.raw is not None else 0, prev)
-        if used == "zrh":
-            return (used, cb) + zrh.encode(q, clog2, code, int(hist[1].sum()))
-        return (used, cb) + symbol.encode(q, clog2, code)
+        return auto.encode(q, coder, clog2, prev, nonzeros)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
             code = Code.from_counts(symbol.state_counts(q.states, n, s))

@@ -78,19 +78,66 @@ def contexts(v, ctxmode):
     return ctx, ctx + 4 if ctxmode == CTX_SIGN and v < 0 else ctx
 
 
-def histograms(states, n: int, clog2: int, s: int):
+def histograms(states, n: int, clog2: int, s: int, pos=None):
     """Per run context (the previous level's magnitude bucket): run symbol counts, extra bits
     and the sum of (r >> k) over runs >= RUN_DIRECT for every Rice k; level counts per level
     context (bucket + 4 if the previous level is negative, NLCTX rows). One pass, chunk groups
-    counted by their own threads (as ``write_one_pass``) then added."""
+    counted by their own threads (as ``write_one_pass``) then added. ``pos``: the positions
+    of the non-zero states (:func:`nonzero_positions`), read instead of scanning the states."""
     m = (n + (1 << clog2) - 1) >> clog2
     first = np.array(chunk_groups(n, m) if m else [0, 0], np.int64)
     kernel = _histograms if first.size > 2 else _histograms.serial
-    return kernel(states, n, clog2, s, first)
+    listed = pos is not None
+    return kernel(states, n, clog2, s, first, pos if listed else NO_POSITIONS, listed)
+
+
+NO_POSITIONS = np.zeros(0, np.int64)
+
+
+@njit(cache=True)
+def nonzero_positions(states, n, nnz):
+    """The positions of the ``nnz`` non-zero states, in order: one scan, all-zero 8-byte
+    words skipped when the states are sparse (< 1/8 non-zero), without a branch per state
+    otherwise."""
+    pos = np.empty(nnz + 1, np.int64)
+    k = 0
+    if 8 * nnz < n:
+        words = states.view(np.uint64)
+        i = next_nonzero(states, words, 0, n)
+        while i < n and k < nnz:
+            pos[k] = i
+            k += 1
+            i = next_nonzero(states, words, i + 1, n)
+    else:
+        for i in range(n):
+            pos[k] = i
+            k += np.int64(states[i] != 0)
+            if k > nnz:
+                break
+    if k != nnz:
+        raise ValueError("nonzero_positions: nnz is not the count of non-zero states")
+    return pos[:nnz]
+
+
+@njit(inline="always", cache=True)
+def next_listed(states, words, pos, k, i, end, listed):
+    """(index of the first non-zero state in [i, end) or end, the list index after it): read
+    from the positions ``pos`` at list index k when ``listed``, else found by scanning."""
+    if listed:
+        if k < pos.shape[0] and pos[k] < end:
+            return pos[k], k + 1
+        return end, k
+    return next_nonzero(states, words, i, end), k
+
+
+@njit(inline="always", cache=True)
+def first_listed(pos, start, listed):
+    """List index of the first position >= start (0 when not ``listed``)."""
+    return np.searchsorted(pos, start) if listed else 0
 
 
 @chunk_parallel
-def _histograms(states, n, clog2, s, first):
+def _histograms(states, n, clog2, s, first, pos, listed):
     words = states.view(np.uint64)
     a2 = 2 * s
     groups = first.shape[0] - 1
@@ -99,13 +146,14 @@ def _histograms(states, n, clog2, s, first):
     shifted = np.zeros((groups, NCTX, RICE_MAX_K + 1), np.int64)
     extra = np.zeros((groups, NCTX), np.int64)
     for g in prange(groups):
+        k = first_listed(pos, np.int64(first[g]) << clog2, listed)
         for c in range(first[g], first[g + 1]):
             start = np.int64(c) << clog2
             end = min(n, start + (1 << clog2))
             prev = start
             ctx = 0
             lctx = 0
-            i = next_nonzero(states, words, start, end)
+            i, k = next_listed(states, words, pos, k, start, end, listed)
             while True:
                 r = i - prev
                 if r < RUN_DIRECT:
@@ -114,17 +162,27 @@ def _histograms(states, n, clog2, s, first):
                     sym, ne, _ = run_sym(r)
                     rc[g, ctx * RUN_ALPHABET + sym] += 1
                     extra[g, ctx] += ne
-                    for k in range(RICE_MAX_K + 1):
-                        shifted[g, ctx, k] += r >> k
+                    sh = shifted[g, ctx]
+                    for j in range(min(B.bitlen(r), RICE_MAX_K + 1)):  # r >> j = 0 beyond
+                        sh[j] += r >> j
                 if i >= end:
                     break
                 v = np.int64(states[i])
                 lc[g, lctx * a2 + level_sym(v, s)] += 1
                 ctx, lctx = contexts(v, CTX_SIGN)
                 prev = i + 1
-                i = next_nonzero(states, words, i + 1, end)
-    return (rc.sum(0).reshape(NCTX, RUN_ALPHABET), lc.sum(0).reshape(NLCTX, a2), extra.sum(0),
-            shifted.sum(0))
+                i, k = next_listed(states, words, pos, k, i + 1, end, listed)
+    return (_sum_groups(rc).reshape(NCTX, RUN_ALPHABET), _sum_groups(lc).reshape(NLCTX, a2),
+            _sum_groups(extra), _sum_groups(shifted.reshape(groups, -1)).reshape(NCTX, -1))
+
+
+@njit(inline="always", cache=True)
+def _sum_groups(a):
+    """The rows of a 2-D array added (numba's sum over an axis costs microseconds)."""
+    out = a[0].copy()
+    for g in range(1, a.shape[0]):
+        out += a[g]
+    return out
 
 
 @njit(cache=True)
@@ -227,18 +285,19 @@ def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb):
 
 
 @chunk_parallel
-def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, raw, first,
-           base, out, chunk_bits, ends):
+def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, raw, pos_nz,
+           listed, first, base, out, chunk_bits, ends):
     """One pass: group g's chunks one after the other from byte base[g] (write_one_pass).
 
     ``rtab``/``ltab``: run and level codes as code << 5 | length. A non-zero whose run and
     level take <= 32 bits together (a short run, or a Rice run with a short quotient) is one
     branchless add and store (``bits.add``/``store8``); longer runs and the terminal run go
-    through ``bits.put``."""
+    through ``bits.put``. ``pos_nz``: the non-zero positions, read when ``listed``."""
     words = states.view(np.uint64)
     rawbits = raw.shape[0] > 0
     for g in prange(first.shape[0] - 1):
         pos = base[g]
+        kl = first_listed(pos_nz, np.int64(first[g]) << clog2, listed)
         for c in range(first[g], first[g + 1]):
             start = np.int64(c) << clog2
             end = min(n, start + (1 << clog2))
@@ -246,7 +305,7 @@ def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, ra
             prev = start
             ctx = 0
             lctx = 0
-            i = next_nonzero(states, words, start, end)
+            i, kl = next_listed(states, words, pos_nz, kl, start, end, listed)
             while True:
                 r = i - prev
                 if i >= end:  # the terminal run
@@ -280,7 +339,7 @@ def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, ra
                     pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
                 ctx, lctx = contexts(v, ctxmode)
                 prev = i + 1
-                i = next_nonzero(states, words, i + 1, end)
+                i, kl = next_listed(states, words, pos_nz, kl, i + 1, end, listed)
             chunk_bits[c] = 8 * (pos - cstart) + nacc
             pos = B.flush(out, pos, acc, nacc)
         ends[g] = pos
@@ -437,9 +496,7 @@ class ZrhCode:
 
     @property
     def ctxmode(self) -> int:
-        if self.ll.shape[0] == NLCTX:
-            return CTX_SIGN
-        return CTX_MAGNITUDE if self.nctx > 1 else CTX_ONE
+        return ctxmode_of(self.nctx, self.ll.shape[0])
 
     def to_bytes(self) -> bytes:
         return _serialize(self.mode, self.ks, self.rl, self.rs, self.ll, self.ls).tobytes()
@@ -472,10 +529,56 @@ class ZrhCode:
         ll, ls = parse_codes(r, nlctx, 2 * s, "zrh level code")
         return cls(mode, ks, rl, rs, ll, ls)
 
+    @property
+    def packed(self) -> np.ndarray:
+        """The code as one int64 array (:func:`pack_code`), as the CPU's one-call path
+        takes and gives it."""
+        return pack_code(self.mode, self.ks, self.rl, self.rs, self.ll, self.ls)
+
+    @classmethod
+    def from_packed(cls, packed: np.ndarray, s: int) -> "ZrhCode":
+        return cls(*unpack_code(packed, s))
+
     def decoders(self):
         """Decode tables stacked per context (rows padded with the no-codeword entry) and
         their widths: run tables, run widths, level tables, level widths."""
         return decode_table_rows(self.rl, self.rs) + decode_table_rows(self.ll, self.ls)
+
+
+@njit(cache=True)
+def pack_code(mode, ks, rl, rs, ll, ls):
+    """A ZRH code as one int64 array: mode, run contexts, level contexts, ks, rs, ls, then
+    the rows of rl and of ll."""
+    nctx, nlctx = rl.shape[0], ll.shape[0]
+    out = np.empty(3 + 2 * nctx + nlctx + rl.size + ll.size, np.int64)
+    out[0], out[1], out[2] = mode, nctx, nlctx
+    p = 3
+    out[p : p + nctx] = ks
+    out[p + nctx : p + 2 * nctx] = rs
+    out[p + 2 * nctx : p + 2 * nctx + nlctx] = ls
+    p += 2 * nctx + nlctx
+    for c in range(nctx):
+        out[p : p + RUN_ALPHABET] = rl[c]
+        p += RUN_ALPHABET
+    for c in range(nlctx):
+        out[p : p + ll.shape[1]] = ll[c]
+        p += ll.shape[1]
+    return out
+
+
+@njit(cache=True)
+def unpack_code(packed, s):
+    """(mode, ks, rl, rs, ll, ls) of :func:`pack_code`'s array, for states in [-s, s]."""
+    nctx, nlctx = packed[1], packed[2]
+    p = 3
+    ks = packed[p : p + nctx].copy()
+    rs = packed[p + nctx : p + 2 * nctx].copy()
+    ls = packed[p + 2 * nctx : p + 2 * nctx + nlctx].copy()
+    p += 2 * nctx + nlctx
+    rl = packed[p : p + nctx * RUN_ALPHABET].copy().reshape(nctx, RUN_ALPHABET)
+    p += nctx * RUN_ALPHABET
+    ll = packed[p : p + nlctx * 2 * s].copy().reshape(nlctx, 2 * s)
+    return packed[0], ks, rl, rs, ll, ls
 
 
 @njit(cache=True)
@@ -584,7 +687,8 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
             r_, l_, s_ = rc, _level_rows(lc, NCTX if ctx == 1 else NLCTX), rice
         nctx = r_.shape[0]
         ll, ls, lbits, lbytes = _codes_of(l_)
-        rl, rs, rbits, rbytes = _codes_of(r_)
+        if ctx < 2:  # the sign contexts change only the level codes
+            rl, rs, rbits, rbytes = _codes_of(r_)
         hbits = lbits + rbits + extra.sum() + rawbits
         hcb = 8 * (1 + lbytes + rbytes)
         if best[7] < 0 or hbits + hcb < best[7] + best[8]:
@@ -657,9 +761,10 @@ def _writer_tables(mode, ks, rl, rs, ll):
 
 
 def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None,
-           dense: bool | None = None):
+           dense: bool | None = None, pos=None):
     """(chunk_bits, data) in one pass over the states; ``nonzeros`` (if known) bounds the
-    scratch room and picks the writer (``dense`` forces one: same bits either way)."""
+    scratch room and picks the writer (``dense`` forces one: same bits either way); ``pos``
+    (:func:`nonzero_positions`) is read instead of scanning for the non-zero states."""
     raw, rawbits = raw_values(q)
     s = q.levels
     ks, rl = zc.ks, zc.rl
@@ -668,14 +773,30 @@ def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None,
     per_nz = run_max + level_max + rawbits
     nz = q.n if nonzeros is None else nonzeros
     if dense is None:
-        dense = 5 * nz >= 3 * q.n  # >= 60% non-zero
+        dense = dense_writer(q.n, nz)
     if dense and not rawbits:
         return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, _write_dense,
                               (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd,
                                rtab.ravel(), ltab.ravel()))
+    listed = pos is not None
     return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, _write,
                           (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd, rtab,
-                           ltab, raw))
+                           ltab, raw, pos if listed else NO_POSITIONS, listed))
+
+
+@njit(cache=True)
+def dense_writer(n, nonzeros):
+    """Whether :func:`_write_dense` writes these states (>= 60% non-zero: measured faster
+    there, slower below)."""
+    return 5 * nonzeros >= 3 * n
+
+
+@njit(cache=True)
+def ctxmode_of(nctx, nlctx):
+    """The context mode of a code with nctx run and nlctx level contexts."""
+    if nlctx == NLCTX:
+        return CTX_SIGN
+    return CTX_MAGNITUDE if nctx > 1 else CTX_ONE
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):

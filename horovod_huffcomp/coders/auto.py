@@ -1,0 +1,189 @@
+"""``auto`` (the default coder) and ``zrh``: which code a tensor gets, and how it is written.
+
+:func:`choose` weighs every ZRH candidate (``zrh._plan``: Huffman or Rice runs, 1, 4 or
+4 + sign contexts, the previous section's code) against full Huffman over the states, each
+by its exact size, from ZRH's histograms alone. Both backends decide with it: the GPU backend
+counts the histograms on the device and calls :func:`plan`; the CPU backend calls
+:func:`encode`.
+
+On the CPU, sparse states (< 1/8 non-zero) are scanned once for their non-zero positions,
+which the histograms and the writer then read instead of scanning the states again: the
+work left is per non-zero, so one thread does it. Such a tensor, and any whose chunks one
+thread writes (below 2**16 elements, or in serial mode), is counted, planned and written in
+one numba call (:func:`_encode_serial`): for small and sparse tensors the Python and
+dispatch around half a dozen calls cost more than the coding.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..codebook import Code, canonical_codes, code_nbytes, put_code
+from ..payload import Reader
+from . import symbol, zrh
+from .chunks import chunk_groups, count_nonzero, raw_values, room
+
+KIND_NONE, KIND_ZRH, KIND_HUFFMAN = -1, 0, 1
+_NONE = np.zeros(0, np.int64)
+_NO_CODEBOOK = np.zeros(0, np.uint8)
+
+_RECENT_ZRH: dict = {}  # (codebook bytes, s) -> packed ZRH code, of the last sections coded
+
+
+def _remember(cb: bytes, s: int, packed) -> bytes:
+    if len(_RECENT_ZRH) >= 16:  # the oldest goes: a few threads code bundles at once at most
+        try:
+            del _RECENT_ZRH[next(iter(_RECENT_ZRH))]
+        except (KeyError, StopIteration, RuntimeError):  # another thread changed it
+            pass
+    _RECENT_ZRH[(cb, s)] = packed
+    return cb
+
+
+def _prev_packed(prev, s: int):
+    """The previous bundle section's ZRH code, packed (``zrh.pack_code``), if it was a ZRH
+    section (usually the one this process just planned: kept, not parsed again)."""
+    if prev is None or prev[0] != "zrh":
+        return None
+    packed = _RECENT_ZRH.get((prev[1], s))
+    return packed if packed is not None else zrh.ZrhCode.parse(Reader(prev[1]), s, 1).packed
+
+
+def _prev_args(prev, s: int) -> tuple:
+    """:func:`choose`'s arguments for the previous section ``prev`` = (coder, codebook)."""
+    if prev is not None and prev[0] == "zrh":
+        return KIND_ZRH, _prev_packed(prev, s), _NO_CODEBOOK
+    if prev is not None and prev[0] == "huffman":
+        return KIND_HUFFMAN, _NONE, np.frombuffer(prev[1], np.uint8)
+    return KIND_NONE, _NONE, _NO_CODEBOOK
+
+
+@njit(cache=True)
+def code_bytes(lengths, single):
+    """``Code.serialize`` of (lengths, single) as an array."""
+    out = np.zeros(code_nbytes(lengths, single), np.uint8)
+    put_code(out, 0, lengths, single)
+    return out
+
+
+@njit(cache=True)
+def choose(rc, lc, extra, shifted, n, s, raw_bits, auto, prev_kind, prev_code, prev_cb):
+    """The code of a tensor from its ZRH histograms (``zrh.histograms``): (kind, choice,
+    the ZRH code packed (``zrh.pack_code``), state code lengths, state code single).
+
+    kind is KIND_ZRH (choice < 0: the previous section's code ``prev_code``, which costs no
+    codebook bytes) or, only with ``auto``, KIND_HUFFMAN: full Huffman over the states, when
+    its data and codebook bits (none if its codebook equals the previous section's
+    ``prev_cb``) are fewer than the best ZRH code's. ``raw_bits`` per non-zero (31 for exact
+    top-k)."""
+    if prev_kind == KIND_ZRH:
+        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = zrh.unpack_code(prev_code, s)
+    else:
+        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = (-1, prev_code, lc[:1].copy(), prev_code,
+                                                lc[:1].copy(), prev_code)
+    choice, mode, ks, rl, rs, ll, ls, zbits, zcb = zrh._plan(
+        rc, lc, extra, shifted, raw_bits * lc.sum(), p_mode, p_ks, p_rl, p_rs, p_ll, p_ls)
+    hl = np.zeros(2 * s + 1, np.int64)
+    hs = -1
+    if auto:
+        counts, hl, hs, hbits, hcb_bytes = zrh.state_code(lc, n, s)
+        hbits += raw_bits * (n - counts[s])
+        hcb_bits = 8 * hcb_bytes
+        if prev_kind == KIND_HUFFMAN and prev_cb.shape[0] == hcb_bytes:
+            if (code_bytes(hl, hs) == prev_cb).all():
+                hcb_bits = 0
+        if not zbits + zcb < hbits + hcb_bits:
+            return KIND_HUFFMAN, 0, prev_code, hl, hs
+    if choice < 0:
+        return KIND_ZRH, choice, prev_code, hl, hs
+    return KIND_ZRH, choice, zrh.pack_code(mode, ks, rl, rs, ll, ls), hl, hs
+
+
+def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):
+    """The code of a tensor coded with ``auto`` or ``zrh``, chosen from its ZRH histograms
+    (``zrh.histograms``; the GPU backend counts the same arrays on the device):
+    (coder, codebook bytes, code) with a ``Code`` for huffman, a ``zrh.ZrhCode`` for zrh.
+    ``raw_bits`` per non-zero (31 for exact top-k); ``prev`` as in :func:`encode`."""
+    rc, lc, extra, shifted = hist
+    kind, choice, packed, hl, hs = choose(rc, lc, extra, shifted, n, s, raw_bits,
+                                          coder == "auto", *_prev_args(prev, s))
+    if kind == KIND_HUFFMAN:
+        return "huffman", bytes(code_bytes(hl, hs)), Code(hl, int(hs))
+    zc = zrh.ZrhCode.from_packed(packed, s)
+    if choice < 0:
+        return "zrh", prev[1], zc
+    return "zrh", _remember(zc.to_bytes(), s, packed), zc
+
+
+@njit(cache=True)
+def sparse(n, nnz):
+    """Whether states are coded from the list of their non-zero positions (< 1/8 non-zero):
+    one scan for the list, then work per non-zero, which one thread does in one call."""
+    return 8 * nnz < n
+
+
+_histograms_serial = zrh._histograms.serial
+_zrh_write_serial = zrh._write.serial
+_zrh_write_dense_serial = zrh._write_dense.serial
+_symbol_write_serial = symbol._write.serial
+
+
+@njit(cache=True)
+def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, prev_kind, prev_code,
+                   prev_cb):
+    """Non-zero positions (sparse states), histograms, :func:`choose`, codebook and the
+    one-group write (``write_one_pass``'s room and kernels) of one tensor in one call:
+    (kind, choice, packed ZRH code, codebook bytes, chunk bits, data)."""
+    listed = sparse(n, nnz)
+    m = (n + (1 << clog2) - 1) >> clog2
+    first = np.zeros(2, np.int64)
+    first[1] = m
+    pos = zrh.nonzero_positions(states, n, nnz) if listed else zrh.NO_POSITIONS
+    rc, lc, extra, shifted = _histograms_serial(states, n, clog2, s, first, pos, listed)
+    kind, choice, packed, hl, hs = choose(rc, lc, extra, shifted, n, s, raw_bits, auto,
+                                          prev_kind, prev_code, prev_cb)
+    chunk_bits = np.empty(m, np.int64)
+    ends = np.zeros(1, np.int64)
+    base = np.zeros(2, np.int64)
+    if kind == KIND_ZRH:
+        mode, ks, rl, rs, ll, ls = zrh.unpack_code(packed, s)
+        cb = zrh._serialize(mode, ks, rl, rs, ll, ls)
+        rcd, rtab, ltab, per_elem, run_max, level_max = zrh._writer_tables(mode, ks, rl, rs, ll)
+        base[1] = room(n, m, per_elem, run_max + level_max + raw_bits, nnz, run_max)
+        out = np.empty(base[1], np.uint8)
+        ctxmode = zrh.ctxmode_of(rl.shape[0], ll.shape[0])
+        if zrh.dense_writer(n, nnz) and raw_bits == 0:
+            _zrh_write_dense_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd,
+                                    rtab.ravel(), ltab.ravel(), first, base, out, chunk_bits,
+                                    ends)
+        else:
+            _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab, raw,
+                              pos, listed, first, base, out, chunk_bits, ends)
+    else:
+        cb = code_bytes(hl, hs)
+        table = ((canonical_codes(hl) << 5) | hl).astype(np.uint32)
+        base[1] = room(n, m, hl.max(), raw_bits, n, 0)
+        out = np.empty(base[1], np.uint8)
+        _symbol_write_serial(states, n, clog2, s, table, raw, first, base, out, chunk_bits, ends)
+    return kind, choice, packed, cb, chunk_bits, out[: ends[0]]
+
+
+def encode(q, coder: str, clog2: int, prev=None, nonzeros: int | None = None):
+    """``auto`` or ``zrh`` coding of quantized states: (coder used, codebook bytes,
+    chunk_bits, data); ``prev`` and ``nonzeros`` as in ``coders.encode``."""
+    n, s = q.n, q.levels
+    raw, raw_bits = raw_values(q)
+    nnz = count_nonzero(q.states, n) if nonzeros is None else nonzeros
+    m = (n + (1 << clog2) - 1) >> clog2
+    if sparse(n, nnz) or len(chunk_groups(n, m)) == 2:  # all in one call
+        kind, choice, packed, cb, chunk_bits, data = _encode_serial(
+            q.states, n, clog2, s, raw, raw_bits, coder == "auto", nnz, *_prev_args(prev, s))
+        if kind == KIND_HUFFMAN:
+            return "huffman", cb.tobytes(), chunk_bits, data
+        if choice < 0:
+            return "zrh", prev[1], chunk_bits, data
+        return "zrh", _remember(cb.tobytes(), s, packed), chunk_bits, data
+    used, cb, code = plan(coder, zrh.histograms(q.states, n, clog2, s), s, n, raw_bits, prev)
+    if used == "zrh":
+        return (used, cb) + zrh.encode(q, clog2, code, nnz)
+    return (used, cb) + symbol.encode(q, clog2, code)
