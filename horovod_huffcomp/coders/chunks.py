@@ -194,14 +194,13 @@ def next_nonzero(states, words, i, end):
     """Index of the first non-zero state in [i, end), or end (skips zero words 8 at a time,
     32 at a time where four are zero)."""
     while i < end:
-        if (i & 7) == 0:
+        if (i & 7) == 0 and words[i >> 3] == 0:
             w = i >> 3
-            if i + 32 <= end and (words[w] | words[w + 1] | words[w + 2] | words[w + 3]) == 0:
+            if i + 32 <= end and (words[w + 1] | words[w + 2] | words[w + 3]) == 0:
                 i += 32
-                continue
-            if words[w] == 0:
+            else:
                 i += 8
-                continue
+            continue
         if states[i] != 0:
             return i
         i += 1
