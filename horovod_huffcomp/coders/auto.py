@@ -76,13 +76,8 @@ def choose(rc, lc, extra, shifted, n, s, raw_bits, auto, prev_kind, prev_code, p
     its data and codebook bits (none if its codebook equals the previous section's
     ``prev_cb``) are fewer than the best ZRH code's. ``raw_bits`` per non-zero (31 for exact
     top-k)."""
-    if prev_kind == KIND_ZRH:
-        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = zrh.unpack_code(prev_code, s)
-    else:
-        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = (-1, prev_code, lc[:1].copy(), prev_code,
-                                                lc[:1].copy(), prev_code)
-    choice, mode, ks, rl, rs, ll, ls, zbits, zcb = zrh._plan(
-        rc, lc, extra, shifted, raw_bits * lc.sum(), p_mode, p_ks, p_rl, p_rs, p_ll, p_ls)
+    choice, packed, zbits, zcb = zrh.plan_packed(rc, lc, extra, shifted, raw_bits * lc.sum(), s,
+                                                 prev_kind == KIND_ZRH, prev_code)
     hl = np.zeros(2 * s + 1, np.int64)
     hs = -1
     if auto:
@@ -93,10 +88,8 @@ def choose(rc, lc, extra, shifted, n, s, raw_bits, auto, prev_kind, prev_code, p
             if (code_bytes(hl, hs) == prev_cb).all():
                 hcb_bits = 0
         if not zbits + zcb < hbits + hcb_bits:
-            return KIND_HUFFMAN, 0, prev_code, hl, hs
-    if choice < 0:
-        return KIND_ZRH, choice, prev_code, hl, hs
-    return KIND_ZRH, choice, zrh.pack_code(mode, ks, rl, rs, ll, ls), hl, hs
+            return KIND_HUFFMAN, 0, packed, hl, hs
+    return KIND_ZRH, choice, packed, hl, hs
 
 
 def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):

@@ -730,15 +730,28 @@ def plan_from(hist, raw_bits: int, prev: ZrhCode | None = None):
     """:func:`plan` from the histograms alone (:func:`histograms`' four arrays, however they
     were counted: the GPU backend counts them on the device); ``raw_bits`` per non-zero."""
     rc, lc, extra, shifted = hist
-    rawbits = raw_bits * int(lc.sum())
-    if prev is None:
-        p = (-1, np.zeros(1, np.int64), rc[:1] * 0, np.zeros(1, np.int64), lc[:1] * 0,
-             np.zeros(1, np.int64))
-    else:
-        p = (prev.mode, prev.ks, prev.rl, prev.rs, prev.ll, prev.ls)
-    choice, mode, ks, rl, rs, ll, ls, bits, cb = _plan(rc, lc, extra, shifted, rawbits, *p)
-    zc = prev if choice < 0 else ZrhCode(mode, ks, rl, rs, ll, ls)
+    s = lc.shape[1] // 2
+    choice, packed, bits, cb = plan_packed(rc, lc, extra, shifted, raw_bits * int(lc.sum()), s,
+                                           prev is not None,
+                                           NO_POSITIONS if prev is None else prev.packed)
+    zc = prev if choice < 0 else ZrhCode.from_packed(packed, s)
     return zc, int(bits), int(cb)
+
+
+@njit(cache=True)
+def plan_packed(rc, lc, extra, shifted, rawbits, s, has_prev, prev_code):
+    """:func:`_plan` with the previous code packed (:func:`pack_code`; ignored without
+    ``has_prev``): (choice, the chosen code packed, data bits, codebook bits)."""
+    if has_prev:
+        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = unpack_code(prev_code, s)
+    else:
+        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = (-1, prev_code, lc[:1].copy(), prev_code,
+                                                lc[:1].copy(), prev_code)
+    choice, mode, ks, rl, rs, ll, ls, bits, cb = _plan(rc, lc, extra, shifted, rawbits, p_mode,
+                                                      p_ks, p_rl, p_rs, p_ll, p_ls)
+    if choice < 0:
+        return choice, prev_code, bits, cb
+    return choice, pack_code(mode, ks, rl, rs, ll, ls), bits, cb
 
 
 @njit(cache=True)
