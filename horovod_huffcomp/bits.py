@@ -35,10 +35,11 @@ def put(out, pos, acc, nacc, code, length):
         acc |= U64(code) << U64(64 - nacc - length)
         nacc += length
         if nacc >= 32:
-            out[pos] = np.uint8(acc >> U64(56))
-            out[pos + 1] = np.uint8((acc >> U64(48)) & U64(0xFF))
-            out[pos + 2] = np.uint8((acc >> U64(40)) & U64(0xFF))
-            out[pos + 3] = np.uint8((acc >> U64(32)) & U64(0xFF))
+            p = U64(pos)  # unsigned: no negative-index wrap, the 4 stores merge into one
+            out[p] = np.uint8(acc >> U64(56))
+            out[p + U64(1)] = np.uint8((acc >> U64(48)) & U64(0xFF))
+            out[p + U64(2)] = np.uint8((acc >> U64(40)) & U64(0xFF))
+            out[p + U64(3)] = np.uint8((acc >> U64(32)) & U64(0xFF))
             pos += 4
             acc = acc << U64(32)
             nacc -= 32
@@ -61,8 +62,9 @@ def add(acc, nacc, code, length):
 
 @njit(inline="always", cache=True)
 def store8(out, pos, acc, nacc):
-    for k in range(8):
-        out[pos + k] = np.uint8((acc >> U64(56 - 8 * k)) & U64(0xFF))
+    p = U64(pos)  # unsigned index: without a negative-index wrap per byte (a compare and a
+    for k in range(8):  # select each), LLVM merges the 8 stores into one big-endian store
+        out[p + U64(k)] = np.uint8((acc >> U64(56 - 8 * k)) & U64(0xFF))
     whole = nacc >> 3
     return pos + whole, acc << U64(8 * whole), nacc & 7
 
@@ -84,9 +86,9 @@ def peek32(buf, bitpos):
     nbytes = buf.shape[0]
     byte = bitpos >> 3
     w = U64(0)
-    if byte + 8 <= nbytes:
+    if U64(byte) + U64(8) <= U64(nbytes):  # (unsigned: see fill)
         for i in range(8):
-            w = (w << U64(8)) | U64(buf[byte + i])
+            w = (w << U64(8)) | U64(buf[U64(byte) + U64(i)])
     else:
         for i in range(8):
             w = w << U64(8)
@@ -109,13 +111,14 @@ def reader_at(bitpos):
 @njit(inline="always", cache=True)
 def fill(buf, byte, bb, bn):
     nbytes = buf.shape[0]
-    if byte + 8 <= nbytes:
+    if U64(byte) + U64(8) <= U64(nbytes):
         # one 8-byte big-endian load; the whole bytes that fit are consumed. The bits of a
         # partly fitting byte land below bit bn: they are the stream's own bits, which the
-        # next fill ORs in again, so they may stay.
+        # next fill ORs in again, so they may stay. Unsigned indices (a negative byte fails
+        # the test) spare a negative-index wrap per byte, so the 8 loads merge into one.
         w = U64(0)
         for k in range(8):
-            w = (w << U64(8)) | U64(buf[byte + k])
+            w = (w << U64(8)) | U64(buf[U64(byte) + U64(k)])
         bb |= w >> U64(bn)
         whole = (64 - bn) >> 3
         return byte + whole, bb, bn + 8 * whole

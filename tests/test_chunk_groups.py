@@ -69,29 +69,104 @@ def test_decode_verdicts_do_not_depend_on_grouping(groups):
         assert verdicts() == want
 
 
+def _reference_zrh(states, n, clog2, s, zc, raw):
+    """ZRH as the module docstring of ``coders/zrh.py`` and docs/format.md state it, in
+    plain Python over every state: (histograms as ``zrh.histograms`` returns them,
+    chunk bit counts, data bytes) for the code ``zc``."""
+    from horovod_huffcomp.codebook import canonical_codes
+    from horovod_huffcomp.coders import zrh
+
+    direct, alphabet, kmax = chunks.RUN_DIRECT, chunks.RUN_ALPHABET, chunks.RICE_MAX_K
+    rc = np.zeros((zrh.NCTX, alphabet), np.int64)
+    lc = np.zeros((zrh.NLCTX, 2 * s), np.int64)
+    extra = np.zeros(zrh.NCTX, np.int64)
+    shifted = np.zeros((zrh.NCTX, kmax + 1), np.int64)
+    rcodes = [canonical_codes(row) for row in zc.rl]
+    lcodes = [canonical_codes(row) for row in zc.ll]
+
+    def bucket(v):
+        return 0 if abs(v) <= 1 else 1 if abs(v) <= 3 else 2 if abs(v) <= 7 else 3
+
+    def run_symbol(r):  # runs 0..15, then half-octave buckets and their extra bits
+        if r < direct:
+            return r, 0, 0
+        t = r - 8
+        e = t.bit_length() - 1
+        return direct + 2 * (e - 3) + ((t >> (e - 1)) & 1), e - 1, t & ((1 << (e - 1)) - 1)
+
+    def bits_of(code, length):
+        return format(int(code), f"0{length}b") if length else ""
+
+    def run(out, r, hctx, cctx):
+        sym, ne, ex = run_symbol(r)
+        rc[hctx, sym] += 1
+        if r >= direct:
+            extra[hctx] += ne
+            shifted[hctx] += [r >> j for j in range(kmax + 1)]
+        if zc.mode == zrh.MODE_RICE:
+            k = int(zc.ks[cctx])
+            out.append("1" * (r >> k) + "0" + bits_of(r & ((1 << k) - 1), k))
+        else:
+            out.append(bits_of(rcodes[cctx][sym], zc.rl[cctx, sym]) + bits_of(ex, ne))
+
+    chunk_bits, data = [], bytearray()
+    for start in range(0, n, 1 << clog2):
+        end = min(n, start + (1 << clog2))
+        out, prev, hctx, hlctx, cctx, clctx = [], start, 0, 0, 0, 0
+        for i in range(start, end):
+            v = int(states[i])
+            if v == 0:
+                continue
+            run(out, i - prev, hctx, cctx)
+            sym = v + s if v < 0 else v + s - 1
+            lc[hlctx, sym] += 1
+            out.append(bits_of(lcodes[clctx][sym], zc.ll[clctx, sym]))
+            if raw is not None:
+                out.append(bits_of(raw[i] & 0x7FFFFFFF, 31))
+            b = bucket(v)  # the contexts the histograms count, then the code's
+            hctx, hlctx = b, b + 4 * (v < 0)
+            cctx = b if zc.nctx > 1 else 0
+            clctx = {1: 0, zrh.NCTX: b, zrh.NLCTX: b + 4 * (v < 0)}[zc.ll.shape[0]]
+            prev = i + 1
+        run(out, end - prev, hctx, cctx)
+        text = "".join(out)
+        chunk_bits.append(len(text))
+        text += "0" * (-len(text) % 8)
+        data += bytes(int(text[j:j + 8], 2) for j in range(0, len(text), 8))
+    return (rc, lc, extra, shifted), np.array(chunk_bits), np.frombuffer(bytes(data), np.uint8)
+
+
 @pytest.mark.parametrize("mode", ["huffman", "rice"])
 @pytest.mark.parametrize("ctx", ["one", "magnitude", "sign"])
-def test_dense_zrh_writer_writes_the_same_bits(mode, ctx):
-    """ZRH's branchless writer for mostly non-zero states (``_write_dense``) against the
-    run-by-run one: same bytes, with long runs inside chunks and at their ends."""
+@pytest.mark.parametrize("raw", [False, True])
+def test_zrh_kernels_against_a_plain_reference(groups, mode, ctx, raw):
+    """ZRH's histograms and writer (non-zeros listed window by window, or read from the
+    list of all non-zero positions; 1 or 3 chunk groups) against a plain Python coding of
+    every state: dense and sparse stretches, runs across windows and chunks, a chunk
+    without a non-zero, chunks ending on a long run and on exactly RUN_DIRECT zeros, runs
+    long enough for Rice codes of 40 bits."""
     from horovod_huffcomp.codebook import code_from_counts
     from horovod_huffcomp.coders import zrh
     from horovod_huffcomp.quantizers import Quantized
 
-    rng = np.random.default_rng(len(mode) * 7 + len(ctx))
-    n, s, clog2 = 40_000, 9, 10
+    rng = np.random.default_rng(len(mode) * 7 + len(ctx) + raw)
+    n, s, clog2 = 50_001, 1 if raw else 9, 14  # chunks of 4 windows
     states = np.zeros((n + 7) & ~7, np.int8)
     states[:n] = rng.integers(-s, s + 1, n)
-    for start in rng.integers(0, n - 200, 40):  # long zero runs
-        states[start:start + rng.integers(16, 200)] = 0
+    states[20_000:40_000] *= rng.random(20_000) < 0.01  # a sparse stretch
+    for start in rng.integers(0, n - 300, 40):  # long zero runs
+        states[start:start + rng.integers(16, 300)] = 0
+    states[zrh.WINDOW - 30:zrh.WINDOW + 30] = 0  # a run across a window boundary
     states[(1 << clog2) - 40:(1 << clog2)] = 0  # a chunk ending on a long run
     states[2 * (1 << clog2) - 16:2 * (1 << clog2)] = 0  # ... on exactly RUN_DIRECT zeros
-    q = Quantized(states, n, s, 1.0, "max", None)
+    states[3 * (1 << clog2):n] = 0  # the last chunk without a non-zero
+    rawv = rng.integers(1, 1 << 32, n, dtype=np.uint64).astype(np.uint32) if raw else None
+    q = Quantized(states, n, s, 1.0, "max", rawv)
     rows = {"one": 1, "magnitude": zrh.NCTX, "sign": zrh.NLCTX}[ctx]
     nctx = 1 if ctx == "one" else zrh.NCTX
     # skewed level counts: codewords up to 15 bits
     ll = np.stack([code_from_counts(1 + (rng.permutation(2 * s) ** 6))[0] for _ in range(rows)])
-    assert ll.max() >= 12
+    assert s == 1 or ll.max() >= 12
     if mode == "huffman":
         rl = np.stack([code_from_counts(rng.integers(1, 50, chunks.RUN_ALPHABET))[0]
                        for _ in range(nctx)])
@@ -101,13 +176,22 @@ def test_dense_zrh_writer_writes_the_same_bits(mode, ctx):
         zc = zrh.ZrhCode(zrh.MODE_RICE, rng.integers(0, 4, nctx) + [0, 21][len(ctx) % 2],
                          np.zeros((nctx, chunks.RUN_ALPHABET)), np.full(nctx, -1), ll,
                          np.full(rows, -1))
-    assert np.count_nonzero(states) >= 0.6 * n  # encode picks the dense writer
-    dense = zrh.encode(q, clog2, zc, int(np.count_nonzero(states)))
-    sparse = zrh.encode(q, clog2, zc, n, dense=False)
-    assert np.array_equal(dense[0], sparse[0]) and np.array_equal(dense[1], sparse[1])
-    out = np.zeros(n, np.int8)
-    assert zrh.decode(dense[1], dense[0], n, clog2, s, zc, out, np.zeros(0, np.uint32)) == 0
+    hist, want_bits, want_data = _reference_zrh(states, n, clog2, s, zc, rawv)
+    nnz = chunks.count_nonzero(states, n)
+    pos = zrh.nonzero_positions(states, n, nnz)
+    for k in (1, 3):
+        groups(k)
+        for listed in (None, pos):
+            for a, b in zip(zrh.histograms(states, n, clog2, s, listed), hist):
+                assert np.array_equal(a, b), (k, listed is None)
+            got_bits, got_data = zrh.encode(q, clog2, zc, nnz, pos=listed)
+            assert np.array_equal(got_bits, want_bits) and np.array_equal(got_data, want_data)
+    out, outraw = np.zeros(n, np.int8), np.zeros(n if raw else 0, np.uint32)
+    assert zrh.decode(want_data, want_bits, n, clog2, s, zc, out, outraw) == 0
     assert np.array_equal(out, states[:n])
+    if raw:
+        nz = states[:n] != 0
+        assert np.array_equal(outraw[nz], rawv[nz] & 0x7FFFFFFF)
 
 
 def _sparse_states(rng, n, s, density):
@@ -136,9 +220,9 @@ def test_nonzero_count_and_positions(density):
 
 @pytest.mark.parametrize("k", [1, 2, 5])
 @pytest.mark.parametrize("raw", [False, True])
-def test_listed_zrh_kernels_match_scanning(groups, k, raw):
-    """ZRH's histograms and writer read from the non-zero positions give what scanning the
-    states gives, whatever the chunk groups."""
+def test_listed_zrh_kernels_match_windowed(groups, k, raw):
+    """ZRH's histograms and writer read from the list of all non-zero positions give what
+    listing them window by window gives, whatever the chunk groups."""
     from horovod_huffcomp.coders import zrh
     from horovod_huffcomp.quantizers import Quantized
 
@@ -151,11 +235,11 @@ def test_listed_zrh_kernels_match_scanning(groups, k, raw):
     q = Quantized(states, n, s, 1.0, "max", rawv)
     nnz = chunks.count_nonzero(states, n)
     pos = zrh.nonzero_positions(states, n, nnz)
-    scanned = zrh.histograms(states, n, clog2, s)
+    windowed = zrh.histograms(states, n, clog2, s)
     listed = zrh.histograms(states, n, clog2, s, pos)
-    for a, b in zip(scanned, listed):
+    for a, b in zip(windowed, listed):
         assert np.array_equal(a, b)
-    zc = zrh.plan_from(scanned, 31 if raw else 0)[0]
+    zc = zrh.plan_from(windowed, 31 if raw else 0)[0]
     want = zrh.encode(q, clog2, zc, nnz)
     got = zrh.encode(q, clog2, zc, nnz, pos=pos)
     assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])

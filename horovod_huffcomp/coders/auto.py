@@ -118,7 +118,6 @@ def sparse(n, nnz):
 
 _histograms_serial = zrh._histograms.serial
 _zrh_write_serial = zrh._write.serial
-_zrh_write_dense_serial = zrh._write_dense.serial
 _symbol_write_serial = symbol._write.serial
 
 
@@ -146,13 +145,8 @@ def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, prev_kind, pre
         base[1] = room(n, m, per_elem, run_max + level_max + raw_bits, nnz, run_max)
         out = np.empty(base[1], np.uint8)
         ctxmode = zrh.ctxmode_of(rl.shape[0], ll.shape[0])
-        if zrh.dense_writer(n, nnz) and raw_bits == 0:
-            _zrh_write_dense_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd,
-                                    rtab.ravel(), ltab.ravel(), first, base, out, chunk_bits,
-                                    ends)
-        else:
-            _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab, raw,
-                              pos, listed, first, base, out, chunk_bits, ends)
+        _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab, raw,
+                          pos, listed, first, base, out, chunk_bits, ends)
     else:
         cb = code_bytes(hl, hs)
         table = ((canonical_codes(hl) << 5) | hl).astype(np.uint32)
