@@ -271,6 +271,9 @@ def _form(lengths, single):
     return hi - lo + 2, lo, hi
 
 
+_GAMMA_BITS = np.array([2 * (z + 1).bit_length() - 1 for z in range(32)], np.int64)
+
+
 @njit(cache=True)
 def code_nbytes(lengths, single):
     """Bytes of :meth:`Code.serialize` for this code."""
@@ -283,7 +286,7 @@ def code_nbytes(lengths, single):
     for i in range(lo, hi + 1):
         d = lengths[i] - prev
         z = 2 * d if d >= 0 else -2 * d - 1
-        bits += 2 * B.bitlen(z + 1) - 1
+        bits += _GAMMA_BITS[z] if z < 32 else 2 * B.bitlen(z + 1) - 1
         prev = lengths[i]
     return varint_len(form) + varint_len(lo) + (bits + 7) // 8
 
