@@ -6,11 +6,11 @@ by its exact size, from ZRH's histograms alone. Both backends decide with it: th
 counts the histograms on the device and calls :func:`plan`; the CPU backend calls
 :func:`encode`.
 
-On the CPU, sparse states (< 1/128 non-zero) are scanned once for their non-zero positions,
-which the histograms and the writer then read instead of scanning the states again: the
-work left is per non-zero, so one thread does it. Such a tensor, and any whose chunks one
-thread writes (below 2**16 elements, or in serial mode), is counted, planned and written in
-one numba call (:func:`_encode_serial`): for small and sparse tensors the Python and
+On the CPU, sparse states (< 1/128 non-zero) are scanned once for all their non-zero
+positions, which the histograms and the writer then read instead of listing each window's
+(``zrh._next_list``): the work left is per non-zero, so one thread does it. Such a
+tensor, and any whose chunks one thread writes (below 2**16 elements, or in serial mode),
+is counted, planned and written in one numba call (:func:`_encode_serial`): for small and sparse tensors the Python and
 dispatch around half a dozen calls cost more than the coding.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):
 def sparse(n, nnz):
     """Whether states are coded from the list of their non-zero positions (< 1/128
     non-zero): one scan for the list, then work per non-zero, which one thread does in one
-    call. (Measured: at 1-9% non-zero two threads scanning the states are faster.)"""
+    call. (Measured: from 1% non-zero on, two threads listing their windows are faster.)"""
     return 128 * nnz < n
 
 

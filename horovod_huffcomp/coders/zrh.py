@@ -145,19 +145,21 @@ def _list_nonzeros(states, words, start, end, buf):
 
 @njit(inline="always", cache=True)
 def _next_list(states, words, pos, k, start, end, listed, buf):
-    """The non-zero positions in [start, end), in order, as (array, first index, stop
-    index): with ``listed``, those of ``pos`` from index k on (:func:`nonzero_positions`);
-    else listed into ``buf`` (:func:`_list_nonzeros`). The kernels go through a chunk
-    window by window (``WINDOW`` states, the whole chunk when ``listed``), then through the
-    non-zeros one after the other: a run is the distance to the previous one, so no branch
-    depends on whether a state is zero (on the benchmark's gradients 1.5-4x faster than
-    jumping to each next non-zero from 1% to 55% non-zero)."""
+    """The non-zero positions of the next window of a chunk, from ``start`` to its ``end``:
+    (array, first index, stop index, window end). With ``listed`` the window is the rest
+    of the chunk and its positions those of ``pos`` from index k on
+    (:func:`nonzero_positions`); else ``WINDOW`` states, listed into ``buf``
+    (:func:`_list_nonzeros`). The kernels go through a chunk window by window, then
+    through the non-zeros one after the other: a run is the distance to the previous one,
+    so no branch depends on whether a state is zero (on the benchmark's gradients
+    1.5-4x faster than jumping to each next non-zero from 1% to 55% non-zero)."""
     if listed:
         stop = k
         while stop < pos.shape[0] and pos[stop] < end:
             stop += 1
-        return pos, k, stop
-    return buf, 0, _list_nonzeros(states, words, start, end, buf)
+        return pos, k, stop, end
+    wend = min(end, start + WINDOW)
+    return buf, 0, _list_nonzeros(states, words, start, wend, buf), wend
 
 
 @njit(inline="always", cache=True)
@@ -216,10 +218,8 @@ def _histograms(states, n, clog2, s, first, pos, listed):
             rb, lb, prev = np.int64(0), np.int64(0), start - 1  # table offsets of the contexts
             w = start
             while w < end:
-                wend = end if listed else min(end, w + WINDOW)
-                at, k0, k1 = _next_list(states, words, pos, k, w, wend, listed, buf)
-                k = k1
-                for t in range(k0, k1):
+                at, k0, k, wend = _next_list(states, words, pos, k, w, end, listed, buf)
+                for t in range(k0, k):
                     i = at[np.uint64(t)]
                     r = i - prev - 1
                     if r < RUN_DIRECT:
@@ -392,10 +392,8 @@ def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, ra
             rb, lb, prev = np.int64(0), np.int64(0), start - 1  # table offsets of the contexts
             w = start
             while w < end:
-                wend = end if listed else min(end, w + WINDOW)
-                at, k0, k1 = _next_list(states, words, pos_nz, k, w, wend, listed, buf)
-                k = k1
-                for t in range(k0, k1):
+                at, k0, k, wend = _next_list(states, words, pos_nz, k, w, end, listed, buf)
+                for t in range(k0, k):
                     i = at[np.uint64(t)]
                     r = i - prev - 1
                     u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
