@@ -10,8 +10,8 @@ On the CPU, sparse states (< 1/128 non-zero) are scanned once for all their non-
 positions, which the histograms and the writer then read instead of listing each window's
 (``zrh._next_list``): the work left is per non-zero, so one thread does it. Such a
 tensor, and any whose chunks one thread writes (below 2**16 elements, or in serial mode),
-is counted, planned and written in one numba call (:func:`_encode_serial`): for small and sparse tensors the Python and
-dispatch around half a dozen calls cost more than the coding.
+is counted, planned and written in one numba call (:func:`_encode_serial`): for small and
+sparse tensors the Python and dispatch around half a dozen calls cost more than the coding.
 """
 from __future__ import annotations
 
