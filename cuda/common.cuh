@@ -85,19 +85,23 @@ HC_HD double hc_round_to_half(double v) {
 // ----------------------------------------------------------------- quantizers.py
 // Stochastic level of one element: a = |v| s / scale in float64, round up when u < a - floor(a).
 // (Build with --fmad=false: no fused multiply-add may change a rounding.)
-HC_HD int hc_round_state(double v, int s, double scale, uint64_t key, uint64_t i) {
-    double a = fabs(v) * (double)s / scale;
+// hc_round_level takes a = |v| s / scale already divided (negative: v < 0).
+HC_HD int hc_round_level(double a, bool negative, int s, uint64_t key, uint64_t i) {
     double lev = floor(a);
     if ((double)hc_draw24(key, i) * HC_INV24 < a - lev) lev += 1.0;
     int l = lev > (double)s ? s : (int)lev;
-    return v < 0 ? -l : l;
+    return negative ? -l : l;
+}
+
+HC_HD int hc_round_state(double v, int s, double scale, uint64_t key, uint64_t i) {
+    return hc_round_level(fabs(v) * (double)s / scale, v < 0, s, key, i);
 }
 
 // One element's term of the L2 scale: floor((|x| / m)^2 * 2^40), summed as two integers.
-HC_HD uint64_t hc_sumsq_term(double x, double m) {
-    double y = fabs(x) / m;
-    return (uint64_t)floor(y * y * 1099511627776.0);
-}
+// hc_sumsq_of takes y = |x| / m already divided.
+HC_HD uint64_t hc_sumsq_of(double y) { return (uint64_t)floor(y * y * 1099511627776.0); }
+
+HC_HD uint64_t hc_sumsq_term(double x, double m) { return hc_sumsq_of(fabs(x) / m); }
 
 HC_HD double hc_sumsq_value(uint64_t hi, uint64_t lo) {
     return (double)hi * (1.0 / 1048576.0) + (double)lo * (1.0 / 1099511627776.0);

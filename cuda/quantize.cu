@@ -11,10 +11,79 @@
 // Suffixes: _f16 (float16 as its bits), _f32, _f64. Build with --fmad=false.
 #include "common.cuh"
 
-__device__ __forceinline__ double hc_load(const float* p, int64_t i) { return (double)p[i]; }
-__device__ __forceinline__ double hc_load(const double* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ double hc_load(const unsigned short* p, int64_t i) {
-    return (double)hc_half_to_float(p[i]);
+// Eight consecutive values x[i0 .. i0 + 7] (i0 a multiple of 8) as doubles; those at or past
+// n read as 0. `wide`: x is 16-byte aligned, so a full group loads as 16-byte vectors (every
+// thread of the quantize stage moves 8 values at a time: more bytes in flight per thread).
+__device__ __forceinline__ void hc_load8(const float* x, long long i0, long long n, bool wide,
+                                         double v[8]) {
+    if (wide && i0 + 8 <= n) {
+        const float4* p = reinterpret_cast<const float4*>(x + i0);
+        float4 a = __ldg(p), b = __ldg(p + 1);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+        v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = i0 + k < n ? (double)x[i0 + k] : 0.0;
+}
+__device__ __forceinline__ void hc_load8(const double* x, long long i0, long long n, bool wide,
+                                         double v[8]) {
+    if (wide && i0 + 8 <= n) {
+        const double2* p = reinterpret_cast<const double2*>(x + i0);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            double2 a = __ldg(p + k);
+            v[2 * k] = a.x, v[2 * k + 1] = a.y;
+        }
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = i0 + k < n ? x[i0 + k] : 0.0;
+}
+__device__ __forceinline__ void hc_load8(const unsigned short* x, long long i0, long long n,
+                                         bool wide, double v[8]) {
+    if (wide && i0 + 8 <= n) {
+        uint4 a = __ldg(reinterpret_cast<const uint4*>(x + i0));
+        const unsigned int w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            v[2 * k] = (double)hc_half_to_float((unsigned short)(w[k] & 0xFFFFu));
+            v[2 * k + 1] = (double)hc_half_to_float((unsigned short)(w[k] >> 16));
+        }
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+        v[k] = i0 + k < n ? (double)hc_half_to_float(x[i0 + k]) : 0.0;
+}
+
+// x / b correctly rounded, as the division gives it, for a divisor b > 0 fixed per tensor
+// (the scale) and y = 1 / b computed once: q = x y, corrected once with the exact residual
+// x - q b (Markstein), and `exact` only when q is provably the nearest double: strictly
+// closer to x / b than its neighbour on the side of x / b (both residuals are exact: no
+// underflow in the range allowed). Otherwise (a tie, x or q out of that range: rare)
+// hc_div_fixed divides. A float64 division per element made the quantize stage 1.5x slower
+// (scripts/quantize_variants.py: 1.33 -> 0.88 ms on 1 GB; the product and correction alone,
+// unproven, 0.53 ms; the divisions kept out of the unrolled loop, 0.99 ms: more registers).
+__device__ __forceinline__ double hc_div_try(double x, double b, double y, bool& exact) {
+    double q = x * y;
+    q = fma(fma(-q, b, x), y, q);  // x == 0: q = +0, as x / b
+    const double r = fma(-q, b, x);
+    const double q2 = __longlong_as_double(__double_as_longlong(q) + (r > 0.0 ? 1 : -1));
+    exact = x == 0.0 || (x >= 0x1p-900 && x <= 0x1p900 && q >= 0x1p-900 && q <= 0x1p900 &&
+                         (r == 0.0 || fabs(r) < fabs(fma(-q2, b, x))));
+    return q;
+}
+
+__device__ __forceinline__ double hc_div_fixed(double x, double b, double y) {
+    bool exact;
+    const double q = hc_div_try(x, b, y, exact);
+    return exact ? q : x / b;
+}
+
+template <class T>
+__device__ __forceinline__ bool hc_wide(const T* x) {
+    return (reinterpret_cast<unsigned long long>(x) & 15) == 0;
 }
 
 __device__ __forceinline__ unsigned long long hc_warp_max(unsigned long long v) {
@@ -36,13 +105,19 @@ __device__ void hc_absmax(const unsigned long long* ptrs, const long long* sizes
     const int t = blockIdx.y;
     const T* x = reinterpret_cast<const T*>(ptrs[t]);
     const long long n = sizes[t];
+    const bool wide = hc_wide(x);
     unsigned long long m = 0;
     int bad = 0;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        double a = fabs(hc_load(x, i));
-        if (!isfinite(a)) bad = 1;
-        else m = max(m, (unsigned long long)__double_as_longlong(a));
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g << 3 < n;
+         g += (long long)gridDim.x * blockDim.x) {
+        double v[8];
+        hc_load8(x, g << 3, n, wide, v);  // past n: 0, which changes no max
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            double a = fabs(v[k]);
+            if (!isfinite(a)) bad = 1;
+            else m = max(m, (unsigned long long)__double_as_longlong(a));
+        }
     }
     m = hc_warp_max(m);
     bad = __any_sync(0xffffffffu, bad);
@@ -61,12 +136,19 @@ __device__ void hc_sumsq(const unsigned long long* ptrs, const long long* sizes,
     const long long n = sizes[t];
     const double m = __longlong_as_double((long long)maxbits[t]);
     if (m == 0.0 || !isfinite(m)) return;
+    const double rm = 1.0 / m;
+    const bool wide = hc_wide(x);
     unsigned long long h = 0, l = 0;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        unsigned long long term = hc_sumsq_term(hc_load(x, i), m);
-        h += term >> 20;
-        l += term & 0xFFFFFull;
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g << 3 < n;
+         g += (long long)gridDim.x * blockDim.x) {
+        double v[8];
+        hc_load8(x, g << 3, n, wide, v);  // past n: 0, whose term is 0
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            unsigned long long term = hc_sumsq_of(hc_div_fixed(fabs(v[k]), m, rm));
+            h += term >> 20;
+            l += term & 0xFFFFFull;
+        }
     }
     h = hc_warp_sum(h);
     l = hc_warp_sum(l);
@@ -84,15 +166,32 @@ __device__ void hc_quantize(const unsigned long long* ptrs, const long long* siz
     const int t = blockIdx.y;
     const T* x = reinterpret_cast<const T*>(ptrs[t]);
     const long long n = sizes[t];
-    const double scale = (double)scales[t];
+    const double scale = (double)scales[t], rscale = 1.0 / scale;
     const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
     signed char* out = states + state_offsets[t];
     const bool zero = !(scale > 0.0) || isinf(scale);  // 0: all zero; NaN: decode gives NaN
-    const long long padded = (n + 7) & ~7ll;  // coders read zero padding to a multiple of 8
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < padded;
-         i += (long long)gridDim.x * blockDim.x) {
-        out[i] = (i < n && !zero) ? (signed char)hc_round_state(hc_load(x, i), s, scale, key, i)
-                                  : 0;
+    // coders read zero padding to a multiple of 8; a thread makes 8 states at a time and
+    // stores them as one 8-byte word (state_offsets are multiples of 8)
+    unsigned long long* words = reinterpret_cast<unsigned long long*>(out);
+    const bool wide = hc_wide(x);
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g << 3 < n;
+         g += (long long)gridDim.x * blockDim.x) {
+        const long long i0 = g << 3;
+        unsigned long long word = 0;
+        if (!zero) {
+            double v[8];
+            hc_load8(x, i0, n, wide, v);
+            const int m = n - i0 < 8 ? (int)(n - i0) : 8;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                if (k >= m) break;
+                const double a = hc_div_fixed(fabs(v[k]) * (double)s, scale, rscale);
+                word |= (unsigned long long)(unsigned char)hc_round_level(a, v[k] < 0, s, key,
+                                                                          i0 + k)
+                        << (8 * k);
+            }
+        }
+        words[g] = word;
     }
 }
 

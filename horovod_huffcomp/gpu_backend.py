@@ -37,8 +37,8 @@ import numpy as np
 
 from . import coders, payload
 from .codebook import Code, canonical_codes
-from .coders import zrh
-from .coders.chunks import RICE_MAX_K, RUN_ALPHABET
+from .coders import auto
+from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
 from .payload import (CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_CODE_LEN, MAX_LEVELS,
@@ -47,7 +47,7 @@ from .quantizers import check_options
 
 STAGES = ("quantize", "histogram", "codebook", "huffman", "zrh")
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh")}  # common.cuh HC_CODER_*
-ZRH_PARAMS = 8  # cuda/zrh.cu HC_ZRH_PARAMS
+ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 NZ_BLOCK = 256  # cuda/zrh.cu HC_NZ_BLOCK
 ZRH_ROWS = NCTX + NLCTX  # decode tables per ZRH tensor (cuda/common.cuh HC_ZRH_ROWS)
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
@@ -361,23 +361,21 @@ def _nonzero_lists(dev) -> None:
 def hist_layout(s: int) -> tuple[int, ...]:
     """Where ``zrh.histograms``' arrays lie in a tensor's row of ``hc_zrh_histogram``
     (cuda/zrh.cu): run counts, level counts, extra bits, sums of r >> k; the row length."""
-    lc = NCTX * RUN_ALPHABET
-    extra = lc + NLCTX * 2 * s
-    shifted = extra + NCTX
-    return lc, extra, shifted, shifted + NCTX * (RICE_MAX_K + 1)
+    return tuple(int(v) for v in auto.row_layout(s))
 
 
 def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
     """``auto`` / ``zrh``: the ZRH histograms counted on the device and brought to the host
     with the scales, chunk sizes and non-finite flags (one copy of the plan's first five
-    arrays); the codes chosen there by ``coders.plan``, exactly as the CPU backend chooses
-    (a section may reuse the previous one's code: a sequential choice); their tables
-    uploaded in one copy; the chunks' bit lengths counted on the device and brought back.
+    arrays); the codes chosen there in one numba call (``coders.auto.plan_many``: per tensor
+    what ``auto.plan`` chooses on the CPU, in input order, since a section may reuse the
+    previous one's code); their tables uploaded in one copy; the chunks' bit lengths
+    counted on the device and brought back.
     Returns (scales, clog2, chunk_first, chunk_bits, [(coder, codebook)] per position, the
     coders used)."""
 
     count, s = dev.count, dev.s
-    lc_at, extra_at, shifted_at, row = hist_layout(s)
+    row = hist_layout(s)[-1]
     _nonzero_lists(dev)
     mark("non-zero lists")
     warps = THREADS // 32  # a block's warps take a tensor's chunks in turn
@@ -391,34 +389,15 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
     plan_h[:head].get(out=host)
     scales_h, bad_h, clog2_h, first_h, hist_h = _carve(plan_specs[:5], host)[1]
     _check_finite(bad_h, nonfinite)
-    hist_h = hist_h.reshape(count, row).astype(np.int64)
-    pos_of = {t: j for j, t in enumerate(order)}
-    chosen = [None] * count
-    prev_cb = (prev.coder, prev.codebook) if prev is not None else None
-    alphabet = 2 * s + 1
-    coders_h = np.zeros(count, np.uint8)
-    lengths = np.zeros((count, alphabet), np.uint8)
-    codes = np.zeros((count, alphabet), np.uint16)
-    zpar = np.zeros((count, ZRH_PARAMS), np.int32)
-    rtab = np.zeros((count, NCTX, RUN_ALPHABET), np.uint32)
-    ltab = np.zeros((count, NLCTX, 2 * s), np.uint32)
-    for t in range(count):  # input order: a section may reuse the previous one's code
-        j = pos_of[t]
-        h = hist_h[j]
-        hist = (h[:lc_at].reshape(NCTX, RUN_ALPHABET), h[lc_at:extra_at].reshape(NLCTX, 2 * s),
-                h[extra_at:shifted_at], h[shifted_at:row].reshape(NCTX, RICE_MAX_K + 1))
-        used, cb, code = coders.plan(coder, hist, s, int(dev.sizes_h[j]), 0, prev_cb)
-        chosen[j] = (used, cb)
-        prev_cb = chosen[j]
-        coders_h[j] = CODER_IDS[used]
-        if used == "huffman":
-            lengths[j], codes[j] = code.lengths, code.codes
-        else:
-            _, rt, lt, *_ = zrh._writer_tables(code.mode, code.ks, code.rl, code.rs, code.ll)
-            zpar[j, 0], zpar[j, 1] = code.mode, code.ctxmode
-            zpar[j, 2: 2 + code.ks.size] = code.ks
-            rtab[j, : rt.shape[0]] = rt
-            ltab[j, : lt.shape[0]] = lt
+    # the codes in input order (a section may reuse the previous one's code), in one call
+    inv = np.empty(count, np.int64)
+    inv[np.asarray(order)] = np.arange(count)
+    hist_h = hist_h.reshape(count, row)[inv]
+    chosen, tables = auto.plan_many(coder, hist_h, dev.sizes_h[inv], s, 0,
+                                    (prev.coder, prev.codebook) if prev is not None else None)
+    chosen = [chosen[t] for t in order]  # by position from here on
+    lengths, codes, zpar, rtab, ltab = (a[np.asarray(order)] for a in tables)
+    coders_h = np.array([CODER_IDS[c] for c, _ in chosen], np.uint8)
     used = {c for c, _ in chosen}
     (dev.coders, dev.lengths, dev.codes, dev.zpar, dev.rtab, dev.ltab) = _upload(
         [coders_h, lengths.reshape(-1), codes.reshape(-1), zpar.reshape(-1), rtab.reshape(-1),

@@ -274,3 +274,65 @@ def test_one_call_path_matches_the_planned_path():
                     zc = zrh.ZrhCode.from_packed(code.packed, q.levels)
                     assert zc.to_bytes() == code.to_bytes()
                 prev = (used, cb)
+
+
+def test_batch_planner_matches_the_per_tensor_planner():
+    """``auto.plan_many`` (the GPU backend's one call for a batch's codes) against
+    ``auto.plan`` tensor by tensor along the same chain of previous sections: the same
+    (coder, codebook) per tensor, reused codes included, and the writers' tables the GPU
+    kernels read (Huffman lengths and codes; ZRH mode, contexts, Rice ks, run and level
+    codes)."""
+    from horovod_huffcomp.codebook import Code
+    from horovod_huffcomp.coders import auto, symbol, zrh
+    from horovod_huffcomp.quantizers import quantize
+
+    rng = np.random.default_rng(7)
+    tensors = [gradient_like(n, i) * (rng.random(n) < d)
+               for i, (n, d) in enumerate([(3000, 0.05), (3000, 0.05), (256, 1), (70_000, 0.01),
+                                           (70_000, 0.01), (10, 1), (200_000, 0.001), (1, 1),
+                                           (0, 1), (500, 1), (500, 1)])]
+    tensors += [np.full(64, 0.5), np.full(64, 0.5)]  # the same Huffman code twice
+    seen = set()
+    for coder in ("auto", "zrh"):
+        for quant, s, norm in (("qsgd", 1, "l2"), ("qsgd", 16, "max"), ("terngrad", 1, "max")):
+            qs = [quantize(x.astype(np.float32), quant, s, norm, 0, i, 0.05)
+                  for i, x in enumerate(tensors)]
+            hists, sizes = [], []
+            for q in qs:
+                clog2 = chunks.auto_chunk_log2(q.n, chunks.count_nonzero(q.states, q.n))
+                hists.append(np.concatenate([a.ravel() for a in zrh.histograms(
+                    q.states, q.n, clog2, q.levels)]))
+                sizes.append(q.n)
+            assert hists[0].size == auto.row_layout(s)[-1]
+            for first_prev in (None, "zrh", "huffman"):
+                prev = None
+                if first_prev == "zrh":  # a code the first tensor may reuse
+                    prev = auto.plan("zrh", zrh.histograms(qs[0].states, qs[0].n, 12, s), s,
+                                     qs[0].n, 0)[:2]
+                elif first_prev == "huffman":
+                    cb = bytearray()
+                    Code.from_counts(symbol.state_counts(qs[0].states, qs[0].n, s)).serialize(cb)
+                    prev = ("huffman", bytes(cb))
+                chosen, (lengths, codes, zpar, rtab, ltab) = auto.plan_many(
+                    coder, np.array(hists), sizes, s, 0, prev)
+                for t, q in enumerate(qs):
+                    used, cb, code = auto.plan(coder, zrh.histograms(
+                        q.states, q.n, chunks.auto_chunk_log2(
+                            q.n, chunks.count_nonzero(q.states, q.n)), s), s, q.n, 0, prev)
+                    assert chosen[t] == (used, cb), (coder, quant, first_prev, t)
+                    seen.add((used, chosen[t][1] == (prev or (None, None))[1]))
+                    if used == "huffman":
+                        assert np.array_equal(lengths[t], code.lengths)
+                        assert np.array_equal(codes[t], code.codes)
+                    else:
+                        _, rt, lt, *_ = zrh._writer_tables(code.mode, code.ks, code.rl,
+                                                           code.rs, code.ll)
+                        assert list(zpar[t, :2 + code.ks.size]) == (
+                            [code.mode, code.ctxmode] + list(code.ks))
+                        assert not zpar[t, 2 + code.ks.size:].any()
+                        assert np.array_equal(rtab[t, :rt.shape[0]], rt)
+                        assert np.array_equal(ltab[t, :lt.shape[0]], lt)
+                        assert not rtab[t, rt.shape[0]:].any() and not ltab[t, lt.shape[0]:].any()
+                    prev = (used, cb)
+    # every kind of choice was made: huffman and zrh, each with and without reuse
+    assert seen == {("huffman", False), ("huffman", True), ("zrh", False), ("zrh", True)}

@@ -49,6 +49,22 @@ def sparse_like(rng, n, density, dtype=np.float32):
     return x
 
 
+@pytest.mark.parametrize("levels,norm", [(16, "l2"), (127, "max"), (3, "max")])
+def test_quantize_division_across_the_float64_range(levels, norm):
+    """The device divides by a tensor's scale through its reciprocal with an exact check
+    (cuda/quantize.cu hc_div_try) and divides outright where the check cannot vouch: float64
+    values from subnormal to 1e30, in every position of a group of 8, take both ways; the
+    states must equal the CPU's divisions byte for byte."""
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        n = 8 * 4099 + trial
+        x = rng.standard_normal(n) * 10.0 ** rng.integers(-320, 31, n)
+        x[rng.random(n) < 0.2] = 0.0
+        x[rng.integers(0, n, 50)] = 5e-324  # the smallest subnormal
+        want = hc.encode(x, "qsgd", "huffman", levels, norm, seed=trial)
+        assert hc.encode(cupy.asarray(x), "qsgd", "huffman", levels, norm, seed=trial) == want
+
+
 @pytest.mark.parametrize("coder", CODERS)
 def test_sparse_chunks_and_fixed_chunk_size(coder):
     x = np.zeros(3_000_000, np.float32)
@@ -81,15 +97,31 @@ def test_batch_is_byte_identical_with_mixed_dtypes_and_reuse(coder):
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
     bits take the writer's slow path (straight to global memory)."""
-    from horovod_huffcomp import coders
-    from horovod_huffcomp.coders import zrh
+    from horovod_huffcomp.coders import auto, zrh
+    from horovod_huffcomp.coders.chunks import RUN_ALPHABET
 
-    def rice_plan(coder, hist, s, n, raw_bits, prev=None):
-        zc = zrh.ZrhCode(zrh.MODE_RICE, [0], np.zeros((1, 70)), [-1],
-                         np.full((1, 2 * s), int(np.log2(2 * s))), [-1])
-        return "zrh", zc.to_bytes(), zc
+    def rice(s):
+        return zrh.ZrhCode(zrh.MODE_RICE, [0], np.zeros((1, RUN_ALPHABET)), [-1],
+                           np.full((1, 2 * s), int(np.log2(2 * s))), [-1])
 
-    monkeypatch.setattr(coders, "plan", rice_plan)
+    def rice_encode(q, coder, clog2, prev=None, nonzeros=None):  # the CPU backend's path
+        zc = rice(q.levels)
+        return ("zrh", zc.to_bytes()) + zrh.encode(q, clog2, zc, nonzeros)
+
+    def rice_plan_many(coder, hist, sizes, s, raw_bits, prev=None):  # the GPU backend's
+        zc, count = rice(s), len(sizes)
+        _, rt, lt, *_ = zrh._writer_tables(zc.mode, zc.ks, zc.rl, zc.rs, zc.ll)
+        zpar = np.zeros((count, auto.ZRH_PARAMS), np.int32)
+        zpar[:, 0], zpar[:, 1], zpar[:, 2] = zc.mode, zc.ctxmode, zc.ks[0]
+        rtab = np.zeros((count, zrh.NCTX, RUN_ALPHABET), np.uint32)
+        ltab = np.zeros((count, zrh.NLCTX, 2 * s), np.uint32)
+        rtab[:, :1], ltab[:, :1] = rt, lt
+        huffman = np.zeros((count, 2 * s + 1), np.uint8)
+        return [("zrh", zc.to_bytes())] * count, (huffman, huffman.astype(np.uint16), zpar,
+                                                  rtab, ltab)
+
+    monkeypatch.setattr(auto, "encode", rice_encode)
+    monkeypatch.setattr(auto, "plan_many", rice_plan_many)
     rng = np.random.default_rng(4)
     x = np.zeros(300_000, np.float32)
     x[rng.integers(0, 300_000, 40)] = 1.0
@@ -97,6 +129,7 @@ def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     for clog2 in (None, 12, 16):
         want = hc.encode(x, "qsgd", "zrh", 4, "max", seed=3, chunk_log2=clog2)
         got = hc.encode(cupy.asarray(x), "qsgd", "zrh", 4, "max", seed=3, chunk_log2=clog2)
+        assert rice(4).to_bytes() in want  # the forced code, not the planner's choice
         assert got == want
         assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
                               hc.decode(want).astype(np.float64))

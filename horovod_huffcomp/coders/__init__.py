@@ -23,7 +23,6 @@ from ..codebook import Code
 from ..errors import PayloadError
 from ..payload import CODERS, Reader, byte_view
 from . import auto, elias, rlh, shs, symbol, zrh
-from .auto import plan  # noqa: F401  (the GPU backend plans with it)
 
 CODER_CHOICES = tuple(CODERS) + ("auto",)
 

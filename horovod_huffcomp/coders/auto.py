@@ -21,7 +21,7 @@ from numba import njit
 from ..codebook import Code, canonical_codes, code_nbytes, put_code
 from ..payload import Reader
 from . import symbol, zrh
-from .chunks import chunk_groups, count_nonzero, raw_values, room
+from .chunks import RICE_MAX_K, RUN_ALPHABET, chunk_groups, count_nonzero, raw_values, room
 
 KIND_NONE, KIND_ZRH, KIND_HUFFMAN = -1, 0, 1
 _NONE = np.zeros(0, np.int64)
@@ -106,6 +106,108 @@ def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):
     if choice < 0:
         return "zrh", prev[1], zc
     return "zrh", _remember(zc.to_bytes(), s, packed), zc
+
+
+ZRH_PARAMS = 8  # per tensor: mode, context mode, Rice k of the NCTX run contexts, padding
+
+
+@njit(cache=True)
+def row_layout(s):
+    """Where ``zrh.histograms``' four arrays lie when laid end to end in one row (run
+    counts from 0, level counts, extra bits, sums of r >> k): their starts after the first,
+    and the row's length. The GPU's ZRH histogram kernel counts into such rows."""
+    lc_at = zrh.NCTX * RUN_ALPHABET
+    extra_at = lc_at + zrh.NLCTX * 2 * s
+    shifted_at = extra_at + zrh.NCTX
+    return lc_at, extra_at, shifted_at, shifted_at + zrh.NCTX * (RICE_MAX_K + 1)
+
+
+@njit(cache=True)
+def plan_rows(hist, sizes, s, raw_bits, auto, prev_kind, prev_code, prev_cb):
+    """:func:`plan` for a batch in one call: the codes of tensors whose ZRH histograms are
+    the rows of ``hist`` (each row run counts, level counts, extra bits, sums of r >> k, as
+    ``zrh.histograms``' arrays laid end to end), in order, each section's previous section
+    being the row before (the first's: ``_prev_args``). Returns, per row: kind (KIND_ZRH or
+    KIND_HUFFMAN), whether it reuses the previous section's ZRH code (its codebook bytes are
+    then the previous section's), codebook bytes (``cb[cb_at[t]:cb_at[t + 1]]``, none when
+    reused), and the writers' tables as the GPU kernels read them: Huffman code lengths and
+    codes; ZRH parameters (``ZRH_PARAMS``: mode, context mode, Rice ks), run and level codes
+    as code << 5 | length; last, the packed ZRH code of the last row (or an empty array)."""
+    count = hist.shape[0]
+    alphabet = 2 * s + 1
+    lc_at, extra_at, shifted_at, row = row_layout(s)
+    kinds = np.empty(count, np.int8)
+    reuse = np.zeros(count, np.bool_)
+    cb_at = np.zeros(count + 1, np.int64)
+    cb = np.empty(count * 64 + 64, np.uint8)
+    lengths = np.zeros((count, alphabet), np.uint8)
+    codes = np.zeros((count, alphabet), np.uint16)
+    zpar = np.zeros((count, ZRH_PARAMS), np.int32)
+    rtab = np.zeros((count, zrh.NCTX, RUN_ALPHABET), np.uint32)
+    ltab = np.zeros((count, zrh.NLCTX, 2 * s), np.uint32)
+    pk, pc, pcb = prev_kind, prev_code, prev_cb
+    last = _NONE
+    for t in range(count):
+        h = hist[t]
+        rc = h[:lc_at].reshape((zrh.NCTX, RUN_ALPHABET))
+        lc = h[lc_at:extra_at].reshape((zrh.NLCTX, 2 * s))
+        extra = h[extra_at:shifted_at]
+        shifted = h[shifted_at:row].reshape((zrh.NCTX, RICE_MAX_K + 1))
+        kind, choice, packed, hl, hs = choose(rc, lc, extra, shifted, sizes[t], s, raw_bits,
+                                              auto, pk, pc, pcb)
+        kinds[t] = kind
+        if kind == KIND_HUFFMAN:
+            out = code_bytes(hl, hs)
+            if hs >= 0:  # a one-symbol code has no codewords (codebook.Code)
+                hl = np.zeros_like(hl)
+            lengths[t] = hl
+            codes[t] = canonical_codes(hl)
+            pk, pc, pcb = KIND_HUFFMAN, _NONE, out
+            last = _NONE
+        else:
+            mode, ks, rl, rs, ll, ls = zrh.unpack_code(packed, s)
+            out = _NO_CODEBOOK
+            if choice < 0:
+                reuse[t] = True
+            else:
+                out = zrh._serialize(mode, ks, rl, rs, ll, ls)
+            _, rt, lt, _, _, _ = zrh._writer_tables(mode, ks, rl, rs, ll)
+            zpar[t, 0] = mode
+            zpar[t, 1] = zrh.ctxmode_of(rl.shape[0], ll.shape[0])
+            zpar[t, 2: 2 + ks.shape[0]] = ks
+            rtab[t, : rt.shape[0]] = rt
+            ltab[t, : lt.shape[0]] = lt
+            pk, pc, pcb = KIND_ZRH, packed, _NO_CODEBOOK
+            last = packed
+        k = out.shape[0]
+        if cb_at[t] + k > cb.shape[0]:
+            grown = np.empty(2 * cb.shape[0] + k, np.uint8)
+            grown[: cb_at[t]] = cb[: cb_at[t]]
+            cb = grown
+        cb[cb_at[t]: cb_at[t] + k] = out
+        cb_at[t + 1] = cb_at[t] + k
+    return kinds, reuse, cb[: cb_at[count]], cb_at, lengths, codes, zpar, rtab, ltab, last
+
+
+def plan_many(coder: str, hist, sizes, s: int, raw_bits: int, prev=None):
+    """:func:`plan_rows` for ``auto``/``zrh`` with ``prev`` = the previous section's
+    (coder, codebook) or None: ([(coder, codebook bytes)] per row, then plan_rows' tables
+    (lengths, codes, zpar, rtab, ltab))."""
+    kinds, reuse, cb, cb_at, *tables, last = plan_rows(
+        np.ascontiguousarray(hist, np.int64), np.ascontiguousarray(sizes, np.int64), s,
+        raw_bits, coder == "auto", *_prev_args(prev, s))
+    chosen = []
+    for t in range(kinds.shape[0]):
+        if kinds[t] == KIND_HUFFMAN:
+            prev = ("huffman", cb[cb_at[t]: cb_at[t + 1]].tobytes())
+        elif not reuse[t]:
+            prev = ("zrh", cb[cb_at[t]: cb_at[t + 1]].tobytes())
+        else:  # the previous section's code, so its very bytes
+            prev = ("zrh", prev[1])
+        chosen.append(prev)
+    if last.size:
+        _remember(chosen[-1][1], s, last)
+    return chosen, tables
 
 
 @njit(cache=True)
