@@ -125,9 +125,8 @@ def row_layout(s):
 @njit(cache=True)
 def plan_rows(hist, sizes, s, raw_bits, auto, prev_kind, prev_code, prev_cb):
     """:func:`plan` for a batch in one call: the codes of tensors whose ZRH histograms are
-    the rows of ``hist`` (each row run counts, level counts, extra bits, sums of r >> k, as
-    ``zrh.histograms``' arrays laid end to end), in order, each section's previous section
-    being the row before (the first's: ``_prev_args``). Returns, per row: kind (KIND_ZRH or
+    the rows of ``hist`` (laid out as :func:`row_layout` says), in order, each section's
+    previous section being the row before (the first's: ``_prev_args``). Returns, per row: kind (KIND_ZRH or
     KIND_HUFFMAN), whether it reuses the previous section's ZRH code (its codebook bytes are
     then the previous section's), codebook bytes (``cb[cb_at[t]:cb_at[t + 1]]``, none when
     reused), and the writers' tables as the GPU kernels read them: Huffman code lengths and
