@@ -33,20 +33,39 @@ from .payload import MAX_CODE_LEN, Reader, byte_view, put_varint, read_varint
 @njit(cache=True)
 def huffman_lengths(counts, max_len):
     """Code length of every symbol (0 for count 0) for int64 ``counts``."""
+    lengths = np.empty(counts.shape[0], np.int64)
+    huffman_lengths_into(counts, max_len, lengths, np.empty(HUFFMAN_WORK * counts.shape[0],
+                                                            np.int64))
+    return lengths
+
+
+HUFFMAN_WORK = 8  # int64 scratch per symbol that huffman_lengths_into needs
+
+
+@njit(cache=True)
+def huffman_lengths_into(counts, max_len, lengths, work):
+    """:func:`huffman_lengths` into ``lengths``, with ``work`` (>= HUFFMAN_WORK int64 per
+    symbol) as scratch: the planner builds ~20 codes per tensor, and their allocations cost
+    as much as the rest of the build."""
     n = counts.shape[0]
-    lengths = np.zeros(n, np.int64)
+    lengths[:] = 0
     used = 0
     for i in range(n):
         if counts[i] > 0:
             used += 1
     if used <= 1:
-        return lengths
+        return
     if used == 2:  # the tree of two leaves
         for i in range(n):
             if counts[i] > 0:
                 lengths[i] = 1
-        return lengths
-    syms = np.empty(used, np.int64)
+        return
+    syms = work[:used]
+    w = work[used: 2 * used]
+    keys = work[2 * used: 3 * used]
+    parent = work[3 * used: 5 * used - 1]
+    iw = work[5 * used: 6 * used - 1]
+    depth = work[6 * used: 8 * used - 1]
     k = 0
     for i in range(n):
         if counts[i] > 0:
@@ -58,9 +77,7 @@ def huffman_lengths(counts, max_len):
     top = 0
     for k in range(used):
         top = max(top, counts[syms[k]])
-    w = np.empty(used, np.int64)
     if B.bitlen(top) + sb <= 63:
-        keys = np.empty(used, np.int64)
         for k in range(used):
             keys[k] = (counts[syms[k]] << sb) | syms[k]
         keys.sort()
@@ -68,12 +85,10 @@ def huffman_lengths(counts, max_len):
             syms[k] = keys[k] & ((1 << sb) - 1)
             w[k] = keys[k] >> sb
     else:
-        syms = syms[np.argsort(counts[syms], kind="mergesort")]
+        syms[:] = syms[np.argsort(counts[syms], kind="mergesort")]
         for k in range(used):
             w[k] = counts[syms[k]]
     # two-queue Huffman: leaves 0..used-1, internal nodes used..2*used-2
-    parent = np.zeros(2 * used - 1, np.int64)
-    iw = np.zeros(used - 1, np.int64)
     li = 0
     ii = 0
     for node in range(used - 1):
@@ -90,7 +105,7 @@ def huffman_lengths(counts, max_len):
                 ii += 1
             parent[pick] = used + node
         iw[node] = total
-    depth = np.zeros(2 * used - 1, np.int64)
+    depth[2 * used - 2] = 0
     for node in range(2 * used - 3, -1, -1):
         depth[node] = depth[parent[node]] + 1
     maxd = 0
@@ -100,7 +115,7 @@ def huffman_lengths(counts, max_len):
     if maxd <= max_len:
         for i in range(used):
             lengths[syms[i]] = depth[i]
-        return lengths
+        return
     # JPEG Annex K.3 length limiting on the count of codes per length
     bl = np.zeros(maxd + 2, np.int64)
     for i in range(used):
@@ -120,7 +135,6 @@ def huffman_lengths(counts, max_len):
         for _ in range(bl[ln]):
             lengths[syms[pos]] = ln
             pos -= 1
-    return lengths
 
 
 @njit(cache=True)
@@ -214,14 +228,26 @@ FORM_EMPTY, FORM_SINGLE, FORM_FLAT = 0, 1, 2
 @njit(cache=True)
 def code_from_counts(counts):
     """(lengths, single) of :meth:`Code.from_counts`."""
+    lengths = np.empty(counts.shape[0], np.int64)
+    single = code_from_counts_into(counts, lengths, np.empty(HUFFMAN_WORK * counts.shape[0],
+                                                             np.int64))
+    return lengths, single
+
+
+@njit(cache=True)
+def code_from_counts_into(counts, lengths, work):
+    """:func:`code_from_counts` into ``lengths`` (scratch ``work`` as for
+    :func:`huffman_lengths_into`); returns single."""
     used, last = 0, -1
     for i in range(counts.shape[0]):
         if counts[i] > 0:
             used += 1
             last = i
     if used == 1:
-        return np.zeros(counts.shape[0], np.int64), last
-    return huffman_lengths(counts, MAX_CODE_LEN), -1
+        lengths[:] = 0
+        return last
+    huffman_lengths_into(counts, MAX_CODE_LEN, lengths, work)
+    return -1
 
 
 @njit(cache=True)

@@ -35,8 +35,9 @@ import numpy as np
 from numba import njit, prange
 
 from .. import bits as B
-from ..codebook import (canonical_code_rows, code_cost, code_from_counts, code_nbytes,
-                        decode_table_rows, parse_codes, put_code, read_sym)
+from ..codebook import (HUFFMAN_WORK, canonical_code_rows, code_cost, code_from_counts,
+                        code_from_counts_into, code_nbytes, decode_table_rows, parse_codes,
+                        put_code, read_sym)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -633,11 +634,12 @@ def _sum_rows(a):
 def _codes_of(counts):
     """(lengths, singles, bits, bytes) of the Huffman codes of every row of ``counts``."""
     rows = counts.shape[0]
-    lengths = np.zeros(counts.shape, np.int64)
-    singles = np.zeros(rows, np.int64)
+    lengths = np.empty(counts.shape, np.int64)
+    singles = np.empty(rows, np.int64)
+    work = np.empty(HUFFMAN_WORK * counts.shape[1], np.int64)
     bits, nbytes = 0, 0
     for c in range(rows):
-        lengths[c], singles[c] = code_from_counts(counts[c])
+        singles[c] = code_from_counts_into(counts[c], lengths[c], work)
         bits += code_cost(counts[c], lengths[c], singles[c])
         nbytes += code_nbytes(lengths[c], singles[c])
     return lengths, singles, bits, nbytes
