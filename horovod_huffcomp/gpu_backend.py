@@ -390,13 +390,13 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
     scales_h, bad_h, clog2_h, first_h, hist_h = _carve(plan_specs[:5], host)[1]
     _check_finite(bad_h, nonfinite)
     # the codes in input order (a section may reuse the previous one's code), in one call
-    inv = np.empty(count, np.int64)
-    inv[np.asarray(order)] = np.arange(count)
+    by_pos = np.asarray(order)
+    inv = np.argsort(by_pos)  # position of each tensor
     hist_h = hist_h.reshape(count, row)[inv]
     chosen, tables = auto.plan_many(coder, hist_h, dev.sizes_h[inv], s, 0,
                                     (prev.coder, prev.codebook) if prev is not None else None)
     chosen = [chosen[t] for t in order]  # by position from here on
-    lengths, codes, zpar, rtab, ltab = (a[np.asarray(order)] for a in tables)
+    lengths, codes, zpar, rtab, ltab = (a[by_pos] for a in tables)
     coders_h = np.array([CODER_IDS[c] for c, _ in chosen], np.uint8)
     used = {c for c, _ in chosen}
     (dev.coders, dev.lengths, dev.codes, dev.zpar, dev.rtab, dev.ltab) = _upload(
