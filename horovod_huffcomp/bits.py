@@ -86,20 +86,20 @@ def peek32(buf, bitpos):
     nbytes = buf.shape[0]
     byte = bitpos >> 3
     w = U64(0)
-    if U64(byte) + U64(8) <= U64(nbytes):  # (unsigned: see fill)
+    if byte >= 0 and byte + 8 <= nbytes:  # (unsigned indices: see fill)
         for i in range(8):
             w = (w << U64(8)) | U64(buf[U64(byte) + U64(i)])
     else:
         for i in range(8):
             w = w << U64(8)
-            if byte + i < nbytes:
+            if 0 <= byte + i < nbytes:
                 w |= U64(buf[byte + i])
     return ((w << U64(bitpos & 7)) >> U64(32)) & U64(0xFFFFFFFF)
 
 
 # A streaming reader for the hot decoders: ``(byte, bb, bn)``, the next byte of the buffer to
 # load, up to 64 bits left-aligned in ``bb`` and their count ``bn``. :func:`fill` tops it up
-# to at least 57 bits (bytes past the end of the buffer read as zero, as in peek32), so a
+# to at least 57 bits (bytes outside the buffer read as zero, as in peek32), so a
 # decoder may take up to 57 bits after one fill; it tracks its bit position itself to check
 # chunk ends, exactly as with peek32.
 @njit(inline="always", cache=True)
@@ -111,11 +111,11 @@ def reader_at(bitpos):
 @njit(inline="always", cache=True)
 def fill(buf, byte, bb, bn):
     nbytes = buf.shape[0]
-    if U64(byte) + U64(8) <= U64(nbytes):
+    if byte >= 0 and byte + 8 <= nbytes:
         # one 8-byte big-endian load; the whole bytes that fit are consumed. The bits of a
         # partly fitting byte land below bit bn: they are the stream's own bits, which the
-        # next fill ORs in again, so they may stay. Unsigned indices (a negative byte fails
-        # the test) spare a negative-index wrap per byte, so the 8 loads merge into one.
+        # next fill ORs in again, so they may stay. Unsigned indices (in bounds: tested
+        # above) spare a negative-index wrap per byte, so the 8 loads merge into one.
         w = U64(0)
         for k in range(8):
             w = (w << U64(8)) | U64(buf[U64(byte) + U64(k)])
@@ -123,7 +123,7 @@ def fill(buf, byte, bb, bn):
         whole = (64 - bn) >> 3
         return byte + whole, bb, bn + 8 * whole
     while bn <= 56:
-        if byte < nbytes:
+        if 0 <= byte < nbytes:
             bb |= U64(buf[byte]) << U64(56 - bn)
         byte += 1
         bn += 8

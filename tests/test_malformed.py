@@ -120,3 +120,22 @@ def test_zrh_sign_contexts_need_four_contexts():
     bad = dataclasses.replace(sec, codebook=bytes([sec.codebook[0] & ~0x40]) + sec.codebook[1:])
     with pytest.raises(hc.PayloadError, match="zrh codebook head"):
         hc.decode(hc.payload.pack([bad], bundle=False))
+
+
+def test_bit_readers_stay_inside_the_buffer():
+    """The decoders' bit readers (bits.fill, bits.peek32) read bytes outside the buffer as
+    zero, at positions before it as well as past its end: their 8-byte fast path is taken
+    only when all 8 bytes are inside (an unsigned test once let a position 1-7 bytes before
+    the buffer through and read there)."""
+    from horovod_huffcomp import bits as B
+
+    buf = np.arange(1, 17, dtype=np.uint8)
+    padded = np.concatenate([np.zeros(16, np.uint8), buf, np.zeros(16, np.uint8)])
+    for byte in range(-12, 21):
+        _, bb, bn = B.fill(buf, byte, np.uint64(0), 0)
+        want = int.from_bytes(padded[16 + byte: 16 + byte + bn // 8].tobytes(), "big")
+        assert int(bb) >> (64 - bn) == want, byte
+        for shift in (0, 3):
+            got = int(B.peek32(buf, 8 * byte + shift))
+            window = int.from_bytes(padded[16 + byte: 16 + byte + 5].tobytes(), "big")
+            assert got == (window >> (8 - shift)) & 0xFFFFFFFF, (byte, shift)
