@@ -86,7 +86,7 @@ def peek32(buf, bitpos):
     nbytes = buf.shape[0]
     byte = bitpos >> 3
     w = U64(0)
-    if byte >= 0 and byte + 8 <= nbytes:  # (unsigned indices: see fill)
+    if (byte | (nbytes - 8 - byte)) >= 0:  # 0 <= byte <= nbytes - 8 (see fill)
         for i in range(8):
             w = (w << U64(8)) | U64(buf[U64(byte) + U64(i)])
     else:
@@ -111,7 +111,7 @@ def reader_at(bitpos):
 @njit(inline="always", cache=True)
 def fill(buf, byte, bb, bn):
     nbytes = buf.shape[0]
-    if byte >= 0 and byte + 8 <= nbytes:
+    if (byte | (nbytes - 8 - byte)) >= 0:  # 0 <= byte <= nbytes - 8, in one test
         # one 8-byte big-endian load; the whole bytes that fit are consumed. The bits of a
         # partly fitting byte land below bit bn: they are the stream's own bits, which the
         # next fill ORs in again, so they may stay. Unsigned indices (in bounds: tested
