@@ -44,40 +44,22 @@ extern "C" __global__ void hc_chunk_plan(const unsigned long long* counts, int a
     nchunks[t] = (n + (1ll << k) - 1) >> k;
 }
 
-// Decode tables (common.cuh hc_decode_table), one block per tensor, table stride 1 << 15,
-// and their primary tables (hc_primary_table, stride 1 << HC_PRIMARY_BITS, pbits[t] bits).
-// tbits[t] = longest code length (0 for a one-symbol code: table[0] = symbol << 5), and
-// values[t][k] = the value of state k - s in the tensor's dtype (hc_state_value).
-extern "C" __global__ void hc_decode_tables(const unsigned char* lengths,
-                                            const unsigned short* codes, const int* single,
-                                            int alphabet, const float* scales,
-                                            const int* dtypes, int* tbits, int* tables,
-                                            int* pbits, int* prims, double* values) {
+// The decoders of one payload's huffman tensors (common.cuh hc_decoder_header /
+// hc_decoder_primary: a record of HC_DEC_INTS ints per tensor), one block per tensor, and the
+// value of every state of every tensor in its dtype: values[t][k] = value of state k - s
+// (hc_state_value; the ZRH tensors' states are added through it too).
+extern "C" __global__ void hc_huffman_decoders(const unsigned char* lengths,
+                                               const int* single, int alphabet,
+                                               const unsigned char* coders,
+                                               const float* scales, const int* dtypes,
+                                               int* dec, double* values) {
+    __shared__ int pb;
     const int t = blockIdx.x, s = alphabet / 2;
-    const unsigned char* len = lengths + (long long)t * alphabet;
-    const unsigned short* code = codes + (long long)t * alphabet;
-    int* table = tables + ((long long)t << HC_MAX_CODE_LEN);
     for (int k = threadIdx.x; k < alphabet; k += blockDim.x)
         values[(long long)t * alphabet + k] = hc_state_value(k - s, (double)scales[t], s, dtypes[t]);
-    int tb = 0;
-    for (int k = 0; k < alphabet; ++k) tb = len[k] > tb ? len[k] : tb;
-    if (single[t] >= 0) {
-        if (threadIdx.x == 0) table[0] = single[t] << 5, tbits[t] = 0;
-        return;
-    }
-    if (threadIdx.x == 0) tbits[t] = tb;
-    for (int j = threadIdx.x; j < (1 << tb); j += blockDim.x) table[j] = -(1 << 5);
+    if (coders[t] != HC_CODER_HUFFMAN) return;
+    int* d = dec + (long long)t * HC_DEC_INTS;
+    if (threadIdx.x == 0) pb = hc_decoder_header(lengths + (long long)t * alphabet, alphabet, single[t], d);
     __syncthreads();
-    for (int k = 0; k < alphabet; ++k) {
-        int ln = len[k];
-        if (!ln) continue;
-        unsigned lo = (unsigned)code[k] << (tb - ln), hi = (unsigned)(code[k] + 1) << (tb - ln);
-        for (unsigned j = lo + threadIdx.x; j < hi; j += blockDim.x) table[j] = (k << 5) | ln;
-    }
-    __syncthreads();
-    const int pb = tb < HC_PRIMARY_BITS ? tb : HC_PRIMARY_BITS;
-    int* prim = prims + ((long long)t << HC_PRIMARY_BITS);
-    if (threadIdx.x == 0) pbits[t] = pb;
-    for (int j = threadIdx.x; j < (1 << pb); j += blockDim.x)
-        prim[j] = hc_primary_entry(table, tb, pb, j);
+    hc_decoder_primary(d, pb, threadIdx.x, blockDim.x);
 }

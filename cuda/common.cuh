@@ -25,7 +25,7 @@ typedef unsigned long long uint64_t;
 #endif
 
 #define HC_MAX_CODE_LEN 15
-#define HC_ESCAPE_ENTRY (-2)  // a primary decode table's entry: read the full table
+#define HC_ESCAPE_ENTRY (-2)  // a primary decode table's entry: a codeword longer than it
 #define HC_MAX_LEVELS 127
 #define HC_MAX_ALPHABET (2 * HC_MAX_LEVELS + 1)
 #define HC_GOLDEN 0x9E3779B97F4A7C15ull
@@ -210,24 +210,6 @@ HC_HD uint32_t hc_word_bytes(uint32_t w) {
     return (w >> 24) | ((w >> 8) & 0xFF00u) | ((w << 8) & 0xFF0000u) | (w << 24);
 }
 
-// Decode table entry for the next `tbits` bits: symbol << 5 | length; -1 << 5 = no codeword.
-HC_HD void hc_decode_table(const uint8_t* lengths, const uint16_t* codes, int n, int tbits,
-                           int32_t* table) {
-    for (int j = 0; j < (1 << tbits); ++j) table[j] = -(1 << 5);
-    for (int i = 0; i < n; ++i) {
-        int ln = lengths[i];
-        if (!ln) continue;
-        uint32_t lo = (uint32_t)codes[i] << (tbits - ln), hi = (uint32_t)(codes[i] + 1) << (tbits - ln);
-        for (uint32_t j = lo; j < hi; ++j) table[j] = (i << 5) | ln;
-    }
-}
-
-// Entry j of a primary table of `pbits` bits over a decode table of `tbits` bits.
-HC_HD int32_t hc_primary_entry(const int32_t* table, int tbits, int pbits, int j) {
-    int32_t e = table[(uint32_t)j << (tbits - pbits)];
-    return e >= 0 && (e & 31) <= pbits ? e : HC_ESCAPE_ENTRY;
-}
-
 // Errors of a chunk decoder (bits.ERR_*): the chunk's bits end early / late / a bad codeword.
 #define HC_OK 0
 #define HC_ERR_OVERRUN 1
@@ -261,49 +243,121 @@ struct HcReader {
     HC_HD int32_t sym(HcTable t) { return t.bits ? t.table[top(t.bits)] : t.table[0]; }
 };
 
-// One chunk of the huffman/sh layout: one codeword per element (symbol = state + s), MSB
-// first from byte `first_byte`; exactly `nbits` bits. Calls put(i, state) per element.
-// `table`: hc_decode_table of `tbits` bits; `prim`: its first `pbits` bits
-// (hc_primary_table, small enough to stay in a cache: on an H100 the full 2^15-entry table's
-// scattered lookups made decoding 1.5-3x slower), the full table read only for codewords
-// longer than `pbits`. `tbits` = 0 is a single-symbol code (table[0] holds it, 0 bits each).
-// The bits are read through HcReader's 64-bit window. (Decoding 8 elements before adding
-// them, to issue the adds together, was measured 2-3x slower on an H100.)
+// ---- Huffman decoder of one tensor's code (huffman layout: one codeword per element,
+// symbol = state + s, MSB first, canonical code assigned as hc_canonical_codes does).
+// A record of HC_DEC_INTS ints: a primary table over the next pbits = min(tb, 10) bits
+// (entry = symbol << 5 | length for codewords of at most pbits bits, else HC_ESCAPE_ENTRY;
+// 4 KB, stays in L1) and, for the rare longer codewords, the canonical code's per-length
+// limits: the L-bit prefix c of the stream is a codeword of length L when c < lim[L] (no
+// shorter one matched), symbol sorted[off[L] + c]. No 2^15-entry table: a record per tensor
+// *and worker* fits in memory for a fused decode of many payloads, and on an H100 the full
+// table's scattered lookups made decoding 1.5-3x slower anyway. tb = 0: a code of one symbol
+// (0 bits per element; e0 = symbol << 5) or none (e0 < 0).
 #define HC_PRIMARY_BITS 10
+#define HC_DEC_TB 1024
+#define HC_DEC_PB 1025
+#define HC_DEC_E0 1026
+#define HC_DEC_LIM 1027                        // 16 ints, index = length
+#define HC_DEC_OFF (HC_DEC_LIM + 16)           // 16 ints
+#define HC_DEC_SORTED (HC_DEC_OFF + 16)        // HC_MAX_ALPHABET bytes, in ints
+#define HC_DEC_INTS 1152                       // >= HC_DEC_SORTED + 64, a multiple of 32
 
-template <class Put>
-HC_HD int hc_huffman_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
-                                  uint64_t nbits, int64_t start, int64_t end, int s,
-                                  const int32_t* table, int tbits, const int32_t* prim,
-                                  int pbits, Put put) {
-    if (!tbits) {  // every element is the one symbol, 0 bits each
-        if (start < end && table[0] < 0) return HC_ERR_SYMBOL;
-        for (int64_t i = start; i < end; ++i) put(i, (table[0] >> 5) - s);
-        return nbits == 0 ? HC_OK : HC_ERR_UNDERRUN;
+// The record's header (everything but the primary table) from a code's lengths; `single` >= 0:
+// the code's only symbol. Returns pbits (0: no primary table to fill).
+HC_HD int hc_decoder_header(const uint8_t* lengths, int n, int single, int32_t* dec) {
+    int bl[HC_MAX_CODE_LEN + 1] = {0}, tb = 0;
+    for (int i = 0; i < n; ++i) {
+        bl[lengths[i]] += 1;
+        tb = lengths[i] > tb ? lengths[i] : tb;
     }
-    HcReader rd = {buf, nbytes, first_byte, 0, 0};
-    uint64_t used = 0;
-    for (int64_t i = start; i < end; ++i) {
-        rd.fill();
-        int32_t e = prim[rd.top(pbits)];
-        if (e == HC_ESCAPE_ENTRY) e = table[rd.top(tbits)];
-        if (e < 0) return HC_ERR_SYMBOL;
-        int len = e & 31;
-        used += len;
-        if (used > nbits) return HC_ERR_OVERRUN;
-        rd.skip(len);
-        put(i, (e >> 5) - s);
+    if (single >= 0 || tb == 0) {
+        dec[HC_DEC_TB] = 0, dec[HC_DEC_PB] = 0;
+        dec[HC_DEC_E0] = single >= 0 ? single << 5 : -(1 << 5);
+        return 0;
     }
-    return used == nbits ? HC_OK : HC_ERR_UNDERRUN;
+    bl[0] = 0;
+    int first = 0, before = 0, at[HC_MAX_CODE_LEN + 1];
+    dec[HC_DEC_LIM] = 0, dec[HC_DEC_OFF] = 0;
+    for (int ln = 1; ln <= HC_MAX_CODE_LEN; ++ln) {
+        first = (first + bl[ln - 1]) << 1;
+        dec[HC_DEC_LIM + ln] = first + bl[ln];
+        dec[HC_DEC_OFF + ln] = before - first;
+        at[ln] = before;
+        before += bl[ln];
+    }
+    uint8_t* sorted = (uint8_t*)(dec + HC_DEC_SORTED);
+    for (int i = 0; i < n; ++i)
+        if (lengths[i]) sorted[at[lengths[i]]++] = (uint8_t)i;
+    const int pb = tb < HC_PRIMARY_BITS ? tb : HC_PRIMARY_BITS;
+    dec[HC_DEC_TB] = tb, dec[HC_DEC_PB] = pb, dec[HC_DEC_E0] = -(1 << 5);
+    return pb;
 }
 
-// The first `pbits` = min(tbits, HC_PRIMARY_BITS) bits of a decode table: entry j is the
-// full table's entry for the codeword that j starts with when it has at most pbits bits, else
-// HC_ESCAPE_ENTRY (look the full tbits bits up). Returns pbits.
-HC_HD int hc_primary_table(const int32_t* table, int tbits, int32_t* prim) {
-    int pbits = tbits < HC_PRIMARY_BITS ? tbits : HC_PRIMARY_BITS;
-    for (int j = 0; j < (1 << pbits); ++j) prim[j] = hc_primary_entry(table, tbits, pbits, j);
-    return pbits;
+// Codeword at the top of `top_bits` (the next 15 bits of the stream, MSB first) among lengths
+// lo..hi: symbol << 5 | length, or -1 << 5 when none (not for a complete code).
+HC_HD int32_t hc_decoder_canonical(const int32_t* dec, uint32_t top_bits, int lo, int hi) {
+    for (int ln = lo; ln <= hi; ++ln) {
+        int32_t c = (int32_t)(top_bits >> (HC_MAX_CODE_LEN - ln));
+        if (c < dec[HC_DEC_LIM + ln]) {
+            int32_t k = dec[HC_DEC_OFF + ln] + c;
+            if (k < 0 || k >= HC_MAX_ALPHABET) break;
+            return (int32_t)((const uint8_t*)(dec + HC_DEC_SORTED))[k] << 5 | ln;
+        }
+    }
+    return -(1 << 5);
+}
+
+// Primary table entries j = from, from + step, ... < 2^pbits (after hc_decoder_header).
+HC_HD void hc_decoder_primary(int32_t* dec, int pb, int from, int step) {
+    for (int j = from; j < (1 << pb); j += step) {
+        int32_t e = hc_decoder_canonical(dec, (uint32_t)j << (HC_MAX_CODE_LEN - pb), 1, pb);
+        dec[j] = e >= 0 ? e : HC_ESCAPE_ENTRY;
+    }
+}
+
+// Decode the next `m` elements of a chunk of the huffman layout that starts at byte
+// `first_byte` and has exactly `nbits` bits, `*used` of which the elements before took (the
+// decode resumes from any element: the fused decode-and-sum interleaves the payloads of many
+// workers tile by tile). Calls put(j, symbol) for j = 0..m-1; returns an HC_ERR_* code. The
+// caller checks `*used == nbits` after the chunk's last element. Reads bytes of buf only
+// below nbytes (past it: zero) through HcReader's 64-bit window.
+template <class Put>
+HC_HD int hc_huffman_decode_run(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
+                                uint64_t nbits, uint64_t* used, int64_t m, const int32_t* dec,
+                                Put put) {
+    const int tb = dec[HC_DEC_TB];
+    if (!tb) {  // every element is the one symbol, 0 bits each
+        const int32_t e0 = dec[HC_DEC_E0];
+        if (m > 0 && e0 < 0) return HC_ERR_SYMBOL;
+        for (int64_t j = 0; j < m; ++j) put(j, e0 >> 5);
+        return HC_OK;
+    }
+    const int pb = dec[HC_DEC_PB];
+    uint64_t u = *used;
+    const uint64_t bit = 8 * first_byte + u;
+    HcReader rd = {buf, nbytes, bit >> 3, 0, 0};
+    rd.fill();
+    rd.skip((int)(bit & 7));
+    int err = HC_OK;
+    for (int64_t j = 0; j < m; ++j) {
+        rd.fill();
+        int32_t e = dec[rd.top(pb)];
+        if (e == HC_ESCAPE_ENTRY) e = hc_decoder_canonical(dec, rd.top(HC_MAX_CODE_LEN), pb + 1, tb);
+        if (e < 0) {
+            err = HC_ERR_SYMBOL;
+            break;
+        }
+        const int len = e & 31;
+        u += len;
+        if (u > nbits) {
+            err = HC_ERR_OVERRUN;
+            break;
+        }
+        rd.skip(len);
+        put(j, e >> 5);
+    }
+    *used = u;
+    return err;
 }
 
 // A decoded state's value in the tensor's dtype (1 float16, 2 float32, 3 float64), as a
@@ -346,6 +400,65 @@ HC_HD HcChunk hc_chunk(long long c, const long long* chunk_first, int count, con
     k.start = (c - chunk_first[lo]) << clog2[lo];
     k.end = k.start + (1ll << clog2[lo]) < sizes[lo] ? k.start + (1ll << clog2[lo]) : sizes[lo];
     return k;
+}
+
+// ---- Decode-and-sum of the huffman tensors of several payloads (cuda/huffman.cu
+// hc_huffman_decode_sum). Per payload: its bytes, each chunk's first byte and bit length, its
+// chunk numbering (chunk_first: tensor t owns chunks chunk_first[t] ..).
+struct HcPayload {
+    const uint8_t* buf;
+    uint64_t nbytes;
+    const uint64_t* chunk_byte;
+    const uint64_t* chunk_bits;
+    const int64_t* chunk_first;
+};
+
+#define HC_DS_TILE 32  // elements a lane decodes per payload before the next payload
+
+// First error of a payload: err[0] its HC_ERR_* code, err[1] the chunk.
+HC_HD void hc_report(int* err, int e, long long chunk) {
+#ifdef __CUDA_ARCH__
+    if (atomicCAS(err, 0, e) == 0) err[1] = (int)chunk;
+#else
+    if (err[0] == 0) err[0] = e, err[1] = (int)chunk;
+#endif
+}
+
+// One lane's share of a tile: elements at .. at + m - 1 (m = min(32, n - at), none when
+// n <= at) of chunk c of the launch's numbering (tensor t, whose first chunk is c0; n its
+// elements) decoded from payloads 0 .. npay - 1 in turn and their values added into row[0 ..
+// m - 1] (zeroed here first). Payload q's decoder is dec[(q * count + t) * HC_DEC_INTS] and
+// its values values[(q * count + t) * (2s + 1) + symbol]; its chunk is
+// pays[q].chunk_first[t] + c - c0 (the same chunk size in every payload). Bit positions
+// between tiles: payload 0's in *used0, payload q's in resume[(q - 1) * total + c];
+// ~0 marks a chunk that failed (err[2q], err[2q + 1]: hc_report). At the chunk's last element
+// every payload's chunk must end on its last bit.
+HC_HD void hc_decode_sum_tile(const HcPayload* pays, int npay, int64_t c, int64_t total, int t,
+                              int64_t c0, int count, int s, const int32_t* dec,
+                              const double* values, int at, int n, uint64_t* used0,
+                              uint64_t* resume, int* err, double* row) {
+    const int m = n - at <= 0 ? 0 : (n - at < HC_DS_TILE ? n - at : HC_DS_TILE);
+    for (int j = 0; j < HC_DS_TILE; ++j) row[j] = 0.0;
+    const int alphabet = 2 * s + 1;
+    for (int q = 0; q < npay && m > 0; ++q) {
+        const HcPayload P = pays[q];
+        const int64_t cq = P.chunk_first[t] + (c - c0);
+        uint64_t* slot = q ? resume + (int64_t)(q - 1) * total + c : used0;
+        uint64_t used = at == 0 ? 0 : *slot;
+        if (used == ~0ull) continue;
+        const uint64_t nbits = P.chunk_bits[cq];
+        const int64_t d = (int64_t)q * count + t;
+        const double* value = values + d * alphabet;
+        auto put = [row, value](int64_t j, int sym) { row[j] += value[sym]; };
+        int e = hc_huffman_decode_run(P.buf, P.nbytes, P.chunk_byte[cq], nbits, &used, m,
+                                      dec + d * HC_DEC_INTS, put);
+        if (e == HC_OK && at + m == n && used != nbits) e = HC_ERR_UNDERRUN;
+        if (e != HC_OK) {
+            used = ~0ull;
+            hc_report(err + 2 * q, e, cq);
+        }
+        if (q == 0 || at + m < n) *slot = used;
+    }
 }
 
 // ----------------------------------------------------------------- coders/chunks.py, zrh.py

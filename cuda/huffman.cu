@@ -7,10 +7,11 @@
 //                          from a warp prefix sum into a shared-memory word buffer, completed
 //                          words stored whole into the zeroed output (atomicOr only for the
 //                          two words a chunk may share with its neighbours)
-//   hc_huffman_decode_sum  one thread per chunk: decode, look up the state's value (already
-//                          in the tensor's dtype) and add it to a float64 accumulator
-//                          (decode-and-sum: one launch per worker's payload, in rank order,
-//                          sums like exchange.reduce_mean)
+//   hc_huffman_decode_sum  one thread per chunk, a warp's 32 chunks a tile of 32 elements at
+//                          a time: decode the tile from every worker's payload in rank order
+//                          into a float64 tile in shared memory (each state's value already
+//                          in the tensor's dtype), then store it coalesced (decode-and-sum:
+//                          one launch for all workers, sums like exchange.reduce_mean)
 #include "common.cuh"
 
 extern "C" __global__ void hc_huffman_chunk_bits(
@@ -86,32 +87,50 @@ extern "C" __global__ void hc_huffman_write(
     if (lane == 0 && (base & 31)) atomicOr(out + (base >> 5), hc_word_bytes(words[0]));
 }
 
-// Decode one payload's sections of the batch. Per chunk: chunk_byte (its first byte in buf)
-// and chunk_bits; per tensor: decode table (stride 1 << 15) and tbits, its primary table
-// (stride 1 << HC_PRIMARY_BITS) and pbits, the value of every
-// state in the tensor's dtype (values, stride 2s + 1: codebook.cu hc_decode_tables),
-// accumulator offset. err[0] gets the first error code (common.cuh HC_ERR_*), err[1] the
-// chunk.
-extern "C" __global__ void hc_huffman_decode_sum(
-    const unsigned char* __restrict__ buf, unsigned long long nbytes,
-    const unsigned long long* __restrict__ chunk_byte,
-    const unsigned long long* __restrict__ chunk_bits, const int* __restrict__ clog2,
+// Decode-and-sum of `npay` payloads (workers) of the same tensors (common.cuh
+// hc_decode_sum_tile: what is decoded where). One thread per chunk (a chunk's bits are one
+// sequential stream); a warp takes 32 neighbouring chunks a tile of 32 elements at a time:
+// each lane decodes its chunk's next 32 elements of payload 0, 1, ... in turn, adding their
+// values into its row of a float64 tile in shared memory (the host's rank-order sum, from
+// 0.0); then the warp stores the tile transposed, 32 consecutive elements of one chunk per
+// store (coalesced), into acc (`accumulate`: acc + tile, for the per-payload launches of
+// tensors that cannot be fused). Every accumulator element is written once per launch, not
+// read and written once per payload by scattered stores. tests/cuda_host_check.cu
+// hc_check_decode_sum runs this loop on the host.
+#define HC_DS_THREADS 128  // threads per block of hc_huffman_decode_sum (gpu_backend)
+
+extern "C" __global__ void __launch_bounds__(HC_DS_THREADS) hc_huffman_decode_sum(
+    const HcPayload* __restrict__ pays, int npay, const int* __restrict__ clog2,
     const long long* __restrict__ chunk_first, const long long* __restrict__ sizes, int count,
-    int s, const unsigned char* __restrict__ coders, const int* __restrict__ tables,
-    const int* __restrict__ tbits,
-    const int* __restrict__ prims, const int* __restrict__ pbits,
+    int s, const unsigned char* __restrict__ here, const int* __restrict__ dec,
     const double* __restrict__ values, const long long* __restrict__ acc_offsets,
-    double* __restrict__ acc, int* err) {
+    double* __restrict__ acc, int accumulate, uint64_t* __restrict__ resume,
+    int* err) {
+    __shared__ double tiles[HC_DS_THREADS / 32][32][HC_DS_TILE + 1];
+    const long long total = chunk_first[count];
     const long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (c >= chunk_first[count]) return;
-    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
-    const int t = k.t;
-    if (coders[t] != HC_CODER_HUFFMAN) return;
-    const double* value = values + (long long)t * (2 * s + 1) + s;
-    double* a = acc + acc_offsets[t];
-    auto put = [=](long long i, int state) { a[i] += value[state]; };
-    int e = hc_huffman_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s,
-                                    tables + ((long long)t << HC_MAX_CODE_LEN), tbits[t],
-                                    prims + ((long long)t << HC_PRIMARY_BITS), pbits[t], put);
-    if (e != HC_OK && atomicCAS(err, 0, e) == 0) err[1] = (int)c;
+    const int lane = threadIdx.x & 31;
+    double* row = tiles[threadIdx.x >> 5][lane];
+    HcChunk k = {0, 0, 0};
+    if (c < total) k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    const bool mine = c < total && here[k.t];
+    const int n = mine ? (int)(k.end - k.start) : 0;  // chunks hold at most 2^30 elements
+    const long long out0 = mine ? acc_offsets[k.t] + k.start : 0;
+    const int longest = (int)__reduce_max_sync(0xffffffffu, (unsigned)n);
+    uint64_t used0 = 0;  // payload 0's position stays in a register
+    for (int at = 0; at < longest; at += HC_DS_TILE) {
+        hc_decode_sum_tile(pays, npay, c, total, k.t, chunk_first[k.t], count, s, dec, values,
+                           at, n, &used0, resume, err, row);
+        __syncwarp();
+        for (int j = 0; j < 32; ++j) {  // chunk of lane j: its elements at .. at + 31
+            const int nj = __shfl_sync(0xffffffffu, n, j);
+            const long long oj = __shfl_sync(0xffffffffu, out0, j);
+            if (at + lane < nj) {
+                const double v = tiles[threadIdx.x >> 5][j][lane];
+                double* a = acc + oj + at + lane;
+                *a = accumulate ? *a + v : v;
+            }
+        }
+        __syncwarp();
+    }
 }

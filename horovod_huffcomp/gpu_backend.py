@@ -21,8 +21,10 @@ device (one more synchronisation; see :func:`_plan_sparse`):
 
 Decode-and-sum (:func:`decode_sum`) parses the payloads' envelopes on the host (they are
 untrusted: the same checks as the CPU backend), then decodes every chunk of every payload on
-the device into one float64 accumulator, payload by payload in order, as
-``exchange.reduce_mean`` sums; a bad chunk raises PayloadError, the device never faults.
+the device into one float64 accumulator, in payload order per element, as
+``exchange.reduce_mean`` sums: tensors every payload codes with huffman in the same chunks
+by one launch over all payloads (each element written once), the others payload by payload;
+a bad chunk raises PayloadError, the device never faults.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ NZ_BLOCK = 256  # cuda/zrh.cu HC_NZ_BLOCK
 ZRH_ROWS = NCTX + NLCTX  # decode tables per ZRH tensor (cuda/common.cuh HC_ZRH_ROWS)
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
 THREADS = 256  # cuda/huffman.cu HC_THREADS
-PRIMARY_BITS = 10  # cuda/common.cuh HC_PRIMARY_BITS
+DEC_INTS = 1152  # cuda/common.cuh HC_DEC_INTS: a huffman decoder record
+DS_THREADS = 128  # cuda/huffman.cu HC_DS_THREADS
 _SUFFIX = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32",
            np.dtype(np.float64): "f64"}
 
@@ -486,45 +489,69 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
 def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     """The device part of :func:`_sum_parsed`: every payload decoded and added in order into
     one float64 accumulator; returns it and each payload's (error code, chunk) (0: none).
-    Huffman tensors are decoded and added by one kernel; ZRH tensors decoded into a zeroed
-    int8 state buffer, then every state's value added."""
+    Tensors that every payload codes with huffman in chunks of the same size are decoded and
+    summed over all payloads by one launch (``fused``); the others payload by payload: huffman
+    ones by the same kernel adding into the accumulator, ZRH ones decoded into a zeroed int8
+    state buffer, then every state's value added."""
     import cupy
 
-    count = sizes_h.size
+    count, npay = sizes_h.size, len(parsed)
     codes_seen: dict = {}
     plans = [_decode_plan(b, secs, label, codes_seen)
              for b, (_, secs), label in zip(blobs, parsed, labels)]
-    arrays = [sizes_h, offsets_h[:-1]]
+    s = plans[0][0][0]
+    huff = np.array([[sec.coder == "huffman" for sec in secs] for _, secs in parsed])
+    clog2s = np.array([[sec.chunk_log2 for sec in secs] for _, secs in parsed], np.int32)
+    same_s = all(pl[0][0] == s for pl in plans)
+    fused = huff.all(axis=0) & (clog2s == clog2s[0]).all(axis=0) & same_s
+    alone = (huff & ~fused).astype(np.uint8)  # huffman tensors decoded payload by payload
+    arrays = [sizes_h, offsets_h[:-1], fused.astype(np.uint8), alone.reshape(-1)]
     for pl in plans:
         arrays += pl[1:]
     per = len(plans[0]) - 1
     mark = _Stages(profile)
 
     mark("start")
-    sizes, acc_offsets, *rest = _upload(arrays, pinned_slot=2)
+    sizes, acc_offsets, fused_d, alone_d, *rest = _upload(arrays, pinned_slot=2)
     mark("upload")
-    acc = cupy.zeros(int(offsets_h[-1]) or 1, cupy.float64)
-    err = cupy.zeros(2 * len(plans), cupy.int32)
-    tables = cupy.empty(count << MAX_CODE_LEN, cupy.int32)
-    tbits = cupy.zeros(count, cupy.int32)
-    prims = cupy.empty(count << PRIMARY_BITS, cupy.int32)
-    pbits = cupy.zeros(count, cupy.int32)
-    values = cupy.empty(count * (2 * MAX_LEVELS + 1), cupy.float64)
+    alphabets = [2 * pl[0][0] + 1 for pl in plans]
+    acc = (cupy.empty if fused.all() else cupy.zeros)(int(offsets_h[-1]) or 1, cupy.float64)
+    err = cupy.zeros(2 * npay, cupy.int32)
+    dec = cupy.empty(npay * count * DEC_INTS, cupy.int32)
+    values = cupy.empty(count * sum(alphabets), cupy.float64)
+    value_at = np.concatenate([[0], np.cumsum(alphabets) * count])
+    refs = np.zeros((npay, 5), np.uint64)  # cuda/huffman.cu HcPayload, one per payload
+    for p, pl in enumerate(plans):
+        buf, lengths, single, chunk_byte, chunk_bits, _, first_d, dtypes, scales, coders_d = \
+            rest[per * p: per * p + 10]
+        refs[p] = (_address(buf), buf.size, _address(chunk_byte), _address(chunk_bits),
+                   _address(first_d))
+        if pl[0][1]:
+            kernel("codebook", "hc_huffman_decoders")((count,), (DS_THREADS,), (
+                lengths, single, np.int32(alphabets[p]), coders_d, scales, dtypes,
+                dec[p * count * DEC_INTS:], values[int(value_at[p]):]))
+    refs_d = cupy.asarray(refs)
+    clog2_0, first_0 = rest[5], rest[6]
+    total_0 = plans[0][0][1]
+    resume = cupy.empty(max((npay - 1) * total_0, 1), cupy.uint64)  # positions between tiles
+    if fused.any() and total_0:
+        kernel("huffman", "hc_huffman_decode_sum")((-(-total_0 // DS_THREADS),), (DS_THREADS,), (
+            refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count), np.int32(s),
+            fused_d, dec, values, acc_offsets, acc, np.int32(0), resume, err))
     zrh_states = ztables = None
     for p, pl in enumerate(plans):
-        (buf, lengths, codes, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
+        (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
          coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits) = rest[per * p: per * p + per]
-        (s, total_chunks, has_zrh, table_size) = pl[0]
+        (sp, total_chunks, has_zrh, table_size) = pl[0]
         if total_chunks == 0:
             continue
-        kernel("codebook", "hc_decode_tables")((count,), (THREADS,), (
-            lengths, codes, single, np.int32(2 * s + 1), scales, dtypes, tbits, tables, pbits,
-            prims, values))
-        chunk_grid = ((-(-total_chunks // 128),), (128,))
-        kernel("huffman", "hc_huffman_decode_sum")(*chunk_grid, (
-            buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
-            np.int32(count), np.int32(s), coders_d, tables, tbits, prims, pbits, values,
-            acc_offsets, acc, err[2 * p:]))
+        chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
+        vals = values[int(value_at[p]):]
+        if alone[p].any():
+            kernel("huffman", "hc_huffman_decode_sum")(*chunk_grid, (
+                refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count), np.int32(sp),
+                alone_d[p * count:], dec[p * count * DEC_INTS:], vals, acc_offsets, acc,
+                np.int32(1), resume, err[2 * p:]))
         if not has_zrh:
             continue
         if zrh_states is None:
@@ -534,22 +561,27 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
         if ztables is None or ztables.size < table_size:
             ztables = cupy.empty(table_size, cupy.int32)
         kernel("zrh", "hc_zrh_decode_tables")((count * ZRH_ROWS,), (128,), (
-            zlengths, zcodes, zsingles, table_at, zbits, np.int32(s), ztables))
+            zlengths, zcodes, zsingles, table_at, zbits, np.int32(sp), ztables))
         kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
             buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
-            np.int32(count), np.int32(s), coders_d, zpar, ztables, table_at, zbits,
+            np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
             acc_offsets, zrh_states, err[2 * p:]))
         kernel("zrh", "hc_add_states")((_grid(int(sizes_h.max())), count), (THREADS,), (
-            zrh_states, sizes, acc_offsets, coders_d, values, np.int32(s), acc))
+            zrh_states, sizes, acc_offsets, coders_d, vals, np.int32(sp), acc))
     mark("decode")
-    e = err.get().reshape(-1, 2)
+    e = cupy.asnumpy(err).reshape(-1, 2)
     mark.add_to_profile()
     return acc, e
 
 
+def _address(a) -> int:
+    """A device array's address (a kernel's pointer argument inside a struct)."""
+    return a.data.ptr
+
+
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
-    ZRH table entries), payload bytes, lengths, codes, single, chunk_byte, chunk_bits, clog2,
+    ZRH table entries), payload bytes, lengths, single, chunk_byte, chunk_bits, clog2,
     chunk_first, dtypes, scales, coders, ZRH parameters, ZRH code lengths, codes and singles
     (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table offsets and widths]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
@@ -558,7 +590,6 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     s = secs[0].levels
     alphabet = 2 * s + 1
     lengths = np.zeros((count, alphabet), np.uint8)
-    codes = np.zeros((count, alphabet), np.uint16)
     single = np.full(count, -1, np.int32)
     coders_h = np.zeros(count, np.uint8)
     zper = NCTX * RUN_ALPHABET + NLCTX * 2 * s
@@ -578,7 +609,6 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
             if sec.size and code.single < 0 and not code.lengths.any():
                 raise PayloadError(f"{which}: huffman code is empty but the data needs it")
             lengths[t] = code.lengths
-            codes[t] = code.codes
             single[t] = code.single
         else:
             zc, rows_l, rows_c, rows_one = code
@@ -603,7 +633,7 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()), int(table_at[-1])),
-            body, lengths.reshape(-1), codes.reshape(-1), single, np.concatenate(chunk_byte),
+            body, lengths.reshape(-1), single, np.concatenate(chunk_byte),
             np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
             np.array([sec.scale for sec in secs], np.float32), coders_h, zpar.reshape(-1),

@@ -80,29 +80,87 @@ long long hc_check_huffman_encode(const signed char* states, long long n, int s,
     return words.store(byte, out);
 }
 
-// Decode that layout (as the GPU's decode kernel does, one chunk at a time); returns an
-// HC_ERR_* code.
+// Decode that layout as the GPU's decode kernel does: a decoder record from the code lengths
+// (hc_decoder_header / hc_decoder_primary), each chunk `tile` elements at a time, resuming
+// from the bit count the previous tile left; returns an HC_ERR_* code.
 int hc_check_huffman_decode(const unsigned char* buf, unsigned long long nbytes,
                             const unsigned long long* chunk_bits, long long n, int s, int clog2,
-                            const unsigned char* lengths, const unsigned short* codes,
-                            int single, signed char* states) {
-    static int32_t table[1 << HC_MAX_CODE_LEN], prim[1 << HC_PRIMARY_BITS];
-    int alphabet = 2 * s + 1, tbits = 0;
-    for (int k = 0; k < alphabet; ++k) tbits = lengths[k] > tbits ? lengths[k] : tbits;
-    if (single >= 0) table[0] = single << 5, tbits = 0;
-    else hc_decode_table(lengths, codes, alphabet, tbits, table);
-    int pbits = hc_primary_table(table, tbits, prim);
+                            const unsigned char* lengths, int single, int tile,
+                            signed char* states) {
+    static int32_t dec[HC_DEC_INTS];
+    int pb = hc_decoder_header(lengths, 2 * s + 1, single, dec);
+    hc_decoder_primary(dec, pb, 0, 1);
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
-    auto put = [states](long long i, int v) { states[i] = (signed char)v; };
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
-        int e = hc_huffman_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, table,
-                                        tbits, prim, pbits, put);
-        if (e) return e;
+        uint64_t used = 0;
+        for (long long at = start; at < end; at += tile) {
+            long long run = end - at < tile ? end - at : tile;
+            auto put = [states, at, s](long long j, int sym) { states[at + j] = (signed char)(sym - s); };
+            int e = hc_huffman_decode_run(buf, nbytes, byte, chunk_bits[c], &used, run, dec, put);
+            if (e) return e;
+        }
+        if (used != chunk_bits[c]) return HC_ERR_UNDERRUN;
         byte += (chunk_bits[c] + 7) / 8;
     }
     return 0;
+}
+
+// codebook.cu hc_huffman_decoders on the host: the blocks of the grid one after another.
+void hc_check_huffman_decoders(int count, const unsigned char* lengths, const int* single,
+                               int alphabet, const unsigned char* coders, const float* scales,
+                               const int* dtypes, int* dec, double* values) {
+    const int s = alphabet / 2;
+    for (int t = 0; t < count; ++t) {
+        for (int k = 0; k < alphabet; ++k)
+            values[(long long)t * alphabet + k] = hc_state_value(k - s, (double)scales[t], s, dtypes[t]);
+        if (coders[t] != HC_CODER_HUFFMAN) continue;
+        int* d = dec + (long long)t * HC_DEC_INTS;
+        int pb = hc_decoder_header(lengths + (long long)t * alphabet, alphabet, single[t], d);
+        hc_decoder_primary(d, pb, 0, 1);
+    }
+}
+
+// huffman.cu hc_huffman_decode_sum on the host, for a grid of `threads` threads: each warp's
+// 32 lanes one after another per tile (hc_decode_sum_tile), then the warp's transposed store.
+void hc_check_decode_sum(long long threads, const HcPayload* pays, int npay, const int* clog2,
+                         const long long* chunk_first, const long long* sizes, int count, int s,
+                         const unsigned char* here, const int* dec, const double* values,
+                         const long long* acc_offsets, double* acc, int accumulate,
+                         unsigned long long* resume, int* err) {
+    const long long total = chunk_first[count];
+    static double tile[32][HC_DS_TILE + 1];
+    for (long long w = 0; w < threads; w += 32) {
+        int n[32], t[32], longest = 0;
+        long long out0[32];
+        uint64_t used0[32] = {0};
+        for (int lane = 0; lane < 32; ++lane) {
+            long long c = w + lane;
+            HcChunk k = {0, 0, 0};
+            if (c < total) k = hc_chunk(c, (const long long*)chunk_first, count, clog2,
+                                        (const long long*)sizes);
+            bool mine = c < total && here[k.t];
+            t[lane] = k.t;
+            n[lane] = mine ? (int)(k.end - k.start) : 0;
+            out0[lane] = mine ? acc_offsets[k.t] + k.start : 0;
+            longest = n[lane] > longest ? n[lane] : longest;
+        }
+        for (int at = 0; at < longest; at += HC_DS_TILE) {
+            for (int lane = 0; lane < 32; ++lane) {
+                long long c = w + lane;
+                hc_decode_sum_tile(pays, npay, c, total, t[lane], chunk_first[t[lane]], count, s,
+                                   dec, values, at, n[lane], used0 + lane, (uint64_t*)resume,
+                                   err, tile[lane]);
+            }
+            for (int j = 0; j < 32; ++j)
+                for (int lane = 0; lane < 32; ++lane)
+                    if (at + lane < n[j]) {
+                        double* a = acc + out0[j] + at + lane;
+                        *a = accumulate ? *a + tile[j][lane] : tile[j][lane];
+                    }
+        }
+    }
 }
 
 // ZRH chunks written one item at a time (the device's warps place 32 items a round at warp

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import horovod_huffcomp as hc
-from horovod_huffcomp import codebook, payload
+from horovod_huffcomp import codebook, exchange, payload
 from horovod_huffcomp.codebook import Code
 from horovod_huffcomp.payload import MAX_CODE_LEN, Reader
 from horovod_huffcomp.quantizers import quantize
@@ -42,13 +42,14 @@ def test_sizes_match_the_launches():
     from horovod_huffcomp import gpu_backend, payload
     from horovod_huffcomp.coders import chunks, zrh
 
-    src = "".join((ROOT / "cuda" / f).read_text() for f in ("common.cuh", "zrh.cu"))
+    src = "".join((ROOT / "cuda" / f).read_text() for f in ("common.cuh", "zrh.cu", "huffman.cu"))
 
     def define(name):
         return int(re.search(rf"#define {name} (\d+)", src).group(1))
 
     assert define("HC_THREADS") == gpu_backend.THREADS
-    assert define("HC_PRIMARY_BITS") == gpu_backend.PRIMARY_BITS
+    assert define("HC_DEC_INTS") == gpu_backend.DEC_INTS
+    assert define("HC_DS_THREADS") == gpu_backend.DS_THREADS
     assert define("HC_ZRH_PARAMS") == gpu_backend.ZRH_PARAMS
     assert define("HC_NZ_BLOCK") == gpu_backend.NZ_BLOCK
     assert gpu_backend.NZ_BLOCK <= 1 << payload.CHUNK_LOG2_MIN  # chunks are whole blocks
@@ -94,12 +95,17 @@ def lib(tmp_path_factory):
     L.hc_check_half.argtypes = [P, ctypes.c_longlong, P]
     L.hc_check_round_half.argtypes = [P, ctypes.c_longlong, P]
     L.hc_check_huffman_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong,
-                                          ctypes.c_int, ctypes.c_int, P, P, ctypes.c_int, P]
+                                          ctypes.c_int, ctypes.c_int, P, ctypes.c_int,
+                                          ctypes.c_int, P]
     L.hc_check_zrh_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P, P,
                                       P, P, P]
     L.hc_check_zrh_encode.restype = ctypes.c_longlong
     L.hc_check_zrh_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong, ctypes.c_int,
                                       ctypes.c_int, P, P, P, P]
+    i32 = ctypes.c_int
+    L.hc_check_huffman_decoders.argtypes = [i32, P, P, i32, P, P, P, P, P]
+    L.hc_check_decode_sum.argtypes = [ctypes.c_longlong, P, i32, P, P, P, i32, i32, P, P, P, P,
+                                      P, i32, P, P]
     return L
 
 
@@ -203,12 +209,13 @@ def test_huffman_layout_matches_cpu(lib, levels, norm):
                                              ptr(lengths), ptr(codes), ptr(chunk_bits), ptr(out))
         assert np.array_equal(chunk_bits, sec.chunk_bits.astype(np.uint64))
         assert bytes(out[:nbytes]) == bytes(sec.data)
-        states = np.zeros(max(n, 1), np.int8)
         data = np.frombuffer(bytes(sec.data), np.uint8).copy()
-        err = lib.hc_check_huffman_decode(ptr(data), data.size, ptr(chunk_bits), n, levels,
-                                          sec.chunk_log2, ptr(lengths), ptr(codes), code.single,
-                                          ptr(states))
-        assert err == 0 and np.array_equal(states[:n], q.states[:n])
+        for tile in (32, 5):  # the device decodes 32 elements per payload, then resumes
+            states = np.zeros(max(n, 1), np.int8)
+            err = lib.hc_check_huffman_decode(ptr(data), data.size, ptr(chunk_bits), n, levels,
+                                              sec.chunk_log2, ptr(lengths), code.single, tile,
+                                              ptr(states))
+            assert err == 0 and np.array_equal(states[:n], q.states[:n])
 
 
 def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
@@ -229,7 +236,7 @@ def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
             data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
         states = np.zeros(3000, np.int8)
         err = lib.hc_check_huffman_decode(ptr(data), data.size, ptr(chunk_bits), 3000, 8,
-                                          sec.chunk_log2, ptr(lengths), ptr(codes), -1,
+                                          sec.chunk_log2, ptr(lengths), -1, 32,
                                           ptr(states))
         cpu = np.zeros(3000, np.int8)
         from horovod_huffcomp.coders import symbol
@@ -239,6 +246,137 @@ def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
                                                           not np.array_equal(states, cpu))
         rejected += err != 0
     assert disagreements == 0 and rejected > 100
+
+
+def test_huffman_decoder_long_codewords(lib):
+    """Codes with codewords up to 15 bits (the decoder's canonical path past its 10-bit
+    primary table): random symbols written by the host writer, read back exactly for any
+    resume point, and the same bits the CPU writer gives."""
+    from horovod_huffcomp.coders import symbol
+
+    rng = np.random.default_rng(11)
+    s = 40
+    fib = [1, 1]
+    while len(fib) < 2 * s + 1:
+        fib.append(fib[-1] + fib[-2])
+    for trial in range(6):
+        counts = np.array(fib, np.int64)[rng.permutation(2 * s + 1)]
+        counts[rng.random(2 * s + 1) < 0.1 * trial] = 0
+        counts[rng.integers(2 * s + 1)] += 1
+        code = Code.from_counts(counts)
+        lengths, codes = code.lengths.astype(np.uint8), code.codes.astype(np.uint16)
+        assert trial > 0 or lengths.max() == 15
+        used = np.flatnonzero(lengths)
+        n = 3000
+        states = (rng.choice(used, n) - s).astype(np.int8)
+        chunk_bits = np.zeros(-(-n // 256), np.uint64)
+        out = np.zeros(n * 2 + 16, np.uint8)
+        nbytes = lib.hc_check_huffman_encode(ptr(states), n, s, 8, ptr(lengths), ptr(codes),
+                                             ptr(chunk_bits), ptr(out))
+        data = out[:nbytes].copy()
+        for tile in (1, 7, 32, 256):
+            got = np.zeros(n, np.int8)
+            err = lib.hc_check_huffman_decode(ptr(data), data.size, ptr(chunk_bits), n, s, 8,
+                                              ptr(lengths), -1, tile, ptr(got))
+            assert err == 0 and np.array_equal(got, states)
+        cpu = np.zeros(n, np.int8)
+        assert symbol.decode(data, chunk_bits, n, 8, s, code, cpu, np.zeros(0, np.uint32)) == 0
+        assert np.array_equal(cpu, states)
+
+
+@pytest.fixture
+def host_launches(lib, monkeypatch):
+    """gpu_backend's decode-and-sum with CuPy replaced by NumPy and the launches of the two
+    huffman decode kernels by their host builds (tests/cuda_host_check.cu: the kernels'
+    per-lane code from common.cuh, the warps' lanes run one after another): the host side,
+    the kernels' indexing and the fused / per-payload split checked without a GPU. Only
+    huffman payloads (the ZRH kernels are checked on a GPU)."""
+    import sys
+
+    from horovod_huffcomp import gpu_backend
+
+    fake = types.ModuleType("cupy")
+    fake.empty, fake.zeros, fake.asarray, fake.asnumpy = np.empty, np.zeros, np.asarray, np.asarray
+    for name in ("float64", "int32", "uint64", "uint8", "int8"):
+        setattr(fake, name, getattr(np, name))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    def upload(arrays, pinned_slot=None):
+        specs = [(a.size, a.dtype) for a in arrays]
+        offs, size = gpu_backend._layout(specs)
+        host = np.full(size, 0xA5, np.uint8)  # poisoned: only what is copied may be read
+        for o, a in zip(offs, arrays):
+            host[o: o + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        return gpu_backend._carve(specs, host)[1]
+
+    def launch(fn, first):
+        def run(grid, block, args):
+            fn(first(grid, block), *[a.ctypes.data if isinstance(a, np.ndarray) else int(a)
+                                     for a in args])
+        return run
+
+    kernels = {"hc_huffman_decoders": launch(lib.hc_check_huffman_decoders, lambda g, b: g[0]),
+               "hc_huffman_decode_sum": launch(lib.hc_check_decode_sum,
+                                               lambda g, b: g[0] * b[0])}
+    monkeypatch.setattr(gpu_backend, "_upload", upload)
+    monkeypatch.setattr(gpu_backend, "_address", lambda a: a.ctypes.data)
+    monkeypatch.setattr(gpu_backend, "kernel", lambda stage, name: kernels[name])
+    return gpu_backend
+
+
+@pytest.mark.parametrize("levels,norm", [(8, "max"), (127, "max"), (1, "l2")])
+def test_decode_sum_kernels_on_the_host(host_launches, levels, norm):
+    """Payloads of 5 workers summed as exchange.reduce_mean sums them: all fused (the same
+    chunks everywhere, 1-element to multi-tile chunks, float16/32/64), and mixed (a sparse
+    tensor whose chunk size differs between workers, a worker with its own chunk size:
+    those tensors decoded payload by payload, added into the accumulator)."""
+    rng = np.random.default_rng(levels)
+    shapes = [(), (1,), (300, 7), (9000,), (30_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32, np.float32]
+    blobs = {}
+    for r in range(5):
+        xs = [gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+              for sh, dt in zip(shapes, dtypes)]
+        xs[4][rng.random(30_000) < (0.999 if r % 2 else 0.5)] = 0  # chunk size from density
+        blobs[r] = hc.encode_many(xs, "qsgd", "huffman", levels, norm, seed=r)
+        blobs[r, "own"] = hc.encode_many(xs, "qsgd", "huffman", levels, norm, seed=r,
+                                         chunk_log2=8)
+    assert len({sections(blobs[r])[4].chunk_log2 for r in range(5)}) == 2
+    cases = [[blobs[r] for r in range(5)], [blobs[0], blobs[1, "own"], blobs[2]],
+             [blobs[0], blobs[2]], [blobs[3]]]
+    for case in cases:
+        got = host_launches.decode_sum(case, bundle=True)
+        per_rank = [hc.decode_many(b) for b in case]
+        for t in range(len(shapes)):
+            want = exchange.reduce_mean([p[t] for p in per_rank], average=False)
+            assert got[t].shape == shapes[t]
+            assert np.array_equal(got[t], want), (t, len(case))
+
+
+def test_decode_sum_kernels_reject_what_the_cpu_rejects(host_launches):
+    """One corrupted payload among three, fused: rejected exactly when the CPU rejects it,
+    named in the error; accepted ones sum to the CPU's values."""
+    rng = np.random.default_rng(3)
+    blobs = [hc.encode(gradient_like(rng, 5000, np.float32), "qsgd", "huffman", 8, "max",
+                       seed=r, chunk_log2=8) for r in range(3)]
+    bundle, (sec,) = payload.unpack(blobs[1])
+    rejected = 0
+    for _ in range(150):
+        data = bytearray(sec.data)
+        for _ in range(int(rng.integers(1, 3))):
+            data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        bad = payload.pack([payload.Section(**{**sec.__dict__, "data": bytes(data)})],
+                           bundle=False)
+        trio = [blobs[0], bad, blobs[2]]
+        try:
+            want = exchange.reduce_mean([hc.decode(b) for b in trio], average=False)
+        except hc.PayloadError:
+            rejected += 1
+            with pytest.raises(hc.PayloadError, match="^payload 1: huffman data"):
+                host_launches.decode_sum(trio)
+            continue
+        assert np.array_equal(host_launches.decode_sum(trio), want)
+    assert rejected > 40
 
 
 def zrh_tables(zc, s):

@@ -193,6 +193,56 @@ def test_decode_sum_matches_cpu_reduce(workers, coder):
         assert np.array_equal(cupy.asnumpy(got[t]), want)
 
 
+def test_decode_sum_of_payloads_coded_differently():
+    """Tensors every payload codes with huffman in the same chunks are summed by one launch
+    over all payloads, the others payload by payload: mixed here (chunk sizes, huffman vs
+    ZRH per tensor, a tensor whose chunk size differs between ranks) in one sum."""
+    rng = np.random.default_rng(9)
+    shapes = [(5000,), (70_001,), (3, 1000), (40_000,)]
+    blobs = []
+    for r in range(4):
+        xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+        xs[3] = sparse_like(rng, 40_000, 0.002 if r % 2 else 0.2)  # chunk size follows density
+        coder, clog2 = [("huffman", None), ("huffman", None), ("auto", None), ("huffman", 9)][r]
+        blobs.append(hc.encode_many(xs, "qsgd", coder, 8, "max", seed=r, chunk_log2=clog2))
+    per_rank = [hc.decode_many(b) for b in blobs]
+    for n in (2, 3, 4):  # 2: tensor 3 alone (chunk sizes differ); 3, 4: ZRH, other chunks
+        got = gpu_backend.decode_sum(blobs[:n], bundle=True)
+        for t in range(len(shapes)):
+            want = exchange.reduce_mean([p[t] for p in per_rank[:n]], average=False)
+            assert np.array_equal(cupy.asnumpy(got[t]), want)
+
+
+def test_decode_sum_names_the_one_bad_payload():
+    """Corrupted chunks in one of several payloads summed by one launch: rejected exactly when
+    the CPU rejects that payload, the error names it, otherwise the sum is the CPU's."""
+    rng = np.random.default_rng(6)
+    xs = [gradient_like(rng, 20_000, np.float32) for _ in range(3)]
+    blobs = [hc.encode(x, "qsgd", "huffman", 8, "max", seed=r, chunk_log2=8)
+             for r, x in enumerate(xs)]
+    bundle, (sec,) = hc.payload.unpack(blobs[1])
+    rejected = 0
+    for _ in range(100):
+        data = bytearray(sec.data)
+        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        bad = hc.payload.pack([hc.payload.Section(**{**sec.__dict__, "data": bytes(data)})],
+                              bundle=False)
+        try:
+            cpu = hc.decode(bad)
+        except hc.PayloadError:
+            cpu = None
+        trio = [blobs[0], bad, blobs[2]]
+        if cpu is None:
+            rejected += 1
+            with pytest.raises(hc.PayloadError, match="^payload 1: huffman data"):
+                gpu_backend.decode_sum(trio)
+        else:
+            want = exchange.reduce_mean([hc.decode(b) for b in trio], average=False)
+            assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum(trio)), want)
+    assert rejected > 20
+    cupy.cuda.Device().synchronize()
+
+
 @pytest.mark.parametrize("coder,sparse", [("huffman", False), ("zrh", False), ("zrh", True)])
 def test_decode_rejects_corruption_without_faulting(coder, sparse):
     rng = np.random.default_rng(5)
