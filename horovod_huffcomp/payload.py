@@ -128,25 +128,28 @@ def put_varint(out: bytearray, v: int) -> None:
 
 def varint_bytes(values: np.ndarray) -> bytes:
     """LEB128 of every value of a non-negative integer array, concatenated."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    if values.size and values.min() < 0:
+    out, ok = _put_varints(np.ascontiguousarray(values, dtype=np.int64))
+    if not ok:
         raise ValueError("varint of a negative number")
-    return _put_varints(values).tobytes()
+    return out.tobytes()
 
 
 @njit(cache=True)
 def _put_varints(values):
+    """(the varints of ``values``, whether none is negative)."""
     out = np.empty(10 * values.shape[0], np.uint8)
     pos = 0
     for i in range(values.shape[0]):
         v = values[i]
+        if v < 0:
+            return out[:0], False
         while v >= 0x80:
             out[pos] = np.uint8((v & 0x7F) | 0x80)
             v >>= 7
             pos += 1
         out[pos] = np.uint8(v)
         pos += 1
-    return out[:pos]
+    return out[:pos], True
 
 
 VARINT_TRUNCATED, VARINT_TOO_LONG, VARINT_RANGE = -1, -2, -3

@@ -91,11 +91,29 @@ def _finite_absmax(x):
     return finite, m
 
 
-def _round_up_f32(v: float) -> float:
+@njit(cache=True)
+def _round_up_f32_nb(v):
+    """The least float32 value >= v (as float64)."""
     f = np.float32(v)
-    if float(f) < v:
+    if np.float64(f) < v:
         f = np.nextafter(f, np.float32(np.inf))
-    return float(f)
+    return np.float64(f)
+
+
+def _round_up_f32(v: float) -> float:
+    return float(_round_up_f32_nb(float(v)))
+
+
+@njit(cache=True)
+def _absmax_and_scale(x, l2):
+    """:func:`_finite_absmax` and the tensor's own scale (:func:`_own_scale`; 0 when not
+    finite) in one call: small tensors paid more for the calls than for the work."""
+    finite, m = _finite_absmax(x)
+    if not finite or m == 0.0:
+        return finite, m, 0.0
+    if not l2:
+        return finite, m, _round_up_f32_nb(m)
+    return finite, m, _round_up_f32_nb(m * math.sqrt(_sumsq_fixed(x, m)))
 
 
 def _padded_states(n: int) -> np.ndarray:
@@ -169,7 +187,13 @@ def quantize(
         x = x.astype(np.float32)
     n = x.size
     states = _padded_states(n)
-    finite, m = _finite_absmax(x) if n else (True, 0.0)
+    own = None
+    if n == 0:
+        finite, m = True, 0.0
+    elif quantizer == "topk" or scale is not None:
+        finite, m = _finite_absmax(x)
+    else:
+        finite, m, own = _absmax_and_scale(x, norm == "l2")
     if not finite:
         if nonfinite == "raise":
             raise NonFiniteError(
@@ -197,7 +221,7 @@ def quantize(
         return Quantized(states, n, s, scale, "max", None)
 
     if scale is None:
-        scale = _own_scale(x, m, norm)
+        scale = own if own is not None else _own_scale(x, m, norm)
     elif not (np.float32(scale) == scale and scale >= m):  # also rejects NaN
         raise ValueError(f"a shared scale must be a float32 value >= max|x| = {m}, got {scale}")
     if scale == 0.0:
