@@ -37,7 +37,7 @@ from numba import njit, prange
 from .. import bits as B
 from ..codebook import (HUFFMAN_WORK, canonical_code_rows, code_cost, code_from_counts,
                         code_from_counts_into, code_nbytes, decode_table_rows, parse_codes,
-                        put_code, read_sym)
+                        put_code, read_sym, varint_len)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -646,6 +646,38 @@ def _codes_of(counts):
 
 
 @njit(cache=True)
+def _rows_bound(counts):
+    """Lower bounds of (data bits, codebook bytes) of the codes :func:`_codes_of` builds for
+    the rows of ``counts``, from each row's used symbols alone (no code built): a row of two
+    or more symbols spends at least a bit per symbol, and its serialisation
+    (``codebook.code_nbytes``) at least its form and first symbol varints and a bit per
+    length from its first to its last used symbol; one symbol or none, exactly."""
+    bits, nbytes = 0, 0
+    a = counts.shape[1]
+    for c in range(counts.shape[0]):
+        used, lo, hi, total = 0, -1, -1, 0
+        for i in range(a):
+            k = counts[c, i]
+            if k > 0:
+                used += 1
+                total += k
+                if lo < 0:
+                    lo = i
+                hi = i
+        if used == 0:
+            nbytes += 1
+        elif used == 1:
+            nbytes += 1 + varint_len(lo)
+        else:
+            bits += total
+            if used == a:  # possibly the one-byte flat form
+                nbytes += 1
+            else:
+                nbytes += varint_len(hi - lo + 2) + varint_len(lo) + (hi - lo + 8) // 8
+    return bits, nbytes
+
+
+@njit(cache=True)
 def _level_rows(lc, rows):
     """Level counts (NLCTX rows: bucket + 4 if negative) merged to 1, NCTX or NLCTX rows."""
     if rows == NLCTX:
@@ -691,25 +723,39 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
     rice = rice_costs(rc, shifted)
     best = (0, 0, np.zeros(1, np.int64), rc[:1], np.zeros(1, np.int64), lc[:1],
             np.zeros(1, np.int64), -1, 0)
+    runs_ctx = -1  # the contexts of the run codes rl, rs built so far (1 or NCTX)
+    rl, rs, rbits, rbytes = rc[:1], np.zeros(1, np.int64), 0, 0
     for ctx in range(3):  # one context, magnitude contexts, magnitude + sign level contexts
         if ctx == 0:
             r_, l_, s_ = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
         else:
             r_, l_, s_ = rc, _level_rows(lc, NCTX if ctx == 1 else NLCTX), rice
         nctx = r_.shape[0]
+        ks = np.zeros(nctx, np.int64)
+        kdata = rawbits
+        for c in range(nctx):
+            ks[c] = np.argmin(s_[c])
+            kdata += s_[c, ks[c]]
+        if best[7] >= 0:  # skip a context mode neither of whose codes can be cheaper
+            lb_bits, lb_bytes = _rows_bound(l_)
+            if runs_ctx == nctx:
+                hb_bits, hb_bytes = rbits, rbytes
+            else:
+                hb_bits, hb_bytes = _rows_bound(r_)
+            hbound = lb_bits + hb_bits + extra.sum() + rawbits + 8 * (1 + lb_bytes + hb_bytes)
+            kbound = lb_bits + kdata + 8 * (1 + (nctx if nctx > 1 else 0) + lb_bytes)
+            if hbound >= best[7] + best[8] and kbound >= best[7] + best[8]:
+                continue
         ll, ls, lbits, lbytes = _codes_of(l_)
-        if ctx < 2:  # the sign contexts change only the level codes
+        if runs_ctx != nctx:  # the sign contexts change only the level codes
             rl, rs, rbits, rbytes = _codes_of(r_)
+            runs_ctx = nctx
         hbits = lbits + rbits + extra.sum() + rawbits
         hcb = 8 * (1 + lbytes + rbytes)
         if best[7] < 0 or hbits + hcb < best[7] + best[8]:
             best = (2 * ctx, MODE_HUFFMAN, np.zeros(nctx, np.int64), rl, rs, ll, ls, hbits,
                     hcb)
-        ks = np.zeros(nctx, np.int64)
-        kbits = lbits + rawbits
-        for c in range(nctx):
-            ks[c] = np.argmin(s_[c])
-            kbits += s_[c, ks[c]]
+        kbits = lbits + kdata
         kcb = 8 * (1 + (nctx if nctx > 1 else 0) + lbytes)
         if kbits + kcb < best[7] + best[8]:
             best = (2 * ctx + 1, MODE_RICE, ks, np.zeros_like(rl), np.full(nctx, -1, np.int64),
