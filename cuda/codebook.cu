@@ -1,6 +1,7 @@
 // Codebook stage: one thread per tensor builds the canonical, length-limited (15 bits) Huffman
 // code of its histogram, exactly as codebook.Code.from_counts (cuda/common.cuh), and its cost
-// in bits; then the decode tables. No histogram or code leaves the device.
+// in bits; for decoding, each payload's decoder records. No histogram or code leaves the
+// device.
 #include "common.cuh"
 
 // counts: tensors x alphabet. Outputs per tensor: lengths and codes (alphabet each), `single`

@@ -116,7 +116,11 @@ extern "C" __global__ void __launch_bounds__(HC_DS_THREADS) hc_huffman_decode_su
     const bool mine = c < total && here[k.t];
     const int n = mine ? (int)(k.end - k.start) : 0;  // chunks hold at most 2^30 elements
     const long long out0 = mine ? acc_offsets[k.t] + k.start : 0;
-    const int longest = (int)__reduce_max_sync(0xffffffffu, (unsigned)n);
+    int longest = n;  // the warp's longest chunk (shuffles: __reduce_max_sync needs sm_80)
+    for (int o = 16; o; o >>= 1) {
+        const int other = __shfl_xor_sync(0xffffffffu, longest, o);
+        longest = other > longest ? other : longest;
+    }
     uint64_t used0 = 0;  // payload 0's position stays in a register
     for (int at = 0; at < longest; at += HC_DS_TILE) {
         hc_decode_sum_tile(pays, npay, c, total, k.t, chunk_first[k.t], count, s, dec, values,

@@ -21,6 +21,17 @@
 // previous level.
 #include "common.cuh"
 
+// Sum over the warp's 32 lanes (all active): the sm_80 instruction where there is one,
+// shuffles on sm_75 (the oldest architecture CUDA 13 builds for).
+__device__ __forceinline__ unsigned int hc_warp_add(unsigned int v) {
+#if __CUDA_ARCH__ >= 800
+    return __reduce_add_sync(0xffffffffu, v);
+#else
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+#endif
+}
+
 #define HC_NZ_BLOCK 256    // states per block of the non-zero lists (8 per lane of a warp)
 #define HC_WARPS (HC_THREADS / 32)
 #define HC_ZRH_WORDS 66    // per-warp word buffer: 31 carried bits + 32 items of <= 64 bits
@@ -219,11 +230,10 @@ extern "C" __global__ void hc_zrh_histogram(
         for (int c = 0; c < HC_ZRH_NCTX; ++c) {
             const bool mine = long_run && ctx == c;
             if (!__any_sync(0xffffffffu, mine)) continue;
-            const unsigned int e = __reduce_add_sync(0xffffffffu, mine ? (unsigned int)ne : 0u);
+            const unsigned int e = hc_warp_add(mine ? (unsigned int)ne : 0u);
             if ((threadIdx.x & 31) == 0) atomicAdd(&extra[c], (unsigned long long)e);
             for (int k = 0; k <= HC_RICE_MAX_K; ++k) {
-                const unsigned int q = __reduce_add_sync(0xffffffffu,
-                                                         mine ? (unsigned int)(r >> k) : 0u);
+                const unsigned int q = hc_warp_add(mine ? (unsigned int)(r >> k) : 0u);
                 if ((threadIdx.x & 31) == k)
                     atomicAdd(&shifted[c * (HC_RICE_MAX_K + 1) + k], (unsigned long long)q);
             }

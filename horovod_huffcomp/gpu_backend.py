@@ -43,8 +43,7 @@ from .coders import auto
 from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
-from .payload import (CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_CODE_LEN, MAX_LEVELS,
-                      MAX_NDIM, Section)
+from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
 from .quantizers import check_options
 
 STAGES = ("quantize", "histogram", "codebook", "huffman", "zrh")
@@ -453,8 +452,9 @@ def _unpack_all(blobs, labels, max_elements):
 def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = None) -> list:
     """The float64 sum (mean with ``average``) of parsed payloads holding the same tensors,
     one CuPy array per tensor. Every payload's bytes and decode plan go to the device in one
-    copy; then per payload (in order, on one stream) its decode tables and one decode-and-add
-    launch; one synchronisation at the end reads every payload's error flag."""
+    copy; then every payload's decoders, one decode-and-sum launch over all payloads for the
+    tensors they all code alike, the rest per payload in order on one stream
+    (:func:`_decode_add`); one synchronisation at the end reads every payload's error flag."""
     is_bundle, first = parsed[0]
     shapes = [sec.shape for sec in first]
     for label, (bd, secs) in zip(labels, parsed):
