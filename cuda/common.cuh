@@ -415,7 +415,8 @@ struct HcPayload {
 
 #define HC_DS_TILE 32  // elements a lane decodes per payload before the next payload
 
-// First error of a payload: err[0] its HC_ERR_* code, err[1] the chunk.
+// First error of a payload (the first to be reported wins): err[0] its HC_ERR_* code,
+// err[1] the chunk. Every decode kernel reports through it.
 HC_HD void hc_report(int* err, int e, long long chunk) {
 #ifdef __CUDA_ARCH__
     if (atomicCAS(err, 0, e) == 0) err[1] = (int)chunk;

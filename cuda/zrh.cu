@@ -427,7 +427,7 @@ extern "C" __global__ void hc_zrh_decode(
     const int e = hc_zrh_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end,
                                       s, p[0], p[1], p + 2, rows, rows + HC_ZRH_NCTX,
                                       [o](long long i, int v) { o[i] = (signed char)v; });
-    if (e != HC_OK && atomicCAS(err, 0, e) == 0) err[1] = (int)c;
+    if (e != HC_OK) hc_report(err, e, c);
 }
 
 // acc[state_at[t] + i] += values[t][state + s] for every element of the ZRH tensors

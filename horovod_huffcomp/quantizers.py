@@ -105,15 +105,22 @@ def _round_up_f32(v: float) -> float:
 
 
 @njit(cache=True)
-def _absmax_and_scale(x, l2):
-    """:func:`_finite_absmax` and the tensor's own scale (:func:`_own_scale`; 0 when not
-    finite) in one call: small tensors paid more for the calls than for the work."""
-    finite, m = _finite_absmax(x)
-    if not finite or m == 0.0:
-        return finite, m, 0.0
+def _scale_from_max(x, m, l2):
+    """The tensor's own float32 scale given its max |x| = m: m rounded up to float32 (max
+    norm), or the L2 norm from the exact fixed-point sum of squares rounded up; 0 for m = 0."""
+    if m == 0.0:
+        return 0.0
     if not l2:
-        return finite, m, _round_up_f32_nb(m)
-    return finite, m, _round_up_f32_nb(m * math.sqrt(_sumsq_fixed(x, m)))
+        return _round_up_f32_nb(m)
+    return _round_up_f32_nb(m * math.sqrt(_sumsq_fixed(x, m)))
+
+
+@njit(cache=True)
+def _absmax_and_scale(x, l2):
+    """:func:`_finite_absmax` and :func:`_scale_from_max` (0 when not finite) in one call:
+    small tensors paid more for the calls than for the work."""
+    finite, m = _finite_absmax(x)
+    return finite, m, _scale_from_max(x, m, l2) if finite else 0.0
 
 
 def _padded_states(n: int) -> np.ndarray:
@@ -187,7 +194,7 @@ def quantize(
         x = x.astype(np.float32)
     n = x.size
     states = _padded_states(n)
-    own = None
+    own = 0.0
     if n == 0:
         finite, m = True, 0.0
     elif quantizer == "topk" or scale is not None:
@@ -221,21 +228,13 @@ def quantize(
         return Quantized(states, n, s, scale, "max", None)
 
     if scale is None:
-        scale = own if own is not None else _own_scale(x, m, norm)
+        scale = own
     elif not (np.float32(scale) == scale and scale >= m):  # also rejects NaN
         raise ValueError(f"a shared scale must be a float32 value >= max|x| = {m}, got {scale}")
     if scale == 0.0:
         return Quantized(states, n, s, 0.0, norm, None)
     _stochastic_round(x, s, scale, key, no_keep, states[:n])
     return Quantized(states, n, s, scale, norm, None)
-
-
-def _own_scale(x: np.ndarray, m: float, norm: str) -> float:
-    if m == 0.0:
-        return 0.0
-    if norm == "max":
-        return _round_up_f32(m)
-    return _round_up_f32(m * math.sqrt(_sumsq_fixed(x, m)))
 
 
 def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:
@@ -249,7 +248,8 @@ def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:
         return 0.0
     if not np.isfinite(x).all():
         return math.inf
-    return _own_scale(x, float(np.abs(x).max()), "max" if quantizer == "terngrad" else norm)
+    return float(_scale_from_max(x, float(np.abs(x).max()),
+                                 quantizer != "terngrad" and norm == "l2"))
 
 
 def dequantize(
