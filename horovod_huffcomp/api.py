@@ -82,12 +82,7 @@ def _encode(xs, opts, bundle: bool, values: list | None) -> bytes:
         return payload.pack(gpu_backend.encode_sections(xs, transient=True, **opts),
                             bundle=bundle)
     xs = [gpu_backend.to_host(x) if g else x for x, g in zip(xs, on_gpu)]
-    sections = []
-    for i, x in enumerate(xs):
-        prev = sections[-1] if sections else None
-        sections.append(cpu_backend.encode_section(x, stream=i, prev=prev, values=values,
-                                                   **opts))
-    return payload.pack(sections, bundle=bundle)
+    return payload.pack(cpu_backend.encode_sections(xs, values=values, **opts), bundle=bundle)
 
 
 def decode(blob, *, max_elements: int = DEFAULT_MAX_ELEMENTS):

@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import coders
-from .coders.chunks import auto_chunk_log2, count_nonzero
+from .coders import auto
+from .coders.chunks import auto_chunk_log2
+from .coders.zrh import NO_POSITIONS, scan_nonzeros
 from .errors import PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
-from .quantizers import dequantize, quantize
+from .quantizers import arena_for, dequantize, quantize
 
 
 def as_flat(x) -> tuple[np.ndarray, tuple]:
@@ -21,41 +23,90 @@ def as_flat(x) -> tuple[np.ndarray, tuple]:
     return np.ascontiguousarray(x).reshape(-1), tuple(int(d) for d in x.shape)
 
 
-def encode_section(x, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2,
-                   elias_layout, nonfinite, stream, prev: Section | None = None,
-                   values: list | None = None) -> Section:
-    """One tensor's section; ``prev`` is the bundle's previous section (codebook reuse).
-    ``values``: a list to append the tensor's dequantized values to (what decoding the
-    section gives, without decoding it)."""
-    flat, shape = as_flat(x)
-    q = quantize(flat, quantizer, levels, norm, seed, stream, ratio, nonfinite)
+def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2,
+                    elias_layout, nonfinite, prev: Section | None = None,
+                    values: list | None = None) -> list[Section]:
+    """The sections of a bundle's arrays (array i draws stream i of ``seed``); ``prev``: the
+    section before the first (codebook reuse). ``values``: a list to append each array's
+    dequantized values to (what decoding its section gives, without decoding it)."""
     if elias_layout not in ("runlength", "gap"):
         raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
     gap = elias_layout == "gap" and coder.startswith("elias")
-    sec = code_section(q, quantizer, flat.dtype, shape, coder, chunk_log2, seed, gap, prev)
-    if values is not None:
-        values.append(dequantize(q.states[: q.n], q.levels, q.scale, q.raw,
-                                 flat.dtype).reshape(shape))
-    return sec
+    flats = [as_flat(x) for x in xs]
+    arena, at = arena_for(flat.size for flat, _ in flats)
+    qs, dtypes, shapes = [], [], []
+    for i, (flat, shape) in enumerate(flats):
+        q = quantize(flat, quantizer, levels, norm, seed, i, ratio, nonfinite,
+                     arena=(arena, at[i]))
+        qs.append(q)
+        dtypes.append(flat.dtype)
+        shapes.append(shape)
+        if values is not None:
+            values.append(dequantize(q.states[: q.n], q.levels, q.scale, q.raw,
+                                     flat.dtype).reshape(shape))
+    return code_sections(qs, quantizer, dtypes, shapes, coder, chunk_log2, seed, gap, prev)
+
+
+def _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, data,
+             chunk_log2) -> Section:
+    return Section(
+        quantizer=quantizer, coder=used, dtype=dtype, shape=shape, levels=q.levels,
+        scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,
+        gap_layout=gap, reuse=prev is not None and (prev.coder, prev.codebook) == (used, codebook),
+        codebook=codebook, chunk_bits=chunk_bits, data=data.tobytes(),
+    )
+
+
+def code_sections(qs, quantizer: str, dtypes, shapes, coder: str, chunk_log2, seed: int,
+                  gap: bool = False, prev: Section | None = None) -> list[Section]:
+    """:func:`code_section` of a bundle's tensors in turn, each after the one before. With
+    ``auto``/``zrh``, runs of tensors are coded in one call each (``auto.encode_run``): all
+    but dense tensors of 2**16 elements or more (written by several threads, one by one)
+    and exact top-k (raw magnitudes)."""
+    if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
+        raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
+    out = []
+    i = 0
+    while i < len(qs):
+        j = i
+        if coder in ("auto", "zrh"):
+            while (j < len(qs) and auto.runs_together(qs[j])
+                   and qs[j].levels == qs[i].levels):
+                j += 1
+        scanned = None
+        if j > i:
+            coded, nnz = auto.encode_run(qs[i:j], coder, chunk_log2,
+                                         None if prev is None else (prev.coder, prev.codebook))
+            for c in coded:
+                prev = _section(qs[i], quantizer, dtypes[i], shapes[i], gap, prev, *c)
+                out.append(prev)
+                i += 1
+            if i == j:
+                continue
+            scanned = (nnz, NO_POSITIONS)  # a dense tensor: its positions are not listed
+        prev = code_section(qs[i], quantizer, dtypes[i], shapes[i], coder, chunk_log2, seed,
+                            gap, prev, scanned)
+        out.append(prev)
+        i += 1
+    return out
 
 
 def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2, seed: int,
-                 gap: bool = False, prev: Section | None = None) -> Section:
-    """The lossless step: quantized states -> a section (chunking, codebook, bits)."""
-    nnz = count_nonzero(q.states, q.n)
+                 gap: bool = False, prev: Section | None = None, scanned=None) -> Section:
+    """The lossless step: quantized states -> a section (chunking, codebook, bits).
+    ``scanned``: the states' ``zrh.scan_nonzeros`` if the caller has it."""
+    if scanned is None:
+        scanned = scan_nonzeros(q.states, q.n)
+    nnz = scanned[0]
     if chunk_log2 is None:
         chunk_log2 = auto_chunk_log2(q.n, nnz)
     elif not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
     prev_cb = (prev.coder, prev.codebook) if prev is not None else None
     used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap, prev_cb,
-                                                     nnz)
-    return Section(
-        quantizer=quantizer, coder=used, dtype=dtype, shape=shape, levels=q.levels,
-        scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,
-        gap_layout=gap, reuse=prev_cb == (used, codebook), codebook=codebook,
-        chunk_bits=chunk_bits, data=data.tobytes(),
-    )
+                                                     scanned)
+    return _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, data,
+                    chunk_log2)
 
 
 def decode_states(sec: Section) -> tuple[np.ndarray, np.ndarray | None]:

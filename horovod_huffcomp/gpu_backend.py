@@ -149,7 +149,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                     prev: Section | None = None, profile: dict | None = None,
                     transient: bool = False) -> list[Section]:
     """Sections of CUDA arrays ``xs`` (tensor i draws from stream ``streams[i]``, default i),
-    the same as ``cpu_backend.encode_section`` gives for the same arrays on the host.
+    the same as ``cpu_backend.encode_sections`` gives for the same arrays on the host.
     ``profile``: a dict that receives each stage's device milliseconds (``bench gpu``).
     ``transient``: the sections' data view this thread's page-locked staging buffer instead
     of a copy of it, valid until the thread's next encode (``api`` packs them at once: one

@@ -44,6 +44,8 @@ class Quantized:
     scale: float  # float32 value
     norm: str
     raw: np.ndarray | None  # uint32 magnitudes (len n) for exact top-k, else None
+    arena: np.ndarray | None = None  # states is arena[at:at + len(states)] (a bundle's states
+    at: int = 0  # in one buffer: :func:`arena_for`), or None
 
 
 @njit(cache=True)
@@ -123,8 +125,19 @@ def _absmax_and_scale(x, l2):
     return finite, m, _scale_from_max(x, m, l2) if finite else 0.0
 
 
-def _padded_states(n: int) -> np.ndarray:
-    return np.zeros((n + 7) & ~7, np.int8)
+def padded(n: int) -> int:
+    """Length of a tensor's states array: n rounded up to a multiple of 8."""
+    return (n + 7) & ~7
+
+
+def arena_for(sizes) -> tuple[np.ndarray, list[int]]:
+    """One zeroed buffer for the states of tensors of these sizes, and where each one's
+    starts (8-aligned): :func:`quantize`'s ``arena``. The batch coder
+    (``coders.auto.encode_run``) reads a bundle's states from it without copying them."""
+    at = [0]
+    for n in sizes:
+        at.append(at[-1] + padded(n))
+    return np.zeros(at[-1], np.int8), at[:-1]
 
 
 def topk_mask(ax: np.ndarray, k: int) -> np.ndarray:
@@ -179,12 +192,15 @@ def quantize(
     ratio: float = 0.01,
     nonfinite: str = "raise",
     scale: float | None = None,
+    arena: tuple[np.ndarray, int] | None = None,
 ) -> Quantized:
     """Quantize a flat, contiguous float16/32/64 array (see module docstring).
 
     ``scale`` (qsgd and terngrad only) replaces the tensor's own scale with a given float32
     one, at least :func:`scale_of` this tensor: workers that agree on one (the maximum of
     theirs) quantize onto one grid, so their states sum exactly (``summable.py``).
+    ``arena``: (buffer, at) from :func:`arena_for`: the states are written to the buffer's
+    zeroed bytes from ``at`` on.
     """
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
     if scale is not None and quantizer == "topk":
@@ -193,7 +209,15 @@ def quantize(
     if x.dtype == np.float16:  # numba has no float16; the widening is exact
         x = x.astype(np.float32)
     n = x.size
-    states = _padded_states(n)
+    if arena is None:
+        states = np.zeros(padded(n), np.int8)
+        kept = (None, 0)
+    else:
+        buf, at = arena
+        states = buf[at: at + padded(n)]
+        if states.size != padded(n):
+            raise ValueError("the arena has no room for these states")
+        kept = (buf, at)
     own = 0.0
     if n == 0:
         finite, m = True, 0.0
@@ -209,7 +233,7 @@ def quantize(
         # exact top-k keeps its raw flag (zero magnitudes: all states are 0), so a NaN
         # tensor can share a bundle with the others
         raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
-        return Quantized(states, n, max(s, 1), float("nan"), norm, raw)
+        return Quantized(states, n, max(s, 1), float("nan"), norm, raw, *kept)
     key = np.uint64(stream_key(np.uint64(seed), np.uint64(stream)))
     no_keep = np.zeros(0, np.bool_)
 
@@ -222,19 +246,19 @@ def quantize(
             mags = np.zeros(n, np.uint32)
             mags[keep] = ax[keep].astype(np.float32).view(np.uint32)
             states[:n][keep] = np.where(x[keep] < 0, -1, 1)
-            return Quantized(states, n, 1, scale, "max", mags)
+            return Quantized(states, n, 1, scale, "max", mags, *kept)
         if scale > 0:
             _stochastic_round(x, s, scale, key, keep, states[:n])
-        return Quantized(states, n, s, scale, "max", None)
+        return Quantized(states, n, s, scale, "max", None, *kept)
 
     if scale is None:
         scale = own
     elif not (np.float32(scale) == scale and scale >= m):  # also rejects NaN
         raise ValueError(f"a shared scale must be a float32 value >= max|x| = {m}, got {scale}")
     if scale == 0.0:
-        return Quantized(states, n, s, 0.0, norm, None)
+        return Quantized(states, n, s, 0.0, norm, None, *kept)
     _stochastic_round(x, s, scale, key, no_keep, states[:n])
-    return Quantized(states, n, s, scale, norm, None)
+    return Quantized(states, n, s, scale, norm, None, *kept)
 
 
 def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:

@@ -201,21 +201,28 @@ def _sparse_states(rng, n, s, density):
     return states
 
 
-@pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.3, 1.0])
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.0075, 0.0081, 0.05, 0.3, 1.0])
 def test_nonzero_count_and_positions(density):
-    """The branch-free count (eight bytes a word) and both scans for the non-zero positions
-    (zero words skipped below 1/8 non-zero, branch-free above) against NumPy."""
-    from horovod_huffcomp.coders import zrh
+    """The branch-free count (eight bytes a word) and the one-pass scan (count, and the
+    positions while there are few enough: 64-state blocks skipped when zero, trailing zero
+    bits within a word) against NumPy, around the sparse limit (1/128) too."""
+    from horovod_huffcomp.coders import auto, zrh
 
-    rng = np.random.default_rng(int(density * 1000))
-    for n in (0, 1, 7, 8, 9, 63, 64, 65, 4097, 100_003):
+    rng = np.random.default_rng(int(density * 10000))
+    for n in (0, 1, 7, 8, 9, 63, 64, 65, 127, 129, 4097, 100_003):
         states = _sparse_states(rng, n, 127, density)
         states[: n // 3][states[: n // 3] != 0] = -128  # a byte with only its top bit set
+        want = np.flatnonzero(states[:n])
         nnz = chunks.count_nonzero(states, n)
-        assert nnz == np.count_nonzero(states[:n]), n
-        assert np.array_equal(zrh.nonzero_positions(states, n, nnz), np.flatnonzero(states[:n]))
+        assert nnz == want.size, n
+        assert np.array_equal(zrh.nonzero_positions(states, n, nnz), want)
+        k, pos = zrh.scan_nonzeros(states, n)
+        assert k == nnz
+        assert np.array_equal(pos, want if auto.sparse(n, k) else want[:0]), n
     with pytest.raises(ValueError):
         zrh.nonzero_positions(states, n, nnz + 1)
+    with pytest.raises(ValueError):
+        zrh.nonzero_positions(states, n, max(nnz - 1, 0) if nnz else 1)
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
@@ -267,8 +274,9 @@ def test_one_call_path_matches_the_planned_path():
                                            q.levels, q.n, raw_bits, prev)
                 rest = (zrh.encode(q, clog2, code, nnz) if used == "zrh"
                         else symbol.encode(q, clog2, code))
-                got = auto.encode(q, coder, clog2, prev, nnz)
+                got = auto.encode(q, coder, clog2, prev, zrh.scan_nonzeros(q.states, q.n))
                 assert got[:2] == (used, cb), (coder, quant, i)
+                assert got[:2] == auto.encode(q, coder, clog2, prev)[:2]
                 assert np.array_equal(got[2], rest[0]) and np.array_equal(got[3], rest[1])
                 if used == "zrh":
                     zc = zrh.ZrhCode.from_packed(code.packed, q.levels)
@@ -336,3 +344,77 @@ def test_batch_planner_matches_the_per_tensor_planner():
                     prev = (used, cb)
     # every kind of choice was made: huffman and zrh, each with and without reuse
     assert seen == {("huffman", False), ("huffman", True), ("zrh", False), ("zrh", True)}
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("arena", [True, False])
+def test_runs_of_tensors_match_tensor_by_tensor(parallel, arena, request):
+    """``cpu_backend.code_sections`` codes runs of tensors in one numba call
+    (``auto.encode_run``): the same sections (coder, codebook, reuse flag, chunk size, chunk
+    bits, data) as ``code_section`` of each in turn, for auto and zrh, chunk sizes auto and
+    fixed, each first previous section (none, a reusable ZRH code, a Huffman code), states
+    in one arena or apart, runs broken by a large dense tensor (only when chunk groups are
+    written in parallel) and by exact top-k (raw magnitudes)."""
+    from horovod_huffcomp import cpu_backend
+    from horovod_huffcomp.codebook import Code
+    from horovod_huffcomp.coders import auto, symbol, zrh
+    from horovod_huffcomp.payload import Section
+    from horovod_huffcomp.quantizers import quantize
+
+    from horovod_huffcomp.quantizers import arena_for
+
+    chunks.set_parallel(parallel)
+    request.addfinalizer(lambda: chunks.set_parallel(True))
+    rng = np.random.default_rng(11)
+    shapes = [(3000,), (3000,), (16, 16), (10,), (70_000,), (1,), (0,), (500,), (500,),
+              (64,), (64,), (2048,), (65_535,), (200_000,), (7, 9), (70_000,)]
+    tensors = [gradient_like(int(np.prod(sh)), i).reshape(sh) * (rng.random(sh) < d)
+               for i, (sh, d) in enumerate(zip(shapes, [0.05, 0.05, 1, 1, 0.01, 1, 1, 1, 1,
+                                                        1, 1, 0.002, 0.3, 0.001, 1, 1]))]
+    tensors[9] = tensors[10] = np.full(64, 0.5)  # the same Huffman code twice
+    seen = set()
+    for coder in ("auto", "zrh"):
+        for quant, s, norm in (("qsgd", 1, "l2"), ("qsgd", 16, "max"), ("terngrad", 1, "max"),
+                               ("qsgd", 127, "max")):
+            buf, at = arena_for(x.size for x in tensors)
+            qs = [quantize(x.astype(np.float32).ravel(), quant, s, norm, 0, i,
+                           arena=(buf, at[i]) if arena else None)
+                  for i, x in enumerate(tensors)]
+            dts = [np.dtype(np.float32)] * len(qs)
+            shs = [x.shape for x in tensors]
+            for first_prev in (None, "zrh", "huffman"):
+                prev = None
+                if first_prev == "zrh":
+                    cb = auto.plan("zrh", zrh.histograms(qs[1].states, qs[1].n, 12, s), s,
+                                   qs[1].n, 0)[1]
+                    prev = Section("qsgd", "zrh", dts[0], (1,), s, 1.0, 12, codebook=cb)
+                elif first_prev == "huffman":
+                    cb = bytearray()
+                    Code.from_counts(symbol.state_counts(qs[2].states, qs[2].n, s)).serialize(cb)
+                    prev = Section("qsgd", "huffman", dts[0], (1,), s, 1.0, 12,
+                                   codebook=bytes(cb))
+                for clog2 in (None, 12):
+                    got = cpu_backend.code_sections(qs, quant, dts, shs, coder, clog2, 0,
+                                                    prev=prev)
+                    p = prev
+                    for t, q in enumerate(qs):
+                        want = cpu_backend.code_section(q, quant, dts[t], shs[t], coder, clog2,
+                                                        0, prev=p)
+                        g = got[t]
+                        assert (g.coder, g.codebook, g.reuse, g.chunk_log2, g.shape, g.data) == (
+                            want.coder, want.codebook, want.reuse, want.chunk_log2, want.shape,
+                            want.data), (coder, quant, first_prev, clog2, t)
+                        assert np.array_equal(g.chunk_bits, want.chunk_bits)
+                        seen.add((g.coder, g.reuse))
+                        p = want
+    assert seen == {("huffman", False), ("huffman", True), ("zrh", False), ("zrh", True)}
+    # exact top-k has raw magnitudes: such tensors are coded one by one, around the runs
+    qs = [quantize(x.astype(np.float32).ravel(), "topk", 0, "max", 0, i, 0.1)
+          for i, x in enumerate(tensors[:4])]
+    got = cpu_backend.code_sections(qs, "topk", [np.dtype(np.float32)] * 4,
+                                    [x.shape for x in tensors[:4]], "auto", None, 0)
+    p = None
+    for t, q in enumerate(qs):
+        p = cpu_backend.code_section(q, "topk", np.dtype(np.float32), tensors[t].shape, "auto",
+                                     None, 0, prev=p)
+        assert (got[t].codebook, got[t].data) == (p.codebook, p.data)

@@ -104,9 +104,10 @@ def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
         return zrh.ZrhCode(zrh.MODE_RICE, [0], np.zeros((1, RUN_ALPHABET)), [-1],
                            np.full((1, 2 * s), int(np.log2(2 * s))), [-1])
 
-    def rice_encode(q, coder, clog2, prev=None, nonzeros=None):  # the CPU backend's path
+    def rice_encode(q, coder, clog2, prev=None, scanned=None):  # the CPU backend's path
         zc = rice(q.levels)
-        return ("zrh", zc.to_bytes()) + zrh.encode(q, clog2, zc, nonzeros)
+        return ("zrh", zc.to_bytes()) + zrh.encode(q, clog2, zc,
+                                                   None if scanned is None else scanned[0])
 
     def rice_plan_many(coder, hist, sizes, s, raw_bits, prev=None):  # the GPU backend's
         zc, count = rice(s), len(sizes)

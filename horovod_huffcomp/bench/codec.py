@@ -23,9 +23,9 @@ import time
 import numpy as np
 
 from .. import payload
-from ..cpu_backend import code_section, decode_states
+from ..cpu_backend import code_section, code_sections, decode_states
 from ..entropy import entropy_bits
-from ..quantizers import quantize
+from ..quantizers import arena_for, quantize
 from .gradients import MODELS, model_gradients
 
 QUANTIZERS = (
@@ -46,11 +46,9 @@ def bar_for(h_per_entry: float) -> float:
 
 
 def _sections(qn, qs, coder, shapes, dtypes):
-    """The lossless step for a model: quantized states -> bundle sections."""
-    out = []
-    for q, shape, dt in zip(qs, shapes, dtypes):
-        out.append(code_section(q, qn, dt, shape, coder, None, 0, prev=out[-1] if out else None))
-    return out
+    """The lossless step for a model: quantized states -> bundle sections (as
+    ``encode_many`` codes them)."""
+    return code_sections(qs, qn, dtypes, shapes, coder, None, 0)
 
 
 def _best_time(fn, repeat):
@@ -78,7 +76,8 @@ def run(models=MODELS, coder_list=CODERS, steps=20, repeat=3, progress=True):
             cache[m] = model_gradients(m, steps=steps)
         grads = cache[m]
         flats = [g.reshape(-1) for _, g in grads]
-        qs = [quantize(f, qn, s, norm, 0, i) for i, f in enumerate(flats)]
+        arena, at = arena_for(f.size for f in flats)  # one states buffer, as encode_many
+        qs = [quantize(f, qn, s, norm, 0, i, arena=(arena, at[i])) for i, f in enumerate(flats)]
         shapes = [g.shape for _, g in grads]
         dtypes = [g.dtype for _, g in grads]
         n = sum(q.n for q in qs)

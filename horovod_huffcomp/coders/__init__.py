@@ -35,16 +35,16 @@ def _codebook_bytes(*codes) -> bytes:
 
 
 def encode(q, coder: str, clog2: int, seed: int, gap_layout: bool = False, prev=None,
-           nonzeros: int | None = None):
+           scanned=None):
     """Returns (coder actually used, codebook bytes, chunk_bits, data uint8 array).
 
     ``prev`` is (coder, codebook bytes) of the previous section of a bundle: a codebook equal
-    to it is not repeated in the payload, so ZRH also weighs reusing it. ``nonzeros``: the
-    count of non-zero states, if the caller has it.
+    to it is not repeated in the payload, so ZRH also weighs reusing it. ``scanned``: the
+    states' ``zrh.scan_nonzeros``, if the caller has it.
     """
     s, n = q.levels, q.n
     if coder in ("auto", "zrh"):
-        return auto.encode(q, coder, clog2, prev, nonzeros)
+        return auto.encode(q, coder, clog2, prev, scanned)
     if coder in ("huffman", "sh"):
         if coder == "huffman":
             code = Code.from_counts(symbol.state_counts(q.states, n, s))

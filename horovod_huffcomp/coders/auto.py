@@ -6,12 +6,15 @@ by its exact size, from ZRH's histograms alone. Both backends decide with it: th
 counts the histograms on the device and calls :func:`plan`; the CPU backend calls
 :func:`encode`.
 
-On the CPU, sparse states (< 1/128 non-zero) are scanned once for all their non-zero
-positions, which the histograms and the writer then read instead of listing each window's
-(``zrh._next_list``): the work left is per non-zero, so one thread does it. Such a
-tensor, and any whose chunks one thread writes (below 2**16 elements, or in serial mode),
-is counted, planned and written in one numba call (:func:`_encode_serial`): for small and
-sparse tensors the Python and dispatch around half a dozen calls cost more than the coding.
+On the CPU, every tensor's states are scanned once for their count of non-zeros and, when
+sparse (< 1/128 non-zero), their positions (``zrh.scan_nonzeros``), which the histograms
+and the writer then read instead of listing each window's (``zrh._next_list``): the work
+left is per non-zero, so one thread does it. Such a tensor, and any whose chunks one thread
+writes (below 2**16 elements, or in serial mode), is counted, planned and written in one
+numba call (:func:`_encode_serial`), and a bundle's consecutive such tensors in one call
+for them all (:func:`encode_run`, states read in place from the bundle's arena): for small
+and sparse tensors the Python and dispatch around half a dozen calls per tensor cost more
+than the coding.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from numba import njit
 from ..codebook import Code, canonical_codes, code_nbytes, put_code
 from ..payload import Reader
 from . import symbol, zrh
-from .chunks import RICE_MAX_K, RUN_ALPHABET, chunk_groups, count_nonzero, raw_values, room
+from .chunks import (PARALLEL_MIN_LOG2, RICE_MAX_K, RUN_ALPHABET, auto_chunk_log2, chunk_groups,
+                     chunk_threads, raw_values, room)
 
 KIND_NONE, KIND_ZRH, KIND_HUFFMAN = -1, 0, 1
 _NONE = np.zeros(0, np.int64)
@@ -223,16 +227,16 @@ _symbol_write_serial = symbol._write.serial
 
 
 @njit(cache=True)
-def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, prev_kind, prev_code,
+def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, pos, prev_kind, prev_code,
                    prev_cb):
-    """Non-zero positions (sparse states), histograms, :func:`choose`, codebook and the
-    one-group write (``write_one_pass``'s room and kernels) of one tensor in one call:
-    (kind, choice, packed ZRH code, codebook bytes, chunk bits, data)."""
+    """Histograms, :func:`choose`, codebook and the one-group write (``write_one_pass``'s
+    room and kernels) of one tensor in one call, from its ``nnz`` non-zeros and, if they are
+    sparse, their positions ``pos`` (``zrh.scan_nonzeros``): (kind, choice, packed ZRH code,
+    codebook bytes, chunk bits, data)."""
     listed = sparse(n, nnz)
     m = (n + (1 << clog2) - 1) >> clog2
     first = np.zeros(2, np.int64)
     first[1] = m
-    pos = zrh.nonzero_positions(states, n, nnz) if listed else zrh.NO_POSITIONS
     rc, lc, extra, shifted = _histograms_serial(states, n, clog2, s, first, pos, listed)
     kind, choice, packed, hl, hs = choose(rc, lc, extra, shifted, n, s, raw_bits, auto,
                                           prev_kind, prev_code, prev_cb)
@@ -257,16 +261,128 @@ def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, prev_kind, pre
     return kind, choice, packed, cb, chunk_bits, out[: ends[0]]
 
 
-def encode(q, coder: str, clog2: int, prev=None, nonzeros: int | None = None):
+@njit(cache=True)
+def _grown(a, need):
+    """``a``, or a copy of it with room for at least ``need`` items."""
+    if need <= a.shape[0]:
+        return a
+    b = np.empty(max(2 * a.shape[0], need), a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind, prev_code,
+                prev_cb):
+    """:func:`_encode_serial` of consecutive tensors of a bundle in one call (tensor t's
+    ``sizes[t]`` states from ``states[starts[t]]``, 8-aligned and zero padded), each one's
+    previous section being the one before it (the first's: ``_prev_args``), with its chunk
+    size from its count of non-zeros (``auto_chunk_log2``) or ``fixed_clog2`` if >= 0.
+    Stops before the first tensor that ``threads`` threads write in several chunk groups
+    (dense, at least 2**16 elements: :func:`encode` codes it in parallel).
+
+    Returns: how many tensors were coded, the non-zero count of the one it stopped at; per
+    tensor coded: kind, whether it reuses the previous ZRH code, chunk_log2, and its
+    codebook bytes / chunk bits / data as slices ``[at[t]:at[t + 1]]`` of three arrays; last,
+    the packed ZRH code of the last tensor coded if it is coded with ZRH (else empty)."""
+    count = sizes.shape[0]
+    kinds = np.empty(count, np.int8)
+    reused = np.zeros(count, np.bool_)
+    clog2s = np.empty(count, np.int64)
+    cb_at = np.zeros(count + 1, np.int64)
+    bits_at = np.zeros(count + 1, np.int64)
+    data_at = np.zeros(count + 1, np.int64)
+    cbs = np.empty(64 * count + 64, np.uint8)
+    bits = np.empty(count + 16, np.int64)
+    data = np.empty(1 << 16, np.uint8)
+    no_raw = np.zeros(0, np.uint32)
+    pk, pc, pcb = prev_kind, prev_code, prev_cb
+    last = _NONE
+    for t in range(count):
+        n = sizes[t]
+        st = states[starts[t]: starts[t] + ((n + 7) & ~7)]
+        nnz, pos = zrh.scan_nonzeros(st, n)
+        clog2 = auto_chunk_log2(n, nnz) if fixed_clog2 < 0 else fixed_clog2
+        m = (n + (1 << clog2) - 1) >> clog2
+        if not sparse(n, nnz) and n >> PARALLEL_MIN_LOG2 != 0 and min(m, threads) > 1:
+            return (t, nnz, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at,
+                    last)
+        kind, choice, packed, cb, chunk_bits, out = _encode_serial(
+            st, n, clog2, s, no_raw, 0, auto, nnz, pos, pk, pc, pcb)
+        kinds[t] = kind
+        clog2s[t] = clog2
+        if kind == KIND_HUFFMAN:
+            pk, pc, pcb = KIND_HUFFMAN, _NONE, cb
+            last = _NONE
+        else:
+            reused[t] = choice < 0
+            pk, pc, pcb = KIND_ZRH, packed, _NO_CODEBOOK
+            last = packed
+        k = 0 if reused[t] else cb.shape[0]
+        cbs = _grown(cbs, cb_at[t] + k)
+        cbs[cb_at[t]: cb_at[t] + k] = cb[:k]
+        cb_at[t + 1] = cb_at[t] + k
+        bits = _grown(bits, bits_at[t] + m)
+        bits[bits_at[t]: bits_at[t] + m] = chunk_bits
+        bits_at[t + 1] = bits_at[t] + m
+        k = out.shape[0]
+        data = _grown(data, data_at[t] + k)
+        data[data_at[t]: data_at[t] + k] = out
+        data_at[t + 1] = data_at[t] + k
+    return count, 0, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last
+
+
+def runs_together(q) -> bool:
+    """Whether a tensor can be coded by :func:`encode_run`: it has no raw top-k
+    magnitudes."""
+    return q.raw is None
+
+
+def encode_run(qs, coder: str, clog2: int | None, prev=None):
+    """``auto`` or ``zrh`` coding of consecutive tensors of a bundle (all
+    :func:`runs_together`, one s), each after the one before (``prev`` before the first, as
+    in :func:`encode`), in one numba call, up to the first dense tensor written in parallel:
+    ([(coder used, codebook bytes, chunk_bits, data, chunk_log2)] of the tensors coded, the
+    same as :func:`encode` of each in turn; that dense tensor's non-zero count or None).
+    States in one arena (``quantizers.arena_for``) are read in place, others copied
+    together first."""
+    s = qs[0].levels
+    sizes = np.array([q.n for q in qs], np.int64)
+    arena = qs[0].arena
+    if arena is not None and all(q.arena is arena for q in qs):
+        states, starts = arena, np.array([q.at for q in qs], np.int64)
+    else:
+        lens = [q.states.shape[0] for q in qs]
+        starts = np.zeros(len(qs), np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        states = np.concatenate([q.states for q in qs])
+    done, nnz, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last = \
+        _encode_run(states, starts, sizes, -1 if clog2 is None else clog2, s, coder == "auto",
+                    chunk_threads(), *_prev_args(prev, s))
+    out = []
+    cb_at, bits_at, data_at = cb_at.tolist(), bits_at.tolist(), data_at.tolist()
+    for t in range(done):
+        cb = prev[1] if reused[t] else cbs[cb_at[t]: cb_at[t + 1]].tobytes()
+        used = "huffman" if kinds[t] == KIND_HUFFMAN else "zrh"
+        out.append((used, cb, bits[bits_at[t]: bits_at[t + 1]],
+                    data[data_at[t]: data_at[t + 1]], int(clog2s[t])))
+        prev = (used, cb)
+    if last.size:
+        _remember(prev[1], s, last)
+    return out, (None if done == len(qs) else int(nnz))
+
+
+def encode(q, coder: str, clog2: int, prev=None, scanned=None):
     """``auto`` or ``zrh`` coding of quantized states: (coder used, codebook bytes,
-    chunk_bits, data); ``prev`` and ``nonzeros`` as in ``coders.encode``."""
+    chunk_bits, data); ``prev`` and ``scanned`` as in ``coders.encode``."""
     n, s = q.n, q.levels
     raw, raw_bits = raw_values(q)
-    nnz = count_nonzero(q.states, n) if nonzeros is None else nonzeros
+    nnz, pos = zrh.scan_nonzeros(q.states, n) if scanned is None else scanned
     m = (n + (1 << clog2) - 1) >> clog2
     if sparse(n, nnz) or len(chunk_groups(n, m)) == 2:  # all in one call
         kind, choice, packed, cb, chunk_bits, data = _encode_serial(
-            q.states, n, clog2, s, raw, raw_bits, coder == "auto", nnz, *_prev_args(prev, s))
+            q.states, n, clog2, s, raw, raw_bits, coder == "auto", nnz, pos,
+            *_prev_args(prev, s))
         if kind == KIND_HUFFMAN:
             return "huffman", cb.tobytes(), chunk_bits, data
         if choice < 0:

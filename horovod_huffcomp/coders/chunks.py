@@ -53,7 +53,8 @@ def chunk_parallel(fn):
     return call
 
 
-def auto_chunk_log2(n: int, nnz: int) -> int:
+@njit(cache=True)
+def auto_chunk_log2(n, nnz):
     """Default chunk size from integer counts only (reproducible on any backend).
 
     Dense tensors get 4096-element chunks; sparse ones grow chunks until about NZ_PER_CHUNK
@@ -126,10 +127,15 @@ def room(elems, chunks, bits_per_element, bits_per_nonzero, nonzeros, bits_per_c
             chunks * (bits_per_chunk + 15)) // 8 + 8 + B.STORE8_SLACK
 
 
+def chunk_threads() -> int:
+    """Threads that write a tensor's chunk groups: numba's, 1 in serial mode."""
+    return _threads() if _PARALLEL[0] else 1
+
+
 def chunk_groups(n: int, m: int) -> list[int]:
     """First chunk of each thread's contiguous group of the m chunks of n elements, and m:
     one group per thread, one in serial mode or below 2**PARALLEL_MIN_LOG2 elements."""
-    groups = 1 if n >> PARALLEL_MIN_LOG2 == 0 or not _PARALLEL[0] else max(1, min(m, _threads()))
+    groups = 1 if n >> PARALLEL_MIN_LOG2 == 0 else max(1, min(m, chunk_threads()))
     return [g * m // groups for g in range(groups + 1)]
 
 

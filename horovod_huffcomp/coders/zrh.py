@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .. import bits as B
 from ..codebook import (HUFFMAN_WORK, canonical_code_rows, code_cost, code_from_counts,
@@ -46,9 +47,9 @@ from .chunks import (
     RUN_DIRECT,
     chunk_groups,
     chunk_parallel,
+    count_nonzero,
     level_of,
     level_sym,
-    next_nonzero,
     put_raw,
     raw_values,
     run_base,
@@ -96,29 +97,64 @@ def histograms(states, n: int, clog2: int, s: int, pos=None):
 NO_POSITIONS = np.zeros(0, np.int64)
 
 
+@njit(inline="always", cache=True)
+def _list_word(v, at, pos, k):
+    """The non-zero bytes of 8-byte word v (states from ``at``) listed into pos from k on;
+    returns the new count."""
+    while v != 0:
+        tz = trailing_zeros(v) >> B.U64(3)
+        pos[k] = at + np.int64(tz)
+        k += 1
+        v &= ~(B.U64(0xFF) << (tz << B.U64(3)))
+    return k
+
+
+@njit(cache=True)
+def _scan(states, n, limit):
+    """Count of the non-zero states among the first n (int8, zero padded to a multiple of
+    8), and their positions in order while there are at most ``limit`` of them (else an
+    empty array; the rest of the states are then only counted, ``chunks.count_nonzero``).
+    One pass: 64 states at a time are skipped when all zero, the non-zero bytes of a word
+    found by counting trailing zero bits, so the cost is the memory read plus one step per
+    non-zero."""
+    words = states.view(np.uint64)
+    nw = (n + 7) >> 3
+    pos = np.empty(max(limit, 0) + 64, np.int64)
+    k = 0
+    b = 0
+    while b + 8 <= nw:
+        x = (words[b] | words[b + 1] | words[b + 2] | words[b + 3] | words[b + 4] |
+             words[b + 5] | words[b + 6] | words[b + 7])
+        if x != 0:
+            for j in range(b, b + 8):
+                k = _list_word(words[j], j << 3, pos, k)
+            if k > limit:
+                rest = (b + 8) << 3
+                return k + count_nonzero(states[rest:], max(n - rest, 0)), pos[:0]
+        b += 8
+    while b < nw:
+        k = _list_word(words[b], b << 3, pos, k)
+        if k > limit:
+            rest = (b + 1) << 3
+            return k + count_nonzero(states[rest:], max(n - rest, 0)), pos[:0]
+        b += 1
+    return k, pos[:k]
+
+
 @njit(cache=True)
 def nonzero_positions(states, n, nnz):
-    """The positions of the ``nnz`` non-zero states, in order: one scan, all-zero 8-byte
-    words skipped when the states are sparse (< 1/8 non-zero), without a branch per state
-    otherwise."""
-    pos = np.empty(nnz + 1, np.int64)
-    k = 0
-    if 8 * nnz < n:
-        words = states.view(np.uint64)
-        i = next_nonzero(states, words, 0, n)
-        while i < n and k < nnz:
-            pos[k] = i
-            k += 1
-            i = next_nonzero(states, words, i + 1, n)
-    else:
-        for i in range(n):
-            pos[k] = i
-            k += np.int64(states[i] != 0)
-            if k > nnz:
-                break
+    """The positions of the ``nnz`` non-zero states, in order (:func:`_scan`)."""
+    k, pos = _scan(states, n, nnz)
     if k != nnz:
         raise ValueError("nonzero_positions: nnz is not the count of non-zero states")
-    return pos[:nnz]
+    return pos
+
+
+@njit(cache=True)
+def scan_nonzeros(states, n):
+    """(count of non-zero states, their positions if sparse (``auto.sparse``: < 1/128
+    non-zero) else an empty array) in one pass."""
+    return _scan(states, n, (n - 1) // 128)
 
 
 WINDOW = 1 << 12  # states listed at a time by the kernels (:func:`_next_list`)
