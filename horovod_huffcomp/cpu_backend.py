@@ -57,14 +57,18 @@ def _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, 
     )
 
 
+def _check_chunk_log2(chunk_log2) -> None:
+    if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
+        raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
+
+
 def code_sections(qs, quantizer: str, dtypes, shapes, coder: str, chunk_log2, seed: int,
                   gap: bool = False, prev: Section | None = None) -> list[Section]:
     """:func:`code_section` of a bundle's tensors in turn, each after the one before. With
     ``auto``/``zrh``, runs of tensors are coded in one call each (``auto.encode_run``): all
     but dense tensors of 2**16 elements or more (written by several threads, one by one)
     and exact top-k (raw magnitudes)."""
-    if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
-        raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
+    _check_chunk_log2(chunk_log2)
     out = []
     i = 0
     while i < len(qs):
@@ -97,11 +101,9 @@ def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2,
     ``scanned``: the states' ``zrh.scan_nonzeros`` if the caller has it."""
     if scanned is None:
         scanned = scan_nonzeros(q.states, q.n)
-    nnz = scanned[0]
+    _check_chunk_log2(chunk_log2)
     if chunk_log2 is None:
-        chunk_log2 = auto_chunk_log2(q.n, nnz)
-    elif not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
-        raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
+        chunk_log2 = auto_chunk_log2(q.n, scanned[0])
     prev_cb = (prev.coder, prev.codebook) if prev is not None else None
     used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap, prev_cb,
                                                      scanned)

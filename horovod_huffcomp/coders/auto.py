@@ -24,8 +24,8 @@ from numba import njit
 from ..codebook import Code, canonical_codes, code_nbytes, put_code
 from ..payload import Reader
 from . import symbol, zrh
-from .chunks import (PARALLEL_MIN_LOG2, RICE_MAX_K, RUN_ALPHABET, auto_chunk_log2, chunk_groups,
-                     chunk_threads, raw_values, room)
+from .chunks import (RICE_MAX_K, RUN_ALPHABET, auto_chunk_log2, chunk_groups, chunk_threads,
+                     group_count, raw_values, room)
 
 KIND_NONE, KIND_ZRH, KIND_HUFFMAN = -1, 0, 1
 _NONE = np.zeros(0, np.int64)
@@ -304,7 +304,7 @@ def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind,
         nnz, pos = zrh.scan_nonzeros(st, n)
         clog2 = auto_chunk_log2(n, nnz) if fixed_clog2 < 0 else fixed_clog2
         m = (n + (1 << clog2) - 1) >> clog2
-        if not sparse(n, nnz) and n >> PARALLEL_MIN_LOG2 != 0 and min(m, threads) > 1:
+        if not sparse(n, nnz) and group_count(n, m, threads) > 1:
             return (t, nnz, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at,
                     last)
         kind, choice, packed, cb, chunk_bits, out = _encode_serial(

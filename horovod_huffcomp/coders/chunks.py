@@ -132,10 +132,17 @@ def chunk_threads() -> int:
     return _threads() if _PARALLEL[0] else 1
 
 
+@njit(cache=True)
+def group_count(n, m, threads):
+    """How many groups ``threads`` threads write the m chunks of n elements in: one per
+    thread, one below 2**PARALLEL_MIN_LOG2 elements."""
+    return 1 if n >> PARALLEL_MIN_LOG2 == 0 else max(1, min(m, threads))
+
+
 def chunk_groups(n: int, m: int) -> list[int]:
-    """First chunk of each thread's contiguous group of the m chunks of n elements, and m:
-    one group per thread, one in serial mode or below 2**PARALLEL_MIN_LOG2 elements."""
-    groups = 1 if n >> PARALLEL_MIN_LOG2 == 0 else max(1, min(m, chunk_threads()))
+    """First chunk of each thread's contiguous group of the m chunks of n elements, and m
+    (:func:`group_count`; one group in serial mode)."""
+    groups = group_count(n, m, chunk_threads())
     return [g * m // groups for g in range(groups + 1)]
 
 
