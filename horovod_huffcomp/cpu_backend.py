@@ -5,7 +5,7 @@ import numpy as np
 
 from . import coders
 from .coders import auto
-from .coders.chunks import auto_chunk_log2
+from .coders.chunks import auto_chunk_log2, chunk_threads
 from .coders.zrh import NO_POSITIONS, scan_nonzeros
 from .errors import PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
@@ -100,7 +100,7 @@ def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2,
     """The lossless step: quantized states -> a section (chunking, codebook, bits).
     ``scanned``: the states' ``zrh.scan_nonzeros`` if the caller has it."""
     if scanned is None:
-        scanned = scan_nonzeros(q.states, q.n)
+        scanned = scan_nonzeros(q.states, q.n, chunk_threads())
     _check_chunk_log2(chunk_log2)
     if chunk_log2 is None:
         chunk_log2 = auto_chunk_log2(q.n, scanned[0])

@@ -201,12 +201,14 @@ def _sparse_states(rng, n, s, density):
     return states
 
 
-@pytest.mark.parametrize("density", [0.0, 0.001, 0.0075, 0.0081, 0.05, 0.3, 1.0])
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.0075, 0.0081, 0.05, 0.06, 0.065, 0.12,
+                                     0.13, 0.3, 1.0])
 def test_nonzero_count_and_positions(density):
     """The branch-free count (eight bytes a word) and the one-pass scan (count, and the
     positions while there are few enough: 64-state blocks skipped when zero, trailing zero
-    bits within a word) against NumPy, around the sparse limit (1/128) too."""
-    from horovod_huffcomp.coders import auto, zrh
+    bits within a word) against NumPy, around the sparse limits of 1, 2 and 16 threads
+    (1/8, 1/16, 1/128) too."""
+    from horovod_huffcomp.coders import zrh
 
     rng = np.random.default_rng(int(density * 10000))
     for n in (0, 1, 7, 8, 9, 63, 64, 65, 127, 129, 4097, 100_003):
@@ -216,9 +218,11 @@ def test_nonzero_count_and_positions(density):
         nnz = chunks.count_nonzero(states, n)
         assert nnz == want.size, n
         assert np.array_equal(zrh.nonzero_positions(states, n, nnz), want)
-        k, pos = zrh.scan_nonzeros(states, n)
-        assert k == nnz
-        assert np.array_equal(pos, want if auto.sparse(n, k) else want[:0]), n
+        for threads in (1, 2, 16):
+            k, pos = zrh.scan_nonzeros(states, n, threads)
+            assert k == nnz
+            listed = n > 0 and 8 * threads * nnz < n
+            assert np.array_equal(pos, want if listed else want[:0]), (n, threads)
     with pytest.raises(ValueError):
         zrh.nonzero_positions(states, n, nnz + 1)
     with pytest.raises(ValueError):
@@ -274,7 +278,7 @@ def test_one_call_path_matches_the_planned_path():
                                            q.levels, q.n, raw_bits, prev)
                 rest = (zrh.encode(q, clog2, code, nnz) if used == "zrh"
                         else symbol.encode(q, clog2, code))
-                got = auto.encode(q, coder, clog2, prev, zrh.scan_nonzeros(q.states, q.n))
+                got = auto.encode(q, coder, clog2, prev, zrh.scan_nonzeros(q.states, q.n, 2))
                 assert got[:2] == (used, cb), (coder, quant, i)
                 assert got[:2] == auto.encode(q, coder, clog2, prev)[:2]
                 assert np.array_equal(got[2], rest[0]) and np.array_equal(got[3], rest[1])
@@ -418,3 +422,47 @@ def test_runs_of_tensors_match_tensor_by_tensor(parallel, arena, request):
         p = cpu_backend.code_section(q, "topk", np.dtype(np.float32), tensors[t].shape, "auto",
                                      None, 0, prev=p)
         assert (got[t].codebook, got[t].data) == (p.codebook, p.data)
+
+
+@pytest.mark.parametrize("s", [1, 8, 127])
+def test_capped_planner_chooses_as_uncapped(s):
+    """``auto.choose`` weighs full Huffman first and lets it cap the ZRH planner, which then
+    skips candidates whose lower bounds reach it (``zrh._rows_bound``: entropy, codebook
+    bits). The choice must be the one of weighing every candidate: the best ZRH code (no
+    cap) against full Huffman, Huffman winning ties; a ZRH choice with the very same code.
+    Small and large tensors, sparse to dense, each previous section kind."""
+    from horovod_huffcomp.coders import auto, zrh
+    from horovod_huffcomp.quantizers import quantize
+
+    rng = np.random.default_rng(s)
+    none = np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    kinds = set()
+    for t in range(60):
+        n = int(rng.choice([10, 256, 3000, 40_000]))
+        if t % 3 == 0:
+            q = quantize(gradient_like(n, seed=t), "qsgd", s, "max", t, 0)
+            states = q.states
+        else:
+            states = _sparse_states(rng, n, s, float(rng.choice([0.002, 0.05, 0.4, 0.9])))
+        rc, lc, extra, shifted = zrh.histograms(states, n, 12, s)
+        prevs = [(auto.KIND_NONE,) + none]
+        if t:  # the sections before: the last tensor's ZRH code and its full Huffman code
+            prevs += [(auto.KIND_ZRH, last_packed, none[1]),
+                      (auto.KIND_HUFFMAN, none[0], last_huffman)]
+        for pk, pc, pcb in prevs:
+            got = auto.choose(rc, lc, extra, shifted, n, s, 0, True, pk, pc, pcb)
+            choice, packed, zbits, zcb = zrh.plan_packed(rc, lc, extra, shifted, 0, s,
+                                                         pk == auto.KIND_ZRH, pc, -1)
+            counts, hl, hs, hbits, hcb = zrh.state_code(lc, n, s)
+            hcb_bits = 8 * hcb
+            if pk == auto.KIND_HUFFMAN and np.array_equal(auto.code_bytes(hl, hs), pcb):
+                hcb_bits = 0
+            if zbits + zcb < hbits + hcb_bits:
+                assert got[0] == auto.KIND_ZRH and got[1] == choice, t
+                assert np.array_equal(got[2], packed), t
+            else:
+                assert got[0] == auto.KIND_HUFFMAN, t
+            kinds.add((got[0], got[1] < 0))
+        last_packed = zrh.plan_packed(rc, lc, extra, shifted, 0, s, False, none[0], -1)[1]
+        last_huffman = auto.code_bytes(*zrh.state_code(lc, n, s)[1:3])
+    assert (auto.KIND_ZRH, False) in kinds and (auto.KIND_HUFFMAN, False) in kinds

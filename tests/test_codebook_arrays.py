@@ -52,9 +52,77 @@ def test_array_codes_match_code_objects(seed):
         assert code_cost(other.astype(np.int64), lengths, single) == want
 
 
+def _reference_lengths(counts, max_len):
+    """The documented construction (codebook module docstring) in plain Python: symbols
+    sorted by (count, symbol), two-queue Huffman (a leaf first on ties), JPEG Annex K.3
+    limiting, lengths handed back by (count desc, symbol asc)."""
+    syms = sorted((int(c), i) for i, c in enumerate(counts) if c > 0)
+    lengths = [0] * len(counts)
+    if len(syms) < 2:
+        return lengths
+    leaves = [c for c, _ in syms]
+    used, internal, parent = len(syms), [], {}
+    li = ii = 0
+    for node in range(used - 1):
+        total = 0
+        for _ in range(2):
+            if li < used and (ii >= node or leaves[li] <= internal[ii]):
+                pick, total, li = li, total + leaves[li], li + 1
+            else:
+                pick, total, ii = used + ii, total + internal[ii], ii + 1
+            parent[pick] = used + node
+        internal.append(total)
+    depth = {2 * used - 2: 0}
+    for node in range(2 * used - 3, -1, -1):
+        depth[node] = depth[parent[node]] + 1
+    maxd = max(depth[i] for i in range(used))
+    if maxd <= max_len:
+        for i, (_, sym) in enumerate(syms):
+            lengths[sym] = depth[i]
+        return lengths
+    bl = [0] * (maxd + 2)
+    for i in range(used):
+        bl[depth[i]] += 1
+    for i in range(maxd, max_len, -1):
+        while bl[i] > 0:
+            j = i - 2
+            while j > 1 and bl[j] == 0:
+                j -= 1
+            bl[i] -= 2
+            bl[i - 1] += 1
+            bl[j + 1] += 2
+            bl[j] -= 1
+    pos = used - 1
+    for ln in range(1, max_len + 1):
+        for _ in range(bl[ln]):
+            lengths[syms[pos][1]] = ln
+            pos -= 1
+    return lengths
+
+
+def test_huffman_lengths_match_the_documented_construction():
+    """Both sorts (counting sort for small counts, radix sort a byte of the count a pass
+    for larger ones, up to 8 passes) order symbols by (count, symbol) exactly: many ties,
+    counts from 1 to 2^60, over the length limit or not."""
+    from horovod_huffcomp.codebook import huffman_lengths
+
+    rng = np.random.default_rng(5)
+    for t in range(300):
+        alphabet = int(rng.choice([3, 17, 70, 254, 1000]))
+        top = 1 << int(rng.integers(1, 61))
+        counts = rng.integers(1, min(top, 1 << 62) + 1, alphabet, dtype=np.int64)
+        if t % 3 == 0:  # ties: few distinct counts
+            counts = rng.choice(counts[:4], alphabet)
+        counts *= rng.random(alphabet) < 0.7
+        counts = np.minimum(counts, (1 << 62) // alphabet)  # node weights fit in int64
+        got = huffman_lengths(counts.astype(np.int64), 15)
+        assert got.tolist() == _reference_lengths(counts, 15), t
+
+
 def test_huffman_lengths_same_with_either_sort():
-    """Counts too large to pack with their symbol take the stable-sort path: scaling every
-    count by 2^40 changes no comparison of the two-queue method, so the lengths agree."""
+    """Counts too large for the counting sort take the radix sort (here six passes or
+    more): scaling every count by 2^k changes no comparison of the two-queue method, so
+    the lengths agree."""
     from horovod_huffcomp.codebook import huffman_lengths
 
     rng = np.random.default_rng(11)
@@ -64,6 +132,6 @@ def test_huffman_lengths_same_with_either_sort():
         got = huffman_lengths(counts, 15)
         shift = 62 - int(counts.sum()).bit_length()  # node weights still fit in int64
         big = counts << shift
-        assert int(big.max()).bit_length() + alphabet.bit_length() > 63  # the fallback runs
+        assert int(big.max()).bit_length() > 40  # six radix passes or more
         np.testing.assert_array_equal(huffman_lengths(big, 15), got)
         assert (got > 0).sum() == ((counts > 0).sum() if (counts > 0).sum() > 1 else 0)

@@ -7,9 +7,9 @@ counts the histograms on the device and calls :func:`plan`; the CPU backend call
 :func:`encode`.
 
 On the CPU, every tensor's states are scanned once for their count of non-zeros and, when
-sparse (< 1/128 non-zero), their positions (``zrh.scan_nonzeros``), which the histograms
-and the writer then read instead of listing each window's (``zrh._next_list``): the work
-left is per non-zero, so one thread does it. Such a tensor, and any whose chunks one thread
+sparse (under 1/16 non-zero on two threads: ``zrh.sparse_limit``), their positions
+(``zrh.scan_nonzeros``), which the histograms and the writer then read instead of listing
+each window's (``zrh._next_list``): the work left is per non-zero, so one thread does it. Such a tensor, and any whose chunks one thread
 writes (below 2**16 elements, or in serial mode), is counted, planned and written in one
 numba call (:func:`_encode_serial`), and a bundle's consecutive such tensors in one call
 for them all (:func:`encode_run`, states read in place from the bundle's arena): for small
@@ -78,21 +78,23 @@ def choose(rc, lc, extra, shifted, n, s, raw_bits, auto, prev_kind, prev_code, p
     kind is KIND_ZRH (choice < 0: the previous section's code ``prev_code``, which costs no
     codebook bytes) or, only with ``auto``, KIND_HUFFMAN: full Huffman over the states, when
     its data and codebook bits (none if its codebook equals the previous section's
-    ``prev_cb``) are fewer than the best ZRH code's. ``raw_bits`` per non-zero (31 for exact
-    top-k)."""
-    choice, packed, zbits, zcb = zrh.plan_packed(rc, lc, extra, shifted, raw_bits * lc.sum(), s,
-                                                 prev_kind == KIND_ZRH, prev_code)
+    ``prev_cb``) are no more than the best ZRH code's; weighed first, they cap the ZRH
+    planner (``zrh._plan``), which then builds no code that cannot be cheaper. ``raw_bits``
+    per non-zero (31 for exact top-k)."""
     hl = np.zeros(2 * s + 1, np.int64)
     hs = -1
-    if auto:
+    cap = -1
+    if auto:  # full Huffman first: ZRH codes that cannot beat it are not built
         counts, hl, hs, hbits, hcb_bytes = zrh.state_code(lc, n, s)
         hbits += raw_bits * (n - counts[s])
-        hcb_bits = 8 * hcb_bytes
+        cap = hbits + 8 * hcb_bytes
         if prev_kind == KIND_HUFFMAN and prev_cb.shape[0] == hcb_bytes:
             if (code_bytes(hl, hs) == prev_cb).all():
-                hcb_bits = 0
-        if not zbits + zcb < hbits + hcb_bits:
-            return KIND_HUFFMAN, 0, packed, hl, hs
+                cap = hbits
+    choice, packed, zbits, zcb = zrh.plan_packed(rc, lc, extra, shifted, raw_bits * lc.sum(), s,
+                                                 prev_kind == KIND_ZRH, prev_code, cap)
+    if choice == -2:  # no ZRH code beats cap
+        return KIND_HUFFMAN, 0, packed, hl, hs
     return KIND_ZRH, choice, packed, hl, hs
 
 
@@ -213,14 +215,6 @@ def plan_many(coder: str, hist, sizes, s: int, raw_bits: int, prev=None):
     return chosen, tables
 
 
-@njit(cache=True)
-def sparse(n, nnz):
-    """Whether states are coded from the list of their non-zero positions (< 1/128
-    non-zero): one scan for the list, then work per non-zero, which one thread does in one
-    call. (Measured: from 1% non-zero on, two threads listing their windows are faster.)"""
-    return 128 * nnz < n
-
-
 _histograms_serial = zrh._histograms.serial
 _zrh_write_serial = zrh._write.serial
 _symbol_write_serial = symbol._write.serial
@@ -231,9 +225,9 @@ def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, pos, prev_kind
                    prev_cb):
     """Histograms, :func:`choose`, codebook and the one-group write (``write_one_pass``'s
     room and kernels) of one tensor in one call, from its ``nnz`` non-zeros and, if they are
-    sparse, their positions ``pos`` (``zrh.scan_nonzeros``): (kind, choice, packed ZRH code,
-    codebook bytes, chunk bits, data)."""
-    listed = sparse(n, nnz)
+    sparse, their positions ``pos`` (``zrh.scan_nonzeros``; read if it holds all ``nnz``):
+    (kind, choice, packed ZRH code, codebook bytes, chunk bits, data)."""
+    listed = pos.shape[0] == nnz
     m = (n + (1 << clog2) - 1) >> clog2
     first = np.zeros(2, np.int64)
     first[1] = m
@@ -301,10 +295,10 @@ def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind,
     for t in range(count):
         n = sizes[t]
         st = states[starts[t]: starts[t] + ((n + 7) & ~7)]
-        nnz, pos = zrh.scan_nonzeros(st, n)
+        nnz, pos = zrh.scan_nonzeros(st, n, threads)
         clog2 = auto_chunk_log2(n, nnz) if fixed_clog2 < 0 else fixed_clog2
         m = (n + (1 << clog2) - 1) >> clog2
-        if not sparse(n, nnz) and group_count(n, m, threads) > 1:
+        if pos.shape[0] != nnz and group_count(n, m, threads) > 1:
             return (t, nnz, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at,
                     last)
         kind, choice, packed, cb, chunk_bits, out = _encode_serial(
@@ -377,9 +371,9 @@ def encode(q, coder: str, clog2: int, prev=None, scanned=None):
     chunk_bits, data); ``prev`` and ``scanned`` as in ``coders.encode``."""
     n, s = q.n, q.levels
     raw, raw_bits = raw_values(q)
-    nnz, pos = zrh.scan_nonzeros(q.states, n) if scanned is None else scanned
+    nnz, pos = zrh.scan_nonzeros(q.states, n, chunk_threads()) if scanned is None else scanned
     m = (n + (1 << clog2) - 1) >> clog2
-    if sparse(n, nnz) or len(chunk_groups(n, m)) == 2:  # all in one call
+    if len(pos) == nnz or len(chunk_groups(n, m)) == 2:  # all in one call
         kind, choice, packed, cb, chunk_bits, data = _encode_serial(
             q.states, n, clog2, s, raw, raw_bits, coder == "auto", nnz, pos,
             *_prev_args(prev, s))

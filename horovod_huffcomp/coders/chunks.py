@@ -154,12 +154,20 @@ def _threads() -> int:
 
 @njit(cache=True)
 def _compact(out, base, ends):
-    """Move the groups' bytes together (forward copies: destinations precede sources)."""
+    """Move the groups' bytes together (forward copies: destinations precede sources), in
+    blocks no longer than the gap so that no block overlaps itself (a slice copy each,
+    rather than a byte at a time)."""
     pos = ends[0]
     for g in range(1, ends.shape[0]):
-        for j in range(base[g], ends[g]):
-            out[pos] = out[j]
-            pos += 1
+        j, gap = base[g], base[g] - pos
+        if gap == 0:
+            pos = ends[g]
+            continue
+        while j < ends[g]:
+            k = min(gap, ends[g] - j)
+            out[pos: pos + k] = out[j: j + k]
+            pos += k
+            j += k
     return pos
 
 
