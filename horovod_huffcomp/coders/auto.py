@@ -9,12 +9,12 @@ counts the histograms on the device and calls :func:`plan`; the CPU backend call
 On the CPU, every tensor's states are scanned once for their count of non-zeros and, when
 sparse (under 1/16 non-zero on two threads: ``zrh.sparse_limit``), their positions
 (``zrh.scan_nonzeros``), which the histograms and the writer then read instead of listing
-each window's (``zrh._next_list``): the work left is per non-zero, so one thread does it. Such a tensor, and any whose chunks one thread
-writes (below 2**16 elements, or in serial mode), is counted, planned and written in one
-numba call (:func:`_encode_serial`), and a bundle's consecutive such tensors in one call
-for them all (:func:`encode_run`, states read in place from the bundle's arena): for small
-and sparse tensors the Python and dispatch around half a dozen calls per tensor cost more
-than the coding.
+each window's (``zrh._next_list``): the work left is per non-zero, so one thread does it.
+Such a tensor, and any whose chunks one thread writes (below 2**16 elements, or in serial
+mode), is counted, planned and written in one numba call (:func:`_encode_serial`), and a
+bundle's consecutive such tensors in one call for them all (:func:`encode_run`, states
+read in place from the bundle's arena): for small and sparse tensors the Python and
+dispatch around half a dozen calls per tensor cost more than the coding.
 """
 from __future__ import annotations
 

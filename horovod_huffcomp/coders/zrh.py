@@ -159,8 +159,10 @@ def sparse_limit(n, threads):
     (fewer than n / (8 x threads)): the coders then read the list and do the work per
     non-zero in one thread, in one call for a run of tensors (``auto.encode_run``); denser
     tensors' chunk groups are written by ``threads`` threads, each listing its windows.
-    (Measured on 2 threads, whole bundles against the previous 1/128 for all: 0.6-0.7x the
-    time at 1-2% non-zero, 0.75-0.85x at 5-12%.)"""
+    (Measured on 2 threads, whole bundles against 1/128 for any thread count: 0.6x the
+    time where the big tensors are 1-4% non-zero, 0.78x at 2-8% (TernGrad). Limits of 1/8
+    to 1/2 did better still on some bundles on 2 threads, but would keep big tensors from
+    the parallel writers of a many-core host.)"""
     return (n - 1) // (SPARSE_PER_THREAD * max(threads, 1))
 
 
