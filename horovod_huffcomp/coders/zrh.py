@@ -250,8 +250,21 @@ def _count_long_run(rc, extra, shifted, rb, r):
         shifted[ctx, j] += r >> j
 
 
+@njit(inline="always", cache=True)
+def _count_long_runs(rc, extra, shifted, noted, count):
+    """The long runs noted by :func:`_histograms` (r << 16 | offset of the run context's
+    row) counted into the histograms."""
+    for j in range(count):
+        x = noted[j]
+        _count_long_run(rc, extra, shifted, x & 0xFFFF, x >> 16)
+
+
 @chunk_parallel
 def _histograms(states, n, clog2, s, first, pos, listed):
+    """Counted non-zero after non-zero; a long run (>= RUN_DIRECT, rare in dense states)
+    is only noted in the loop and counted after each ``WINDOW`` non-zeros: with its
+    bucket, extra bits and Rice sums inline, the loop kept fewer values in registers and
+    ran 1.2-1.35x slower on states 16-80% non-zero."""
     words = states.view(np.uint64)
     a2 = 2 * s
     lsym, rbase, lbase = value_tables(s, CTX_SIGN, RUN_ALPHABET, a2)
@@ -263,6 +276,7 @@ def _histograms(states, n, clog2, s, first, pos, listed):
     for g in prange(groups):
         grc, glc, gextra, gshifted = rc[g], lc[g], extra[g], shifted[g]
         buf = np.empty(0 if listed else WINDOW + 8, np.int64)
+        noted = np.empty(WINDOW, np.int64)
         k = first_listed(pos, np.int64(first[g]) << clog2, listed)
         for c in range(first[g], first[g + 1]):
             start = np.int64(c) << clog2
@@ -271,16 +285,20 @@ def _histograms(states, n, clog2, s, first, pos, listed):
             w = start
             while w < end:
                 at, k0, k, wend = _next_list(states, words, pos, k, w, end, listed, buf)
-                for t in range(k0, k):
-                    i = at[np.uint64(t)]
-                    r = i - prev - 1
-                    if r < RUN_DIRECT:  # inline: one helper for both branches ran 5x slower
-                        grc[np.uint64(rb + r)] += 1
-                    else:
-                        _count_long_run(grc, gextra, gshifted, rb, r)
-                    u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
-                    glc[np.uint64(lb + lsym[u])] += 1
-                    rb, lb, prev = rbase[u], lbase[u], i
+                for t0 in range(k0, k, WINDOW):
+                    nl = 0
+                    for t in range(t0, min(k, t0 + WINDOW)):
+                        i = at[np.uint64(t)]
+                        r = i - prev - 1
+                        if r < RUN_DIRECT:
+                            grc[np.uint64(rb + r)] += 1
+                        else:
+                            noted[np.uint64(nl)] = (r << 16) | rb
+                            nl += 1
+                        u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
+                        glc[np.uint64(lb + lsym[u])] += 1
+                        rb, lb, prev = rbase[u], lbase[u], i
+                    _count_long_runs(grc, gextra, gshifted, noted, nl)
                 w = wend
             r = end - prev - 1  # the terminal run
             if r < RUN_DIRECT:
