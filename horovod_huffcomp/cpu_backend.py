@@ -99,9 +99,9 @@ def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2,
                  gap: bool = False, prev: Section | None = None, scanned=None) -> Section:
     """The lossless step: quantized states -> a section (chunking, codebook, bits).
     ``scanned``: the states' ``zrh.scan_nonzeros`` if the caller has it."""
+    _check_chunk_log2(chunk_log2)
     if scanned is None:
         scanned = scan_nonzeros(q.states, q.n, chunk_threads())
-    _check_chunk_log2(chunk_log2)
     if chunk_log2 is None:
         chunk_log2 = auto_chunk_log2(q.n, scanned[0])
     prev_cb = (prev.coder, prev.codebook) if prev is not None else None
