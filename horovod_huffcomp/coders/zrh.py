@@ -261,12 +261,8 @@ def _count_long_runs(rc, extra, shifted, noted, count):
 
 @chunk_parallel
 def _histograms(states, n, clog2, s, first, pos, listed):
-    """Counted non-zero after non-zero; a long run (>= RUN_DIRECT, rare in dense states)
-    is only noted in the loop and counted after each ``WINDOW`` non-zeros. Counting its
-    bucket, extra bits and Rice sums inside the loop (a short run's count stays inline:
-    one helper for both ran 5x slower) left the loop's own values fewer registers: 1.2-1.35x
-    the time on states 16-80% non-zero."""
-    words = states.view(np.uint64)
+    """Group g's chunks counted by :func:`_histogram_group` into row g, the rows then
+    added."""
     a2 = 2 * s
     lsym, rbase, lbase = value_tables(s, CTX_SIGN, RUN_ALPHABET, a2)
     groups = first.shape[0] - 1
@@ -275,39 +271,53 @@ def _histograms(states, n, clog2, s, first, pos, listed):
     shifted = np.zeros((groups, NCTX, RICE_MAX_K + 1), np.int64)
     extra = np.zeros((groups, NCTX), np.int64)
     for g in prange(groups):
-        grc, glc, gextra, gshifted = rc[g], lc[g], extra[g], shifted[g]
-        buf = np.empty(0 if listed else WINDOW + 8, np.int64)
-        noted = np.empty(WINDOW, np.int64)
-        k = first_listed(pos, np.int64(first[g]) << clog2, listed)
-        for c in range(first[g], first[g + 1]):
-            start = np.int64(c) << clog2
-            end = min(n, start + (1 << clog2))
-            rb, lb, prev = np.int64(0), np.int64(0), start - 1  # table offsets of the contexts
-            w = start
-            while w < end:
-                at, k0, k, wend = _next_list(states, words, pos, k, w, end, listed, buf)
-                for t0 in range(k0, k, WINDOW):
-                    nl = 0
-                    for t in range(t0, min(k, t0 + WINDOW)):
-                        i = at[np.uint64(t)]
-                        r = i - prev - 1
-                        if r < RUN_DIRECT:
-                            grc[np.uint64(rb + r)] += 1
-                        else:
-                            noted[np.uint64(nl)] = (r << 16) | rb
-                            nl += 1
-                        u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
-                        glc[np.uint64(lb + lsym[u])] += 1
-                        rb, lb, prev = rbase[u], lbase[u], i
-                    _count_long_runs(grc, gextra, gshifted, noted, nl)
-                w = wend
-            r = end - prev - 1  # the terminal run
-            if r < RUN_DIRECT:
-                grc[np.uint64(rb + r)] += 1
-            else:
-                _count_long_run(grc, gextra, gshifted, rb, r)
+        _histogram_group(states, n, clog2, first[g], first[g + 1], pos, listed, lsym, rbase,
+                         lbase, rc[g], lc[g], extra[g], shifted[g])
     return (_sum_groups(rc).reshape(NCTX, RUN_ALPHABET), _sum_groups(lc).reshape(NLCTX, a2),
             _sum_groups(extra), _sum_groups(shifted.reshape(groups, -1)).reshape(NCTX, -1))
+
+
+@njit(cache=True)
+def _histogram_group(states, n, clog2, c0, c1, pos, listed, lsym, rbase, lbase, grc, glc,
+                     gextra, gshifted):
+    """Chunks c0..c1-1 counted, non-zero after non-zero; a long run (>= RUN_DIRECT, rare in
+    dense states) is only noted in the loop and counted after each ``WINDOW`` non-zeros.
+    Counting its bucket, extra bits and Rice sums inside the loop (a short run's count stays
+    inline: one helper for both ran 5x slower) left the loop's own values fewer registers:
+    1.2-1.35x the time on states 16-80% non-zero. A function of its own, not the body of
+    the kernels' ``prange``: numba's parallel lowering of the same loop ran 1.3-1.5x
+    slower on one thread than this."""
+    words = states.view(np.uint64)
+    buf = np.empty(0 if listed else WINDOW + 8, np.int64)
+    noted = np.empty(WINDOW, np.int64)
+    k = first_listed(pos, np.int64(c0) << clog2, listed)
+    for c in range(c0, c1):
+        start = np.int64(c) << clog2
+        end = min(n, start + (1 << clog2))
+        rb, lb, prev = np.int64(0), np.int64(0), start - 1  # table offsets of the contexts
+        w = start
+        while w < end:
+            at, k0, k, wend = _next_list(states, words, pos, k, w, end, listed, buf)
+            for t0 in range(k0, k, WINDOW):
+                nl = 0
+                for t in range(t0, min(k, t0 + WINDOW)):
+                    i = at[np.uint64(t)]
+                    r = i - prev - 1
+                    if r < RUN_DIRECT:
+                        grc[np.uint64(rb + r)] += 1
+                    else:
+                        noted[np.uint64(nl)] = (r << 16) | rb
+                        nl += 1
+                    u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
+                    glc[np.uint64(lb + lsym[u])] += 1
+                    rb, lb, prev = rbase[u], lbase[u], i
+                _count_long_runs(grc, gextra, gshifted, noted, nl)
+            w = wend
+        r = end - prev - 1  # the terminal run
+        if r < RUN_DIRECT:
+            grc[np.uint64(rb + r)] += 1
+        else:
+            _count_long_run(grc, gextra, gshifted, rb, r)
 
 
 @njit(inline="always", cache=True)
