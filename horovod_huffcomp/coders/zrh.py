@@ -450,57 +450,72 @@ def _short_runs(mode, ks, rtab):
 def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, raw, pos_nz,
            listed, first, base, out, chunk_bits, ends):
     """One pass: group g's chunks one after the other from byte base[g] (write_one_pass),
-    non-zero after non-zero (:func:`_next_list`; ``pos_nz`` read when ``listed``).
-
-    ``rtab``/``ltab``: run and level codes as code << 5 | length. A short run (< RUN_DIRECT)
-    and its level are one add of <= 55 bits (``bits.add``, ``store8``); a long run, the
-    terminal run and raw values go through ``bits.put``."""
-    words = states.view(np.uint64)
-    rawbits = raw.shape[0] > 0
-    a2 = 2 * s
-    lsym, rbase, lbase = value_tables(s, ctxmode, RUN_DIRECT, a2)
+    by :func:`_write_group`. ``rtab``/``ltab``: run and level codes as code << 5 |
+    length."""
+    lsym, rbase, lbase = value_tables(s, ctxmode, RUN_DIRECT, 2 * s)
     short = _short_runs(mode, ks, rtab)
     lt = ltab.ravel()
     for g in prange(first.shape[0] - 1):
-        buf = np.empty(0 if listed else WINDOW + 8, np.int64)
-        pos = base[g]
-        k = first_listed(pos_nz, np.int64(first[g]) << clog2, listed)
-        for c in range(first[g], first[g + 1]):
-            start = np.int64(c) << clog2
-            end = min(n, start + (1 << clog2))
-            cstart, acc, nacc = pos, B.U64(0), 0
-            rb, lb, prev = np.int64(0), np.int64(0), start - 1  # table offsets of the contexts
-            w = start
-            while w < end:
-                at, k0, k, wend = _next_list(states, words, pos_nz, k, w, end, listed, buf)
-                for t in range(k0, k):
-                    i = at[np.uint64(t)]
-                    r = i - prev - 1
-                    u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
-                    le = B.U64(lt[np.uint64(lb + lsym[u])])
-                    ln = le & B.U64(31)
-                    if r < RUN_DIRECT:  # nacc < 8 here: the sum stays <= 63
-                        re = short[np.uint64(rb + r)]
-                        acc, nacc = B.add(acc, nacc, ((re >> B.U64(6)) << ln) | (le >> B.U64(5)),
-                                          np.int64((re & B.U64(63)) + ln))
-                    else:
-                        ctx = rb // RUN_DIRECT
-                        pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx],
-                                                  rlens[ctx], rcodes[ctx])
-                        pos, acc, nacc = B.put(out, pos, acc, nacc, le >> B.U64(5),
-                                               np.int64(ln))
-                    if rawbits:
-                        pos, acc, nacc = B.store8(out, pos, acc, nacc)
-                        pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
-                    pos, acc, nacc = B.store8(out, pos, acc, nacc)  # back to < 8 pending
-                    rb, lb, prev = rbase[u], lbase[u], i
-                w = wend
-            ctx = rb // RUN_DIRECT  # the terminal run
-            pos, acc, nacc = _put_run(out, pos, acc, nacc, end - prev - 1, mode, ks[ctx],
-                                      rlens[ctx], rcodes[ctx])
-            chunk_bits[c] = 8 * (pos - cstart) + nacc
-            pos = B.flush(out, pos, acc, nacc)
-        ends[g] = pos
+        if raw.shape[0] > 0:
+            ends[g] = _write_group(states, n, clog2, mode, ks, rlens, rcodes, lsym, rbase,
+                                   lbase, short, lt, raw, pos_nz, listed, first[g],
+                                   first[g + 1], base[g], out, chunk_bits)
+        else:
+            ends[g] = _write_group(states, n, clog2, mode, ks, rlens, rcodes, lsym, rbase,
+                                   lbase, short, lt, None, pos_nz, listed, first[g],
+                                   first[g + 1], base[g], out, chunk_bits)
+
+
+@njit(cache=True)
+def _write_group(states, n, clog2, mode, ks, rlens, rcodes, lsym, rbase, lbase, short, lt,
+                 raw, pos_nz, listed, c0, c1, pos, out, chunk_bits):
+    """Chunks c0..c1-1 from byte ``pos`` of ``out``, non-zero after non-zero
+    (:func:`_next_list`; ``pos_nz`` read when ``listed``); returns the end byte. A short
+    run (< RUN_DIRECT) and its level are one add of <= 55 bits (``bits.add``, ``store8``);
+    a long run, the terminal run and raw values go through ``bits.put``.
+
+    ``raw`` None (no raw magnitudes) compiles a loop without their branch: 0.87-0.9x the
+    time of the same loop in the prange body with that branch, 0.76x as a serial kernel
+    (transformer tensors 45-75% non-zero)."""
+    words = states.view(np.uint64)
+    buf = np.empty(0 if listed else WINDOW + 8, np.int64)
+    k = first_listed(pos_nz, np.int64(c0) << clog2, listed)
+    for c in range(c0, c1):
+        start = np.int64(c) << clog2
+        end = min(n, start + (1 << clog2))
+        cstart, acc, nacc = pos, B.U64(0), 0
+        rb, lb, prev = np.int64(0), np.int64(0), start - 1  # table offsets of the contexts
+        w = start
+        while w < end:
+            at, k0, k, wend = _next_list(states, words, pos_nz, k, w, end, listed, buf)
+            for t in range(k0, k):
+                i = at[np.uint64(t)]
+                r = i - prev - 1
+                u = np.uint64(np.int64(states[np.uint64(i)]) + 128)
+                le = B.U64(lt[np.uint64(lb + lsym[u])])
+                ln = le & B.U64(31)
+                if r < RUN_DIRECT:  # nacc < 8 here: the sum stays <= 63
+                    re = short[np.uint64(rb + r)]
+                    acc, nacc = B.add(acc, nacc, ((re >> B.U64(6)) << ln) | (le >> B.U64(5)),
+                                      np.int64((re & B.U64(63)) + ln))
+                else:
+                    ctx = rb // RUN_DIRECT
+                    pos, acc, nacc = _put_run(out, pos, acc, nacc, r, mode, ks[ctx],
+                                              rlens[ctx], rcodes[ctx])
+                    pos, acc, nacc = B.put(out, pos, acc, nacc, le >> B.U64(5),
+                                           np.int64(ln))
+                if raw is not None:
+                    pos, acc, nacc = B.store8(out, pos, acc, nacc)
+                    pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
+                pos, acc, nacc = B.store8(out, pos, acc, nacc)  # back to < 8 pending
+                rb, lb, prev = rbase[u], lbase[u], i
+            w = wend
+        ctx = rb // RUN_DIRECT  # the terminal run
+        pos, acc, nacc = _put_run(out, pos, acc, nacc, end - prev - 1, mode, ks[ctx],
+                                  rlens[ctx], rcodes[ctx])
+        chunk_bits[c] = 8 * (pos - cstart) + nacc
+        pos = B.flush(out, pos, acc, nacc)
+    return pos
 
 
 @chunk_parallel
