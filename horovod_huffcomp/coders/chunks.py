@@ -38,7 +38,10 @@ def set_parallel(enabled: bool) -> None:
 
 def chunk_parallel(fn):
     """Compile a kernel whose ``prange`` runs over chunks twice: parallel, and serial (prange
-    acts as range); :func:`set_parallel` picks which one calls use."""
+    acts as range); :func:`set_parallel` picks which one calls use. numba's parallel
+    lowering compiles the ``prange`` body itself, which can run a hot loop slower than a
+    plain function does: the ZRH kernels' bodies call a function per chunk group
+    (``zrh._histogram_group``, ``zrh._write_group``); time both forms when writing one."""
     serial_fn = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                    fn.__defaults__, fn.__closure__)
     serial_fn.__qualname__ = fn.__qualname__ + "_serial"
