@@ -6,7 +6,7 @@ import numpy as np
 from . import coders
 from .coders import auto
 from .coders.chunks import auto_chunk_log2, chunk_threads
-from .coders.zrh import NO_POSITIONS, scan_nonzeros
+from .coders.zrh import scan_nonzeros
 from .errors import PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
 from .quantizers import arena_for, dequantize, quantize
@@ -66,8 +66,7 @@ def code_sections(qs, quantizer: str, dtypes, shapes, coder: str, chunk_log2, se
                   gap: bool = False, prev: Section | None = None) -> list[Section]:
     """:func:`code_section` of a bundle's tensors in turn, each after the one before. With
     ``auto``/``zrh``, runs of tensors are coded in one call each (``auto.encode_run``): all
-    but dense tensors of 2**16 elements or more (written by several threads, one by one)
-    and exact top-k (raw magnitudes)."""
+    but exact top-k (raw magnitudes)."""
     _check_chunk_log2(chunk_log2)
     out = []
     i = 0
@@ -77,19 +76,15 @@ def code_sections(qs, quantizer: str, dtypes, shapes, coder: str, chunk_log2, se
             while (j < len(qs) and auto.runs_together(qs[j])
                    and qs[j].levels == qs[i].levels):
                 j += 1
-        scanned = None
         if j > i:
-            coded, nnz = auto.encode_run(qs[i:j], coder, chunk_log2,
-                                         None if prev is None else (prev.coder, prev.codebook))
-            for c in coded:
+            for c in auto.encode_run(qs[i:j], coder, chunk_log2,
+                                     None if prev is None else (prev.coder, prev.codebook)):
                 prev = _section(qs[i], quantizer, dtypes[i], shapes[i], gap, prev, *c)
                 out.append(prev)
                 i += 1
-            if i == j:
-                continue
-            scanned = (nnz, NO_POSITIONS)  # a dense tensor: its positions are not listed
+            continue
         prev = code_section(qs[i], quantizer, dtypes[i], shapes[i], coder, chunk_log2, seed,
-                            gap, prev, scanned)
+                            gap, prev)
         out.append(prev)
         i += 1
     return out

@@ -1,6 +1,9 @@
 """Encoders write chunk groups (one per thread) into bounded room and move them together;
 decoders decode chunk groups in parallel. The bytes and the verdicts must not depend on the
 number of groups or on serial/parallel mode."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,6 +70,35 @@ def test_decode_verdicts_do_not_depend_on_grouping(groups):
     for k in (2, 5):
         groups(k)
         assert verdicts() == want
+
+
+_THREADING_PROBE = """
+import sys, numpy as np, numba.np.ufunc.parallel as P
+import horovod_huffcomp as hc
+from horovod_huffcomp.coders import chunks
+chunks.set_parallel(sys.argv[1] == "parallel")
+rng = np.random.default_rng(0)
+xs = [rng.standard_normal(n).astype(np.float32) for n in (300, 200_000, 70_000, 5)]
+for coder in ("auto", "zrh", "huffman"):
+    for kw in (dict(levels=127, norm="max"), dict(levels=1)):
+        ys = hc.decode_many(hc.encode_many(xs, "qsgd", coder, **kw))
+        assert [y.shape for y in ys] == [x.shape for x in xs]
+print(P._is_initialized)
+"""
+
+
+def test_serial_mode_never_starts_the_threading_layer():
+    """Horovod workers with a core each run the serial kernels (``set_parallel(False)``,
+    ``exchange.share_cores_between_local_ranks``): coding and decoding a bundle with dense
+    tensors of 2**16 elements and more must not start numba's threading layer, whose
+    OpenMP team would raise torch's thread count. A compiled function that calls a parallel
+    kernel starts it when loaded, so the one-call coders have serial twins
+    (``chunks.with_kernels``). The parallel mode must start it (the probe can tell)."""
+    for mode, started in (("serial", "False"), ("parallel", "True")):
+        r = subprocess.run([sys.executable, "-c", _THREADING_PROBE, mode], capture_output=True,
+                           text=True, timeout=1200)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.split()[-1] == started, (mode, r.stdout)
 
 
 def _reference_zrh(states, n, clog2, s, zc, raw):
@@ -257,8 +289,9 @@ def test_listed_zrh_kernels_match_windowed(groups, k, raw):
 
 
 def test_one_call_path_matches_the_planned_path():
-    """``auto.encode``'s one numba call (sparse or single-group tensors) against histograms,
-    ``auto.plan`` and the writers called one by one, along a bundle's chain of codebooks."""
+    """``auto.encode``'s one numba call (``auto._encode_tensor``: sparse, single-group and
+    multi-group tensors) against histograms, ``auto.plan`` and the writers called one by
+    one, along a bundle's chain of codebooks."""
     from horovod_huffcomp.coders import auto, symbol, zrh
     from horovod_huffcomp.quantizers import quantize
 
@@ -357,8 +390,8 @@ def test_runs_of_tensors_match_tensor_by_tensor(parallel, arena, request):
     (``auto.encode_run``): the same sections (coder, codebook, reuse flag, chunk size, chunk
     bits, data) as ``code_section`` of each in turn, for auto and zrh, chunk sizes auto and
     fixed, each first previous section (none, a reusable ZRH code, a Huffman code), states
-    in one arena or apart, runs broken by a large dense tensor (only when chunk groups are
-    written in parallel) and by exact top-k (raw magnitudes)."""
+    in one arena or apart, large dense tensors (chunk groups written in parallel) in the
+    runs, runs broken by exact top-k (raw magnitudes)."""
     from horovod_huffcomp import cpu_backend
     from horovod_huffcomp.codebook import Code
     from horovod_huffcomp.coders import auto, symbol, zrh

@@ -10,11 +10,11 @@ On the CPU, every tensor's states are scanned once for their count of non-zeros 
 sparse (under 1/16 non-zero on two threads: ``zrh.sparse_limit``), their positions
 (``zrh.scan_nonzeros``), which the histograms and the writer then read instead of listing
 each window's (``zrh._next_list``): the work left is per non-zero, so one thread does it.
-Such a tensor, and any whose chunks one thread writes (below 2**16 elements, or in serial
-mode), is counted, planned and written in one numba call (:func:`_encode_serial`), and a
-bundle's consecutive such tensors in one call for them all (:func:`encode_run`, states
-read in place from the bundle's arena): for small and sparse tensors the Python and
-dispatch around half a dozen calls per tensor cost more than the coding.
+A tensor is counted, planned and written in one numba call (:func:`_encode_tensor`; a dense
+tensor of 2**16 elements or more by several threads, a chunk group each), and a bundle's
+consecutive tensors in one call for them all (:func:`encode_run`, states read in place
+from the bundle's arena): the Python and dispatch around half a dozen calls per tensor
+cost more than the coding for small and sparse tensors, and 0.1-0.3 ms per dense tensor.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from numba import njit
 from ..codebook import Code, canonical_codes, code_nbytes, put_code
 from ..payload import Reader
 from . import symbol, zrh
-from .chunks import (RICE_MAX_K, RUN_ALPHABET, auto_chunk_log2, chunk_groups, chunk_threads,
-                     group_count, raw_values, room)
+from .chunks import (RICE_MAX_K, RUN_ALPHABET, auto_chunk_log2, chunk_threads, group_rooms,
+                     group_starts, join_groups, raw_values, with_kernels)
 
 KIND_NONE, KIND_ZRH, KIND_HUFFMAN = -1, 0, 1
 _NONE = np.zeros(0, np.int64)
@@ -215,70 +215,83 @@ def plan_many(coder: str, hist, sizes, s: int, raw_bits: int, prev=None):
     return chosen, tables
 
 
-_histograms_serial = zrh._histograms.serial
-_zrh_write_serial = zrh._write.serial
-_symbol_write_serial = symbol._write.serial
-
-
 @njit(cache=True)
-def _encode_serial(states, n, clog2, s, raw, raw_bits, auto, nnz, pos, prev_kind, prev_code,
-                   prev_cb):
-    """Histograms, :func:`choose`, codebook and the one-group write (``write_one_pass``'s
-    room and kernels) of one tensor in one call, from its ``nnz`` non-zeros and, if they are
-    sparse, their positions ``pos`` (``zrh.scan_nonzeros``; read if it holds all ``nnz``):
-    (kind, choice, packed ZRH code, codebook bytes, chunk bits, data)."""
+def _grown(a, need, used):
+    """``a``, or if it is shorter than ``need``, a longer copy of its first ``used`` items."""
+    if need <= a.shape[0]:
+        return a
+    b = np.empty(max(2 * a.shape[0], need), a.dtype)
+    b[:used] = a[:used]
+    return b
+
+
+# chunk_parallel kernels: _encode_tensor's parallel twin calls their parallel forms for
+# several chunk groups, and the serial forms for one (as its serial twin always does)
+_histograms, _histograms_serial = zrh._histograms, zrh._histograms.serial
+_zrh_write, _zrh_write_serial = zrh._write, zrh._write.serial
+_symbol_write, _symbol_write_serial = symbol._write, symbol._write.serial
+
+
+@with_kernels("_histograms", "_zrh_write", "_symbol_write")
+def _encode_tensor(states, n, clog2, s, raw, raw_bits, auto, nnz, pos, threads, prev_kind,
+                   prev_code, prev_cb, data, at):
+    """Histograms, :func:`choose`, codebook and write of one tensor in one call, from its
+    ``nnz`` non-zeros and, if they are sparse, their positions ``pos``
+    (``zrh.scan_nonzeros``; read if it holds all ``nnz``, by one thread); the chunk groups
+    of a dense tensor counted and written by ``threads`` threads (``chunks.group_count``),
+    then moved together (``chunks.join_groups``). The data is written into ``data`` from
+    byte ``at`` on (a longer copy of it if it is short of room): returns (kind, choice,
+    packed ZRH code, codebook bytes, chunk bits, data, the data's end)."""
     listed = pos.shape[0] == nnz
     m = (n + (1 << clog2) - 1) >> clog2
-    first = np.zeros(2, np.int64)
-    first[1] = m
-    rc, lc, extra, shifted = _histograms_serial(states, n, clog2, s, first, pos, listed)
+    first = group_starts(n, m, 1 if listed else threads)
+    groups = first.shape[0] - 1
+    if groups > 1:
+        rc, lc, extra, shifted = _histograms(states, n, clog2, s, first, pos, listed)
+    else:
+        rc, lc, extra, shifted = _histograms_serial(states, n, clog2, s, first, pos, listed)
     kind, choice, packed, hl, hs = choose(rc, lc, extra, shifted, n, s, raw_bits, auto,
                                           prev_kind, prev_code, prev_cb)
     chunk_bits = np.empty(m, np.int64)
-    ends = np.zeros(1, np.int64)
-    base = np.zeros(2, np.int64)
+    ends = np.zeros(groups, np.int64)
     if kind == KIND_ZRH:
         mode, ks, rl, rs, ll, ls = zrh.unpack_code(packed, s)
         cb = zrh._serialize(mode, ks, rl, rs, ll, ls)
         rcd, rtab, ltab, per_elem, run_max, level_max = zrh._writer_tables(mode, ks, rl, rs, ll)
-        base[1] = room(n, m, per_elem, run_max + level_max + raw_bits, nnz, run_max)
-        out = np.empty(base[1], np.uint8)
+        base = at + group_rooms(n, clog2, first, per_elem, run_max + level_max + raw_bits,
+                                nnz, run_max)
+        out = _grown(data, base[groups], at)
         ctxmode = zrh.ctxmode_of(rl.shape[0], ll.shape[0])
-        _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab, raw,
-                          pos, listed, first, base, out, chunk_bits, ends)
+        if groups > 1:
+            _zrh_write(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab, raw, pos,
+                       listed, first, base, out, chunk_bits, ends)
+        else:
+            _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab,
+                              raw, pos, listed, first, base, out, chunk_bits, ends)
     else:
         cb = code_bytes(hl, hs)
         table = ((canonical_codes(hl) << 5) | hl).astype(np.uint32)
-        base[1] = room(n, m, hl.max(), raw_bits, n, 0)
-        out = np.empty(base[1], np.uint8)
-        _symbol_write_serial(states, n, clog2, s, table, raw, first, base, out, chunk_bits, ends)
-    return kind, choice, packed, cb, chunk_bits, out[: ends[0]]
+        base = at + group_rooms(n, clog2, first, hl.max(), raw_bits, n, 0)
+        out = _grown(data, base[groups], at)
+        if groups > 1:
+            _symbol_write(states, n, clog2, s, table, raw, first, base, out, chunk_bits, ends)
+        else:
+            _symbol_write_serial(states, n, clog2, s, table, raw, first, base, out,
+                                 chunk_bits, ends)
+    return kind, choice, packed, cb, chunk_bits, out, join_groups(out, base, ends)
 
 
-@njit(cache=True)
-def _grown(a, need):
-    """``a``, or a copy of it with room for at least ``need`` items."""
-    if need <= a.shape[0]:
-        return a
-    b = np.empty(max(2 * a.shape[0], need), a.dtype)
-    b[: a.shape[0]] = a
-    return b
-
-
-@njit(cache=True)
+@with_kernels("_encode_tensor")
 def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind, prev_code,
                 prev_cb):
-    """:func:`_encode_serial` of consecutive tensors of a bundle in one call (tensor t's
+    """:func:`_encode_tensor` of consecutive tensors of a bundle in one call (tensor t's
     ``sizes[t]`` states from ``states[starts[t]]``, 8-aligned and zero padded), each one's
     previous section being the one before it (the first's: ``_prev_args``), with its chunk
     size from its count of non-zeros (``auto_chunk_log2``) or ``fixed_clog2`` if >= 0.
-    Stops before the first tensor that ``threads`` threads write in several chunk groups
-    (dense, at least 2**16 elements: :func:`encode` codes it in parallel).
 
-    Returns: how many tensors were coded, the non-zero count of the one it stopped at; per
-    tensor coded: kind, whether it reuses the previous ZRH code, chunk_log2, and its
+    Returns, per tensor: kind, whether it reuses the previous ZRH code, chunk_log2, and its
     codebook bytes / chunk bits / data as slices ``[at[t]:at[t + 1]]`` of three arrays; last,
-    the packed ZRH code of the last tensor coded if it is coded with ZRH (else empty)."""
+    the packed ZRH code of the last tensor if it is coded with ZRH (else empty)."""
     count = sizes.shape[0]
     kinds = np.empty(count, np.int8)
     reused = np.zeros(count, np.bool_)
@@ -288,7 +301,7 @@ def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind,
     data_at = np.zeros(count + 1, np.int64)
     cbs = np.empty(64 * count + 64, np.uint8)
     bits = np.empty(count + 16, np.int64)
-    data = np.empty(1 << 16, np.uint8)
+    data = np.empty(max(sizes.sum(), 1 << 16), np.uint8)
     no_raw = np.zeros(0, np.uint32)
     pk, pc, pcb = prev_kind, prev_code, prev_cb
     last = _NONE
@@ -298,11 +311,9 @@ def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind,
         nnz, pos = zrh.scan_nonzeros(st, n, threads)
         clog2 = auto_chunk_log2(n, nnz) if fixed_clog2 < 0 else fixed_clog2
         m = (n + (1 << clog2) - 1) >> clog2
-        if pos.shape[0] != nnz and group_count(n, m, threads) > 1:
-            return (t, nnz, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at,
-                    last)
-        kind, choice, packed, cb, chunk_bits, out = _encode_serial(
-            st, n, clog2, s, no_raw, 0, auto, nnz, pos, pk, pc, pcb)
+        kind, choice, packed, cb, chunk_bits, data, end = _encode_tensor(
+            st, n, clog2, s, no_raw, 0, auto, nnz, pos, threads, pk, pc, pcb, data,
+            data_at[t])
         kinds[t] = kind
         clog2s[t] = clog2
         if kind == KIND_HUFFMAN:
@@ -313,17 +324,14 @@ def _encode_run(states, starts, sizes, fixed_clog2, s, auto, threads, prev_kind,
             pk, pc, pcb = KIND_ZRH, packed, _NO_CODEBOOK
             last = packed
         k = 0 if reused[t] else cb.shape[0]
-        cbs = _grown(cbs, cb_at[t] + k)
+        cbs = _grown(cbs, cb_at[t] + k, cb_at[t])
         cbs[cb_at[t]: cb_at[t] + k] = cb[:k]
         cb_at[t + 1] = cb_at[t] + k
-        bits = _grown(bits, bits_at[t] + m)
+        bits = _grown(bits, bits_at[t] + m, bits_at[t])
         bits[bits_at[t]: bits_at[t] + m] = chunk_bits
         bits_at[t + 1] = bits_at[t] + m
-        k = out.shape[0]
-        data = _grown(data, data_at[t] + k)
-        data[data_at[t]: data_at[t] + k] = out
-        data_at[t + 1] = data_at[t] + k
-    return count, 0, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last
+        data_at[t + 1] = end
+    return kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last
 
 
 def runs_together(q) -> bool:
@@ -335,11 +343,9 @@ def runs_together(q) -> bool:
 def encode_run(qs, coder: str, clog2: int | None, prev=None):
     """``auto`` or ``zrh`` coding of consecutive tensors of a bundle (all
     :func:`runs_together`, one s), each after the one before (``prev`` before the first, as
-    in :func:`encode`), in one numba call, up to the first dense tensor written in parallel:
-    ([(coder used, codebook bytes, chunk_bits, data, chunk_log2)] of the tensors coded, the
-    same as :func:`encode` of each in turn; that dense tensor's non-zero count or None).
-    States in one arena (``quantizers.arena_for``) are read in place, others copied
-    together first."""
+    in :func:`encode`), in one numba call: [(coder used, codebook bytes, chunk_bits, data,
+    chunk_log2)] per tensor, the same as :func:`encode` of each in turn. States in one
+    arena (``quantizers.arena_for``) are read in place, others copied together first."""
     s = qs[0].levels
     sizes = np.array([q.n for q in qs], np.int64)
     arena = qs[0].arena
@@ -350,12 +356,12 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
         starts = np.zeros(len(qs), np.int64)
         np.cumsum(lens[:-1], out=starts[1:])
         states = np.concatenate([q.states for q in qs])
-    done, nnz, kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last = \
-        _encode_run(states, starts, sizes, -1 if clog2 is None else clog2, s, coder == "auto",
-                    chunk_threads(), *_prev_args(prev, s))
+    kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last = _encode_run(
+        states, starts, sizes, -1 if clog2 is None else clog2, s, coder == "auto",
+        chunk_threads(), *_prev_args(prev, s))
     out = []
     cb_at, bits_at, data_at = cb_at.tolist(), bits_at.tolist(), data_at.tolist()
-    for t in range(done):
+    for t in range(len(qs)):
         cb = prev[1] if reused[t] else cbs[cb_at[t]: cb_at[t + 1]].tobytes()
         used = "huffman" if kinds[t] == KIND_HUFFMAN else "zrh"
         out.append((used, cb, bits[bits_at[t]: bits_at[t + 1]],
@@ -363,26 +369,23 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
         prev = (used, cb)
     if last.size:
         _remember(prev[1], s, last)
-    return out, (None if done == len(qs) else int(nnz))
+    return out
 
 
 def encode(q, coder: str, clog2: int, prev=None, scanned=None):
-    """``auto`` or ``zrh`` coding of quantized states: (coder used, codebook bytes,
-    chunk_bits, data); ``prev`` and ``scanned`` as in ``coders.encode``."""
+    """``auto`` or ``zrh`` coding of quantized states in one numba call
+    (:func:`_encode_tensor`): (coder used, codebook bytes, chunk_bits, data); ``prev`` and
+    ``scanned`` as in ``coders.encode``."""
     n, s = q.n, q.levels
     raw, raw_bits = raw_values(q)
-    nnz, pos = zrh.scan_nonzeros(q.states, n, chunk_threads()) if scanned is None else scanned
-    m = (n + (1 << clog2) - 1) >> clog2
-    if len(pos) == nnz or len(chunk_groups(n, m)) == 2:  # all in one call
-        kind, choice, packed, cb, chunk_bits, data = _encode_serial(
-            q.states, n, clog2, s, raw, raw_bits, coder == "auto", nnz, pos,
-            *_prev_args(prev, s))
-        if kind == KIND_HUFFMAN:
-            return "huffman", cb.tobytes(), chunk_bits, data
-        if choice < 0:
-            return "zrh", prev[1], chunk_bits, data
-        return "zrh", _remember(cb.tobytes(), s, packed), chunk_bits, data
-    used, cb, code = plan(coder, zrh.histograms(q.states, n, clog2, s), s, n, raw_bits, prev)
-    if used == "zrh":
-        return (used, cb) + zrh.encode(q, clog2, code, nnz)
-    return (used, cb) + symbol.encode(q, clog2, code)
+    threads = chunk_threads()
+    nnz, pos = zrh.scan_nonzeros(q.states, n, threads) if scanned is None else scanned
+    kind, choice, packed, cb, chunk_bits, data, end = _encode_tensor(
+        q.states, n, clog2, s, raw, raw_bits, coder == "auto", nnz, pos, threads,
+        *_prev_args(prev, s), _NO_CODEBOOK, 0)
+    data = data[:end]
+    if kind == KIND_HUFFMAN:
+        return "huffman", cb.tobytes(), chunk_bits, data
+    if choice < 0:
+        return "zrh", prev[1], chunk_bits, data
+    return "zrh", _remember(cb.tobytes(), s, packed), chunk_bits, data

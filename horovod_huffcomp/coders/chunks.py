@@ -56,6 +56,39 @@ def chunk_parallel(fn):
     return call
 
 
+def with_kernels(*names):
+    """Compile a function that calls :func:`chunk_parallel` kernels (or other such
+    functions) twice: with the global ``names`` bound to their parallel forms, and to their
+    serial forms; :func:`set_parallel` picks which one calls use. A compiled function that
+    calls a parallel kernel starts numba's threading layer when it is loaded, even if that
+    call is never made, so serial mode needs a twin that names none. The twins are
+    compiled on first use, when the module's globals are all defined."""
+    def wrap(fn):
+        twins = {}
+
+        def twin(form):
+            if form not in twins:
+                env = dict(fn.__globals__)
+                env.update({name: getattr(env[name], form) for name in names})
+                f = types.FunctionType(fn.__code__, env, f"{fn.__name__}_{form}",
+                                       fn.__defaults__, fn.__closure__)
+                f.__qualname__ = f"{fn.__qualname__}_{form}"
+                twins[form] = njit(cache=True)(f)
+            return twins[form]
+
+        class Twins:
+            __doc__ = fn.__doc__
+            __name__ = fn.__name__
+            parallel = property(lambda self: twin("parallel"))
+            serial = property(lambda self: twin("serial"))
+
+            def __call__(self, *args):
+                return twin("parallel" if _PARALLEL[0] else "serial")(*args)
+
+        return Twins()
+    return wrap
+
+
 @njit(cache=True)
 def auto_chunk_log2(n, nnz):
     """Default chunk size from integer counts only (reproducible on any backend).
@@ -102,23 +135,38 @@ def write_one_pass(n: int, clog2: int, bits_per_element: int, bits_per_nonzero: 
     m = (n + (1 << clog2) - 1) >> clog2
     if m == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    first = chunk_groups(n, m)
+    first = group_starts(n, m, chunk_threads())
     groups = len(first) - 1
-    base = [0]
-    for g in range(groups):
-        elems = min(first[g + 1] << clog2, n) - min(first[g] << clog2, n)
-        base.append(base[-1] + room(elems, first[g + 1] - first[g], bits_per_element,
-                                    bits_per_nonzero, nonzeros, bits_per_chunk))
-    first, base = np.array(first, np.int64), np.array(base, np.int64)
+    base = group_rooms(n, clog2, first, bits_per_element, bits_per_nonzero, nonzeros,
+                       bits_per_chunk)
     out = np.empty(base[-1], np.uint8)
     chunk_bits = np.empty(m, np.int64)
     ends = np.empty(groups, np.int64)
     (kernel if groups > 1 else kernel.serial)(*args, first, base, out, chunk_bits, ends)
-    if groups == 1:
-        return chunk_bits, out[: ends[0]]
-    if (ends > base[1:]).any():  # cannot happen: the room is an upper bound
-        raise AssertionError("a chunk group overran its room")
-    return chunk_bits, out[: _compact(out, base, ends)]
+    return chunk_bits, out[: join_groups(out, base, ends)]
+
+
+@njit(cache=True)
+def group_rooms(n, clog2, first, bits_per_element, bits_per_nonzero, nonzeros,
+                bits_per_chunk):
+    """Where each chunk group's room starts in a writer's output (:func:`write_one_pass`),
+    and last, the room's end."""
+    groups = first.shape[0] - 1
+    base = np.zeros(groups + 1, np.int64)
+    for g in range(groups):
+        elems = min(first[g + 1] << clog2, n) - min(first[g] << clog2, n)
+        base[g + 1] = base[g] + room(elems, first[g + 1] - first[g], bits_per_element,
+                                     bits_per_nonzero, nonzeros, bits_per_chunk)
+    return base
+
+
+@njit(cache=True)
+def join_groups(out, base, ends):
+    """The chunk groups' bytes moved together (:func:`_compact`); returns their end."""
+    for g in range(ends.shape[0]):
+        if ends[g] > base[g + 1]:  # cannot happen: the room is an upper bound
+            raise AssertionError("a chunk group overran its room")
+    return ends[0] if ends.shape[0] == 1 else _compact(out, base, ends)
 
 
 @njit(cache=True)
@@ -147,6 +195,16 @@ def chunk_groups(n: int, m: int) -> list[int]:
     (:func:`group_count`; one group in serial mode)."""
     groups = group_count(n, m, chunk_threads())
     return [g * m // groups for g in range(groups + 1)]
+
+
+@njit(cache=True)
+def group_starts(n, m, threads):
+    """:func:`chunk_groups` as an array, for ``threads`` threads."""
+    groups = group_count(n, m, threads)
+    first = np.empty(groups + 1, np.int64)
+    for g in range(groups + 1):
+        first[g] = g * m // groups
+    return first
 
 
 def _threads() -> int:
