@@ -30,7 +30,7 @@ from .errors import PayloadError
 from .payload import MAX_CODE_LEN, Reader, byte_view, put_varint, read_varint
 
 
-HUFFMAN_WORK = 8  # int64 scratch per symbol that huffman_lengths_into needs
+HUFFMAN_WORK = 9  # int64 scratch per symbol that huffman_lengths_into / code_sized_into need
 
 
 @njit(cache=True)
@@ -47,18 +47,30 @@ def huffman_lengths_into(counts, max_len, lengths, work):
     """:func:`huffman_lengths` into ``lengths``, with ``work`` (>= HUFFMAN_WORK int64 per
     symbol) as scratch: the planner builds ~20 codes per tensor, and the arrays each build
     allocated were ~20% of its time on small alphabets."""
-    n = counts.shape[0]
-    lengths[:] = 0
+    _lengths_of_used(counts, _used_symbols(counts, lengths, work), max_len, lengths, work)
+
+
+@njit(inline="always", cache=True)
+def _used_symbols(counts, lengths, work):
+    """One pass over the alphabet: ``lengths`` zeroed, the used symbols (count > 0) listed
+    in symbol order in ``work[:used]``; returns used."""
     used = 0
-    for i in range(n):
-        if counts[i] > 0:
-            used += 1
+    for i in range(counts.shape[0]):
+        lengths[i] = 0
+        work[used] = i
+        used += counts[i] > 0
+    return used
+
+
+@njit(cache=True)
+def _lengths_of_used(counts, used, max_len, lengths, work):
+    """:func:`huffman_lengths_into` once :func:`_used_symbols` has listed the ``used``
+    symbols in ``work[:used]`` and zeroed ``lengths`` (the list is then overwritten)."""
     if used <= 1:
         return
     if used == 2:  # the tree of two leaves
-        for i in range(n):
-            if counts[i] > 0:
-                lengths[i] = 1
+        lengths[work[0]] = 1
+        lengths[work[1]] = 1
         return
     syms = work[:used]
     w = work[used: 2 * used]
@@ -66,11 +78,6 @@ def huffman_lengths_into(counts, max_len, lengths, work):
     parent = work[3 * used: 5 * used - 1]
     iw = work[5 * used: 6 * used - 1]
     depth = work[6 * used: 8 * used - 1]
-    k = 0
-    for i in range(n):
-        if counts[i] > 0:
-            syms[k] = i
-            k += 1
     # sort by (count, symbol): syms are in symbol order, so any stable sort by count. A
     # counting sort when the counts are small, else a least-significant-digit radix sort,
     # a byte of the count a pass (numba's sort of packed keys took ~5 us for 200 symbols).
@@ -259,16 +266,43 @@ def code_from_counts(counts):
 def code_from_counts_into(counts, lengths, work):
     """:func:`code_from_counts` into ``lengths`` (scratch ``work`` as for
     :func:`huffman_lengths_into`); returns single."""
-    used, last = 0, -1
-    for i in range(counts.shape[0]):
-        if counts[i] > 0:
-            used += 1
-            last = i
+    used = _used_symbols(counts, lengths, work)
     if used == 1:
-        lengths[:] = 0
-        return last
-    huffman_lengths_into(counts, MAX_CODE_LEN, lengths, work)
+        return work[0]
+    _lengths_of_used(counts, used, MAX_CODE_LEN, lengths, work)
     return -1
+
+
+@njit(cache=True)
+def code_sized_into(counts, lengths, work):
+    """:func:`code_from_counts_into` and, from the used symbols alone (not the alphabet
+    again), the code's :func:`code_cost` and :func:`code_nbytes`: (single, data bits,
+    codebook bytes). The planner weighs ~20 codes per tensor over up to 255 symbols, most
+    of them unused in small tensors' context rows."""
+    a = counts.shape[0]
+    used = _used_symbols(counts, lengths, work)
+    if used == 0:
+        return -1, 0, 1
+    if used == 1:
+        return work[0], 0, 1 + varint_len(work[0])
+    order = work[(HUFFMAN_WORK - 1) * a: (HUFFMAN_WORK - 1) * a + used]
+    order[:] = work[:used]  # the used symbols in symbol order (the build sorts work's)
+    _lengths_of_used(counts, used, MAX_CODE_LEN, lengths, work)
+    bits, gbits, prev, same = 0, 0, 0, True
+    for k in range(used):
+        i = order[k]
+        ln = lengths[i]
+        bits += counts[i] * ln
+        same = same and ln == lengths[order[0]]
+        if k > 0 and i > order[k - 1] + 1:  # unused symbols between: lengths 0
+            gbits += _gamma_bits(-prev) + (i - order[k - 1] - 2)  # to 0, then 0 -> 0 (1 bit)
+            prev = 0
+        gbits += _gamma_bits(ln - prev)
+        prev = ln
+    if used == a and a & (a - 1) == 0 and same:
+        return -1, bits, 1
+    lo, hi = order[0], order[used - 1]
+    return -1, bits, varint_len(hi - lo + 2) + varint_len(lo) + (gbits + 7) // 8
 
 
 @njit(cache=True)
@@ -331,11 +365,16 @@ def code_nbytes(lengths, single):
         return 1
     bits, prev = 0, 0
     for i in range(lo, hi + 1):
-        d = lengths[i] - prev
-        z = 2 * d if d >= 0 else -2 * d - 1
-        bits += _GAMMA_BITS[z] if z < 32 else 2 * B.bitlen(z + 1) - 1
+        bits += _gamma_bits(lengths[i] - prev)
         prev = lengths[i]
     return varint_len(form) + varint_len(lo) + (bits + 7) // 8
+
+
+@njit(inline="always", cache=True)
+def _gamma_bits(d):
+    """Bits of a length difference d in a serialised code: Elias gamma of zigzag(d) + 1."""
+    z = 2 * d if d >= 0 else -2 * d - 1
+    return _GAMMA_BITS[z] if z < 32 else 2 * B.bitlen(z + 1) - 1
 
 
 @njit(inline="always", cache=True)

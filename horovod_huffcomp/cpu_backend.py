@@ -49,11 +49,13 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio, chunk_lo
 
 def _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, data,
              chunk_log2) -> Section:
+    """A coded tensor's section; its data a read-only view of the coder's uint8 array (not
+    a copy: ``payload.pack`` copies it once, into the payload)."""
     return Section(
         quantizer=quantizer, coder=used, dtype=dtype, shape=shape, levels=q.levels,
         scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,
         gap_layout=gap, reuse=prev is not None and (prev.coder, prev.codebook) == (used, codebook),
-        codebook=codebook, chunk_bits=chunk_bits, data=data.tobytes(),
+        codebook=codebook, chunk_bits=chunk_bits, data=data.data.toreadonly(),
     )
 
 

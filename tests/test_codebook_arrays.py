@@ -1,12 +1,12 @@
 """The array form of codebooks that the numba planners use (``codebook.code_from_counts``,
-``code_cost``, ``code_nbytes``, ``put_code``) must agree exactly with :class:`Code` (its
+``code_cost``, ``code_nbytes``, ``code_sized_into``, ``put_code``) must agree exactly with :class:`Code` (its
 construction and serialisation) and with a plain NumPy cost: the ZRH planner weighs
 candidate codes by these numbers, then serialises the winner with them."""
 import numpy as np
 import pytest
 
-from horovod_huffcomp.codebook import (Code, code_cost, code_from_counts, code_nbytes,
-                                       put_code)
+from horovod_huffcomp.codebook import (HUFFMAN_WORK, Code, code_cost, code_from_counts,
+                                       code_nbytes, code_sized_into, put_code)
 
 
 def _counts(rng, t):
@@ -32,6 +32,7 @@ def _counts(rng, t):
 @pytest.mark.parametrize("seed", range(4))
 def test_array_codes_match_code_objects(seed):
     rng = np.random.default_rng(seed)
+    work = np.full(HUFFMAN_WORK * 255, 12345, np.int64)  # reused dirty, as the planner does
     for t in range(500):
         c = _counts(rng, t)
         code = Code.from_counts(c)
@@ -40,6 +41,11 @@ def test_array_codes_match_code_objects(seed):
         ref = bytearray()
         code.serialize(ref)
         assert code_nbytes(lengths, single) == len(ref)
+        sized = np.full(c.size, 7, np.int64)
+        # the planner's one call: the same code, its cost and its serialised size
+        assert code_sized_into(c, sized, work) == (code.single, int(np.dot(c, lengths)),
+                                                   len(ref)), t
+        assert np.array_equal(sized, lengths)
         out = np.zeros(len(ref) + 16, np.uint8)
         assert bytes(out[: put_code(out, 0, lengths, single)]) == bytes(ref)
         other = c * (rng.random(c.size) < 0.5) + (rng.random(c.size) < 0.05)

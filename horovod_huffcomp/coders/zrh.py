@@ -36,8 +36,8 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .. import bits as B
-from ..codebook import (HUFFMAN_WORK, canonical_code_rows, code_cost, code_from_counts,
-                        code_from_counts_into, code_nbytes, decode_table_rows, parse_codes,
+from ..codebook import (HUFFMAN_WORK, canonical_code_rows, code_cost, code_nbytes,
+                        code_sized_into, decode_table_rows, parse_codes,
                         put_code, read_sym, varint_len)
 from ..errors import PayloadError
 from ..payload import Reader
@@ -335,15 +335,19 @@ def state_code(lc, n, s):
     counts (index state + s), their code (lengths, single), its data bits and codebook
     bytes."""
     counts = np.zeros(2 * s + 1, np.int64)
+    for c in range(lc.shape[0]):  # levels -s..-1 are symbols 0..s-1, 1..s are s+1..2s
+        for j in range(s):
+            counts[j] += lc[c, j]
+        for j in range(s, 2 * s):
+            counts[j + 1] += lc[c, j]
     nz = 0
-    for c in range(lc.shape[0]):
-        for j in range(2 * s):
-            counts[j if j < s else j + 1] += lc[c, j]
-            nz += lc[c, j]
+    for j in range(2 * s + 1):
+        nz += counts[j]
     counts[s] = n - nz
-    lengths, single = code_from_counts(counts)
-    return counts, lengths, single, code_cost(counts, lengths, single), code_nbytes(lengths,
-                                                                                    single)
+    lengths = np.empty(2 * s + 1, np.int64)
+    single, bits, nbytes = code_sized_into(counts, lengths,
+                                           np.empty(HUFFMAN_WORK * (2 * s + 1), np.int64))
+    return counts, lengths, single, bits, nbytes
 
 
 @njit(cache=True)
@@ -736,9 +740,9 @@ def _codes_of(counts):
     work = np.empty(HUFFMAN_WORK * counts.shape[1], np.int64)
     bits, nbytes = 0, 0
     for c in range(rows):
-        singles[c] = code_from_counts_into(counts[c], lengths[c], work)
-        bits += code_cost(counts[c], lengths[c], singles[c])
-        nbytes += code_nbytes(lengths[c], singles[c])
+        singles[c], b, nb = code_sized_into(counts[c], lengths[c], work)
+        bits += b
+        nbytes += nb
     return lengths, singles, bits, nbytes
 
 
