@@ -80,22 +80,61 @@ def choose(rc, lc, extra, shifted, n, s, raw_bits, auto, prev_kind, prev_code, p
     its data and codebook bits (none if its codebook equals the previous section's
     ``prev_cb``) are no more than the best ZRH code's; weighed first, they cap the ZRH
     planner (``zrh._plan``), which then builds no code that cannot be cheaper. ``raw_bits``
-    per non-zero (31 for exact top-k)."""
+    per non-zero (31 for exact top-k). In two steps: :func:`choose_alone`, which does not
+    depend on the previous section, then :func:`choose_after`."""
+    alone = choose_alone(rc, lc, extra, shifted, n, s, raw_bits, auto)
+    if prev_kind == KIND_ZRH:
+        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = zrh.unpack_code(prev_code, s)
+    else:
+        p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = (-1, prev_code, lc[:1].copy(), prev_code,
+                                                lc[:1].copy(), prev_code)
+    choice, code = choose_after(alone, rc, lc, extra, raw_bits, auto, prev_kind, p_mode, p_ks,
+                                p_rl, p_rs, p_ll, p_ls, prev_cb)
+    hl, hs = alone[0], alone[1]
+    if choice == -2:  # no ZRH code beats full Huffman
+        return KIND_HUFFMAN, 0, prev_code, hl, hs
+    if choice < 0:
+        return KIND_ZRH, choice, prev_code, hl, hs
+    return KIND_ZRH, choice, zrh.pack_code(*code), hl, hs
+
+
+@njit(cache=True)
+def choose_alone(rc, lc, extra, shifted, n, s, raw_bits, auto):
+    """What :func:`choose` weighs that does not depend on the previous section: the
+    full-Huffman alternative (lengths, single, data bits, codebook bytes; with ``auto``) and
+    ``zrh._plan_alone`` below its cost, and the runs' Rice costs."""
     hl = np.zeros(2 * s + 1, np.int64)
-    hs = -1
+    hs, hbits, hcb_bytes = -1, 0, 0
     cap = -1
     if auto:  # full Huffman first: ZRH codes that cannot beat it are not built
         counts, hl, hs, hbits, hcb_bytes = zrh.state_code(lc, n, s)
         hbits += raw_bits * (n - counts[s])
         cap = hbits + 8 * hcb_bytes
+    rice = zrh.rice_costs(rc, shifted)
+    return hl, hs, hbits, hcb_bytes, rice, zrh._plan_alone(rc, lc, extra, rice,
+                                                           raw_bits * lc.sum(), cap)
+
+
+@njit(cache=True)
+def choose_after(alone, rc, lc, extra, raw_bits, auto, prev_kind, p_mode, p_ks, p_rl, p_rs,
+                 p_ll, p_ls, prev_cb):
+    """:func:`choose` from :func:`choose_alone`'s result and the previous section: its
+    kind, its ZRH code unpacked (``zrh.unpack_code``; read if ``prev_kind`` is KIND_ZRH),
+    its Huffman codebook ``prev_cb`` (read if KIND_HUFFMAN). Returns (choice, the ZRH code
+    (mode, ks, rl, rs, ll, ls)): choice -2 is full Huffman, -1 the previous code."""
+    hl, hs, hbits, hcb_bytes, rice, best = alone
+    cap = -1
+    if auto:
+        cap = hbits + 8 * hcb_bytes
         if prev_kind == KIND_HUFFMAN and prev_cb.shape[0] == hcb_bytes:
             if (code_bytes(hl, hs) == prev_cb).all():
                 cap = hbits
-    choice, packed, zbits, zcb = zrh.plan_packed(rc, lc, extra, shifted, raw_bits * lc.sum(), s,
-                                                 prev_kind == KIND_ZRH, prev_code, cap)
-    if choice == -2:  # no ZRH code beats cap
-        return KIND_HUFFMAN, 0, packed, hl, hs
-    return KIND_ZRH, choice, packed, hl, hs
+    if prev_kind != KIND_ZRH:
+        p_mode = -1
+    choice, mode, ks, rl, rs, ll, ls, _, _ = zrh._with_prev(
+        best, rc, lc, extra, rice, raw_bits * lc.sum(), p_mode, p_ks, p_rl, p_rs, p_ll, p_ls,
+        cap)
+    return choice, (mode, ks, rl, rs, ll, ls)
 
 
 def plan(coder: str, hist, s: int, n: int, raw_bits: int, prev=None):
@@ -345,7 +384,9 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
     :func:`runs_together`, one s), each after the one before (``prev`` before the first, as
     in :func:`encode`), in one numba call: [(coder used, codebook bytes, chunk_bits, data,
     chunk_log2)] per tensor, the same as :func:`encode` of each in turn. States in one
-    arena (``quantizers.arena_for``) are read in place, others copied together first."""
+    arena (``quantizers.arena_for``) are read in place, others copied together first. On
+    several threads by ``lanes.encode_run`` (the run's work in phases, each cut into equal
+    shares of all its tensors), on one by :func:`_encode_run`."""
     s = qs[0].levels
     sizes = np.array([q.n for q in qs], np.int64)
     arena = qs[0].arena
@@ -356,16 +397,26 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
         starts = np.zeros(len(qs), np.int64)
         np.cumsum(lens[:-1], out=starts[1:])
         states = np.concatenate([q.states for q in qs])
-    kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last = _encode_run(
-        states, starts, sizes, -1 if clog2 is None else clog2, s, coder == "auto",
-        chunk_threads(), *_prev_args(prev, s))
+    threads = chunk_threads()
+    args = (states, starts, sizes, -1 if clog2 is None else clog2, s, coder == "auto",
+            threads, *_prev_args(prev, s))
+    if threads > 1:
+        from . import lanes  # compiled (and numba's threads started) only in parallel mode
+
+        kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_from, data_to, last = (
+            lanes.encode_run(*args))
+        data_from, data_to = data_from.tolist(), data_to.tolist()
+    else:
+        kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_at, last = (
+            _encode_run.serial(*args))
+        data_from, data_to = data_at[:-1].tolist(), data_at[1:].tolist()
     out = []
-    cb_at, bits_at, data_at = cb_at.tolist(), bits_at.tolist(), data_at.tolist()
+    cb_at, bits_at = cb_at.tolist(), bits_at.tolist()
     for t in range(len(qs)):
         cb = prev[1] if reused[t] else cbs[cb_at[t]: cb_at[t + 1]].tobytes()
         used = "huffman" if kinds[t] == KIND_HUFFMAN else "zrh"
         out.append((used, cb, bits[bits_at[t]: bits_at[t + 1]],
-                    data[data_at[t]: data_at[t + 1]], int(clog2s[t])))
+                    data[data_from[t]: data_to[t]], int(clog2s[t])))
         prev = (used, cb)
     if last.size:
         _remember(prev[1], s, last)

@@ -53,38 +53,53 @@ def sample_counts(states: np.ndarray, n: int, s: int, seed: int) -> np.ndarray:
 @chunk_parallel
 def _write(states, n, clog2, s, table, raw, first, base, out, chunk_bits, ends):
     """One pass: group g's chunks one after the other from byte base[g] (write_one_pass).
-    ``table[state + s]`` = code << 5 | length; three codewords (<= 45 bits) are added to the
-    accumulator between stores, without a branch on the pending bit count."""
+    ``table[state + s]`` = code << 5 | length."""
     rawbits = raw.shape[0] > 0
     for g in prange(first.shape[0] - 1):
+        if not rawbits:
+            ends[g] = _write_group(states, n, clog2, s, table, first[g], first[g + 1],
+                                   base[g], out, chunk_bits)
+            continue
         pos = base[g]
         for c in range(first[g], first[g + 1]):
             start = np.int64(c) << clog2
             end = min(n, start + (1 << clog2))
             cstart, acc, nacc = pos, B.U64(0), 0
-            if rawbits:
-                for i in range(start, end):
-                    v = states[i]
-                    e = table[np.uint64(np.int64(v) + s)]
-                    pos, acc, nacc = B.put(out, pos, acc, nacc, e >> 5, e & 31)
-                    if v != 0:
-                        pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
-            else:
-                i = start
-                while i + 3 <= end:
-                    for k in range(3):
-                        e = table[np.uint64(np.int64(states[i + k]) + s)]
-                        acc, nacc = B.add(acc, nacc, e >> 5, e & 31)
-                    pos, acc, nacc = B.store8(out, pos, acc, nacc)
-                    i += 3
-                while i < end:
-                    e = table[np.uint64(np.int64(states[i]) + s)]
-                    acc, nacc = B.add(acc, nacc, e >> 5, e & 31)
-                    pos, acc, nacc = B.store8(out, pos, acc, nacc)
-                    i += 1
+            for i in range(start, end):
+                v = states[i]
+                e = table[np.uint64(np.int64(v) + s)]
+                pos, acc, nacc = B.put(out, pos, acc, nacc, e >> 5, e & 31)
+                if v != 0:
+                    pos, acc, nacc = put_raw(out, pos, acc, nacc, raw, i)
             chunk_bits[c] = 8 * (pos - cstart) + nacc
             pos = B.flush(out, pos, acc, nacc)
         ends[g] = pos
+
+
+@njit(cache=True)
+def _write_group(states, n, clog2, s, table, c0, c1, pos, out, chunk_bits):
+    """Chunks c0..c1-1 (no raw magnitudes) from byte ``pos`` of ``out``; returns the end
+    byte. Three codewords (<= 45 bits) are added to the accumulator between stores, without
+    a branch on the pending bit count."""
+    for c in range(c0, c1):
+        start = np.int64(c) << clog2
+        end = min(n, start + (1 << clog2))
+        cstart, acc, nacc = pos, B.U64(0), 0
+        i = start
+        while i + 3 <= end:
+            for k in range(3):
+                e = table[np.uint64(np.int64(states[i + k]) + s)]
+                acc, nacc = B.add(acc, nacc, e >> 5, e & 31)
+            pos, acc, nacc = B.store8(out, pos, acc, nacc)
+            i += 3
+        while i < end:
+            e = table[np.uint64(np.int64(states[i]) + s)]
+            acc, nacc = B.add(acc, nacc, e >> 5, e & 31)
+            pos, acc, nacc = B.store8(out, pos, acc, nacc)
+            i += 1
+        chunk_bits[c] = 8 * (pos - cstart) + nacc
+        pos = B.flush(out, pos, acc, nacc)
+    return pos
 
 
 @chunk_parallel

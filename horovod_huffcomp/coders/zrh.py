@@ -845,8 +845,21 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
     code is sought only among those of fewer bits than ``cap``: a context mode whose lower
     bounds (:func:`_rows_bound`) reach it is not built, and if none is cheaper, choice is
     -2 (data bits -1). The result is the same as without ``cap`` whenever that is cheaper
-    than ``cap``."""
+    than ``cap``. In two steps: :func:`_plan_alone`, which does not depend on the previous
+    code, then :func:`_with_prev`."""
     rice = rice_costs(rc, shifted)
+    return _with_prev(_plan_alone(rc, lc, extra, rice, rawbits, cap), rc, lc, extra, rice,
+                      rawbits, prev_mode, prev_ks, prev_rl, prev_rs, prev_ll, prev_ls, cap)
+
+
+@njit(cache=True)
+def _plan_alone(rc, lc, extra, rice, rawbits, cap):
+    """The cheapest code of the context modes (Huffman or Rice runs, 1, 4 or 4 + sign
+    contexts) of fewer bits than ``cap`` (if >= 0), the first of them on a tie, as
+    :func:`_plan`'s tuple (data bits -1: none). A mode is skipped when its codes' lower
+    bounds reach the best so far or ``cap``, so the code found is the first cheapest of all
+    whenever that is cheaper than ``cap``: with a lower cap, the same code if still below
+    it, else none (:func:`_with_prev`)."""
     best = (0, 0, np.zeros(1, np.int64), rc[:1], np.zeros(1, np.int64), lc[:1],
             np.zeros(1, np.int64), -1, 0)
     runs_ctx = -1  # the contexts of the run codes rl, rs built so far (1 or NCTX)
@@ -889,6 +902,17 @@ def _plan(rc, lc, extra, shifted, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
         if _cheaper(kbits + kcb, best[7], best[8], cap):
             best = (2 * ctx + 1, MODE_RICE, ks, np.zeros_like(rl), np.full(nctx, -1, np.int64),
                     ll, ls, kbits, kcb)
+    return best
+
+
+@njit(cache=True)
+def _with_prev(best, rc, lc, extra, rice, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
+               prev_ll, prev_ls, cap):
+    """:func:`_plan` from :func:`_plan_alone`'s ``best`` (found with this ``cap`` or a
+    higher one): kept if cheaper than ``cap``, then the previous code weighed."""
+    if best[7] >= 0 and cap >= 0 and best[7] + best[8] >= cap:
+        best = (best[0], best[1], best[2], best[3], best[4], best[5], best[6], np.int64(-1),
+                best[8])
     if prev_mode >= 0:
         bits = _cost_of(prev_mode, prev_ks, prev_rl, prev_rs, prev_ll, prev_ls, rc, lc, extra,
                         rice)
