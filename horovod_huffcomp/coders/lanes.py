@@ -12,8 +12,10 @@ of another), one lane per thread:
 
 1. count the non-zeros (``zrh.scan_nonzeros``, their positions when sparse) and per chunk;
 2. histograms (``zrh._histogram_group``), lanes cut by ``HIST_NZ`` x non-zeros + elements;
-3. the planner, tensor after tensor (each one's code may reuse the one before it):
-   ``auto.choose``, codebooks and the writers' tables;
+3. the planner: each tensor alone (``auto.choose_alone``, its Huffman tables and its own
+   ZRH writer tables), tensors dealt to lanes largest first; then, tensor after tensor,
+   whether it takes the previous tensor's ZRH code instead (``auto.choose_after``: cheap,
+   serial) and the codebook bytes;
 4. the bits (``zrh._write_group``, ``symbol._write_group``), lanes cut again by each
    tensor's code: ``ZRH_NZ`` x non-zeros + elements for ZRH, ``HUFFMAN_ELEM`` x elements for
    full Huffman; then every span's bytes moved together.
