@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from horovod_huffcomp.coders import auto, lanes
+from horovod_huffcomp.coders.chunks import auto_chunk_log2
 from horovod_huffcomp.quantizers import arena_for, quantize
 
 from conftest import gradient_like
@@ -66,6 +67,52 @@ def test_cut_covers_every_chunk_in_order_with_equal_shares(lanes_):
             assert miss <= min(abs(b * lanes_ - total * (j + 1)) for b in bounds), (trial, j)
 
 
+@pytest.mark.parametrize("lanes_", [1, 2, 3, 8])
+def test_scan_gives_each_tensors_nonzeros_positions_and_chunk_counts(lanes_):
+    """Phase 1 (blocks of 4096 states, lanes of equal blocks) against ``zrh.scan_nonzeros``
+    of each tensor alone and NumPy's per-chunk counts, densities around the listing limit."""
+    from horovod_huffcomp.coders import zrh
+
+    rng = np.random.default_rng(10 + lanes_)
+    kinds = set()
+    for trial in range(30):
+        count = int(rng.integers(1, 9))
+        sizes = rng.integers(0, 40_000, count) * (rng.random(count) < 0.9)
+        sizes[rng.random(count) < 0.3] //= 1000
+        if trial % 3 == 0:
+            sizes[:] = np.maximum(sizes, 60_000) * (sizes > 0)
+        limit_share = 1 / (8 * lanes_)
+        dens = rng.choice([0, limit_share * 0.9, limit_share * 1.1, 0.01, 0.5, 1.0], count)
+        starts = np.zeros(count, np.int64)
+        np.cumsum((sizes[:-1] + 7) // 8 * 8, out=starts[1:])
+        states = np.zeros(int(starts[-1] + (sizes[-1] + 7) // 8 * 8) + 8, np.int8)
+        for t in range(count):
+            n = int(sizes[t])
+            states[starts[t]: starts[t] + n] = (rng.integers(1, 128, n) * rng.choice([-1, 1], n)
+                                                * (rng.random(n) < dens[t]))
+        if trial % 3 == 0:  # sparse, but one block of 4096 states over 1/8 non-zero
+            t = int(rng.integers(count))
+            at = int(starts[t]) + int(rng.integers(0, max(int(sizes[t]) - 700, 0) + 1))
+            states[at: at + min(700, int(sizes[t]))] = 5
+            kinds.add("clump")
+        clog2 = int(rng.choice([-1, 8, 11, 12, 13, 15]))
+        nnzs, listed, positions, pos_at, clog2s, cnz, cnz_at = lanes._scan_run(
+            states, starts, sizes.astype(np.int64), clog2, lanes_)
+        for t in range(count):
+            n = int(sizes[t])
+            st = states[starts[t]: starts[t] + (n + 7) // 8 * 8]
+            nnz, pos = zrh.scan_nonzeros(st, n, lanes_)
+            assert nnzs[t] == nnz and listed[t] == (pos.shape[0] == nnz), (trial, t)
+            assert (positions[pos_at[t]: pos_at[t + 1]] == pos).all()
+            assert clog2s[t] == (auto_chunk_log2(n, nnz) if clog2 < 0 else clog2)
+            size = 1 << int(clog2s[t])
+            per = [np.count_nonzero(st[c: min(n, c + size)]) for c in range(0, n, size)]
+            want = np.concatenate([[0], np.cumsum(per)])
+            assert (cnz[cnz_at[t]: cnz_at[t + 1]] == want).all(), (trial, t)
+            kinds.add((bool(listed[t]), nnz > 0))
+    assert kinds == {(True, True), (True, False), (False, True), "clump"}
+
+
 def _bundle(seed):
     rng = np.random.default_rng(seed)
     sizes = [3000, 256, 70_000, 10, 1, 0, 2048, 200_001, 64, 64, 65_536, 9000]
@@ -98,7 +145,7 @@ def test_lanes_give_the_results_of_tensor_after_tensor(lanes_):
                          (auto.KIND_ZRH, zrh_prev, auto._NO_CODEBOOK),
                          (auto.KIND_HUFFMAN, auto._NONE,
                           auto.code_bytes(np.full(2 * s_ + 1, 8, np.int64), -1))):
-                for clog2 in (-1, 12):
+                for clog2 in (-1, 9, 14):
                     a = auto._encode_run.serial(buf, starts, sizes, clog2, s_, coder_auto, 1,
                                                 *prev)
                     b = lanes.encode_run(buf, starts, sizes, clog2, s_, coder_auto, lanes_,

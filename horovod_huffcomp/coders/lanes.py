@@ -10,7 +10,9 @@ instead, each phase's work cut into ``lanes`` contiguous spans of equal estimate
 all tensors' chunks (a span may hold the end of a tensor, several whole ones and the start
 of another), one lane per thread:
 
-1. count the non-zeros (``zrh.scan_nonzeros``, their positions when sparse) and per chunk;
+1. count the non-zeros, list their positions when sparse (as ``zrh.scan_nonzeros``) and
+   count them per chunk, in one read of the states in blocks of 4096, lanes of equal
+   blocks;
 2. histograms (``zrh._histogram_group``), lanes cut by ``HIST_NZ`` x non-zeros + elements;
 3. the planner: each tensor alone (``auto.choose_alone``, its Huffman tables and its own
    ZRH writer tables), tensors dealt to lanes largest first; then, tensor after tensor,
@@ -33,8 +35,8 @@ from numba import njit, prange
 
 from . import auto, symbol, zrh
 from ..codebook import canonical_codes
-from .chunks import (RICE_MAX_K, RUN_ALPHABET, RUN_DIRECT, auto_chunk_log2, count_nonzero,
-                     join_groups, room)
+from .chunks import (CHUNK_LOG2_AUTO_MIN, RICE_MAX_K, RUN_ALPHABET, RUN_DIRECT,
+                     auto_chunk_log2, count_nonzero, join_groups, room)
 
 # cost weights of a non-zero / an element against an element's 1, measured on the
 # transformer's dense tensors (2 threads): histograms ~4.6 ns per non-zero and ~0.3 per
@@ -42,6 +44,7 @@ from .chunks import (RICE_MAX_K, RUN_ALPHABET, RUN_DIRECT, auto_chunk_log2, coun
 HIST_NZ = 16
 ZRH_NZ = 32
 HUFFMAN_ELEM = 10
+BLOCK_LOG2 = CHUNK_LOG2_AUTO_MIN  # the scan's blocks: 4096 states
 
 
 @njit(cache=True)
@@ -135,26 +138,8 @@ def encode_run(states, starts, sizes, fixed_clog2, s, auto_, lanes, prev_kind, p
     count = sizes.shape[0]
     a2 = 2 * s
     # 1. non-zeros: count, positions of sparse tensors, per chunk
-    nnzs = np.zeros(count, np.int64)
-    clog2s = np.zeros(count, np.int64)
-    listed = np.zeros(count, np.bool_)
-    pos_at = np.zeros(count + 1, np.int64)
-    cnz_at = np.zeros(count + 1, np.int64)
-    lists = []
-    for t in range(count):
-        n = sizes[t]
-        nnz, pos = zrh.scan_nonzeros(states[starts[t]: starts[t] + ((n + 7) & ~7)], n, lanes)
-        nnzs[t] = nnz
-        listed[t] = pos.shape[0] == nnz
-        clog2s[t] = auto_chunk_log2(n, nnz) if fixed_clog2 < 0 else fixed_clog2
-        lists.append(pos)
-        pos_at[t + 1] = pos_at[t] + pos.shape[0]
-        cnz_at[t + 1] = cnz_at[t] + ((n + (1 << clog2s[t]) - 1) >> clog2s[t]) + 1
-    positions = np.empty(pos_at[count], np.int64)
-    for t in range(count):
-        positions[pos_at[t]: pos_at[t + 1]] = lists[t]
-    cnz = np.empty(cnz_at[count], np.int64)
-    _count_chunks(states, starts, sizes, clog2s, nnzs, positions, pos_at, listed, cnz, cnz_at)
+    nnzs, listed, positions, pos_at, clog2s, cnz, cnz_at = _scan_run(states, starts, sizes,
+                                                                    fixed_clog2, lanes)
     # 2. histograms, a row per span
     ones = np.ones(count, np.int64)
     pt, pc0, pc1, lane_at = _cut(sizes, clog2s, cnz, cnz_at, ones, HIST_NZ * ones, lanes)
@@ -267,15 +252,161 @@ def encode_run(states, starts, sizes, fixed_clog2, s, auto_, lanes, prev_kind, p
     return kinds, reused, clog2s, cbs, cb_at, bits, bits_at, data, data_from, data_to, last
 
 
-@njit(cache=True, parallel=True)
-def _count_chunks(states, starts, sizes, clog2s, nnzs, positions, pos_at, listed, cnz,
-                  cnz_at):
-    """:func:`_chunk_nonzeros` of every tensor, a thread each."""
-    for t in prange(sizes.shape[0]):
+@njit(cache=True)
+def _scan_run(states, starts, sizes, fixed_clog2, lanes):
+    """Phase 1: every tensor's count of non-zeros, whether its positions are listed (at most
+    ``zrh.sparse_limit`` of them, as ``zrh.scan_nonzeros`` lists them), the listed positions
+    (tensor t's: ``positions[pos_at[t]:pos_at[t + 1]]``), its chunk size and its non-zeros
+    before each chunk boundary (``cnz[cnz_at[t]:cnz_at[t + 1]]``). The states are read once,
+    in blocks of 2**BLOCK_LOG2 (the smallest automatic chunk), an equal share of the blocks
+    per lane (:func:`_scan_blocks`); chunks of 2**BLOCK_LOG2 or more are counted from the
+    blocks' counts."""
+    count = sizes.shape[0]
+    block = 1 << BLOCK_LOG2
+    block_at = np.zeros(count + 1, np.int64)
+    limits = np.zeros(count, np.int64)
+    for t in range(count):
+        block_at[t + 1] = block_at[t] + ((sizes[t] + block - 1) >> BLOCK_LOG2)
+        limits[t] = max(zrh.sparse_limit(sizes[t], lanes), 0)
+    nb = block_at[count]
+    block_t = np.empty(nb, np.int64)
+    for t in range(count):
+        block_t[block_at[t]: block_at[t + 1]] = t
+    lane_blk = np.zeros(lanes + 1, np.int64)
+    lane_base = np.zeros(lanes + 1, np.int64)  # each lane's room in ``scratch``
+    for j in range(lanes):
+        lane_blk[j + 1] = (j + 1) * nb // lanes
+        room_, part_t, part_n = 0, -1, 0
+        for blk in range(lane_blk[j], lane_blk[j + 1]):
+            t = block_t[blk]
+            if t != part_t:
+                if part_t >= 0:
+                    room_ += min(part_n, limits[part_t])
+                part_t, part_n = t, 0
+            part_n += min(sizes[t] - ((blk - block_at[t]) << BLOCK_LOG2), block)
+        if part_t >= 0:
+            room_ += min(part_n, limits[part_t])
+        lane_base[j + 1] = lane_base[j] + room_ + block + 8  # a block listed, then dropped
+    bcnt = np.empty(nb, np.int64)
+    bstart = np.empty(nb, np.int64)
+    blisted = np.empty(nb, np.bool_)
+    scratch = np.empty(lane_base[lanes], np.int64)
+    _scan_blocks(states, starts, sizes, limits, block_t, block_at, lane_blk, lane_base, bcnt,
+                 bstart, blisted, scratch)
+    nnzs = np.zeros(count, np.int64)
+    listed = np.zeros(count, np.bool_)
+    clog2s = np.zeros(count, np.int64)
+    pos_at = np.zeros(count + 1, np.int64)
+    cnz_at = np.zeros(count + 1, np.int64)
+    for t in range(count):
+        nnzs[t] = bcnt[block_at[t]: block_at[t + 1]].sum()
+        listed[t] = nnzs[t] <= limits[t]
+        pos_at[t + 1] = pos_at[t] + (nnzs[t] if listed[t] else 0)
         n = sizes[t]
-        _chunk_nonzeros(states[starts[t]: starts[t] + ((n + 7) & ~7)], n, clog2s[t], nnzs[t],
-                        positions[pos_at[t]: pos_at[t + 1]], listed[t],
-                        cnz[cnz_at[t]: cnz_at[t + 1]])
+        clog2s[t] = auto_chunk_log2(n, nnzs[t]) if fixed_clog2 < 0 else fixed_clog2
+        cnz_at[t + 1] = cnz_at[t] + ((n + (1 << clog2s[t]) - 1) >> clog2s[t]) + 1
+    positions = np.empty(pos_at[count], np.int64)
+    cnz = np.empty(cnz_at[count], np.int64)
+    for t in range(count):
+        if listed[t]:
+            p = pos_at[t]
+            for blk in range(block_at[t], block_at[t + 1]):
+                c = bcnt[blk]
+                if blisted[blk]:
+                    positions[p: p + c] = scratch[bstart[blk]: bstart[blk] + c]
+                elif c > 0:  # a block over 1/8 non-zeros in a tensor within its limit
+                    b0 = (blk - block_at[t]) << BLOCK_LOG2
+                    m = min(sizes[t] - b0, block)
+                    _list_block(states[starts[t] + b0: starts[t] + b0 + ((m + 7) & ~7)], m, b0,
+                                positions, p, p + m)
+                p += c
+        n = sizes[t]
+        tc = cnz[cnz_at[t]: cnz_at[t + 1]]
+        if clog2s[t] >= BLOCK_LOG2:
+            per = 1 << (clog2s[t] - BLOCK_LOG2)
+            tc[0] = 0
+            for c in range(tc.shape[0] - 1):
+                b0 = block_at[t] + c * per
+                tc[c + 1] = tc[c] + bcnt[b0: min(b0 + per, block_at[t + 1])].sum()
+        else:  # a chunk size below the blocks' (``chunk_log2`` given)
+            _chunk_nonzeros(states[starts[t]: starts[t] + ((n + 7) & ~7)], n, clog2s[t],
+                            nnzs[t], positions[pos_at[t]: pos_at[t + 1]], listed[t], tc)
+    return nnzs, listed, positions, pos_at, clog2s, cnz, cnz_at
+
+
+@njit(cache=True, parallel=True)
+def _scan_blocks(states, starts, sizes, limits, block_t, block_at, lane_blk, lane_base, bcnt,
+                 bstart, blisted, scratch):
+    """Each lane's blocks counted and, while the tensor's non-zeros in the lane are at most
+    its limit, listed (positions in the tensor) into the lane's room of ``scratch``: block
+    b's ``bcnt[b]`` positions from ``bstart[b]`` if ``blisted[b]``. A block is listed
+    while counted (:func:`_list_block`: zero words skipped 8 at a time), until one of the
+    tensor's blocks in the lane holds over 1/8 non-zeros; from then on each block is
+    counted first (``count_nonzero``, every word) and listed only if within the limit. So
+    a tensor within its limit has all its blocks listed but those over 1/8
+    (:func:`_scan_run` lists them)."""
+    block = 1 << BLOCK_LOG2
+    for j in prange(lane_blk.shape[0] - 1):
+        k = lane_base[j]
+        part_t, part_k, dense = -1, 0, False
+        for blk in range(lane_blk[j], lane_blk[j + 1]):
+            t = block_t[blk]
+            if t != part_t:
+                part_t, part_k, dense = t, 0, False
+            b0 = (blk - block_at[t]) << BLOCK_LOG2
+            m = min(sizes[t] - b0, block)
+            st = states[starts[t] + b0: starts[t] + b0 + ((m + 7) & ~7)]
+            bstart[blk] = k
+            blisted[blk] = False
+            if part_k > limits[t]:  # more than the tensor's limit: counted only
+                bcnt[blk] = count_nonzero(st, m)
+                continue
+            if not dense:
+                end = _list_block(st, m, b0, scratch, k, k + (m >> 3))
+                if end >= 0:
+                    c = end - k
+                    bcnt[blk] = c
+                    if part_k + c <= limits[t]:
+                        blisted[blk] = True
+                        k = end
+                        part_k += c
+                    else:
+                        part_k = limits[t] + 1
+                    continue
+                dense = True
+            c = count_nonzero(st, m)
+            bcnt[blk] = c
+            part_k += c
+            if part_k <= limits[t] and c <= m >> 3:
+                _list_block(st, m, b0, scratch, k, k + m)
+                blisted[blk] = True
+                k += c
+
+
+@njit(cache=True)
+def _list_block(st, m, at, pos, k, cap):
+    """The positions (from ``at``) of the non-zero states among the first m of ``st`` (zero
+    padded to a multiple of 8) into ``pos`` from k on, 64 states skipped at a time when all
+    zero (``zrh._scan``'s loop); returns the new k, or -1 as soon as it passes ``cap``
+    (up to 8 positions past it written)."""
+    words = st.view(np.uint64)
+    nw = (m + 7) >> 3
+    b = 0
+    while b + 8 <= nw:
+        x = (words[b] | words[b + 1] | words[b + 2] | words[b + 3] | words[b + 4] |
+             words[b + 5] | words[b + 6] | words[b + 7])
+        if x != 0:
+            for w in range(b, b + 8):
+                k = zrh._list_word(words[w], at + (w << 3), pos, k)
+                if k > cap:
+                    return -1
+        b += 8
+    while b < nw:
+        k = zrh._list_word(words[b], at + (b << 3), pos, k)
+        if k > cap:
+            return -1
+        b += 1
+    return k
 
 
 @njit(cache=True, parallel=True)
