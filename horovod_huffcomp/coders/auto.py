@@ -14,8 +14,9 @@ A tensor is counted, planned and written in one numba call (:func:`_encode_tenso
 tensor of 2**16 elements or more by several threads, a chunk group each), and a bundle's
 consecutive tensors in one call for them all (:func:`encode_run`, states read in place
 from the bundle's arena; on several threads by ``lanes``, each phase of the run's work cut
-into equal shares of all its tensors' chunks): the Python and dispatch around half a dozen calls per tensor
-cost more than the coding for small and sparse tensors, and 80-370 us per dense tensor.
+into equal shares of all its tensors' chunks): the Python and dispatch around half a dozen
+calls per tensor cost more than the coding for small and sparse tensors, and 80-370 us per
+dense tensor.
 """
 from __future__ import annotations
 
@@ -173,11 +174,12 @@ def plan_rows(hist, sizes, s, raw_bits, auto, prev_kind, prev_code, prev_cb):
     """:func:`plan` for a batch in one call: the codes of tensors whose ZRH histograms are
     the rows of ``hist`` (laid out as :func:`row_layout` says), in order, each section's
     previous section being the row before (the first's: ``_prev_args``). Returns, per row:
-    kind (KIND_ZRH or KIND_HUFFMAN), whether it reuses the previous section's ZRH code (its codebook bytes are
-    then the previous section's), codebook bytes (``cb[cb_at[t]:cb_at[t + 1]]``, none when
-    reused), and the writers' tables as the GPU kernels read them: Huffman code lengths and
-    codes; ZRH parameters (``ZRH_PARAMS``: mode, context mode, Rice ks), run and level codes
-    as code << 5 | length; last, the packed ZRH code of the last row (or an empty array)."""
+    kind (KIND_ZRH or KIND_HUFFMAN), whether it reuses the previous section's ZRH code (its
+    codebook bytes are then the previous section's), codebook bytes
+    (``cb[cb_at[t]:cb_at[t + 1]]``, none when reused), and the writers' tables as the GPU
+    kernels read them: Huffman code lengths and codes; ZRH parameters (``ZRH_PARAMS``:
+    mode, context mode, Rice ks), run and level codes as code << 5 | length; last, the
+    packed ZRH code of the last row (or an empty array)."""
     count = hist.shape[0]
     alphabet = 2 * s + 1
     lc_at, extra_at, shifted_at, row = row_layout(s)
