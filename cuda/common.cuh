@@ -216,8 +216,9 @@ HC_HD uint32_t hc_word_bytes(uint32_t w) {
 #define HC_ERR_UNDERRUN 2
 #define HC_ERR_SYMBOL 3
 
-// A ZRH decode table row as codebook.decode_table: entry = symbol << 5 | length for the
-// next `bits` bits (bits = 0: table[0] is the one symbol, or -1 << 5 for an empty code).
+// A ZRH decode table row, in one level (the CPU's codebook.decode_table has two): entry =
+// symbol << 5 | length for the next `bits` bits (bits = 0: table[0] is the one symbol, or
+// -1 << 5 for an empty code).
 struct HcTable {
     const int32_t* table;
     int bits;

@@ -187,10 +187,35 @@ def canonical_codes(lengths):
     return codes
 
 
+PRIMARY_BITS = 10  # a two-level table's first lookup: 2**10 int32 entries, 4 KB
+ONE_LEVEL_BYTES = 1 << 18  # a decoder's tables of one kind in one level: at most this size
+LINK = 31  # an entry's length field when the entry leads on (lengths are <= MAX_CODE_LEN)
+
+
 @njit(cache=True)
-def decode_table(lengths, codes, single):
-    """Lookup table indexed by the next ``tbits`` bits: entry = symbol << 5 | length (int32:
-    small enough to stay in cache)."""
+def table_primary(rows, tbits):
+    """The first lookup's width for ``rows`` tables read by one decoder (ZRH's run tables,
+    or its level tables) of codewords up to ``tbits`` bits: all of them (one level) while
+    they take at most ONE_LEVEL_BYTES (half this machine's per-core L2), else PRIMARY_BITS.
+    One level of 15-bit codewords takes 128 KB a table, and ZRH's 8 level tables at s = 127
+    (1 MB) missed the cache at every lookup: two levels decoded the s = 32 and 127 bundles
+    1.1-1.6x faster. Where the tables fit, one level is as fast (the second level's test
+    per symbol is compiled away, see :func:`read_sym`); a single code's table (full
+    Huffman) always does."""
+    if rows * 4 << tbits <= ONE_LEVEL_BYTES:
+        return tbits
+    return min(tbits, PRIMARY_BITS)
+
+
+@njit(cache=True)
+def decode_table(lengths, codes, single, primary):
+    """Lookup table of a code, and its width ``tbits`` (the longest codeword). The next
+    ``p = min(tbits, primary)`` bits index the first ``2**p`` entries: entry = symbol << 5 |
+    length for a codeword of at most p bits; where longer codewords start with those bits,
+    entry = ``sub << 5 | LINK``, and the entry is ``table[sub + x]``, x the ``tbits - p``
+    bits after the first p (a sub-table per such prefix). Bits that start no codeword:
+    -1 << 5 (symbol -1, which every decoder rejects). A code of one symbol:
+    ``table[0] = symbol << 5``, tbits 0 (an empty code: -1 << 5)."""
     if single >= 0:
         t = np.empty(1, np.int32)
         t[0] = single << 5
@@ -199,28 +224,42 @@ def decode_table(lengths, codes, single):
     for i in range(lengths.shape[0]):
         if lengths[i] > tbits:
             tbits = lengths[i]
-    # an empty code decodes to symbol -1, which every decoder rejects
-    t = np.full(1 << tbits, -1 << 5, np.int32)
+    p = min(tbits, primary)
+    sub = np.zeros(1 << p if tbits > p else 0, np.int64)  # each prefix's sub-table (0: none)
+    size = 1 << p
+    for i in range(lengths.shape[0] if tbits > p else 0):
+        ln = lengths[i]
+        if ln > p:
+            head = codes[i] >> (ln - p)
+            if sub[head] == 0:
+                sub[head] = size
+                size += 1 << (tbits - p)
+    t = np.full(size, -1 << 5, np.int32)
     for i in range(lengths.shape[0]):
         ln = lengths[i]
-        if ln > 0:
-            lo = codes[i] << (tbits - ln)
-            hi = (codes[i] + 1) << (tbits - ln)
-            for j in range(lo, hi):
-                t[j] = (i << 5) | ln
+        if 0 < ln <= p:
+            lo = codes[i] << (p - ln)
+            t[lo: lo + (1 << (p - ln))] = (i << 5) | ln
+        elif ln > p:
+            head = codes[i] >> (ln - p)
+            t[head] = (sub[head] << 5) | LINK
+            lo = sub[head] + ((codes[i] & ((1 << (ln - p)) - 1)) << (tbits - ln))
+            t[lo: lo + (1 << (tbits - ln))] = (i << 5) | ln
     return t, tbits
 
 
 @njit(cache=True)
 def decode_table_rows(lengths, singles):
     """:func:`decode_table` of every row of stacked codes (2-D ``lengths``, ``singles``),
-    stacked and padded with the no-codeword entry: (tables, widths)."""
+    stacked and padded with the no-codeword entry: (tables, widths, the first lookup's
+    width: :func:`table_primary` of them all)."""
     rows = lengths.shape[0]
     codes = canonical_code_rows(lengths)
+    primary = table_primary(rows, lengths.max())
     tabs = []
     widths = np.zeros(rows, np.int64)
     for c in range(rows):
-        t, widths[c] = decode_table(lengths[c], codes[c], singles[c])
+        t, widths[c] = decode_table(lengths[c], codes[c], singles[c], primary)
         tabs.append(t)
     size = 1
     for t in tabs:
@@ -228,19 +267,31 @@ def decode_table_rows(lengths, singles):
     table = np.full((rows, size), -1 << 5, np.int32)
     for c in range(rows):
         table[c, : tabs[c].shape[0]] = tabs[c]
-    return table, widths
+    return table, widths, primary
 
 
 @njit(inline="always", cache=True)
-def read_sym(bb, table, tbits):
-    """Decode one symbol from a filled streaming reader (``bits.fill``): (symbol, length)."""
-    e = table[0] if tbits == 0 else table[np.int64(B.top(bb, tbits))]
+def read_sym(bb, table, tbits, primary, linked):
+    """Decode one symbol from a filled streaming reader (``bits.fill``) with a
+    :func:`decode_table` (made with this ``primary``): (symbol, length). ``linked``: whether
+    any table the decoder reads has two levels; the decoders pass it as a constant to a
+    loop compiled for each case (the test per symbol slowed short codes' loops by 10-20%)."""
+    if tbits == 0:
+        e = table[0]
+    elif not linked:
+        e = table[np.int64(B.top(bb, tbits))]
+    else:
+        e = table[np.int64(B.top(bb, min(tbits, primary)))]
+        if e & 31 == LINK:
+            x = np.int64(B.top(bb, tbits)) & ((1 << (tbits - primary)) - 1)
+            e = table[(e >> 5) + x]
     return e >> 5, e & 31
 
 
 @njit(inline="always", cache=True)
 def get_sym(buf, bitpos, table, tbits):
-    """Decode one symbol: returns (symbol, bits consumed)."""
+    """Decode one symbol at ``bitpos`` with a one-level :func:`decode_table`: returns
+    (symbol, bits consumed)."""
     if tbits == 0:
         e = table[0]
     else:
@@ -443,8 +494,10 @@ class Code:
         return self.lengths.size
 
     def decoder(self):
+        """(:func:`decode_table` in one level, its width): one table of at most 128 KB."""
         if self.table is None:
-            self.table, self.tbits = decode_table(self.lengths, self.codes, self.single)
+            self.table, self.tbits = decode_table(self.lengths, self.codes, self.single,
+                                                  MAX_CODE_LEN)
         return self.table, self.tbits
 
     # ---------------------------------------------------------- serialisation

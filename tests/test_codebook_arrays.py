@@ -141,3 +141,83 @@ def test_huffman_lengths_same_with_either_sort():
         assert int(big.max()).bit_length() > 40  # six radix passes or more
         np.testing.assert_array_equal(huffman_lengths(big, 15), got)
         assert (got > 0).sum() == ((counts > 0).sum() if (counts > 0).sum() > 1 else 0)
+
+
+def test_decode_tables_read_every_codeword_in_one_or_two_levels():
+    """``decode_table`` at every first-lookup width: each codeword, followed by any bits,
+    reads back as its symbol and length through ``read_sym`` (the linked form, and the
+    plain one and ``get_sym`` where the table has one level); bits that start no codeword
+    of an incomplete code read as symbol -1, length 0."""
+    from horovod_huffcomp.codebook import (PRIMARY_BITS, canonical_codes, decode_table,
+                                           get_sym, read_sym, table_primary)
+
+    rng = np.random.default_rng(23)
+    cases = [_counts(rng, t) for t in range(60)]
+    cases += [np.array([1 << (40 - k) for k in range(40)], np.int64)]  # 15-bit codewords
+    cases += [rng.geometric(0.02, 255).astype(np.int64)]
+    longest = 0
+    for counts in cases:
+        if counts.sum() == 0:
+            continue
+        code = Code.from_counts(counts)
+        ln, cd = code.lengths, code.codes
+        tbits = int(ln.max())
+        longest = max(longest, tbits)
+        for primary in sorted({tbits, PRIMARY_BITS, 6, 1}):
+            t, width = decode_table(ln, cd, code.single, primary)
+            assert width == (0 if code.single >= 0 else tbits)
+            if code.single >= 0:
+                assert t.tolist() == [code.single << 5]
+                continue
+            if primary < tbits:  # two levels: smaller than the one-level table
+                assert t.size < 1 << tbits or primary == 1
+            for sym in np.flatnonzero(ln):
+                n = int(ln[sym])
+                for _ in range(3):
+                    bb = np.uint64((int(cd[sym]) << (64 - n))
+                                   | int(rng.integers(0, 1 << (64 - n), dtype=np.uint64)))
+                    want = (sym, n)
+                    assert read_sym(bb, t, width, primary, True) == want
+                    if primary >= tbits:
+                        assert read_sym(bb, t, width, primary, False) == want
+                        buf = np.frombuffer(int(bb).to_bytes(8, "big") + bytes(8), np.uint8)
+                        assert get_sym(buf, 0, t, width) == want
+    assert longest == 15
+    # an incomplete code: lengths 1 and 3 (0, 100): 101 and 11 start no codeword
+    ln = np.array([1, 3], np.int64)
+    for primary in (1, 2, 3):
+        t, width = decode_table(ln, canonical_codes(ln), -1, primary)
+        for top3, want in ((0b000, (0, 1)), (0b011, (0, 1)), (0b100, (1, 3)),
+                           (0b101, (-1, 0)), (0b110, (-1, 0)), (0b111, (-1, 0))):
+            assert read_sym(np.uint64(top3 << 61), t, width, primary, True) == want
+    assert table_primary(8, 15) == PRIMARY_BITS and table_primary(4, 12) == 12
+
+
+def test_wide_codes_decode_through_two_level_tables():
+    """max-norm s = 127 states of a tensor whose scale changes every 64 entries (the
+    previous level's context pays, as in real gradients): ZRH's 4 level codes reach 15
+    bits, so its decoder takes two-level tables (the linked loop), and the states come back
+    exact; so do the one-level tables of s = 4 and the full-Huffman code's one table."""
+    import horovod_huffcomp as hc
+    from horovod_huffcomp.coders import parse_codebook
+    from horovod_huffcomp.cpu_backend import decode_states
+    from horovod_huffcomp.payload import Reader, unpack
+    from horovod_huffcomp.quantizers import quantize
+
+    rng = np.random.default_rng(4)
+    n = 1 << 18
+    x = (rng.standard_normal(n) * np.repeat(10.0 ** rng.uniform(-3, 0, n // 64), 64))
+    x = x.astype(np.float32)
+    for levels, coder, two_level in ((127, "huffman", False), (127, "zrh", True),
+                                     (4, "zrh", False)):
+        blob = hc.encode(x, quantizer="qsgd", coder=coder, levels=levels, norm="max", seed=1)
+        _, (sec,) = unpack(blob)
+        code = parse_codebook(coder, Reader(sec.codebook), levels, sec.size, sec.chunk_log2)
+        if coder == "huffman":
+            linked = code.decoder()[0].size < 1 << code.decoder()[1]
+        else:
+            _, rtb, rp, _, ltb, lp = code.decoders()
+            linked = rtb.max() > rp or ltb.max() > lp
+        assert linked == two_level, (levels, coder)
+        q = quantize(x, "qsgd", levels, "max", 1, 0)
+        np.testing.assert_array_equal(decode_states(sec)[0], q.states[: q.n])

@@ -119,7 +119,7 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, table, tbits, states, raw, fi
             for i in range(start, end):
                 if bn < 32:
                     byte, bb, bn = B.fill(buf, byte, bb, bn)
-                sym, ln = read_sym(bb, table, tbits)
+                sym, ln = read_sym(bb, table, tbits, tbits, False)
                 bb, bn = B.skip(bb, bn, ln)
                 bitpos += ln
                 v = sym - s

@@ -385,8 +385,9 @@ def _put_run(out, pos, acc, nacc, r, mode, k, rlens, rcodes):
 
 
 @njit(inline="always", cache=True)
-def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb):
-    """One run from a streaming reader: (run, byte, bb, bn, bitpos); run < 0 on error."""
+def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb, rp, linked):
+    """One run from a streaming reader: (run, byte, bb, bn, bitpos); run < 0 on error.
+    ``rp``, ``linked``: the table's first lookup's width and ``codebook.read_sym``'s flag."""
     if mode == MODE_RICE:
         q = 0
         while True:
@@ -417,7 +418,7 @@ def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb):
         return r, byte, bb, bn, bitpos
     if bn < 32:
         byte, bb, bn = B.fill(buf, byte, bb, bn)
-    sym, ln = read_sym(bb, rt, rtb)
+    sym, ln = read_sym(bb, rt, rtb, rp, linked)
     if sym < 0:
         return B.ERR_BAD_VALUE, byte, bb, bn, bitpos
     bb, bn = B.skip(bb, bn, ln)
@@ -523,16 +524,21 @@ def _write_group(states, n, clog2, mode, ks, rlens, rcodes, lsym, rbase, lbase, 
 
 
 @chunk_parallel
-def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, ctxmode, ks, rt, rtb, lt, ltb,
-            states, raw, first):
+def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, ctxmode, ks, rt, rtb, rp, lt, ltb,
+            lp, states, raw, first):
     """Chunk groups (``chunk_groups``) decoded by their threads; the error of the first bad
     chunk, 0 if none."""
     groups = first.shape[0] - 1
     errs = np.zeros(groups, np.int64)
+    linked = rtb.max() > rp or ltb.max() > lp
     for g in prange(groups):
         for c in range(first[g], first[g + 1]):
-            err = _decode_chunk(buf, offsets[c], chunk_bits[c], n, clog2, s, mode, ctxmode,
-                                ks, rt, rtb, lt, ltb, states, raw, c)
+            if linked:
+                err = _decode_chunk(buf, offsets[c], chunk_bits[c], n, clog2, s, mode, ctxmode,
+                                    ks, rt, rtb, rp, lt, ltb, lp, states, raw, c, True)
+            else:
+                err = _decode_chunk(buf, offsets[c], chunk_bits[c], n, clog2, s, mode, ctxmode,
+                                    ks, rt, rtb, rp, lt, ltb, lp, states, raw, c, False)
             if err != 0:
                 errs[g] = err
                 break
@@ -543,8 +549,11 @@ def _decode(buf, offsets, chunk_bits, n, clog2, s, mode, ctxmode, ks, rt, rtb, l
 
 
 @njit(inline="always", cache=True)
-def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, ctxmode, ks, rt, rtb, lt, ltb,
-                  states, raw, c):
+def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, ctxmode, ks, rt, rtb, rp, lt, ltb,
+                  lp, states, raw, c, linked):
+    """Chunk c's non-zero states (and raw values) written into ``states``; ``rp``, ``lp``:
+    the run and level tables' first lookups' widths, ``linked`` as in
+    ``codebook.read_sym``."""
     rawbits = raw.shape[0] > 0
     start = c << clog2
     end = min(n, start + (1 << clog2))
@@ -556,7 +565,7 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, ctxmode, ks, rt, rtb, l
     lctx = 0
     while True:
         r, byte, bb, bn, bitpos = _read_run(buf, byte, bb, bn, bitpos, stop, mode, ks[ctx],
-                                            rt[ctx], rtb[ctx])
+                                            rt[ctx], rtb[ctx], rp, linked)
         if r < 0:
             return r
         i += r
@@ -566,7 +575,7 @@ def _decode_chunk(buf, offset, nbits, n, clog2, s, mode, ctxmode, ks, rt, rtb, l
             break
         if bn < 32:
             byte, bb, bn = B.fill(buf, byte, bb, bn)
-        ls, ln = read_sym(bb, lt[lctx], ltb[lctx])
+        ls, ln = read_sym(bb, lt[lctx], ltb[lctx], lp, linked)
         if ls < 0:
             return B.ERR_BAD_VALUE
         bb, bn = B.skip(bb, bn, ln)
@@ -651,8 +660,9 @@ class ZrhCode:
         return cls(*unpack_code(packed, s))
 
     def decoders(self):
-        """Decode tables stacked per context (rows padded with the no-codeword entry) and
-        their widths: run tables, run widths, level tables, level widths."""
+        """Decode tables stacked per context (rows padded with the no-codeword entry), their
+        widths and first lookups' widths (``codebook.decode_table_rows``): run tables, run
+        widths, run primary, level tables, level widths, level primary."""
         return decode_table_rows(self.rl, self.rs) + decode_table_rows(self.ll, self.ls)
 
 
@@ -1022,8 +1032,8 @@ def ctxmode_of(nctx, nlctx):
 
 
 def decode(buf, chunk_bits, n, clog2, s, zc: ZrhCode, states, raw):
-    rt, rtb, lt, ltb = zc.decoders()
+    rt, rtb, rp, lt, ltb, lp = zc.decoders()
     first = np.array(chunk_groups(n, chunk_bits.shape[0]), np.int64)
     return (_decode if first.size > 2 else _decode.serial)(
         buf, byte_offsets(chunk_bits), chunk_bits, n, clog2, s, zc.mode, zc.ctxmode, zc.ks, rt,
-        rtb, lt, ltb, states, raw, first)
+        rtb, rp, lt, ltb, lp, states, raw, first)
