@@ -199,7 +199,7 @@ def table_primary(rows, tbits):
     they take at most ONE_LEVEL_BYTES (half this machine's per-core L2), else PRIMARY_BITS.
     One level of 15-bit codewords takes 128 KB a table, and ZRH's 8 level tables at s = 127
     (1 MB) missed the cache at every lookup: two levels decoded the s = 32 and 127 bundles
-    1.1-1.6x faster. Where the tables fit, one level is as fast (the second level's test
+    1.1-1.7x faster. Where the tables fit, one level is as fast (the second level's test
     per symbol is compiled away, see :func:`read_sym`); a single code's table (full
     Huffman) always does."""
     if rows * 4 << tbits <= ONE_LEVEL_BYTES:
