@@ -168,6 +168,15 @@ def _lengths_of_used(counts, used, max_len, lengths, work):
 @njit(cache=True)
 def canonical_codes(lengths):
     """DEFLATE-style canonical codes for ``lengths`` (codes are right-aligned integers)."""
+    codes = np.zeros(lengths.shape[0], np.int64)
+    canonical_codes_into(lengths, codes)
+    return codes
+
+
+@njit(cache=True)
+def canonical_codes_into(lengths, codes):
+    """:func:`canonical_codes` written into ``codes`` (as long as ``lengths``; 0 where a
+    length is 0)."""
     n = lengths.shape[0]
     bl = np.zeros(MAX_CODE_LEN + 1, np.int64)
     for i in range(n):
@@ -178,13 +187,13 @@ def canonical_codes(lengths):
     for ln in range(1, MAX_CODE_LEN + 1):
         code = (code + bl[ln - 1]) << 1
         nxt[ln] = code
-    codes = np.zeros(n, np.int64)
     for i in range(n):
         ln = lengths[i]
         if ln > 0:
             codes[i] = nxt[ln]
             nxt[ln] += 1
-    return codes
+        else:
+            codes[i] = 0
 
 
 PRIMARY_BITS = 10  # a two-level table's first lookup: 2**10 int32 entries, 4 KB

@@ -51,12 +51,11 @@ def _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, 
              chunk_log2) -> Section:
     """A coded tensor's section; its data a read-only view of the coder's uint8 array (not
     a copy: ``payload.pack`` copies it once, into the payload)."""
-    return Section(
-        quantizer=quantizer, coder=used, dtype=dtype, shape=shape, levels=q.levels,
-        scale=q.scale, chunk_log2=chunk_log2, norm=q.norm, raw=q.raw is not None,
-        gap_layout=gap, reuse=prev is not None and (prev.coder, prev.codebook) == (used, codebook),
-        codebook=codebook, chunk_bits=chunk_bits, data=data.data.toreadonly(),
-    )
+    reuse = prev is not None and prev.codebook == codebook and prev.coder == used
+    # positional (Section's field order): a bundle of small tensors makes many of them
+    return Section(quantizer, used, dtype, shape, q.levels, q.scale, chunk_log2, q.norm,
+                   q.raw is not None, gap, reuse, codebook, chunk_bits,
+                   data.data.toreadonly())
 
 
 def _check_chunk_log2(chunk_log2) -> None:

@@ -370,8 +370,8 @@ def test_batch_planner_matches_the_per_tensor_planner():
                         assert np.array_equal(lengths[t], code.lengths)
                         assert np.array_equal(codes[t], code.codes)
                     else:
-                        _, rt, lt, *_ = zrh._writer_tables(code.mode, code.ks, code.rl,
-                                                           code.rs, code.ll)
+                        rt, lt = zrh.packed_tables(code.mode, code.ks, code.rl, code.rs,
+                                                   code.ll)
                         assert list(zpar[t, :2 + code.ks.size]) == (
                             [code.mode, code.ctxmode] + list(code.ks))
                         assert not zpar[t, 2 + code.ks.size:].any()
@@ -499,3 +499,61 @@ def test_capped_planner_chooses_as_uncapped(s):
         last_packed = zrh.plan_packed(rc, lc, extra, shifted, 0, s, False, none[0], -1)[1]
         last_huffman = auto.code_bytes(*zrh.state_code(lc, n, s)[1:3])
     assert (auto.KIND_ZRH, False) in kinds and (auto.KIND_HUFFMAN, False) in kinds
+
+
+@pytest.mark.parametrize("s", [1, 8, 127])
+def test_code_cost_of_histogram_rows(s):
+    """``zrh._cost_of`` costs a code of fewer rows than the histograms (1 or 4 run rows of
+    NCTX, 1, 4 or 8 level rows of NLCTX) row by row, histogram row c with the code's row
+    c % rows, no merged copy made. It must equal the cost of the merged counts (as
+    ``zrh._level_rows`` merges them), -1 exactly when a symbol present has no codeword:
+    codes built from this tensor's merged counts, from another tensor's (symbols without
+    codewords) and Rice codes of every k."""
+    from horovod_huffcomp.codebook import code_from_counts
+    from horovod_huffcomp.coders import zrh
+    from horovod_huffcomp.coders.chunks import RICE_MAX_K
+
+    def merged(h, rows):
+        return np.stack([h[c::rows].sum(0) for c in range(rows)])
+
+    def reference(counts, lengths, single):
+        used = counts > 0
+        if single >= 0:
+            return -1 if used[np.arange(used.size) != single].any() else 0
+        return -1 if (used & (lengths == 0)).any() else int((counts * lengths).sum())
+
+    def codes_of(h):
+        built = [code_from_counts(row) for row in h]
+        return (np.stack([b[0] for b in built]), np.array([b[1] for b in built], np.int64))
+
+    rng = np.random.default_rng(s)
+    hists = []
+    for t in range(24):
+        n = int(rng.choice([10, 256, 3000, 40_000]))
+        states = _sparse_states(rng, n, s, float(rng.choice([0.002, 0.05, 0.4, 0.9])))
+        hists.append(zrh.histograms(states, n, 12, s))
+    seen = set()
+    for t, (rc, lc, extra, shifted) in enumerate(hists):
+        rice = zrh.rice_costs(rc, shifted)
+        for src in (t, (t + 1) % len(hists)):  # own counts, then another tensor's
+            orc, olc = hists[src][0], hists[src][1]
+            for nctx in (1, zrh.NCTX):
+                for nl in (1, zrh.NCTX, zrh.NLCTX):
+                    if nl < nctx:
+                        continue
+                    ll, ls = codes_of(merged(olc, nl))
+                    rl, rs = codes_of(merged(orc, nctx))
+                    lbits = [reference(row, ll[j], ls[j]) for j, row in enumerate(merged(lc, nl))]
+                    rbits = [reference(row, rl[j], rs[j]) for j, row in enumerate(merged(rc, nctx))]
+                    want = -1 if -1 in lbits + rbits else sum(lbits + rbits) + int(extra.sum())
+                    got = zrh._cost_of(zrh.MODE_HUFFMAN, np.zeros(nctx, np.int64), rl, rs, ll,
+                                       ls, rc, lc, extra, rice)
+                    assert got == want, (s, t, src, nctx, nl)
+                    ks = rng.integers(0, RICE_MAX_K + 1, nctx)
+                    kbits = merged(rice, nctx)[np.arange(nctx), ks]
+                    want = -1 if -1 in lbits else sum(lbits) + int(kbits.sum())
+                    got = zrh._cost_of(zrh.MODE_RICE, ks, np.zeros_like(rl),
+                                       np.full(nctx, -1, np.int64), ll, ls, rc, lc, extra, rice)
+                    assert got == want, (s, t, src, nctx, nl, "rice")
+                    seen.add(want < 0)
+    assert seen == {True, False}

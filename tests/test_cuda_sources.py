@@ -405,7 +405,7 @@ def zrh_tables(zc, s):
     zpar = np.zeros(8, np.int32)
     zpar[0], zpar[1] = zc.mode, zc.ctxmode
     zpar[2: 2 + zc.ks.size] = zc.ks
-    _, rt, lt, *_ = zrh._writer_tables(zc.mode, zc.ks, zc.rl, zc.rs, zc.ll)
+    rt, lt = zrh.packed_tables(zc.mode, zc.ks, zc.rl, zc.rs, zc.ll)
     rtab = np.zeros((zrh.NCTX, 70), np.uint32)
     ltab = np.zeros((zrh.NLCTX, 2 * s), np.uint32)
     rtab[: rt.shape[0]], ltab[: lt.shape[0]] = rt, lt

@@ -111,7 +111,7 @@ def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
 
     def rice_plan_many(coder, hist, sizes, s, raw_bits, prev=None):  # the GPU backend's
         zc, count = rice(s), len(sizes)
-        _, rt, lt, *_ = zrh._writer_tables(zc.mode, zc.ks, zc.rl, zc.rs, zc.ll)
+        rt, lt = zrh.packed_tables(zc.mode, zc.ks, zc.rl, zc.rs, zc.ll)
         zpar = np.zeros((count, auto.ZRH_PARAMS), np.int32)
         zpar[:, 0], zpar[:, 1], zpar[:, 2] = zc.mode, zc.ctxmode, zc.ks[0]
         rtab = np.zeros((count, zrh.NCTX, RUN_ALPHABET), np.uint32)

@@ -218,7 +218,7 @@ def plan_rows(hist, sizes, s, raw_bits, auto, prev_kind, prev_code, prev_cb):
                 reuse[t] = True
             else:
                 out = zrh._serialize(mode, ks, rl, rs, ll, ls)
-            _, rt, lt, _, _, _ = zrh._writer_tables(mode, ks, rl, rs, ll)
+            rt, lt = zrh.packed_tables(mode, ks, rl, rs, ll)
             zpar[t, 0] = mode
             zpar[t, 1] = zrh.ctxmode_of(rl.shape[0], ll.shape[0])
             zpar[t, 2: 2 + ks.shape[0]] = ks
@@ -299,16 +299,16 @@ def _encode_tensor(states, n, clog2, s, raw, raw_bits, auto, nnz, pos, threads, 
     if kind == KIND_ZRH:
         mode, ks, rl, rs, ll, ls = zrh.unpack_code(packed, s)
         cb = zrh._serialize(mode, ks, rl, rs, ll, ls)
-        rcd, rtab, ltab, per_elem, run_max, level_max = zrh._writer_tables(mode, ks, rl, rs, ll)
+        rcd, short, lt, per_elem, run_max, level_max = zrh._writer_tables(mode, ks, rl, rs, ll)
         base = at + group_rooms(n, clog2, first, per_elem, run_max + level_max + raw_bits,
                                 nnz, run_max)
         out = _grown(data, base[groups], at)
         ctxmode = zrh.ctxmode_of(rl.shape[0], ll.shape[0])
         if groups > 1:
-            _zrh_write(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab, raw, pos,
+            _zrh_write(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, short, lt, raw, pos,
                        listed, first, base, out, chunk_bits, ends)
         else:
-            _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, rtab, ltab,
+            _zrh_write_serial(states, n, clog2, s, mode, ctxmode, ks, rl, rcd, short, lt,
                               raw, pos, listed, first, base, out, chunk_bits, ends)
     else:
         cb = code_bytes(hl, hs)
@@ -415,11 +415,12 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
         data_from, data_to = data_at[:-1].tolist(), data_at[1:].tolist()
     out = []
     cb_at, bits_at = cb_at.tolist(), bits_at.tolist()
+    kinds, reused, clog2s = kinds.tolist(), reused.tolist(), clog2s.tolist()
     for t in range(len(qs)):
         cb = prev[1] if reused[t] else cbs[cb_at[t]: cb_at[t + 1]].tobytes()
         used = "huffman" if kinds[t] == KIND_HUFFMAN else "zrh"
         out.append((used, cb, bits[bits_at[t]: bits_at[t + 1]],
-                    data[data_from[t]: data_to[t]], int(clog2s[t])))
+                    data[data_from[t]: data_to[t]], clog2s[t]))
         prev = (used, cb)
     if last.size:
         _remember(prev[1], s, last)

@@ -177,7 +177,7 @@ def encode_run(states, starts, sizes, fixed_clog2, s, auto_, lanes, prev_kind, p
     pk, pcb = prev_kind, prev_cb
     if prev_kind == auto.KIND_ZRH:
         p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = zrh.unpack_code(prev_code, s)
-        _zrh_row(plan, count, p_mode, p_ks, p_rl, p_rs, p_ll, s)
+        _zrh_row(plan, count, p_mode, p_ks, p_rl, p_rs, p_ll)
     else:
         p_mode, p_ks, p_rl, p_rs, p_ll, p_ls = (-1, prev_code,
                                                 np.zeros((1, RUN_ALPHABET), np.int64),
@@ -235,9 +235,10 @@ def encode_run(states, starts, sizes, fixed_clog2, s, auto_, lanes, prev_kind, p
     data = np.empty(max(base[spans], 1 << 16), np.uint8)
     bits = np.empty(bits_at[count], np.int64)
     ends = np.zeros(spans, np.int64)
+    lsyms, rbases, lbases = _value_modes(s)
     _write_spans(states, starts, sizes, clog2s, s, positions, pos_at, listed, pt, pc0, pc1,
-                 lane_at, kinds, rows, plan.modes, plan.kss, plan.rls, plan.rcds, plan.lsyms,
-                 plan.rbases, plan.lbases, plan.shorts, plan.lts, plan.tables, base, data, bits,
+                 lane_at, kinds, rows, plan.modes, plan.ctxms, plan.kss, plan.rls, plan.rcds,
+                 lsyms, rbases, lbases, plan.shorts, plan.lts, plan.tables, base, data, bits,
                  bits_at, ends)
     data_from = np.zeros(count, np.int64)
     data_to = np.zeros(count, np.int64)
@@ -425,11 +426,12 @@ def _histogram_spans(states, starts, sizes, clog2s, positions, pos_at, listed, p
 
 @njit(cache=True, parallel=True)
 def _write_spans(states, starts, sizes, clog2s, s, positions, pos_at, listed, pt, pc0, pc1,
-                 lane_at, kinds, rows, modes, kss, rls, rcds, lsyms, rbases, lbases, shorts,
-                 lts, tables, base, data, bits, bits_at, ends):
+                 lane_at, kinds, rows, modes, ctxms, kss, rls, rcds, lsyms, rbases, lbases,
+                 shorts, lts, tables, base, data, bits, bits_at, ends):
     """Each lane's spans written from their rooms' starts ``base``, their ends into
-    ``ends``: ``zrh._write_group`` with the tables of row ``rows[t]`` or
-    ``symbol._write_group`` by the tensor's kind."""
+    ``ends``: ``zrh._write_group`` with the tables of row ``rows[t]`` (the value tables of
+    its context mode: :func:`_value_modes`) or ``symbol._write_group`` by the tensor's
+    kind."""
     for j in prange(lane_at.shape[0] - 1):
         for p in range(lane_at[j], lane_at[j + 1]):
             t = pt[p]
@@ -438,8 +440,9 @@ def _write_spans(states, starts, sizes, clog2s, s, positions, pos_at, listed, pt
             chunk_bits = bits[bits_at[t]: bits_at[t + 1]]
             if kinds[t] == auto.KIND_ZRH:
                 r = rows[t]
+                v = ctxms[r]
                 ends[p] = zrh._write_group(st, n, clog2s[t], modes[r], kss[r], rls[r], rcds[r],
-                                           lsyms[r], rbases[r], lbases[r], shorts[r], lts[r],
+                                           lsyms[v], rbases[v], lbases[v], shorts[r], lts[r],
                                            None, positions[pos_at[t]: pos_at[t + 1]],
                                            listed[t], pc0[p], pc1[p], base[p], data,
                                            chunk_bits)
@@ -452,12 +455,12 @@ def _write_spans(states, starts, sizes, clog2s, s, positions, pos_at, listed, pt
 # the planner's arrays (``_new_plans``): per tensor, ``auto.choose_alone``'s results
 # (``zrh._plan_alone``'s code padded to NCTX / NLCTX rows, its sizes nctx / nlctx), the
 # tensor's histograms, the full-Huffman writer's table; per row (a tensor's own ZRH code,
-# row ``count``: the section before the run's), the ZRH writer's tables
+# row ``count``: the section before the run's), the ZRH writer's tables and context mode
 Plans = namedtuple("Plans", [
     "hl", "hs", "hbits", "hcb_bytes", "rice", "b_choice", "b_mode", "nctx", "nlctx", "b_ks",
     "b_rl", "b_rs", "b_ll", "b_ls", "b_bits", "b_cb", "rc", "lc", "extra", "tables",
-    "h_per_elem", "modes", "kss", "rls", "rcds", "lsyms", "rbases", "lbases", "shorts", "lts",
-    "z_per_elem", "z_per_nz", "z_per_chunk"])
+    "h_per_elem", "modes", "ctxms", "kss", "rls", "rcds", "shorts", "lts", "z_per_elem",
+    "z_per_nz", "z_per_chunk"])
 
 
 @njit(cache=True)
@@ -475,10 +478,9 @@ def _new_plans(count, s):
         np.zeros(count, np.int64), np.zeros((count, zrh.NCTX * RUN_ALPHABET), np.int64),
         np.zeros((count, zrh.NLCTX * a2), np.int64), np.zeros((count, zrh.NCTX), np.int64),
         np.zeros((count, a2 + 1), np.uint32), np.zeros(count, np.int64),
-        np.zeros(rows, np.int64), np.zeros((rows, zrh.NCTX), np.int64),
+        np.zeros(rows, np.int64), np.zeros(rows, np.int64), np.zeros((rows, zrh.NCTX), np.int64),
         np.zeros((rows, zrh.NCTX, RUN_ALPHABET), np.int64),
-        np.zeros((rows, zrh.NCTX, RUN_ALPHABET), np.int64), np.zeros((rows, 256), np.int64),
-        np.zeros((rows, 256), np.int64), np.zeros((rows, 256), np.int64),
+        np.zeros((rows, zrh.NCTX, RUN_ALPHABET), np.int64),
         np.zeros((rows, zrh.NCTX * RUN_DIRECT), np.uint64),
         np.zeros((rows, zrh.NLCTX * a2), np.uint32), np.zeros(rows, np.int64),
         np.zeros(rows, np.int64), np.zeros(rows, np.int64))
@@ -551,26 +553,31 @@ def _plan_tensor(t, span_at, rc, lc, extra, shifted, sizes, s, auto_, plan):
         plan.tables[t] = ((canonical_codes(hl) << 5) | hl).astype(np.uint32)
         plan.h_per_elem[t] = hl.max()
     if bits >= 0:
-        _zrh_row(plan, t, mode, ks, rl, rs, ll, s)
+        _zrh_row(plan, t, mode, ks, rl, rs, ll)
 
 
 @njit(cache=True)
-def _zrh_row(plan, r, mode, ks, rl, rs, ll, s):
-    """The ZRH writer's tables of a code into row r (``zrh._write``'s, padded)."""
-    rcd, rtab, ltab, per_elem, run_max, level_max = zrh._writer_tables(mode, ks, rl, rs, ll)
+def _zrh_row(plan, r, mode, ks, rl, rs, ll):
+    """The ZRH writer's tables of a code into row r (``zrh._write``'s, padded), written in
+    place (``zrh._writer_rows``)."""
     nctx = rl.shape[0]
     plan.modes[r] = mode
+    plan.ctxms[r] = zrh.ctxmode_of(nctx, ll.shape[0])
     plan.kss[r, :nctx] = ks
     plan.rls[r, :nctx] = rl
-    plan.rcds[r, :nctx] = rcd
-    lsym, rbase, lbase = zrh.value_tables(s, zrh.ctxmode_of(nctx, ll.shape[0]), RUN_DIRECT,
-                                          2 * s)
-    plan.lsyms[r] = lsym
-    plan.rbases[r] = rbase
-    plan.lbases[r] = lbase
-    short = zrh._short_runs(mode, ks, rtab)
-    plan.shorts[r, : short.shape[0]] = short
-    lt = ltab.ravel()
-    plan.lts[r, : lt.shape[0]] = lt
+    per_elem, run_max, level_max = zrh._writer_rows(mode, ks, rl, rs, ll, plan.rcds[r, :nctx],
+                                                    plan.shorts[r], plan.lts[r])
     plan.z_per_elem[r], plan.z_per_nz[r], plan.z_per_chunk[r] = (per_elem, run_max + level_max,
                                                                  run_max)
+
+
+@njit(cache=True)
+def _value_modes(s):
+    """``zrh.value_tables`` of each context mode (row = the mode), as the writer reads
+    them."""
+    lsyms = np.empty((3, 256), np.int64)
+    rbases = np.empty((3, 256), np.int64)
+    lbases = np.empty((3, 256), np.int64)
+    for v in range(3):
+        lsyms[v], rbases[v], lbases[v] = zrh.value_tables(s, v, RUN_DIRECT, 2 * s)
+    return lsyms, rbases, lbases

@@ -36,7 +36,7 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .. import bits as B
-from ..codebook import (HUFFMAN_WORK, canonical_code_rows, code_cost, code_nbytes,
+from ..codebook import (HUFFMAN_WORK, canonical_codes_into, code_cost, code_nbytes,
                         code_sized_into, decode_table_rows, parse_codes,
                         put_code, read_sym, varint_len)
 from ..errors import PayloadError
@@ -434,32 +434,27 @@ def _read_run(buf, byte, bb, bn, bitpos, stop, mode, k, rt, rtb, rp, linked):
 
 
 @njit(cache=True)
-def _short_runs(mode, ks, rtab):
-    """Per run context, the codeword of each run < RUN_DIRECT as code << 6 | length
-    (Huffman from ``rtab``; Rice: at most 15 ones, the closing 0 and k <= 24 bits, <= 40)."""
-    short = np.zeros(rtab.shape[0] * RUN_DIRECT, np.uint64)
-    for c in range(rtab.shape[0]):
+def _short_runs(mode, ks, rl, rcd, short):
+    """Per run context, the codeword of each run < RUN_DIRECT as code << 6 | length, into
+    ``short`` (context c's from c x RUN_DIRECT; Huffman: run code lengths ``rl`` and codes
+    ``rcd``; Rice: at most 15 ones, the closing 0 and k <= 24 bits, <= 40)."""
+    for c in range(rl.shape[0]):
         for r in range(RUN_DIRECT):
             if mode == MODE_HUFFMAN:
-                e = rtab[c, r]
-                short[c * RUN_DIRECT + r] = (B.U64(e >> 5) << B.U64(6)) | B.U64(e & 31)
+                short[c * RUN_DIRECT + r] = (B.U64(rcd[c, r]) << B.U64(6)) | B.U64(rl[c, r])
             else:
                 k = ks[c]
                 q = r >> k
                 code = (((1 << q) - 1) << (k + 1)) | (r & ((1 << k) - 1))
                 short[c * RUN_DIRECT + r] = B.U64((code << 6) | (q + 1 + k))
-    return short
 
 
 @chunk_parallel
-def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, rtab, ltab, raw, pos_nz,
+def _write(states, n, clog2, s, mode, ctxmode, ks, rlens, rcodes, short, lt, raw, pos_nz,
            listed, first, base, out, chunk_bits, ends):
     """One pass: group g's chunks one after the other from byte base[g] (write_one_pass),
-    by :func:`_write_group`. ``rtab``/``ltab``: run and level codes as code << 5 |
-    length."""
+    by :func:`_write_group`, with :func:`_writer_tables`' tables."""
     lsym, rbase, lbase = value_tables(s, ctxmode, RUN_DIRECT, 2 * s)
-    short = _short_runs(mode, ks, rtab)
-    lt = ltab.ravel()
     for g in prange(first.shape[0] - 1):
         if raw.shape[0] > 0:
             ends[g] = _write_group(states, n, clog2, mode, ks, rlens, rcodes, lsym, rbase,
@@ -819,24 +814,23 @@ def _level_rows(lc, rows):
 
 @njit(cache=True)
 def _cost_of(mode, ks, rl, rs, ll, ls, rc, lc, extra, rice):
-    """Data bits of a code for these histograms (run contexts summed first for a
-    one-context code; level counts as :func:`histograms` gives them), -1 if a symbol present
-    has no codeword."""
-    nctx = rl.shape[0]
-    lc = _level_rows(lc, ll.shape[0])
-    if nctx == 1:
-        rc, rice = _sum_rows(rc), _sum_rows(rice)
+    """Data bits of a code for these histograms (as :func:`histograms` gives them: NCTX
+    run rows, NLCTX level rows), -1 if a symbol present has no codeword. A code of fewer
+    rows codes row c of the histograms with its row c % rows (:func:`_level_rows` merges
+    them so): each histogram row is costed with that row, no merged copy made (costs are
+    sums over the counts)."""
+    nctx, nl = rl.shape[0], ll.shape[0]
     bits = 0
-    for c in range(ll.shape[0]):
-        b = code_cost(lc[c], ll[c], ls[c])
+    for c in range(lc.shape[0]):
+        b = code_cost(lc[c], ll[c % nl], ls[c % nl])
         if b < 0:
             return -1
         bits += b
-    for c in range(nctx):
+    for c in range(rc.shape[0]):
         if mode == MODE_RICE:
-            bits += rice[c, ks[c]]
+            bits += rice[c, ks[c % nctx]]
         else:
-            b = code_cost(rc[c], rl[c], rs[c])
+            b = code_cost(rc[c], rl[c % nctx], rs[c % nctx])
             if b < 0:
                 return -1
             bits += b
@@ -874,17 +868,19 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
             np.zeros(1, np.int64), -1, 0)
     runs_ctx = -1  # the contexts of the run codes rl, rs built so far (1 or NCTX)
     rl, rs, rbits, rbytes = rc[:1], np.zeros(1, np.int64), 0, 0
+    bound_ctx, hb_bits, hb_bytes = -1, 0, 0  # the contexts of the run rows' bounds taken
     for ctx in range(3):  # one context, magnitude contexts, magnitude + sign level contexts
         if ctx == 0:
             r_, l_, s_ = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
         else:
             r_, l_, s_ = rc, _level_rows(lc, NCTX if ctx == 1 else NLCTX), rice
         nctx = r_.shape[0]
-        ks = np.zeros(nctx, np.int64)
-        kdata = rawbits
-        for c in range(nctx):
-            ks[c] = np.argmin(s_[c])
-            kdata += s_[c, ks[c]]
+        if ctx < 2:  # the sign contexts change only the level codes: same ks as before
+            ks = np.zeros(nctx, np.int64)
+            kdata = rawbits
+            for c in range(nctx):
+                ks[c] = np.argmin(s_[c])
+                kdata += s_[c, ks[c]]
         limit = best[7] + best[8] if best[7] >= 0 else -1
         if cap >= 0 and (limit < 0 or cap < limit):
             limit = cap
@@ -892,8 +888,9 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
             lb_bits, lb_bytes = _rows_bound(l_)
             if runs_ctx == nctx:
                 hb_bits, hb_bytes = rbits, rbytes
-            else:
+            elif bound_ctx != nctx:  # else the run rows' bounds of the mode before
                 hb_bits, hb_bytes = _rows_bound(r_)
+                bound_ctx = nctx
             hbound = lb_bits + hb_bits + extra.sum() + rawbits + 8 * (1 + lb_bytes + hb_bytes)
             kbound = lb_bits + kdata + 8 * (1 + (nctx if nctx > 1 else 0) + lb_bytes)
             if hbound >= limit and kbound >= limit:
@@ -989,11 +986,37 @@ def plan_packed(rc, lc, extra, shifted, rawbits, s, has_prev, prev_code, cap=-1)
 
 @njit(cache=True)
 def _writer_tables(mode, ks, rl, rs, ll):
-    """What the writers need, in one call: run codes, run and level codes packed as
-    code << 5 | length, and bounds on the bits of an element and of a run and a level."""
-    rcd = canonical_code_rows(rl)
-    rtab = ((rcd << 5) | rl).astype(np.uint32)
-    ltab = ((canonical_code_rows(ll) << 5) | ll).astype(np.uint32)
+    """What the writers need, in one call (:func:`_writer_rows` into new arrays): run codes,
+    the short runs' codewords, level codes as code << 5 | length (row after row), and bounds
+    on the bits of an element and of a run and a level."""
+    rcd = np.empty_like(rl)
+    short = np.empty(rl.shape[0] * RUN_DIRECT, np.uint64)
+    lt = np.empty(ll.size, np.uint32)
+    per_elem, run_max, level_max = _writer_rows(mode, ks, rl, rs, ll, rcd, short, lt)
+    return rcd, short, lt, per_elem, run_max, level_max
+
+
+@njit(cache=True)
+def packed_tables(mode, ks, rl, rs, ll):
+    """Run and level codes as code << 5 | length, rows as rl's and ll's: the tables the GPU
+    kernels read."""
+    rcd, _, lt, _, _, _ = _writer_tables(mode, ks, rl, rs, ll)
+    return ((rcd << 5) | rl).astype(np.uint32), lt.reshape(ll.shape)
+
+
+@njit(cache=True)
+def _writer_rows(mode, ks, rl, rs, ll, rcd, short, lt):
+    """:func:`_writer_tables` into the caller's arrays ``rcd`` (rl's shape), ``short`` and
+    ``lt`` (at least rl.shape[0] x RUN_DIRECT and ll.size long): returns the bounds."""
+    for c in range(rl.shape[0]):
+        canonical_codes_into(rl[c], rcd[c])
+    _short_runs(mode, ks, rl, rcd, short)
+    a = ll.shape[1]
+    for c in range(ll.shape[0]):
+        row = lt[c * a: (c + 1) * a]
+        canonical_codes_into(ll[c], row)
+        for j in range(a):
+            row[j] = (row[j] << 5) | ll[c, j]
     if mode == MODE_RICE:
         per_elem, run_max = 1, 1 + ks.max()
     else:
@@ -1003,7 +1026,7 @@ def _writer_tables(mode, ks, rl, rs, ll):
                 if rl[c, sym] > 0:
                     top = max(top, sym)
         per_elem, run_max = 0, rl.max() + run_base(max(top, 0))[1]
-    return rcd, rtab, ltab, per_elem, run_max, ll.max()
+    return per_elem, run_max, ll.max()
 
 
 def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None, pos=None):
@@ -1013,14 +1036,14 @@ def encode(q, clog2: int, zc: ZrhCode, nonzeros: int | None = None, pos=None):
     raw, rawbits = raw_values(q)
     s = q.levels
     ks, rl = zc.ks, zc.rl
-    rcd, rtab, ltab, per_elem, run_max, level_max = _writer_tables(zc.mode, ks, rl, zc.rs,
-                                                                   zc.ll)
+    rcd, short, lt, per_elem, run_max, level_max = _writer_tables(zc.mode, ks, rl, zc.rs,
+                                                                  zc.ll)
     per_nz = run_max + level_max + rawbits
     nz = q.n if nonzeros is None else nonzeros
     listed = pos is not None
     return write_one_pass(q.n, clog2, per_elem, per_nz, nz, run_max, _write,
-                          (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd, rtab,
-                           ltab, raw, pos if listed else NO_POSITIONS, listed))
+                          (q.states, q.n, clog2, s, zc.mode, zc.ctxmode, ks, rl, rcd, short,
+                           lt, raw, pos if listed else NO_POSITIONS, listed))
 
 
 @njit(cache=True)
