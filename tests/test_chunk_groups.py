@@ -543,8 +543,10 @@ def test_code_cost_of_histogram_rows(s):
                         continue
                     ll, ls = codes_of(merged(olc, nl))
                     rl, rs = codes_of(merged(orc, nctx))
-                    lbits = [reference(row, ll[j], ls[j]) for j, row in enumerate(merged(lc, nl))]
-                    rbits = [reference(row, rl[j], rs[j]) for j, row in enumerate(merged(rc, nctx))]
+                    lbits = [reference(row, ll[j], ls[j])
+                             for j, row in enumerate(merged(lc, nl))]
+                    rbits = [reference(row, rl[j], rs[j])
+                             for j, row in enumerate(merged(rc, nctx))]
                     want = -1 if -1 in lbits + rbits else sum(lbits + rbits) + int(extra.sum())
                     got = zrh._cost_of(zrh.MODE_HUFFMAN, np.zeros(nctx, np.int64), rl, rs, ll,
                                        ls, rc, lc, extra, rice)
