@@ -470,10 +470,16 @@ def put_code(out, pos, lengths, single):
 @njit(cache=True)
 def canonical_code_rows(lengths):
     """:func:`canonical_codes` of every row of a 2-D array of code lengths."""
-    out = np.zeros_like(lengths)
-    for r in range(lengths.shape[0]):
-        out[r] = canonical_codes(lengths[r])
+    out = np.empty_like(lengths)
+    canonical_code_rows_into(lengths, out)
     return out
+
+
+@njit(cache=True)
+def canonical_code_rows_into(lengths, out):
+    """:func:`canonical_code_rows` written into ``out`` (lengths' shape)."""
+    for r in range(lengths.shape[0]):
+        canonical_codes_into(lengths[r], out[r])
 
 
 class Code:

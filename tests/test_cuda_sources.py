@@ -381,25 +381,11 @@ def test_decode_sum_kernels_reject_what_the_cpu_rejects(host_launches):
     assert rejected > 40
 
 
-def _full_table(lengths, codes, single):
-    """zrh.cu's decode table of a code (one level, unlike the CPU's ``decode_table``): the
-    next ``bits`` bits index it, entry = symbol << 5 | length; bits = 0: table[0] is the one
-    symbol (or -1 << 5)."""
-    if single >= 0:
-        return np.array([single << 5], np.int32), 0
-    bits = int(lengths.max())
-    t = np.full(1 << bits, -(1 << 5), np.int32)
-    for i, ln in enumerate(lengths.tolist()):
-        if ln:
-            lo = int(codes[i]) << (bits - ln)
-            t[lo: lo + (1 << (bits - ln))] = i << 5 | ln
-    return t, bits
-
-
 def zrh_tables(zc, s):
     """A ZrhCode as the host build of zrh.cu reads it: (zpar, rtab, ltab, decode tables,
     their widths), rows padded to HC_ZRH_NCTX / HC_ZRH_NLCTX as gpu_backend pads them."""
     from horovod_huffcomp import gpu_backend
+    from horovod_huffcomp.codebook import decode_table
     from horovod_huffcomp.coders import zrh
 
     zpar = np.zeros(8, np.int32)
@@ -415,7 +401,8 @@ def zrh_tables(zc, s):
     tables = np.full((len(rows), 1 << 15), -(1 << 5), np.int32)
     widths = np.zeros(len(rows), np.int32)
     for r, (ln, cd, one) in enumerate(zip(rows, codes, ones)):
-        t, widths[r] = _full_table(np.asarray(ln, np.int64), cd, one)
+        # zrh.cu's tables have one level: a first lookup as wide as the longest code
+        t, widths[r] = decode_table(np.asarray(ln, np.int64), cd, one, MAX_CODE_LEN)
         tables[r, : t.size] = t
     return zpar, rtab.reshape(-1), ltab.reshape(-1), tables, widths
 

@@ -36,9 +36,9 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .. import bits as B
-from ..codebook import (HUFFMAN_WORK, canonical_codes_into, code_cost, code_nbytes,
-                        code_sized_into, decode_table_rows, parse_codes,
-                        put_code, read_sym, varint_len)
+from ..codebook import (HUFFMAN_WORK, canonical_code_rows_into, canonical_codes_into,
+                        code_cost, code_nbytes, code_sized_into, decode_table_rows,
+                        parse_codes, put_code, read_sym, varint_len)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -1008,8 +1008,7 @@ def packed_tables(mode, ks, rl, rs, ll):
 def _writer_rows(mode, ks, rl, rs, ll, rcd, short, lt):
     """:func:`_writer_tables` into the caller's arrays ``rcd`` (rl's shape), ``short`` and
     ``lt`` (at least rl.shape[0] x RUN_DIRECT and ll.size long): returns the bounds."""
-    for c in range(rl.shape[0]):
-        canonical_codes_into(rl[c], rcd[c])
+    canonical_code_rows_into(rl, rcd)
     _short_runs(mode, ks, rl, rcd, short)
     a = ll.shape[1]
     for c in range(ll.shape[0]):
