@@ -177,23 +177,41 @@ def canonical_codes(lengths):
 def canonical_codes_into(lengths, codes):
     """:func:`canonical_codes` written into ``codes`` (as long as ``lengths``; 0 where a
     length is 0)."""
-    n = lengths.shape[0]
-    bl = np.zeros(MAX_CODE_LEN + 1, np.int64)
-    for i in range(n):
-        bl[lengths[i]] += 1
-    bl[0] = 0
-    nxt = np.zeros(MAX_CODE_LEN + 2, np.int64)
-    code = 0
+    canonical_codes_work(lengths, codes, np.empty(CANONICAL_WORK, np.int64))
+
+
+CANONICAL_WORK = MAX_CODE_LEN + 1  # :func:`canonical_codes_work`'s work array
+
+
+@njit(cache=True)
+def canonical_codes_work(lengths, codes, work):
+    """:func:`canonical_codes_into` with the caller's ``work`` (CANONICAL_WORK int64s: the
+    count of each length, then in place the next code of each length), for callers that
+    build many codes."""
+    work[:] = 0
+    for i in range(lengths.shape[0]):
+        work[lengths[i]] += 1
+    code, below = 0, 0  # the codes of length ln follow those of ln - 1 (none of length 0)
     for ln in range(1, MAX_CODE_LEN + 1):
-        code = (code + bl[ln - 1]) << 1
-        nxt[ln] = code
-    for i in range(n):
+        code = (code + below) << 1
+        below = work[ln]
+        work[ln] = code
+    for i in range(lengths.shape[0]):
         ln = lengths[i]
         if ln > 0:
-            codes[i] = nxt[ln]
-            nxt[ln] += 1
+            codes[i] = work[ln]
+            work[ln] += 1
         else:
             codes[i] = 0
+
+
+@njit(cache=True)
+def packed_codes_work(lengths, out, work):
+    """Each symbol's canonical codeword as code << 5 | length into ``out`` (0 where a length
+    is 0; the writers' tables), with :func:`canonical_codes_work`'s ``work``."""
+    canonical_codes_work(lengths, out, work)
+    for i in range(lengths.shape[0]):
+        out[i] = (out[i] << 5) | lengths[i]
 
 
 PRIMARY_BITS = 10  # a two-level table's first lookup: 2**10 int32 entries, 4 KB
@@ -478,8 +496,9 @@ def canonical_code_rows(lengths):
 @njit(cache=True)
 def canonical_code_rows_into(lengths, out):
     """:func:`canonical_code_rows` written into ``out`` (lengths' shape)."""
+    work = np.empty(CANONICAL_WORK, np.int64)
     for r in range(lengths.shape[0]):
-        canonical_codes_into(lengths[r], out[r])
+        canonical_codes_work(lengths[r], out[r], work)
 
 
 class Code:

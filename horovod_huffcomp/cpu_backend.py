@@ -49,13 +49,12 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio, chunk_lo
 
 def _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, data,
              chunk_log2) -> Section:
-    """A coded tensor's section; its data a read-only view of the coder's uint8 array (not
+    """A coded tensor's section; its data a read-only memoryview of the coder's bytes (not
     a copy: ``payload.pack`` copies it once, into the payload)."""
     reuse = prev is not None and prev.codebook == codebook and prev.coder == used
     # positional (Section's field order): a bundle of small tensors makes many of them
     return Section(quantizer, used, dtype, shape, q.levels, q.scale, chunk_log2, q.norm,
-                   q.raw is not None, gap, reuse, codebook, chunk_bits,
-                   data.data.toreadonly())
+                   q.raw is not None, gap, reuse, codebook, chunk_bits, data)
 
 
 def _check_chunk_log2(chunk_log2) -> None:
@@ -70,12 +69,13 @@ def code_sections(qs, quantizer: str, dtypes, shapes, coder: str, chunk_log2, se
     but exact top-k (raw magnitudes)."""
     _check_chunk_log2(chunk_log2)
     out = []
-    i = 0
-    while i < len(qs):
+    i, count = 0, len(qs)
+    runs = coder in ("auto", "zrh")
+    while i < count:
         j = i
-        if coder in ("auto", "zrh"):
-            while (j < len(qs) and auto.runs_together(qs[j])
-                   and qs[j].levels == qs[i].levels):
+        if runs:
+            s = qs[i].levels
+            while j < count and auto.runs_together(qs[j]) and qs[j].levels == s:
                 j += 1
         if j > i:
             for c in auto.encode_run(qs[i:j], coder, chunk_log2,
@@ -103,8 +103,8 @@ def code_section(q, quantizer: str, dtype, shape: tuple, coder: str, chunk_log2,
     prev_cb = (prev.coder, prev.codebook) if prev is not None else None
     used, codebook, chunk_bits, data = coders.encode(q, coder, chunk_log2, seed, gap, prev_cb,
                                                      scanned)
-    return _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, data,
-                    chunk_log2)
+    return _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits,
+                    data.data.toreadonly(), chunk_log2)
 
 
 def decode_states(sec: Section) -> tuple[np.ndarray, np.ndarray | None]:

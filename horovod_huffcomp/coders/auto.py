@@ -117,13 +117,16 @@ def choose_alone(rc, lc, extra, shifted, n, s, raw_bits, auto):
                                                            raw_bits * lc.sum(), cap)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def choose_after(alone, rc, lc, extra, raw_bits, auto, prev_kind, p_mode, p_ks, p_rl, p_rs,
                  p_ll, p_ls, prev_cb):
     """:func:`choose` from :func:`choose_alone`'s result and the previous section: its
     kind, its ZRH code unpacked (``zrh.unpack_code``; read if ``prev_kind`` is KIND_ZRH),
     its Huffman codebook ``prev_cb`` (read if KIND_HUFFMAN). Returns (choice, the ZRH code
-    (mode, ks, rl, rs, ll, ls)): choice -2 is full Huffman, -1 the previous code."""
+    (mode, ks, rl, rs, ll, ls)): choice -2 is full Huffman, -1 the previous code. Inlined,
+    as are ``zrh._with_prev`` and ``zrh._cost_of``: it runs once a tensor in the serial part
+    of ``lanes.encode_run``, where the calls (~15 arrays passed, each reference counted)
+    took a third of its time. Not to be inlined into a ``prange`` body."""
     hl, hs, hbits, hcb_bytes, rice, best = alone
     cap = -1
     if auto:
@@ -386,7 +389,8 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
     """``auto`` or ``zrh`` coding of consecutive tensors of a bundle (all
     :func:`runs_together`, one s), each after the one before (``prev`` before the first, as
     in :func:`encode`), in one numba call: [(coder used, codebook bytes, chunk_bits, data,
-    chunk_log2)] per tensor, the same as :func:`encode` of each in turn. States in one
+    chunk_log2)] per tensor, the same as :func:`encode` of each in turn but for data, a
+    read-only memoryview (not an array). States in one
     arena (``quantizers.arena_for``) are read in place, others copied together first. On
     several threads by ``lanes.encode_run`` (the run's work in phases, each cut into equal
     shares of all its tensors), on one by :func:`_encode_run`."""
@@ -416,11 +420,12 @@ def encode_run(qs, coder: str, clog2: int | None, prev=None):
     out = []
     cb_at, bits_at = cb_at.tolist(), bits_at.tolist()
     kinds, reused, clog2s = kinds.tolist(), reused.tolist(), clog2s.tolist()
+    cbs, view = cbs.tobytes(), data.data.toreadonly()  # sliced per tensor: no array views
     for t in range(len(qs)):
-        cb = prev[1] if reused[t] else cbs[cb_at[t]: cb_at[t + 1]].tobytes()
+        cb = prev[1] if reused[t] else cbs[cb_at[t]: cb_at[t + 1]]
         used = "huffman" if kinds[t] == KIND_HUFFMAN else "zrh"
         out.append((used, cb, bits[bits_at[t]: bits_at[t + 1]],
-                    data[data_from[t]: data_to[t]], clog2s[t]))
+                    view[data_from[t]: data_to[t]], clog2s[t]))
         prev = (used, cb)
     if last.size:
         _remember(prev[1], s, last)

@@ -36,9 +36,9 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .. import bits as B
-from ..codebook import (HUFFMAN_WORK, canonical_code_rows_into, canonical_codes_into,
+from ..codebook import (CANONICAL_WORK, HUFFMAN_WORK, canonical_code_rows_into,
                         code_cost, code_nbytes, code_sized_into, decode_table_rows,
-                        parse_codes, put_code, read_sym, varint_len)
+                        packed_codes_work, parse_codes, put_code, read_sym, varint_len)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -737,12 +737,12 @@ def _sum_rows(a):
 
 
 @njit(cache=True)
-def _codes_of(counts):
-    """(lengths, singles, bits, bytes) of the Huffman codes of every row of ``counts``."""
+def _codes_of(counts, work):
+    """(lengths, singles, bits, bytes) of the Huffman codes of every row of ``counts``;
+    ``work``: at least HUFFMAN_WORK int64s per column."""
     rows = counts.shape[0]
     lengths = np.empty(counts.shape, np.int64)
     singles = np.empty(rows, np.int64)
-    work = np.empty(HUFFMAN_WORK * counts.shape[1], np.int64)
     bits, nbytes = 0, 0
     for c in range(rows):
         singles[c], b, nb = code_sized_into(counts[c], lengths[c], work)
@@ -812,7 +812,7 @@ def _level_rows(lc, rows):
     return lc[:NCTX] + lc[NCTX:]
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _cost_of(mode, ks, rl, rs, ll, ls, rc, lc, extra, rice):
     """Data bits of a code for these histograms (as :func:`histograms` gives them: NCTX
     run rows, NLCTX level rows), -1 if a symbol present has no codeword. A code of fewer
@@ -869,6 +869,7 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
     runs_ctx = -1  # the contexts of the run codes rl, rs built so far (1 or NCTX)
     rl, rs, rbits, rbytes = rc[:1], np.zeros(1, np.int64), 0, 0
     bound_ctx, hb_bits, hb_bytes = -1, 0, 0  # the contexts of the run rows' bounds taken
+    work = np.empty(HUFFMAN_WORK * max(rc.shape[1], lc.shape[1]), np.int64)  # _codes_of's
     for ctx in range(3):  # one context, magnitude contexts, magnitude + sign level contexts
         if ctx == 0:
             r_, l_, s_ = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
@@ -895,9 +896,9 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
             kbound = lb_bits + kdata + 8 * (1 + (nctx if nctx > 1 else 0) + lb_bytes)
             if hbound >= limit and kbound >= limit:
                 continue
-        ll, ls, lbits, lbytes = _codes_of(l_)
+        ll, ls, lbits, lbytes = _codes_of(l_, work)
         if runs_ctx != nctx:  # the sign contexts change only the level codes
-            rl, rs, rbits, rbytes = _codes_of(r_)
+            rl, rs, rbits, rbytes = _codes_of(r_, work)
             runs_ctx = nctx
         hbits = lbits + rbits + extra.sum() + rawbits
         hcb = 8 * (1 + lbytes + rbytes)
@@ -912,7 +913,7 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
     return best
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _with_prev(best, rc, lc, extra, rice, rawbits, prev_mode, prev_ks, prev_rl, prev_rs,
                prev_ll, prev_ls, cap):
     """:func:`_plan` from :func:`_plan_alone`'s ``best`` (found with this ``cap`` or a
@@ -1011,11 +1012,9 @@ def _writer_rows(mode, ks, rl, rs, ll, rcd, short, lt):
     canonical_code_rows_into(rl, rcd)
     _short_runs(mode, ks, rl, rcd, short)
     a = ll.shape[1]
+    work = np.empty(CANONICAL_WORK, np.int64)
     for c in range(ll.shape[0]):
-        row = lt[c * a: (c + 1) * a]
-        canonical_codes_into(ll[c], row)
-        for j in range(a):
-            row[j] = (row[j] << 5) | ll[c, j]
+        packed_codes_work(ll[c], lt[c * a: (c + 1) * a], work)
     if mode == MODE_RICE:
         per_elem, run_max = 1, 1 + ks.max()
     else:
