@@ -730,9 +730,12 @@ def _serialize(mode, ks, rl, rs, ll, ls):
 
 @njit(cache=True)
 def _sum_rows(a):
+    """The rows of a 2-D array summed, as a 1-row array (scalar loops: an array statement
+    a row cost ~25 ns in views and dispatch, more than its few additions)."""
     out = np.zeros((1, a.shape[1]), a.dtype)
     for c in range(a.shape[0]):
-        out[0] += a[c]
+        for j in range(a.shape[1]):
+            out[0, j] += a[c, j]
     return out
 
 
@@ -809,7 +812,11 @@ def _level_rows(lc, rows):
         return lc
     if rows == 1:
         return _sum_rows(lc)
-    return lc[:NCTX] + lc[NCTX:]
+    out = np.empty((NCTX, lc.shape[1]), lc.dtype)
+    for c in range(NCTX):
+        for j in range(lc.shape[1]):
+            out[c, j] = lc[c, j] + lc[c + NCTX, j]
+    return out
 
 
 @njit(inline="always", cache=True)
@@ -870,6 +877,7 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
     rl, rs, rbits, rbytes = rc[:1], np.zeros(1, np.int64), 0, 0
     bound_ctx, hb_bits, hb_bytes = -1, 0, 0  # the contexts of the run rows' bounds taken
     work = np.empty(HUFFMAN_WORK * max(rc.shape[1], lc.shape[1]), np.int64)  # _codes_of's
+    esum = extra.sum()
     for ctx in range(3):  # one context, magnitude contexts, magnitude + sign level contexts
         if ctx == 0:
             r_, l_, s_ = _sum_rows(rc), _sum_rows(lc), _sum_rows(rice)
@@ -892,7 +900,7 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
             elif bound_ctx != nctx:  # else the run rows' bounds of the mode before
                 hb_bits, hb_bytes = _rows_bound(r_)
                 bound_ctx = nctx
-            hbound = lb_bits + hb_bits + extra.sum() + rawbits + 8 * (1 + lb_bytes + hb_bytes)
+            hbound = lb_bits + hb_bits + esum + rawbits + 8 * (1 + lb_bytes + hb_bytes)
             kbound = lb_bits + kdata + 8 * (1 + (nctx if nctx > 1 else 0) + lb_bytes)
             if hbound >= limit and kbound >= limit:
                 continue
@@ -900,7 +908,7 @@ def _plan_alone(rc, lc, extra, rice, rawbits, cap):
         if runs_ctx != nctx:  # the sign contexts change only the level codes
             rl, rs, rbits, rbytes = _codes_of(r_, work)
             runs_ctx = nctx
-        hbits = lbits + rbits + extra.sum() + rawbits
+        hbits = lbits + rbits + esum + rawbits
         hcb = 8 * (1 + lbytes + rbytes)
         if _cheaper(hbits + hcb, best[7], best[8], cap):
             best = (2 * ctx, MODE_HUFFMAN, np.zeros(nctx, np.int64), rl, rs, ll, ls, hbits,
