@@ -173,14 +173,14 @@ def canonical_codes(lengths):
     return codes
 
 
+CANONICAL_WORK = MAX_CODE_LEN + 1  # :func:`canonical_codes_work`'s work array
+
+
 @njit(cache=True)
 def canonical_codes_into(lengths, codes):
     """:func:`canonical_codes` written into ``codes`` (as long as ``lengths``; 0 where a
     length is 0)."""
     canonical_codes_work(lengths, codes, np.empty(CANONICAL_WORK, np.int64))
-
-
-CANONICAL_WORK = MAX_CODE_LEN + 1  # :func:`canonical_codes_work`'s work array
 
 
 @njit(cache=True)

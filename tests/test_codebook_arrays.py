@@ -143,6 +143,37 @@ def test_huffman_lengths_same_with_either_sort():
         assert (got > 0).sum() == ((counts > 0).sum() if (counts > 0).sum() > 1 else 0)
 
 
+def test_canonical_codes_follow_the_definition():
+    """Canonical codes (DEFLATE's): codewords of one length are consecutive in symbol
+    order, each length's first follows the last of the length before, shifted; 0 for
+    unused symbols. ``canonical_codes_work`` reuses a dirty work array (as the planner
+    does), ``packed_codes_work`` packs code << 5 | length into the writers' uint32 rows."""
+    from horovod_huffcomp.codebook import (CANONICAL_WORK, canonical_code_rows,
+                                           canonical_codes, canonical_codes_work,
+                                           huffman_lengths, packed_codes_work)
+
+    rng = np.random.default_rng(3)
+    work = np.full(CANONICAL_WORK, -7, np.int64)
+    for t in range(200):
+        c = _counts(rng, t)
+        ln = huffman_lengths(c, 15)
+        want, code, prev_len = np.zeros_like(ln), 0, 0
+        for sym in sorted(np.flatnonzero(ln).tolist(), key=lambda i: (ln[i], i)):
+            code <<= int(ln[sym]) - prev_len
+            want[sym], prev_len = code, int(ln[sym])
+            code += 1
+        np.testing.assert_array_equal(canonical_codes(ln), want)
+        got = np.full(ln.size, 99, np.int64)
+        canonical_codes_work(ln, got, work)
+        np.testing.assert_array_equal(got, want)
+        packed = np.full(ln.size, 7, np.uint32)
+        packed_codes_work(ln, packed, work)
+        np.testing.assert_array_equal(packed, (want << 5) | ln)
+        rows = np.stack([ln, ln[::-1]])
+        np.testing.assert_array_equal(canonical_code_rows(rows),
+                                      np.stack([want, canonical_codes(ln[::-1].copy())]))
+
+
 def test_decode_tables_read_every_codeword_in_one_or_two_levels():
     """``decode_table`` at every first-lookup width: each codeword, followed by any bits,
     reads back as its symbol and length through ``read_sym`` (the linked form, and the

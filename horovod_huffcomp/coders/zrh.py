@@ -730,8 +730,8 @@ def _serialize(mode, ks, rl, rs, ll, ls):
 
 @njit(cache=True)
 def _sum_rows(a):
-    """The rows of a 2-D array summed, as a 1-row array (scalar loops: an array statement
-    a row cost ~25 ns in views and dispatch, more than its few additions)."""
+    """The rows of a 2-D array summed, as a 1-row array (scalar loops: one array statement
+    per row cost ~25 ns in views and dispatch, more than its few additions)."""
     out = np.zeros((1, a.shape[1]), a.dtype)
     for c in range(a.shape[0]):
         for j in range(a.shape[1]):
