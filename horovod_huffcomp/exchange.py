@@ -132,12 +132,15 @@ def step_seed(seed: int, rank: int, name: str, step: int) -> int:
 def compile_kernels() -> None:
     """Fill numba's on-disk cache with the kernels a training job calls, serial and parallel
     variants (``scripts/install.sh`` runs it, so that a first job does not compile)."""
+    from . import summable
     from .coders.chunks import set_parallel
 
     for parallel in (False, True):
         set_parallel(parallel)
         warm_up("qsgd", "auto", 16, "max", 0.01)
         warm_up("topk", "auto", 0, "max", 0.01)
+        summable.warm_up(dict(quantizer="qsgd", coder="auto", levels=16, norm="max",
+                              ratio=0.01))
     set_parallel(True)
 
 
@@ -181,6 +184,7 @@ class CompressorState:
             raise ValueError(f"mode must be one of {summable.MODES}, got {mode!r}")
         if mode == "reduce_scatter":
             summable.check_options(self.options)
+            summable.warm_up(self.options)
         self.mode = mode
         self.seed = seed
         self.average = average

@@ -291,3 +291,38 @@ def simulate(states, xs_per_rank, names, key: str = "sim", mutate=None) -> list:
         except PayloadError as e:
             outs.append(e)
     return outs
+
+
+class _WarmUpState:
+    """The part of an ``exchange.CompressorState`` that a round reads, for :func:`warm_up`:
+    the adapter's own state (seeds, statistics, error feedback) is left untouched."""
+
+    def __init__(self, options: dict):
+        self.options, self.memory, self.average = options, None, True
+        self.stats = exchange.Stats()
+
+    def next_seed(self, key: str, rank: int) -> int:
+        return rank
+
+    def framed(self, blob: bytes, rank: int) -> bytes:
+        return exchange.frame(blob)
+
+    def record(self, name: str, sent, own) -> None:
+        pass
+
+
+def warm_up(options: dict) -> None:
+    """One simulated round of two ranks (one if levels x 2 is over the int8 states' range)
+    on a dense, a sparse and a small tensor, as ``exchange.warm_up`` does for the allgather
+    exchange: numba compiles what this exchange adds (codes of single shards, of the sums at
+    levels N s, their decode) before the first training step instead of in it."""
+    levels, _ = check_options(options)
+    size = 2 if 2 * levels <= MAX_LEVELS else 1
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal(1 << 16).astype(np.float32)
+    xs = [dense, dense * (rng.random(dense.size) < 0.002), dense[:100]]
+    per_rank = [[x * (1.0 + 0.5 * r) for x in xs] for r in range(size)]
+    for out in simulate([_WarmUpState(options)] * size, per_rank, ["dense", "sparse", "small"],
+                        key="warm-up"):
+        if isinstance(out, Exception):
+            raise out

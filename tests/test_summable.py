@@ -138,3 +138,30 @@ def test_reduced_shard_is_a_plain_payload_of_the_mean():
         np.concatenate([sent[r][0][sent[r][1][0]:] for r in range(2)]),
         [sent[0][1][1], sent[1][1][1]])])) for r in rounds]
     assert np.array_equal(mean, outs[0][0][:500].astype(np.float32))
+
+
+def test_reduce_scatter_state_warms_its_own_path_up(monkeypatch):
+    """A reduce-scatter compressor runs one simulated round when made (so numba compiles
+    the shards' and sums' codes before the first step), on a state of its own: the
+    compressor's seeds and statistics are untouched. Levels too high for two ranks' sum
+    warm up on one rank; unsupported options fail before any round."""
+    rounds = []
+    real = summable.simulate
+
+    def counted(states, xs_per_rank, names, key="sim", mutate=None):
+        outs = real(states, xs_per_rank, names, key, mutate)
+        rounds.append((len(states), [type(o).__name__ for o in outs]))
+        return outs
+
+    monkeypatch.setattr(summable, "simulate", counted)
+    st = exchange.CompressorState("qsgd", levels=8, norm="max", mode="reduce_scatter")
+    assert rounds == [(2, ["list", "list"])]
+    assert st.stats.take()["bytes_sent"] == 0 and st._steps == {}
+    assert st.next_seed("t", 0) == exchange.step_seed(0, 0, "t", 0)
+    exchange.CompressorState("qsgd", levels=100, norm="max", mode="reduce_scatter")
+    assert rounds[-1] == (1, ["list"])
+    exchange.CompressorState("qsgd", levels=8, norm="max", mode="allgather")
+    assert len(rounds) == 2
+    with pytest.raises(ValueError, match="reduce_scatter"):
+        exchange.CompressorState("topk", mode="reduce_scatter")
+    assert len(rounds) == 2
