@@ -494,6 +494,17 @@ def canonical_code_rows(lengths):
 
 
 @njit(cache=True)
+def packed_code_rows(lengths):
+    """:func:`packed_codes_work` of every row of a 2-D array of code lengths, into a new
+    uint32 array (the writers' and the GPU kernels' code << 5 | length tables)."""
+    out = np.empty(lengths.shape, np.uint32)
+    work = np.empty(CANONICAL_WORK, np.int64)
+    for r in range(lengths.shape[0]):
+        packed_codes_work(lengths[r], out[r], work)
+    return out
+
+
+@njit(cache=True)
 def canonical_code_rows_into(lengths, out):
     """:func:`canonical_code_rows` written into ``out`` (lengths' shape)."""
     work = np.empty(CANONICAL_WORK, np.int64)

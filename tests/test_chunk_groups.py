@@ -559,3 +559,30 @@ def test_code_cost_of_histogram_rows(s):
                     assert got == want, (s, t, src, nctx, nl, "rice")
                     seen.add(want < 0)
     assert seen == {True, False}
+
+
+def test_gpu_tables_are_the_cpu_writers_codes():
+    """``zrh.packed_tables`` (what the GPU kernels read) holds, row for row, the codes the
+    CPU writer's tables hold (``zrh._writer_tables``): run codes and level codes as
+    code << 5 | length, for Huffman and Rice run modes, 1 or NCTX run rows, 1 to NLCTX level
+    rows over small and large alphabets."""
+    from horovod_huffcomp.codebook import huffman_lengths
+    from horovod_huffcomp.coders import zrh
+
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        nctx, nl = [(1, 1), (zrh.NCTX, zrh.NCTX), (zrh.NCTX, zrh.NLCTX)][t % 3]
+        la = int(rng.choice([2, 8, 254]))
+        rl = np.stack([huffman_lengths((rng.random(chunks.RUN_ALPHABET) < rng.random())
+                                       * rng.integers(1, 1000, chunks.RUN_ALPHABET), 15)
+                       for _ in range(nctx)])
+        ll = np.stack([huffman_lengths((rng.random(la) < rng.random())
+                                       * rng.integers(1, 1000, la), 15) for _ in range(nl)])
+        ks, rs = rng.integers(0, 5, nctx), np.full(nctx, -1)
+        for mode in (zrh.MODE_HUFFMAN, zrh.MODE_RICE):
+            rt, lt = zrh.packed_tables(mode, ks, rl, rs, ll)
+            rcd, _, lt_cpu, _, _, _ = zrh._writer_tables(mode, ks, rl, rs, ll)
+            assert rt.dtype == lt.dtype == np.uint32 and lt.shape == ll.shape
+            np.testing.assert_array_equal(rt >> 5, rcd)
+            np.testing.assert_array_equal(rt & 31, rl)
+            np.testing.assert_array_equal(lt.ravel(), lt_cpu)

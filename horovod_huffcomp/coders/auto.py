@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..codebook import Code, canonical_codes, code_nbytes, put_code
+from ..codebook import Code, canonical_codes, code_nbytes, packed_code_rows, put_code
 from ..payload import Reader
 from . import symbol, zrh
 from .chunks import (RICE_MAX_K, RUN_ALPHABET, auto_chunk_log2, chunk_threads, group_rooms,
@@ -315,7 +315,7 @@ def _encode_tensor(states, n, clog2, s, raw, raw_bits, auto, nnz, pos, threads, 
                               raw, pos, listed, first, base, out, chunk_bits, ends)
     else:
         cb = code_bytes(hl, hs)
-        table = ((canonical_codes(hl) << 5) | hl).astype(np.uint32)
+        table = packed_code_rows(hl.reshape(1, -1))[0]
         base = at + group_rooms(n, clog2, first, hl.max(), raw_bits, n, 0)
         out = _grown(data, base[groups], at)
         if groups > 1:

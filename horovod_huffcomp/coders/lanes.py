@@ -535,10 +535,10 @@ def _plan_lane(tensors, span_at, rc, lc, extra, shifted, sizes, s, auto_, plan):
     for t in tensors:
         h_shifted[:] = 0
         for p in range(span_at[t], span_at[t + 1]):
-            _add_into(plan.rc[t], rc[p])
-            _add_into(plan.lc[t], lc[p])
-            _add_into(plan.extra[t], extra[p])
-            _add_into(h_shifted, shifted[p].reshape(-1))
+            zrh.add_into(plan.rc[t], rc[p])
+            zrh.add_into(plan.lc[t], lc[p])
+            zrh.add_into(plan.extra[t], extra[p])
+            zrh.add_into(h_shifted, shifted[p].reshape(-1))
         hl, hs, hbits, hcb_bytes, rice, best = auto.choose_alone(
             plan.rc[t].reshape(zrh.NCTX, RUN_ALPHABET), plan.lc[t].reshape(zrh.NLCTX, a2),
             plan.extra[t], h_shifted.reshape(zrh.NCTX, RICE_MAX_K + 1), sizes[t], s, 0, auto_)
@@ -560,14 +560,6 @@ def _plan_lane(tensors, span_at, rc, lc, extra, shifted, sizes, s, auto_, plan):
             plan.h_per_elem[t] = hl.max()
         if bits >= 0:
             _zrh_row(plan, t, mode, ks, rl, rs, ll)
-
-
-@njit(inline="always", cache=True)
-def _add_into(dst, src):
-    """dst += src for 1-D arrays, in a scalar loop: the array statements (~25 ns each in
-    views and dispatch) were ~0.3 us of a tensor's planning."""
-    for i in range(dst.shape[0]):
-        dst[i] += src[i]
 
 
 @njit(inline="always", cache=True)

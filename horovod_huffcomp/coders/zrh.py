@@ -38,7 +38,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from .. import bits as B
 from ..codebook import (CANONICAL_WORK, HUFFMAN_WORK, canonical_code_rows_into,
                         code_cost, code_nbytes, code_sized_into, decode_table_rows,
-                        packed_codes_work, parse_codes, put_code, read_sym, varint_len)
+                        packed_code_rows, packed_codes_work, parse_codes, put_code,
+                        read_sym, varint_len)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -325,8 +326,16 @@ def _sum_groups(a):
     """The rows of a 2-D array added (numba's sum over an axis costs microseconds)."""
     out = a[0].copy()
     for g in range(1, a.shape[0]):
-        out += a[g]
+        add_into(out, a[g])
     return out
+
+
+@njit(inline="always", cache=True)
+def add_into(dst, src):
+    """dst += src for 1-D arrays, in a scalar loop: an array statement costs ~25 ns in views
+    and dispatch, more than a short row's additions (~0.3 us of a tensor's planning)."""
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
 
 
 @njit(cache=True)
@@ -730,13 +739,8 @@ def _serialize(mode, ks, rl, rs, ll, ls):
 
 @njit(cache=True)
 def _sum_rows(a):
-    """The rows of a 2-D array summed, as a 1-row array (scalar loops: one array statement
-    per row cost ~25 ns in views and dispatch, more than its few additions)."""
-    out = np.zeros((1, a.shape[1]), a.dtype)
-    for c in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            out[0, j] += a[c, j]
-    return out
+    """:func:`_sum_groups` as a 1-row array."""
+    return _sum_groups(a).reshape(1, a.shape[1])
 
 
 @njit(cache=True)
@@ -1008,9 +1012,8 @@ def _writer_tables(mode, ks, rl, rs, ll):
 @njit(cache=True)
 def packed_tables(mode, ks, rl, rs, ll):
     """Run and level codes as code << 5 | length, rows as rl's and ll's: the tables the GPU
-    kernels read."""
-    rcd, _, lt, _, _, _ = _writer_tables(mode, ks, rl, rs, ll)
-    return ((rcd << 5) | rl).astype(np.uint32), lt.reshape(ll.shape)
+    kernels read (built as :func:`_writer_rows` builds the CPU writer's)."""
+    return packed_code_rows(rl), packed_code_rows(ll)
 
 
 @njit(cache=True)
