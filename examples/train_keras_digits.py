@@ -28,9 +28,12 @@ def parse(argv=None):
     ap.add_argument("--quantizer", default="qsgd")
     ap.add_argument("--levels", type=int, default=None,
                     help="quantizer levels (default: 64 for qsgd, the quantizer's own otherwise)")
-    ap.add_argument("--norm", default="max")
+    ap.add_argument("--norm", default=None,
+                    help="scale rule (default: max for qsgd, the quantizer's own otherwise)")
     ap.add_argument("--coder", default="auto")
     ap.add_argument("--error-feedback", action="store_true")
+    ap.add_argument("--gamma", type=float, default=1.0,
+                    help="error feedback's decay (CO3: 0.7)")
     ap.add_argument("--warmup-epochs", type=int, default=0,
                     help="epochs with compression off before switching it on")
     ap.add_argument("--epochs", type=int, default=12)
@@ -40,8 +43,9 @@ def parse(argv=None):
     ap.add_argument("--verbose", type=int, default=0, help="model.fit verbosity on rank 0")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    if a.levels is None and a.quantizer == "qsgd":
-        a.levels = 64
+    if a.quantizer == "qsgd":
+        a.levels = 64 if a.levels is None else a.levels
+        a.norm = "max" if a.norm is None else a.norm
     return a
 
 
@@ -85,7 +89,7 @@ def main(argv=None):
     if a.compression == "huffman":
         compressor = Compression.huffman(quantizer=a.quantizer, levels=a.levels, norm=a.norm,
                                          coder=a.coder, error_feedback=a.error_feedback,
-                                         seed=a.seed)
+                                         gamma=a.gamma, seed=a.seed)
     opt = keras.optimizers.SGD(a.lr * hvd.size(), momentum=0.9)
     callbacks = []
     if a.keras == "2":

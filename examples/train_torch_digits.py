@@ -47,9 +47,12 @@ def main(argv=None):
     ap.add_argument("--quantizer", default="qsgd")
     ap.add_argument("--levels", type=int, default=None,
                     help="quantizer levels (default: 64 for qsgd, the quantizer's own otherwise)")
-    ap.add_argument("--norm", default="max")
+    ap.add_argument("--norm", default=None,
+                    help="scale rule (default: max for qsgd, the quantizer's own otherwise)")
     ap.add_argument("--coder", default="auto")
     ap.add_argument("--error-feedback", action="store_true")
+    ap.add_argument("--gamma", type=float, default=1.0,
+                    help="error feedback's decay (CO3: 0.7)")
     ap.add_argument("--grouped", action="store_true",
                     help="horovod_huffcomp.torch.DistributedOptimizer: one bundle payload and "
                          "one allgather per step instead of one per parameter")
@@ -64,8 +67,9 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
-    if a.levels is None and a.quantizer == "qsgd":
-        a.levels = 64
+    if a.quantizer == "qsgd":
+        a.levels = 64 if a.levels is None else a.levels
+        a.norm = "max" if a.norm is None else a.norm
     hvd.init()
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
@@ -80,7 +84,7 @@ def main(argv=None):
     if compression is None:
         compression = Compression.huffman(quantizer=a.quantizer, levels=a.levels, norm=a.norm,
                                           coder=a.coder, error_feedback=a.error_feedback,
-                                          seed=a.seed, mode=a.mode)
+                                          gamma=a.gamma, seed=a.seed, mode=a.mode)
     opt = torch.optim.SGD(net.parameters(), lr=a.lr * hvd.size(), momentum=0.9)
     if a.grouped and a.compression == "huffman":
         opt = GroupedDistributedOptimizer(opt, named_parameters=net.named_parameters(),

@@ -21,7 +21,7 @@ def _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layo
 
 
 def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
-           norm: str = "l2", seed: int = 0, *, ratio: float = 0.01,
+           norm: str | None = None, seed: int = 0, *, ratio: float = 0.01,
            chunk_log2: int | None = None, elias_layout: str = "runlength",
            nonfinite: str = "raise") -> bytes:
     """Quantize and entropy-code one float array into a self-describing payload.
@@ -30,8 +30,10 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
         any __dlpack__ producer): encoded by the GPU backend where it covers the options
         (qsgd/terngrad with huffman, zrh or auto), else copied to the host; the bytes are
         the same.
-    quantizer: "qsgd" (levels s, default 16; norm "l2" or "max"), "terngrad", or "topk"
-        (ratio of entries kept; levels 0 = exact float32 values, s >= 1 = quantized).
+    quantizer: "qsgd" (levels s, default 16; norm "l2" (default) or "max"), "terngrad",
+        "topk" (ratio of entries kept; levels 0 = exact float32 values, s >= 1 =
+        quantized), or CO3's low-bit floats "fp4" (E2M1; norm "gennorm" (default) or
+        "max"), "fp8" (E4M3, bias 10) and "fp8-e5m2" (max-scaled).
     coder: "auto" (default: the smaller of huffman and zrh), "huffman", "sh", "shs", "rlh",
         "zrh", "elias-gamma", "elias-delta", "elias-omega" (elias_layout "runlength"/"gap").
     seed: stochastic rounding is a hash of (seed, element index): same seed, same bytes.
@@ -42,7 +44,7 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
 
 
 def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
-                norm: str = "l2", seed: int = 0, **kw) -> bytes:
+                norm: str | None = None, seed: int = 0, **kw) -> bytes:
     """Encode several arrays (a model's gradients) into one bundle payload.
 
     Each array keeps its own scale; one header and one checksum serve them all, and a section
@@ -54,7 +56,7 @@ def encode_many(xs, quantizer: str = "qsgd", coder: str = "auto", levels: int | 
 
 
 def encode_dequantized(xs, quantizer: str = "qsgd", coder: str = "auto",
-                       levels: int | None = None, norm: str = "l2", seed: int = 0, *,
+                       levels: int | None = None, norm: str | None = None, seed: int = 0, *,
                        bundle: bool = True, values: bool = True, **kw):
     """:func:`encode_many` (``bundle``; else :func:`encode` of the one array of ``xs``), and
     what decoding that payload gives (a list, one array per tensor), computed from the

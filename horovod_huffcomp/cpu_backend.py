@@ -43,7 +43,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio, chunk_lo
         shapes.append(shape)
         if values is not None:
             values.append(dequantize(q.states[: q.n], q.levels, q.scale, q.raw,
-                                     flat.dtype).reshape(shape))
+                                     flat.dtype, quantizer).reshape(shape))
     return code_sections(qs, quantizer, dtypes, shapes, coder, chunk_log2, seed, gap, prev)
 
 
@@ -121,4 +121,5 @@ def decode_states(sec: Section) -> tuple[np.ndarray, np.ndarray | None]:
 
 def decode_section(sec: Section) -> np.ndarray:
     states, raw = decode_states(sec)
-    return dequantize(states, sec.levels, sec.scale, raw, sec.dtype).reshape(sec.shape)
+    return dequantize(states, sec.levels, sec.scale, raw, sec.dtype,
+                      sec.quantizer).reshape(sec.shape)

@@ -139,12 +139,13 @@ def compile_kernels() -> None:
         set_parallel(parallel)
         warm_up("qsgd", "auto", 16, "max", 0.01)
         warm_up("topk", "auto", 0, "max", 0.01)
+        warm_up("fp4", "auto", None, None, 0.01)  # CO3's float formats: their own kernels
         summable.warm_up(dict(quantizer="qsgd", coder="auto", levels=16, norm="max",
                               ratio=0.01))
     set_parallel(True)
 
 
-def warm_up(quantizer="qsgd", coder="auto", levels=None, norm="l2", ratio=0.01) -> None:
+def warm_up(quantizer="qsgd", coder="auto", levels=None, norm=None, ratio=0.01) -> None:
     """Validate the options (a bad one raises here, not in the first step) and run the codec
     once on a dense, a sparse and a small tensor: numba compiles the kernels on their first
     call (seconds, then cached on disk), which would otherwise land in the first training
@@ -169,7 +170,7 @@ class CompressorState:
     (``last_dequantized``)."""
 
     def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
-                 norm: str = "l2", ratio: float = 0.01, seed: int = 0,
+                 norm: str | None = None, ratio: float = 0.01, seed: int = 0,
                  error_feedback: bool = False, gamma: float = 1.0, average: bool = True,
                  mode: str = "allgather"):
         # before any kernel runs: a parallel kernel would start numba's OpenMP team, which

@@ -31,6 +31,7 @@ def seed_payloads(rng: np.random.Generator) -> list[bytes]:
             out.append(api.encode(x, "qsgd", coder, levels=int(rng.integers(1, 128)),
                                   norm=("l2", "max")[size % 2], seed=size))
             out.append(api.encode(x, "topk", coder, ratio=0.05, seed=1))
+            out.append(api.encode(x, ("fp4", "fp8", "fp8-e5m2")[size % 3], coder))
         x = rng.standard_normal((20, 30)).astype(np.float16)
         out.append(api.encode(x, "terngrad", coder, elias_layout="gap"))
         out.append(api.encode_many([x, x[0], np.float64(3.0)], "qsgd", coder, levels=3))

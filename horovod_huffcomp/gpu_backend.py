@@ -24,7 +24,9 @@ untrusted: the same checks as the CPU backend), then decodes every chunk of ever
 the device into one float64 accumulator, in payload order per element, as
 ``exchange.reduce_mean`` sums: tensors every payload codes with huffman in the same chunks
 by one launch over all payloads (each element written once), the others payload by payload;
-a bad chunk raises PayloadError, the device never faults.
+a bad chunk raises PayloadError, the device never faults. The decoder dequantizes linearly
+(state * scale / s): payloads of CO3's float formats (``fp4``, ``fp8``...) are decoded on the
+host (NotImplementedError here; ``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
 
@@ -462,8 +464,9 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if sec.coder not in CODER_IDS or sec.raw:
-                raise NotImplementedError(f"the GPU decoder does not cover {sec.coder} yet")
+            if sec.coder not in CODER_IDS or sec.raw or sec.quantizer in payload.FP_FORMATS:
+                raise NotImplementedError(
+                    f"the GPU decoder does not cover {sec.quantizer}/{sec.coder} yet")
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])

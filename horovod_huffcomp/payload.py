@@ -7,8 +7,9 @@ A payload is::
     | section ... | crc32 u32le
 
     flags     bit 0: bundle (several tensors; decode returns a list)
-    q         bits 0-3 quantizer id, bit 4 norm (0 = l2, 1 = max), bit 5 raw float32 magnitudes
-    levels    s >= 1: states lie in [-s, s]
+    q         bits 0-3 quantizer id, bit 4 norm (0 = l2, or gennorm for the float formats;
+              1 = max), bit 5 raw float32 magnitudes (top-k only)
+    levels    s >= 1: states lie in [-s, s] (a float format's: its largest code, FP_FORMATS)
 
 the quantizer fields are shared by every section; each section (one tensor) is::
 
@@ -44,10 +45,22 @@ VERSION = 2
 FLAG_BUNDLE = 0x01
 
 # Quantizers (q byte, bits 0-3).
-QUANTIZERS = {"qsgd": 1, "terngrad": 2, "topk": 3}
+QUANTIZERS = {"qsgd": 1, "terngrad": 2, "topk": 3, "fp4": 4, "fp8": 5, "fp8-e5m2": 6}
 QUANTIZER_NAMES = {v: k for k, v in QUANTIZERS.items()}
 Q_NORM_MAX = 0x10
 Q_RAW = 0x20
+
+# Low-bit float formats (CO3): name -> (exponent bits, mantissa bits, exponent bias). The
+# top exponent field is reserved (no Inf/NaN codes), so the non-negative values are the
+# codes k = 0 .. fp_levels(): a state is sign * k, k the code of |value| as an unsigned
+# float (exponent field << mantissa bits | mantissa); value(k) in ``float_quantizer.py``.
+FP_FORMATS = {"fp4": (2, 1, 1), "fp8": (4, 3, 10), "fp8-e5m2": (5, 2, 15)}
+
+
+def fp_levels(quantizer: str) -> int:
+    """The largest code of a float format: the payload's levels field (5, 119, 123)."""
+    ebits, mbits, _ = FP_FORMATS[quantizer]
+    return (((1 << ebits) - 1) << mbits) - 1
 
 # Coders (c byte, bits 0-3).
 CODERS = {
@@ -394,11 +407,18 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
     q = r.u8("quantizer byte")
     if (q & 0x0F) not in QUANTIZER_NAMES or q & 0xC0:
         raise PayloadError(f"unknown quantizer byte 0x{q:02x}")
+    quantizer = QUANTIZER_NAMES[q & 0x0F]
+    if q & Q_RAW and quantizer != "topk":
+        raise PayloadError(f"raw float32 values are top-k's, not {quantizer}'s")
     levels = r.varint("levels", MAX_LEVELS)
     if levels < 1:
         raise PayloadError("levels must be >= 1")
-    qfields = dict(quantizer=QUANTIZER_NAMES[q & 0x0F], levels=levels,
-                   norm="max" if q & Q_NORM_MAX else "l2", raw=bool(q & Q_RAW))
+    norm = "max" if q & Q_NORM_MAX else "l2"
+    if quantizer in FP_FORMATS:
+        if levels != fp_levels(quantizer):
+            raise PayloadError(f"{quantizer} has levels {fp_levels(quantizer)}, not {levels}")
+        norm = "max" if q & Q_NORM_MAX else "gennorm"
+    qfields = dict(quantizer=quantizer, levels=levels, norm=norm, raw=bool(q & Q_RAW))
     # a section takes at least MIN_SECTION_BYTES: bounds the count before we loop on it
     count = r.varint("section count", (r.end - r.pos) // MIN_SECTION_BYTES) if bundle else 1
     sections = []

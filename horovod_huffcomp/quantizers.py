@@ -8,15 +8,19 @@
   zeros are never kept). ``levels=0`` (default) keeps their values exactly as float32 (raw
   31-bit magnitudes travel after each non-zero state); ``levels=s >= 1`` quantizes the kept
   values with QSGD's max norm over the kept entries.
+* ``fp4``, ``fp8``, ``fp8-e5m2``: CO3's conversion to a low-bit float after scaling
+  (``float_quantizer.py``): round to nearest, scale from a GenNorm fit (``norm="gennorm"``,
+  fp4's default) or the max (``"max"``, the fp8 formats'); states are the signed codes.
 
 Every step is defined so the GPU backend reproduces it bit for bit: max is order free, the
 L2 norm is a sum of squares truncated to fixed point (2^-40 of max^2) and added as integers,
 the float32 scale is the float64 value rounded *up*, the rounding arithmetic is float64.
 
 Dequantized value: float64(state) * float64(scale) / s cast to the input dtype (raw top-k:
-the stored float32 with the state's sign). Non-finite input: ``nonfinite="raise"`` raises
-``NonFiniteError``; ``"propagate"`` encodes scale = NaN so decode returns all-NaN (what AMP
-loss scalers look for to skip a step).
+the stored float32 with the state's sign; float formats: the code's value times the
+scale). Non-finite input: ``nonfinite="raise"`` raises ``NonFiniteError``; ``"propagate"``
+encodes scale = NaN so decode returns all-NaN (what AMP loss scalers look for to skip a
+step).
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from . import float_quantizer
 from .errors import NonFiniteError
-from .payload import MAX_LEVELS
+from .payload import FP_FORMATS, MAX_LEVELS, fp_levels
 from .rng import draw24, stream_key
 
 INV24 = 1.0 / (1 << 24)
 DEFAULT_LEVELS = {"qsgd": 16, "terngrad": 1, "topk": 0}
+DEFAULT_LEVELS.update({q: fp_levels(q) for q in FP_FORMATS})
 
 
 @dataclass
@@ -156,17 +162,29 @@ def topk_mask(ax: np.ndarray, k: int) -> np.ndarray:
     return keep
 
 
-def check_options(quantizer: str, levels: int | None, norm: str, ratio: float = 0.01,
+def check_options(quantizer: str, levels: int | None, norm: str | None, ratio: float = 0.01,
                   nonfinite: str = "raise") -> tuple[int, str]:
     """Validate a quantizer's options (ValueError naming the bad one); returns the levels s
-    and the norm it really uses (terngrad and top-k: max)."""
+    and the norm it really uses (terngrad and top-k: max; ``norm=None``: the quantizer's
+    default, l2 for qsgd, gennorm for fp4, max for the fp8 formats)."""
     if quantizer not in DEFAULT_LEVELS:
         raise ValueError(f"unknown quantizer {quantizer!r}; choose from {sorted(DEFAULT_LEVELS)}")
-    if norm not in ("l2", "max"):
-        raise ValueError(f"norm must be 'l2' or 'max', got {norm!r}")
     if nonfinite not in ("raise", "propagate"):
         raise ValueError(f"nonfinite must be 'raise' or 'propagate', got {nonfinite!r}")
     s = DEFAULT_LEVELS[quantizer] if levels is None else int(levels)
+    if quantizer in FP_FORMATS:
+        norms = ("gennorm", "max") if quantizer == "fp4" else ("max",)
+        norm = norms[0] if norm is None else norm
+        if norm not in norms:
+            raise ValueError(f"{quantizer}'s scale is set by norm {' or '.join(norms)}, "
+                             f"got {norm!r}")
+        if s != DEFAULT_LEVELS[quantizer]:
+            raise ValueError(f"{quantizer} has exactly {DEFAULT_LEVELS[quantizer]} levels "
+                             f"(its largest code), got {s}")
+        return s, norm
+    norm = "l2" if norm is None else norm
+    if norm not in ("l2", "max"):
+        raise ValueError(f"norm must be 'l2' or 'max', got {norm!r}")
     if quantizer == "terngrad":
         if s != 1:
             raise ValueError("terngrad has exactly one level (states -1, 0, +1)")
@@ -186,7 +204,7 @@ def quantize(
     x: np.ndarray,
     quantizer: str,
     levels: int | None,
-    norm: str,
+    norm: str | None,
     seed: int,
     stream: int = 0,
     ratio: float = 0.01,
@@ -203,8 +221,8 @@ def quantize(
     zeroed bytes from ``at`` on.
     """
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
-    if scale is not None and quantizer == "topk":
-        raise ValueError("a shared scale applies to qsgd and terngrad, not topk")
+    if scale is not None and quantizer not in ("qsgd", "terngrad"):
+        raise ValueError(f"a shared scale applies to qsgd and terngrad, not {quantizer}")
 
     if x.dtype == np.float16:  # numba has no float16; the widening is exact
         x = x.astype(np.float32)
@@ -221,7 +239,7 @@ def quantize(
     own = 0.0
     if n == 0:
         finite, m = True, 0.0
-    elif quantizer == "topk" or scale is not None:
+    elif quantizer == "topk" or scale is not None or quantizer in FP_FORMATS:
         finite, m = _finite_absmax(x)
     else:
         finite, m, own = _absmax_and_scale(x, norm == "l2")
@@ -234,6 +252,11 @@ def quantize(
         # tensor can share a bundle with the others
         raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
         return Quantized(states, n, max(s, 1), float("nan"), norm, raw, *kept)
+    if quantizer in FP_FORMATS:
+        scale = float_quantizer.scale_for(x, quantizer, norm, m)
+        if scale > 0.0:
+            float_quantizer.quantize_into(x, quantizer, scale, states[:n])
+        return Quantized(states, n, s, scale, norm, None, *kept)
     key = np.uint64(stream_key(np.uint64(seed), np.uint64(stream)))
     no_keep = np.zeros(0, np.bool_)
 
@@ -277,11 +300,14 @@ def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:
 
 
 def dequantize(
-    states: np.ndarray, levels: int, scale: float, raw: np.ndarray | None, dtype
+    states: np.ndarray, levels: int, scale: float, raw: np.ndarray | None, dtype,
+    quantizer: str = "qsgd",
 ) -> np.ndarray:
     """Values of decoded states in ``dtype`` (flat)."""
     if math.isnan(scale):
         return np.full(states.shape, np.nan, dtype)
+    if quantizer in FP_FORMATS:
+        return float_quantizer.dequantize(states, quantizer, scale, dtype)
     if raw is not None:
         mags = raw.view(np.float32).astype(np.float64)
         return (np.sign(states) * mags).astype(dtype)

@@ -8,6 +8,10 @@ QUANTIZER_CASES = [
     ("terngrad", {}),
     ("topk", dict(ratio=0.05)),
     ("topk", dict(ratio=0.2, levels=8)),
+    ("fp4", {}),
+    ("fp4", dict(norm="max")),
+    ("fp8", {}),
+    ("fp8-e5m2", {}),
 ]
 CODERS = ["auto", "huffman", "sh", "shs", "rlh", "zrh", "elias-gamma", "elias-delta",
           "elias-omega"]
@@ -27,9 +31,10 @@ def expected(x, quantizer, kw, seed=0, stream=0):
 
     x = np.asarray(x)
     flat = np.ascontiguousarray(x).reshape(-1)
-    q = quantize(flat, quantizer, kw.get("levels"), kw.get("norm", "l2"), seed, stream,
+    q = quantize(flat, quantizer, kw.get("levels"), kw.get("norm"), seed, stream,
                  kw.get("ratio", 0.01))
-    return dequantize(q.states[: q.n], q.levels, q.scale, q.raw, flat.dtype).reshape(x.shape)
+    return dequantize(q.states[: q.n], q.levels, q.scale, q.raw, flat.dtype,
+                      quantizer).reshape(x.shape)
 
 
 @pytest.fixture

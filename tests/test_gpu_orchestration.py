@@ -33,10 +33,11 @@ def host_device(monkeypatch):
     monkeypatch.setattr(gpu_backend, "_decode_add", decode_add)
 
 
-def _blobs(coder="huffman"):
+def _blobs(coder="huffman", quantizer="qsgd"):
     rng = np.random.default_rng(0)
     return [hc.encode_many([rng.standard_normal(sh).astype(np.float32) for sh in SHAPES],
-                           "qsgd", coder, 8, seed=r) for r in range(3)]
+                           quantizer, coder, 8 if quantizer == "qsgd" else None, seed=r)
+            for r in range(3)]
 
 
 def test_decode_sum_and_decode(host_device):
@@ -52,9 +53,14 @@ def test_decode_sum_and_decode(host_device):
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
 
 
-@pytest.mark.parametrize("coder", ["huffman", "rlh"])  # rlh: not GPU-covered, host fallback
-def test_exchange_decode_mean_on_the_device_path(host_device, coder):
-    blobs = _blobs(coder)
+# not GPU-covered, host fallback: rlh, and CO3's float formats (their values are a table's)
+@pytest.mark.parametrize("coder,quantizer", [("huffman", "qsgd"), ("rlh", "qsgd"),
+                                             ("huffman", "fp4")])
+def test_exchange_decode_mean_on_the_device_path(host_device, coder, quantizer):
+    blobs = _blobs(coder, quantizer)
+    if (coder, quantizer) != ("huffman", "qsgd"):
+        with pytest.raises(NotImplementedError, match=f"{quantizer}/{coder}"):
+            gpu_backend.decode_sum(blobs)
     per_rank = [hc.decode_many(b) for b in blobs]
     frames = exchange.split_frames(
         np.frombuffer(b"".join(exchange.frame(b) for b in blobs), np.uint8), 3)

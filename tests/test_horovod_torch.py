@@ -16,11 +16,12 @@ def checks(tmp_path_factory):
 
 
 def test_average_is_exact_mean_of_dequantized(checks):
-    assert checks["exact_mean"]
+    assert checks["exact_mean"] and checks["exact_mean_fp4"]
 
 
 def test_parameters_identical_after_50_steps(checks):
     assert checks["identical_50"] and checks["identical_50_ef"] and checks["identical_50_topk"]
+    assert checks["identical_50_fp4"]
 
 
 def test_corrupted_payload_is_a_clear_error_everywhere(checks):
@@ -37,16 +38,20 @@ def test_encoded_bytes_really_cross_the_wire(checks):
 
 def test_example_accuracy_matches_uncompressed(tmp_path):
     results = {}
-    for mode in ("none", "huffman"):
+    runs = {"none": ["--compression", "none"], "huffman": ["--compression", "huffman"],
+            # CO3's fp4 with its GenNorm scale and error feedback (decay 0.7)
+            "fp4": ["--quantizer", "fp4", "--error-feedback", "--gamma", "0.7"]}
+    for mode, args in runs.items():
         out = tmp_path / f"{mode}.json"
-        r = horovodrun(ROOT / "examples" / "train_torch_digits.py", "--compression", mode,
-                       "--json", out)
+        r = horovodrun(ROOT / "examples" / "train_torch_digits.py", *args, "--json", out)
         assert r.returncode == 0, failure(r)
         results[mode] = json.loads(out.read_text())
-    base, comp = results["none"], results["huffman"]
-    assert comp["parameters_identical_on_all_ranks"]
-    assert comp["accuracy"] >= base["accuracy"] - 0.005, (base, comp)
-    assert comp["bytes_sent_per_step"] < base["float32_bytes_per_step"] / 4
+    base = results["none"]
+    for mode in ("huffman", "fp4"):
+        comp = results[mode]
+        assert comp["parameters_identical_on_all_ranks"]
+        assert comp["accuracy"] >= base["accuracy"] - 0.005, (mode, base, comp)
+        assert comp["bytes_sent_per_step"] < base["float32_bytes_per_step"] / 4
 
 
 def test_grouped_optimizer(checks):

@@ -22,6 +22,8 @@ def blobs():
     out = [hc.encode(x, "qsgd", c, levels=16) for c in CODERS]
     out.append(hc.encode(x, "topk", "zrh", ratio=0.05))
     out.append(hc.encode_many([x, x[:10]], "terngrad"))
+    out.append(hc.encode_many([x, x[:10]], "fp4", "zrh"))
+    out.append(hc.encode(x, "fp8", "huffman"))
     return out
 
 

@@ -116,6 +116,8 @@ def test_limits():
                               "g", ["a"], [np.ones(3, np.float32)], 0, 8)
     with pytest.raises(ValueError, match="qsgd' or 'terngrad"):
         exchange.CompressorState(mode="reduce_scatter", quantizer="topk")
+    with pytest.raises(ValueError, match="qsgd' or 'terngrad.*'fp4'"):  # codes do not add
+        exchange.CompressorState(mode="reduce_scatter", quantizer="fp4")
     with pytest.raises(ValueError, match="mode"):
         exchange.CompressorState(mode="ring")
     assert summable.shard_bounds(5, 3) == [(0, 1), (1, 3), (3, 5)]

@@ -86,10 +86,12 @@ def _run(workers, device, options, steps=3):
 
 OPTIONS = [dict(quantizer="qsgd", levels=16, norm="max", coder="auto"),
            dict(quantizer="qsgd", levels=4, norm="l2", coder="huffman", error_feedback=True),
-           dict(quantizer="terngrad", coder="zrh", error_feedback=True, gamma=0.9)]
+           dict(quantizer="terngrad", coder="zrh", error_feedback=True, gamma=0.9),
+           dict(quantizer="fp4", error_feedback=True, gamma=0.7)]  # CO3: host-coded anywhere
+IDS = ["auto", "huffman-ef", "terngrad-zrh-ef", "fp4-ef"]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=["auto", "huffman-ef", "terngrad-zrh-ef"])
+@pytest.mark.parametrize("options", OPTIONS, ids=IDS)
 def test_host_path_averages_the_gathered_payloads(workers, options):
     results, gathered = _run(workers, "cpu", options)
     for y, buf in zip(results, gathered):  # the mean of what the two payloads decode to
@@ -99,7 +101,7 @@ def test_host_path_averages_the_gathered_payloads(workers, options):
         assert np.array_equal(y.numpy(), want.astype(np.float32))
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=["auto", "huffman-ef", "terngrad-zrh-ef"])
+@pytest.mark.parametrize("options", OPTIONS, ids=IDS)
 def test_cuda_tensors_take_the_device_path_with_the_host_result(workers, options, monkeypatch):
     if not torch.cuda.is_available() or not gpu_backend.available():
         pytest.skip("no CUDA device for torch and CuPy: the device path is checked on a GPU")

@@ -36,11 +36,18 @@ QUANTIZERS = (
     + [("qsgd", s, "max") for s in (2, 8, 32, 127)]
     + [("terngrad", 1, "max")]
 )
+# CO3's low-bit floats (``--quantizers float``): not in the issue's bar, reported alike
+FLOAT_QUANTIZERS = [("fp4", 5, "gennorm"), ("fp4", 5, "max"), ("fp8", 119, "max"),
+                    ("fp8-e5m2", 123, "max")]
+QUANTIZER_SETS = {"issue": QUANTIZERS, "float": FLOAT_QUANTIZERS,
+                  "all": QUANTIZERS + FLOAT_QUANTIZERS}
 CODERS = ("auto", "huffman", "sh", "shs", "rlh", "zrh", "elias-gamma", "elias-delta",
           "elias-omega")
 
 
 def qname(q, s, norm):
+    if q in payload.FP_FORMATS:
+        return f"{q} {norm}"
     return "terngrad" if q == "terngrad" else f"qsgd-{norm} s={s}"
 
 
@@ -75,11 +82,12 @@ def _best_times(fns, repeat):
     return best
 
 
-def run(models=MODELS, coder_list=CODERS, steps=20, repeat=3, progress=True):
+def run(models=MODELS, coder_list=CODERS, steps=20, repeat=3, progress=True,
+        quantizers=QUANTIZERS):
     import zstandard
 
     rows = []
-    cells = [(m, qc) for m in models for qc in QUANTIZERS]
+    cells = [(m, qc) for m in models for qc in quantizers]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -197,12 +205,16 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--coders", nargs="+", default=list(CODERS), choices=CODERS)
+    ap.add_argument("--quantizers", choices=sorted(QUANTIZER_SETS), default="issue",
+                    help="issue: QSGD and TernGrad cells of issue #2's bar; float: CO3's "
+                         "fp4 / fp8 formats; all: both")
     ap.add_argument("--steps", type=int, default=20, help="training steps before the gradient")
     ap.add_argument("--repeat", type=int, default=3, help="timing repetitions (best is kept)")
     ap.add_argument("--plot", default="bench_codec.png", help="PNG path ('' for none)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    rows = run(a.models, a.coders, a.steps, a.repeat, progress=not a.no_progress)
+    rows = run(a.models, a.coders, a.steps, a.repeat, progress=not a.no_progress,
+               quantizers=QUANTIZER_SETS[a.quantizers])
     print(f"\nmachine: {platform.processor() or platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}, "
           f"date {time.strftime('%Y-%m-%d')}\n")

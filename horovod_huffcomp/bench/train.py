@@ -38,6 +38,10 @@ MODES = {
     "terngrad + EF": ["--compression", "huffman", "--quantizer", "terngrad",
                       "--error-feedback"],
     "topk 1% + EF": ["--compression", "huffman", "--quantizer", "topk", "--error-feedback"],
+    "fp4 gennorm (CO3) + EF γ=0.7": ["--compression", "huffman", "--quantizer", "fp4",
+                                     "--error-feedback", "--gamma", "0.7"],
+    "fp8 E4M3 + EF γ=0.7": ["--compression", "huffman", "--quantizer", "fp8",
+                            "--error-feedback", "--gamma", "0.7"],
 }
 LINKS_GBIT = (0.1, 1.0, 10.0)
 

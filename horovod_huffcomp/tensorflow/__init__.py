@@ -95,7 +95,7 @@ class HuffmanCompressor(exchange.CompressorState):
     """
 
     def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
-                 norm: str = "l2", ratio: float = 0.01, seed: int = 0,
+                 norm: str | None = None, ratio: float = 0.01, seed: int = 0,
                  error_feedback: bool = False, gamma: float = 1.0, average: bool = True,
                  enabled: bool = True):
         super().__init__(quantizer, coder, levels, norm, ratio, seed, error_feedback, gamma,

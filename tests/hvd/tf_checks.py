@@ -123,6 +123,9 @@ out["identical_50_ef"] = same_on_all_ranks(
     "i50ef")
 out["identical_50_topk"] = same_on_all_ranks(
     train(Compression.huffman(quantizer="topk", ratio=0.05)).variables, "i50topk")
+out["identical_50_fp4"] = same_on_all_ranks(  # CO3: fp4, GenNorm scale, decaying EF
+    train(Compression.huffman(quantizer="fp4", error_feedback=True, gamma=0.7)).variables,
+    "i50fp4")
 
 # 3b. error feedback keeps the right residual: after one tf.function step, residual +
 #     own dequantized gradient = this worker's gradient

@@ -93,6 +93,11 @@ out["identical_50"] = identical_after(Compression.huffman(quantizer="qsgd", leve
 out["identical_50_ef"] = identical_after(
     Compression.huffman(quantizer="terngrad", error_feedback=True, gamma=0.7))
 out["identical_50_topk"] = identical_after(Compression.huffman(quantizer="topk", ratio=0.05))
+# CO3: fp4 with the GenNorm scale, error feedback with decay 0.7
+comp = Compression.huffman(quantizer="fp4", error_feedback=True, gamma=0.7)
+out["exact_mean_fp4"] = exact_over_3_steps(comp, *make(comp), "check_fp4")
+out["identical_50_fp4"] = identical_after(
+    Compression.huffman(quantizer="fp4", error_feedback=True, gamma=0.7), grouped=True)
 
 # 3. a corrupted payload from rank 1 raises a clear error on every rank, no hang
 def corrupt_errors(mode="allgather", **kw):
