@@ -40,7 +40,6 @@ from .payload import FP_FORMATS, fp_levels
 P_BETA_MIN = 0.35
 P_BETA_MAX = 2.5
 P_FLOOR = 0.0009
-F32_MAX = float(np.finfo(np.float32).max)
 
 
 def values(quantizer: str) -> np.ndarray:
@@ -73,21 +72,13 @@ def co3_p(beta: float) -> float:
     return max(0.46 + b * (-2.85 + b * (5.37 + b * (-2.85 + b * 0.52))), P_FLOOR)
 
 
-def _round_up_f32(v: float) -> float:
-    f = np.float32(min(v, F32_MAX))
-    if float(f) < v and f < np.float32(F32_MAX):
-        f = np.nextafter(f, np.float32(np.inf))
-    return float(f)
-
-
 def scale_for(x: np.ndarray, quantizer: str, norm: str, m: float) -> float:
-    """The float32 scale of a flat finite array with max |x| = m (module docstring)."""
-    if m == 0.0:
-        return 0.0
+    """The scale of a flat finite array with max |x| = m > 0 (module docstring), in float64:
+    ``quantizers.quantize`` rounds it up to float32."""
     if norm == "max":
-        return _round_up_f32(m / _VALUES[quantizer][-1])
+        return m / _VALUES[quantizer][-1]
     alpha, beta = gennorm.fit(x, m)
-    return _round_up_f32(alpha / co3_p(beta))
+    return alpha / co3_p(beta)
 
 
 def quantize_into(x: np.ndarray, quantizer: str, scale: float, out: np.ndarray) -> None:

@@ -80,12 +80,6 @@ def fit(x: np.ndarray, m: float | None = None) -> tuple[float, float]:
         m = float(np.abs(x).max())
     if x.dtype == np.float16:
         x = x.astype(np.float32)
-    s1, s2 = abs_moments_fixed(x, m)
-    return fit_scaled(s1, s2, m, x.size)
-
-
-def fit_scaled(s1: float, s2: float, m: float, n: int) -> tuple[float, float]:
-    """:func:`fit` from :func:`abs_moments_fixed`'s sums of an n-entry array of max |x| m
-    (the largest entry adds exactly 1 to each sum, so neither is 0)."""
-    alpha, beta = fit_moments(s1 / n, s2 / n)
+    s1, s2 = abs_moments_fixed(x, m)  # the largest entry adds exactly 1 to each: neither is 0
+    alpha, beta = fit_moments(s1 / x.size, s2 / x.size)
     return alpha * m, beta

@@ -413,11 +413,9 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
     levels = r.varint("levels", MAX_LEVELS)
     if levels < 1:
         raise PayloadError("levels must be >= 1")
-    norm = "max" if q & Q_NORM_MAX else "l2"
-    if quantizer in FP_FORMATS:
-        if levels != fp_levels(quantizer):
-            raise PayloadError(f"{quantizer} has levels {fp_levels(quantizer)}, not {levels}")
-        norm = "max" if q & Q_NORM_MAX else "gennorm"
+    if quantizer in FP_FORMATS and levels != fp_levels(quantizer):
+        raise PayloadError(f"{quantizer} has levels {fp_levels(quantizer)}, not {levels}")
+    norm = "max" if q & Q_NORM_MAX else "gennorm" if quantizer in FP_FORMATS else "l2"
     qfields = dict(quantizer=quantizer, levels=levels, norm=norm, raw=bool(q & Q_RAW))
     # a section takes at least MIN_SECTION_BYTES: bounds the count before we loop on it
     count = r.varint("section count", (r.end - r.pos) // MIN_SECTION_BYTES) if bundle else 1

@@ -36,6 +36,7 @@ from .payload import FP_FORMATS, MAX_LEVELS, fp_levels
 from .rng import draw24, stream_key
 
 INV24 = 1.0 / (1 << 24)
+F32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_LEVELS = {"qsgd": 16, "terngrad": 1, "topk": 0}
 DEFAULT_LEVELS.update({q: fp_levels(q) for q in FP_FORMATS})
 
@@ -253,7 +254,9 @@ def quantize(
         raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
         return Quantized(states, n, max(s, 1), float("nan"), norm, raw, *kept)
     if quantizer in FP_FORMATS:
-        scale = float_quantizer.scale_for(x, quantizer, norm, m)
+        # the GenNorm scale may pass float32's range (alpha / 0.0009): its largest value then
+        scale = _round_up_f32(min(float_quantizer.scale_for(x, quantizer, norm, m),
+                                  F32_MAX)) if m > 0.0 else 0.0
         if scale > 0.0:
             float_quantizer.quantize_into(x, quantizer, scale, states[:n])
         return Quantized(states, n, s, scale, norm, None, *kept)
