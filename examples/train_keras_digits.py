@@ -30,6 +30,9 @@ def parse(argv=None):
                     help="quantizer levels (default: 64 for qsgd, the quantizer's own otherwise)")
     ap.add_argument("--norm", default=None,
                     help="scale rule (default: max for qsgd, the quantizer's own otherwise)")
+    ap.add_argument("--bucket", type=int, default=None,
+                    help="qsgd: QSGD's buckets of this many elements (a power of two, e.g. "
+                         "512), each with its own scale (default: one scale per tensor)")
     ap.add_argument("--coder", default="auto")
     ap.add_argument("--error-feedback", action="store_true")
     ap.add_argument("--gamma", type=float, default=1.0,
@@ -89,7 +92,7 @@ def main(argv=None):
     if a.compression == "huffman":
         compressor = Compression.huffman(quantizer=a.quantizer, levels=a.levels, norm=a.norm,
                                          coder=a.coder, error_feedback=a.error_feedback,
-                                         gamma=a.gamma, seed=a.seed)
+                                         gamma=a.gamma, seed=a.seed, bucket=a.bucket)
     opt = keras.optimizers.SGD(a.lr * hvd.size(), momentum=0.9)
     callbacks = []
     if a.keras == "2":

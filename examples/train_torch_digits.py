@@ -49,6 +49,9 @@ def main(argv=None):
                     help="quantizer levels (default: 64 for qsgd, the quantizer's own otherwise)")
     ap.add_argument("--norm", default=None,
                     help="scale rule (default: max for qsgd, the quantizer's own otherwise)")
+    ap.add_argument("--bucket", type=int, default=None,
+                    help="qsgd: QSGD's buckets of this many elements (a power of two, e.g. "
+                         "512), each with its own scale (default: one scale per tensor)")
     ap.add_argument("--coder", default="auto")
     ap.add_argument("--error-feedback", action="store_true")
     ap.add_argument("--gamma", type=float, default=1.0,
@@ -84,7 +87,8 @@ def main(argv=None):
     if compression is None:
         compression = Compression.huffman(quantizer=a.quantizer, levels=a.levels, norm=a.norm,
                                           coder=a.coder, error_feedback=a.error_feedback,
-                                          gamma=a.gamma, seed=a.seed, mode=a.mode)
+                                          gamma=a.gamma, seed=a.seed, mode=a.mode,
+                                          bucket=a.bucket)
     opt = torch.optim.SGD(net.parameters(), lr=a.lr * hvd.size(), momentum=0.9)
     if a.grouped and a.compression == "huffman":
         opt = GroupedDistributedOptimizer(opt, named_parameters=net.named_parameters(),

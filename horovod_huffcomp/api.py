@@ -10,20 +10,21 @@ from .payload import DEFAULT_MAX_ELEMENTS
 from .rng import seed_to_u64
 
 
-def _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout, nonfinite):
+def _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout, nonfinite,
+             bucket):
     from .coders import CODER_CHOICES
 
     if coder not in CODER_CHOICES:
         raise ValueError(f"unknown coder {coder!r}; choose from {CODER_CHOICES}")
     return dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
                 seed=seed_to_u64(seed), ratio=ratio, chunk_log2=chunk_log2,
-                elias_layout=elias_layout, nonfinite=nonfinite)
+                elias_layout=elias_layout, nonfinite=nonfinite, bucket=bucket)
 
 
 def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
            norm: str | None = None, seed: int = 0, *, ratio: float = 0.01,
            chunk_log2: int | None = None, elias_layout: str = "runlength",
-           nonfinite: str = "raise") -> bytes:
+           nonfinite: str = "raise", bucket: int | None = None) -> bytes:
     """Quantize and entropy-code one float array into a self-describing payload.
 
     x: a NumPy array (or anything array-like), or a CUDA array (CuPy, torch CUDA tensor,
@@ -34,12 +35,14 @@ def encode(x, quantizer: str = "qsgd", coder: str = "auto", levels: int | None =
         "topk" (ratio of entries kept; levels 0 = exact float32 values, s >= 1 =
         quantized), or CO3's low-bit floats "fp4" (E2M1; norm "gennorm" (default) or
         "max"), "fp8" (E4M3, bias 10) and "fp8-e5m2" (max-scaled).
+    bucket: qsgd only: QSGD's buckets of this many elements (a power of two, 16 to 2^30),
+        each with its own scale (the paper's d = 512); None (default): one scale per tensor.
     coder: "auto" (default: the smaller of huffman and zrh), "huffman", "sh", "shs", "rlh",
         "zrh", "elias-gamma", "elias-delta", "elias-omega" (elias_layout "runlength"/"gap").
     seed: stochastic rounding is a hash of (seed, element index): same seed, same bytes.
     """
     opts = _options(quantizer, coder, levels, norm, seed, ratio, chunk_log2, elias_layout,
-                    nonfinite)
+                    nonfinite, bucket)
     return _encode([x], opts, bundle=False, values=None)
 
 
@@ -64,7 +67,7 @@ def encode_dequantized(xs, quantizer: str = "qsgd", coder: str = "auto",
     GPU backend encoded. The framework adapters use it for a worker's own contribution."""
     opts = _options(quantizer, coder, levels, norm, seed, kw.pop("ratio", 0.01),
                     kw.pop("chunk_log2", None), kw.pop("elias_layout", "runlength"),
-                    kw.pop("nonfinite", "raise"))
+                    kw.pop("nonfinite", "raise"), kw.pop("bucket", None))
     if kw:
         raise TypeError(f"unexpected arguments {sorted(kw)}")
     xs = list(xs)
@@ -80,7 +83,7 @@ def _encode(xs, opts, bundle: bool, values: list | None) -> bytes:
     packed; the CPU backend appends each array's dequantized values to ``values``."""
     on_gpu = [gpu_backend.is_cuda_array(x) for x in xs]
     if xs and all(on_gpu) and gpu_backend.supports(opts["quantizer"], opts["coder"],
-                                                   opts["elias_layout"]):
+                                                   opts["elias_layout"], opts["bucket"]):
         return payload.pack(gpu_backend.encode_sections(xs, transient=True, **opts),
                             bundle=bundle)
     xs = [gpu_backend.to_host(x) if g else x for x, g in zip(xs, on_gpu)]
@@ -117,7 +120,8 @@ def _section_info(s: payload.Section, header_bytes: int) -> dict:
         "dtype": np.dtype(s.dtype).name,
         "shape": s.shape,
         "size": s.size,
-        "scale": s.scale,
+        "scale": float(np.max(s.scale)) if s.bucket_log2 else s.scale,  # buckets: largest
+        "bucket_elements": 1 << s.bucket_log2 if s.bucket_log2 else None,
         "chunk_elements": 1 << s.chunk_log2,
         "num_chunks": s.num_chunks,
         "codebook_bytes": 0 if s.reuse else len(s.codebook),

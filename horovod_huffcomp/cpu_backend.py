@@ -24,7 +24,7 @@ def as_flat(x) -> tuple[np.ndarray, tuple]:
 
 
 def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio, chunk_log2,
-                    elias_layout, nonfinite, prev: Section | None = None,
+                    elias_layout, nonfinite, bucket=None, prev: Section | None = None,
                     values: list | None = None) -> list[Section]:
     """The sections of a bundle's arrays (array i draws stream i of ``seed``); ``prev``: the
     section before the first (codebook reuse). ``values``: a list to append each array's
@@ -37,13 +37,13 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio, chunk_lo
     qs, dtypes, shapes = [], [], []
     for i, (flat, shape) in enumerate(flats):
         q = quantize(flat, quantizer, levels, norm, seed, i, ratio, nonfinite,
-                     arena=(arena, at[i]))
+                     arena=(arena, at[i]), bucket=bucket)
         qs.append(q)
         dtypes.append(flat.dtype)
         shapes.append(shape)
         if values is not None:
             values.append(dequantize(q.states[: q.n], q.levels, q.scale, q.raw,
-                                     flat.dtype, quantizer).reshape(shape))
+                                     flat.dtype, quantizer, q.bucket_log2).reshape(shape))
     return code_sections(qs, quantizer, dtypes, shapes, coder, chunk_log2, seed, gap, prev)
 
 
@@ -54,7 +54,8 @@ def _section(q, quantizer, dtype, shape, gap, prev, used, codebook, chunk_bits, 
     reuse = prev is not None and prev.codebook == codebook and prev.coder == used
     # positional (Section's field order): a bundle of small tensors makes many of them
     return Section(quantizer, used, dtype, shape, q.levels, q.scale, chunk_log2, q.norm,
-                   q.raw is not None, gap, reuse, codebook, chunk_bits, data)
+                   q.raw is not None, gap, reuse, codebook, chunk_bits, data, -1,
+                   q.bucket_log2)
 
 
 def _check_chunk_log2(chunk_log2) -> None:
@@ -121,5 +122,5 @@ def decode_states(sec: Section) -> tuple[np.ndarray, np.ndarray | None]:
 
 def decode_section(sec: Section) -> np.ndarray:
     states, raw = decode_states(sec)
-    return dequantize(states, sec.levels, sec.scale, raw, sec.dtype,
-                      sec.quantizer).reshape(sec.shape)
+    return dequantize(states, sec.levels, sec.scale, raw, sec.dtype, sec.quantizer,
+                      sec.bucket_log2).reshape(sec.shape)

@@ -140,12 +140,14 @@ def compile_kernels() -> None:
         warm_up("qsgd", "auto", 16, "max", 0.01)
         warm_up("topk", "auto", 0, "max", 0.01)
         warm_up("fp4", "auto", None, None, 0.01)  # CO3's float formats: their own kernels
+        warm_up("qsgd", "auto", 16, "l2", 0.01, bucket=512)  # QSGD's buckets: theirs
         summable.warm_up(dict(quantizer="qsgd", coder="auto", levels=16, norm="max",
                               ratio=0.01))
     set_parallel(True)
 
 
-def warm_up(quantizer="qsgd", coder="auto", levels=None, norm=None, ratio=0.01) -> None:
+def warm_up(quantizer="qsgd", coder="auto", levels=None, norm=None, ratio=0.01,
+            bucket=None) -> None:
     """Validate the options (a bad one raises here, not in the first step) and run the codec
     once on a dense, a sparse and a small tensor: numba compiles the kernels on their first
     call (seconds, then cached on disk), which would otherwise land in the first training
@@ -156,7 +158,7 @@ def warm_up(quantizer="qsgd", coder="auto", levels=None, norm=None, ratio=0.01) 
     # "auto" picks per tensor: run both of its coders on both kinds of tensor
     for c in (coder,) if coder != "auto" else ("auto", "zrh", "huffman"):
         blob, arrays = api.encode_dequantized(xs, quantizer, c, levels, norm, ratio=ratio,
-                                              nonfinite="propagate")
+                                              nonfinite="propagate", bucket=bucket)
         gathered = np.frombuffer(frame(blob) * 2, np.uint8).copy()  # as an allgather gives
         decode_mean(split_frames(gathered, 2), [x.shape for x in xs], rank=1,
                     mine=(blob, arrays))
@@ -172,13 +174,13 @@ class CompressorState:
     def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
                  norm: str | None = None, ratio: float = 0.01, seed: int = 0,
                  error_feedback: bool = False, gamma: float = 1.0, average: bool = True,
-                 mode: str = "allgather"):
+                 mode: str = "allgather", bucket: int | None = None):
         # before any kernel runs: a parallel kernel would start numba's OpenMP team, which
         # also resets the framework's OpenMP thread count in this process
         share_cores_between_local_ranks()
-        warm_up(quantizer, coder, levels, norm, ratio)
+        warm_up(quantizer, coder, levels, norm, ratio, bucket)
         self.options = dict(quantizer=quantizer, coder=coder, levels=levels, norm=norm,
-                            ratio=ratio)
+                            ratio=ratio, bucket=bucket)
         from . import summable
 
         if mode not in summable.MODES:

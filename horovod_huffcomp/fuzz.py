@@ -35,6 +35,7 @@ def seed_payloads(rng: np.random.Generator) -> list[bytes]:
         x = rng.standard_normal((20, 30)).astype(np.float16)
         out.append(api.encode(x, "terngrad", coder, elias_layout="gap"))
         out.append(api.encode_many([x, x[0], np.float64(3.0)], "qsgd", coder, levels=3))
+        out.append(api.encode_many([x, x[0]], "qsgd", coder, levels=5, bucket=16))
     return out
 
 

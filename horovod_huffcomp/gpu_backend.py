@@ -25,8 +25,9 @@ the device into one float64 accumulator, in payload order per element, as
 ``exchange.reduce_mean`` sums: tensors every payload codes with huffman in the same chunks
 by one launch over all payloads (each element written once), the others payload by payload;
 a bad chunk raises PayloadError, the device never faults. The decoder dequantizes linearly
-(state * scale / s): payloads of CO3's float formats (``fp4``, ``fp8``...) are decoded on the
-host (NotImplementedError here; ``exchange.decode_mean`` falls back).
+(state * scale / s, one scale per tensor): payloads of CO3's float formats (``fp4``,
+``fp8``...) and of QSGD's buckets are decoded on the host (NotImplementedError here;
+``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
 
@@ -95,9 +96,12 @@ def is_cuda_array(x) -> bool:
         return False
 
 
-def supports(quantizer: str, coder: str, elias_layout: str = "runlength") -> bool:
-    """Whether the GPU backend encodes these options (else CUDA inputs go to the host)."""
-    return quantizer in ("qsgd", "terngrad") and coder in ("huffman", "zrh", "auto")
+def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
+             bucket: int | None = None) -> bool:
+    """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
+    qsgd/terngrad with one scale per tensor (QSGD's buckets are the host's)."""
+    return (quantizer in ("qsgd", "terngrad") and coder in ("huffman", "zrh", "auto")
+            and bucket is None)
 
 
 def to_host(x) -> np.ndarray:
@@ -147,7 +151,7 @@ def _grid(n_max: int) -> int:
 
 
 def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chunk_log2=None,
-                    elias_layout="runlength", nonfinite="raise", streams=None,
+                    elias_layout="runlength", nonfinite="raise", bucket=None, streams=None,
                     prev: Section | None = None, profile: dict | None = None,
                     transient: bool = False) -> list[Section]:
     """Sections of CUDA arrays ``xs`` (tensor i draws from stream ``streams[i]``, default i),
@@ -160,8 +164,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
 
     mark = _Stages(profile)
 
-    if not supports(quantizer, coder, elias_layout):
-        raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder} yet")
+    if not supports(quantizer, coder, elias_layout, bucket):
+        raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder}"
+                                  f"{'' if bucket is None else ' in buckets'} yet")
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
     if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
@@ -464,9 +469,11 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if sec.coder not in CODER_IDS or sec.raw or sec.quantizer in payload.FP_FORMATS:
+            if (sec.coder not in CODER_IDS or sec.raw or sec.quantizer in payload.FP_FORMATS
+                    or sec.bucket_log2):
                 raise NotImplementedError(
-                    f"the GPU decoder does not cover {sec.quantizer}/{sec.coder} yet")
+                    f"the GPU decoder does not cover {sec.quantizer}/{sec.coder}"
+                    f"{' in buckets' if sec.bucket_log2 else ''} yet")
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])

@@ -3,13 +3,15 @@
 Both backends (the CPU one, and the GPU one of issue #3) and ``docs/format.md`` follow it.
 A payload is::
 
-    magic "HC" | version u8 | flags u8 | q u8 | levels varint | [count varint, if bundle]
-    | section ... | crc32 u32le
+    magic "HC" | version u8 | flags u8 | q u8 | levels varint | [bucket u8, if q bit 6]
+    | [count varint, if bundle] | section ... | crc32 u32le
 
     flags     bit 0: bundle (several tensors; decode returns a list)
     q         bits 0-3 quantizer id, bit 4 norm (0 = l2, or gennorm for the float formats;
-              1 = max), bit 5 raw float32 magnitudes (top-k only)
+              1 = max), bit 5 raw float32 magnitudes (top-k only), bit 6 buckets (qsgd only)
     levels    s >= 1: states lie in [-s, s] (a float format's: its largest code, FP_FORMATS)
+    bucket    log2 of the elements per bucket (BUCKET_LOG2_MIN..BUCKET_LOG2_MAX): QSGD's
+              buckets, each quantized with its own scale
 
 the quantizer fields are shared by every section; each section (one tensor) is::
 
@@ -18,7 +20,7 @@ the quantizer fields are shared by every section; each section (one tensor) is::
     b u8      bits 0-4 log2 of the elements per chunk (CHUNK_LOG2_MIN..CHUNK_LOG2_MAX),
               bits 5-7 ndim (0..7)
     shape     ndim varints
-    scale     f32le
+    scale     f32le; with buckets, one f32le per bucket: max(1, ceil(elements / bucket))
     codebook  [unless reuse] the coder's codebook (see ``coders``), which delimits itself
     chunks    one varint per chunk: the chunk's length in bits
     data      each chunk's bits, MSB first, starting on a byte boundary
@@ -49,6 +51,9 @@ QUANTIZERS = {"qsgd": 1, "terngrad": 2, "topk": 3, "fp4": 4, "fp8": 5, "fp8-e5m2
 QUANTIZER_NAMES = {v: k for k, v in QUANTIZERS.items()}
 Q_NORM_MAX = 0x10
 Q_RAW = 0x20
+Q_BUCKETS = 0x40
+BUCKET_LOG2_MIN = 4
+BUCKET_LOG2_MAX = 30
 
 # Low-bit float formats (CO3): name -> (exponent bits, mantissa bits, exponent bias). The
 # top exponent field is reserved (no Inf/NaN codes), so the non-negative values are the
@@ -102,7 +107,7 @@ class Section:
     dtype: np.dtype
     shape: tuple
     levels: int
-    scale: float
+    scale: float | np.ndarray  # float32 value; with buckets a float32 array, one per bucket
     chunk_log2: int
     norm: str = "l2"
     raw: bool = False
@@ -112,6 +117,7 @@ class Section:
     chunk_bits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     data: bytes | memoryview = b""
     offset: int = -1  # where ``data`` starts in the payload it was read from (-1: not read)
+    bucket_log2: int = 0  # 0: one scale for the tensor; else log2 of its buckets' elements
 
     @property
     def size(self) -> int:
@@ -127,6 +133,11 @@ class Section:
 
 def num_chunks(n: int, chunk_log2: int) -> int:
     return (n + (1 << chunk_log2) - 1) >> chunk_log2
+
+
+def num_scales(n: int, bucket_log2: int) -> int:
+    """How many scales a section of n elements carries: one, or one per bucket (at least one)."""
+    return max(1, (n + (1 << bucket_log2) - 1) >> bucket_log2) if bucket_log2 else 1
 
 
 # ---------------------------------------------------------------- varints
@@ -279,7 +290,15 @@ def _section_header(s: Section, out: bytearray) -> None:
     out.append(s.chunk_log2 | (len(s.shape) << 5))
     for d in s.shape:
         put_varint(out, int(d))
-    out += struct.pack("<f", s.scale)
+    if s.bucket_log2:
+        scales = np.asarray(s.scale, "<f4")
+        if scales.shape != (num_scales(s.size, s.bucket_log2),):
+            raise ValueError(f"a section of {s.size} elements in buckets of "
+                             f"{1 << s.bucket_log2} needs {num_scales(s.size, s.bucket_log2)}"
+                             f" scales, got shape {scales.shape}")
+        out += scales.tobytes()
+    else:
+        out += struct.pack("<f", s.scale)
     if not s.reuse:
         out += s.codebook
     out += varint_bytes(s.chunk_bits)
@@ -298,15 +317,22 @@ def pack(sections: list[Section], bundle: bool) -> bytes:
     if not bundle and len(sections) != 1:
         raise ValueError("a non-bundle payload holds exactly one section")
     first = sections[0] if sections else Section("qsgd", "huffman", np.float32, (), 1, 0.0, 12)
-    qkey = (first.quantizer, first.norm, first.raw, first.levels)
-    if any((t.quantizer, t.norm, t.raw, t.levels) != qkey for t in sections):
-        raise ValueError("sections of one payload must share quantizer, norm and levels")
+    qkey = (first.quantizer, first.norm, first.raw, first.levels, first.bucket_log2)
+    if any((t.quantizer, t.norm, t.raw, t.levels, t.bucket_log2) != qkey for t in sections):
+        raise ValueError("sections of one payload must share quantizer, norm, levels and "
+                         "buckets")
+    if first.bucket_log2 and not (first.quantizer == "qsgd"
+                                  and BUCKET_LOG2_MIN <= first.bucket_log2 <= BUCKET_LOG2_MAX):
+        raise ValueError(f"buckets of 2^{first.bucket_log2} elements: qsgd's only, 2^"
+                         f"{BUCKET_LOG2_MIN} to 2^{BUCKET_LOG2_MAX}")
     out = bytearray(MAGIC)
     out.append(VERSION)
     out.append(FLAG_BUNDLE if bundle else 0)
     out.append(QUANTIZERS[first.quantizer] | (Q_NORM_MAX if first.norm == "max" else 0)
-               | (Q_RAW if first.raw else 0))
+               | (Q_RAW if first.raw else 0) | (Q_BUCKETS if first.bucket_log2 else 0))
     put_varint(out, first.levels)
+    if first.bucket_log2:
+        out.append(first.bucket_log2)
     if bundle:
         put_varint(out, len(sections))
     parts = [out]
@@ -348,9 +374,17 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
         n *= dim
     if n > max_elements:
         raise PayloadError(f"shape {shape} has {n} elements, more than max_elements={max_elements}")
-    scale = r.f32("scale")
-    if scale < 0 or scale == float("inf"):
-        raise PayloadError(f"scale {scale} is neither a finite value >= 0 nor NaN")
+    if qfields["bucket_log2"]:
+        k = num_scales(n, qfields["bucket_log2"])
+        scale = np.frombuffer(r.bytes(4 * k, "bucket scales"), "<f4").astype(np.float32)
+        bad = np.flatnonzero((scale < 0) | (scale == np.inf))
+        if bad.size:
+            raise PayloadError(f"bucket {bad[0]}'s scale {scale[bad[0]]} is neither a finite "
+                               "value >= 0 nor NaN")
+    else:
+        scale = r.f32("scale")
+        if scale < 0 or scale == float("inf"):
+            raise PayloadError(f"scale {scale} is neither a finite value >= 0 nor NaN")
     if reuse:
         codebook = prev.codebook
     else:  # no length field: the codebook delimits itself, read it to find its end
@@ -405,18 +439,25 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
         raise PayloadError(f"unknown flags 0x{flags:02x}")
     bundle = bool(flags & FLAG_BUNDLE)
     q = r.u8("quantizer byte")
-    if (q & 0x0F) not in QUANTIZER_NAMES or q & 0xC0:
+    if (q & 0x0F) not in QUANTIZER_NAMES or q & 0x80:
         raise PayloadError(f"unknown quantizer byte 0x{q:02x}")
     quantizer = QUANTIZER_NAMES[q & 0x0F]
     if q & Q_RAW and quantizer != "topk":
         raise PayloadError(f"raw float32 values are top-k's, not {quantizer}'s")
+    if q & Q_BUCKETS and quantizer != "qsgd":
+        raise PayloadError(f"buckets are qsgd's, not {quantizer}'s")
     levels = r.varint("levels", MAX_LEVELS)
     if levels < 1:
         raise PayloadError("levels must be >= 1")
     if quantizer in FP_FORMATS and levels != fp_levels(quantizer):
         raise PayloadError(f"{quantizer} has levels {fp_levels(quantizer)}, not {levels}")
+    bucket_log2 = r.u8("bucket") if q & Q_BUCKETS else 0
+    if q & Q_BUCKETS and not BUCKET_LOG2_MIN <= bucket_log2 <= BUCKET_LOG2_MAX:
+        raise PayloadError(f"bucket log2 {bucket_log2} outside [{BUCKET_LOG2_MIN}, "
+                           f"{BUCKET_LOG2_MAX}]")
     norm = "max" if q & Q_NORM_MAX else "gennorm" if quantizer in FP_FORMATS else "l2"
-    qfields = dict(quantizer=quantizer, levels=levels, norm=norm, raw=bool(q & Q_RAW))
+    qfields = dict(quantizer=quantizer, levels=levels, norm=norm, raw=bool(q & Q_RAW),
+                   bucket_log2=bucket_log2)
     # a section takes at least MIN_SECTION_BYTES: bounds the count before we loop on it
     count = r.varint("section count", (r.end - r.pos) // MIN_SECTION_BYTES) if bundle else 1
     sections = []

@@ -2,7 +2,9 @@
 
 * ``qsgd``: scale = ||x||_2 (``norm="l2"``) or max|x| (``norm="max"``); state = sign(x) * level,
   level = floor(a) + [u < a - floor(a)] with a = |x| * s / scale and u a counter-based uniform
-  (``rng.py``): unbiased stochastic rounding, E[state * scale / s] = x.
+  (``rng.py``): unbiased stochastic rounding, E[state * scale / s] = x. With ``bucket`` = d
+  (a power of two), QSGD's buckets: elements [b d, (b + 1) d) have their own scale, the norm
+  of that bucket alone (the variance bound then grows with d instead of the tensor's size).
 * ``terngrad``: QSGD with s = 1 and the max norm (states -1, 0, +1), as in the TernGrad paper.
 * ``topk``: keeps the k = ceil(ratio * n) entries of largest |x| (ties: lower index first; exact
   zeros are never kept). ``levels=0`` (default) keeps their values exactly as float32 (raw
@@ -32,13 +34,15 @@ from numba import njit
 
 from . import float_quantizer
 from .errors import NonFiniteError
-from .payload import FP_FORMATS, MAX_LEVELS, fp_levels
+from .payload import (BUCKET_LOG2_MAX, BUCKET_LOG2_MIN, FP_FORMATS, MAX_LEVELS, fp_levels,
+                      num_scales)
 from .rng import draw24, stream_key
 
 INV24 = 1.0 / (1 << 24)
 F32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_LEVELS = {"qsgd": 16, "terngrad": 1, "topk": 0}
 DEFAULT_LEVELS.update({q: fp_levels(q) for q in FP_FORMATS})
+NONFINITE = "input holds NaN or Inf; pass nonfinite='propagate' to encode a NaN tensor"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Quantized:
     raw: np.ndarray | None  # uint32 magnitudes (len n) for exact top-k, else None
     arena: np.ndarray | None = None  # states is arena[at:at + len(states)] (a bundle's states
     at: int = 0  # in one buffer: :func:`arena_for`), or None
+    bucket_log2: int = 0  # > 0: ``scale`` is a float32 array, one per bucket of 2^bucket_log2
 
 
 @njit(cache=True)
@@ -69,8 +74,9 @@ def _sumsq_fixed(x, m):
 
 
 @njit(cache=True)
-def _stochastic_round(x, s, scale, key, keep, out):
-    """out[i] = sign(x_i) * stochastic level of |x_i| * s / scale, where keep[i] (or keep empty)."""
+def _stochastic_round(x, s, scale, key, keep, out, first=0):
+    """out[i] = sign(x_i) * stochastic level of |x_i| * s / scale, where keep[i] (or keep
+    empty); x_i is element ``first`` + i of its tensor (the uniform's counter)."""
     use_keep = keep.shape[0] > 0
     for i in range(x.shape[0]):
         if use_keep and not keep[i]:
@@ -79,7 +85,7 @@ def _stochastic_round(x, s, scale, key, keep, out):
         v = np.float64(x[i])
         a = abs(v) * s / scale
         lev = math.floor(a)
-        if np.float64(draw24(key, i)) * INV24 < a - lev:
+        if np.float64(draw24(key, first + i)) * INV24 < a - lev:
             lev += 1
         if lev > s:
             lev = s
@@ -122,6 +128,34 @@ def _scale_from_max(x, m, l2):
     if not l2:
         return _round_up_f32_nb(m)
     return _round_up_f32_nb(m * math.sqrt(_sumsq_fixed(x, m)))
+
+
+@njit(cache=True)
+def _bucket_scales(x, shift, l2, out):
+    """out[b] = :func:`_scale_from_max` of bucket b (elements [b << shift, (b + 1) << shift)
+    of x); returns whether every entry is finite."""
+    finite = True
+    size = 1 << shift
+    for b in range(out.shape[0]):
+        part = x[b * size: min((b + 1) * size, x.shape[0])]
+        f, m = _finite_absmax(part)
+        finite = finite and f
+        out[b] = _scale_from_max(part, m, l2) if f else 0.0
+    return finite
+
+
+@njit(cache=True)
+def _stochastic_round_buckets(x, s, scales, shift, key, out):
+    """:func:`_stochastic_round` of each bucket of x with its own scale (bucket b: elements
+    [b << shift, (b + 1) << shift)); buckets of scale 0 (all zero) keep out's zeros."""
+    size = 1 << shift
+    no_keep = np.zeros(0, np.bool_)
+    for b in range(scales.shape[0]):
+        lo = b * size
+        hi = min(lo + size, x.shape[0])
+        if scales[b] > 0:
+            _stochastic_round(x[lo:hi], s, np.float64(scales[b]), key, no_keep, out[lo:hi],
+                              lo)
 
 
 @njit(cache=True)
@@ -201,6 +235,21 @@ def check_options(quantizer: str, levels: int | None, norm: str | None, ratio: f
     return s, norm
 
 
+def bucket_log2_of(quantizer: str, bucket: int | None) -> int:
+    """The payload's bucket field for the ``bucket`` option: 0 for None (one scale per
+    tensor), else log2 of a power of two in [2^BUCKET_LOG2_MIN, 2^BUCKET_LOG2_MAX] (qsgd)."""
+    if bucket is None:
+        return 0
+    if quantizer != "qsgd":
+        raise ValueError(f"buckets are qsgd's option, not {quantizer}'s")
+    b = int(bucket)
+    if b != bucket or b <= 0 or b & (b - 1) or not (
+            BUCKET_LOG2_MIN <= b.bit_length() - 1 <= BUCKET_LOG2_MAX):
+        raise ValueError(f"bucket must be a power of two from {1 << BUCKET_LOG2_MIN} to "
+                         f"2^{BUCKET_LOG2_MAX} elements (or None), got {bucket!r}")
+    return b.bit_length() - 1
+
+
 def quantize(
     x: np.ndarray,
     quantizer: str,
@@ -212,6 +261,7 @@ def quantize(
     nonfinite: str = "raise",
     scale: float | None = None,
     arena: tuple[np.ndarray, int] | None = None,
+    bucket: int | None = None,
 ) -> Quantized:
     """Quantize a flat, contiguous float16/32/64 array (see module docstring).
 
@@ -219,11 +269,15 @@ def quantize(
     one, at least :func:`scale_of` this tensor: workers that agree on one (the maximum of
     theirs) quantize onto one grid, so their states sum exactly (``summable.py``).
     ``arena``: (buffer, at) from :func:`arena_for`: the states are written to the buffer's
-    zeroed bytes from ``at`` on.
+    zeroed bytes from ``at`` on. ``bucket``: QSGD's bucket size (elements, a power of two),
+    each bucket with its own scale (then ``Quantized.scale`` is their float32 array).
     """
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
     if scale is not None and quantizer not in ("qsgd", "terngrad"):
         raise ValueError(f"a shared scale applies to qsgd and terngrad, not {quantizer}")
+    bucket_log2 = bucket_log2_of(quantizer, bucket)
+    if bucket_log2 and scale is not None:
+        raise ValueError("a shared scale is one per tensor: it does not go with buckets")
 
     if x.dtype == np.float16:  # numba has no float16; the widening is exact
         x = x.astype(np.float32)
@@ -237,6 +291,16 @@ def quantize(
         if states.size != padded(n):
             raise ValueError("the arena has no room for these states")
         kept = (buf, at)
+    key = np.uint64(stream_key(np.uint64(seed), np.uint64(stream)))
+    if bucket_log2:
+        scales = np.empty(num_scales(n, bucket_log2), np.float32)
+        if not _bucket_scales(x, bucket_log2, norm == "l2", scales):
+            if nonfinite == "raise":
+                raise NonFiniteError(NONFINITE)
+            scales[:] = np.nan
+            return Quantized(states, n, s, scales, norm, None, *kept, bucket_log2)
+        _stochastic_round_buckets(x, s, scales, bucket_log2, key, states[:n])
+        return Quantized(states, n, s, scales, norm, None, *kept, bucket_log2)
     own = 0.0
     if n == 0:
         finite, m = True, 0.0
@@ -246,9 +310,7 @@ def quantize(
         finite, m, own = _absmax_and_scale(x, norm == "l2")
     if not finite:
         if nonfinite == "raise":
-            raise NonFiniteError(
-                "input holds NaN or Inf; pass nonfinite='propagate' to encode a NaN tensor"
-            )
+            raise NonFiniteError(NONFINITE)
         # exact top-k keeps its raw flag (zero magnitudes: all states are 0), so a NaN
         # tensor can share a bundle with the others
         raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
@@ -260,7 +322,6 @@ def quantize(
         if scale > 0.0:
             float_quantizer.quantize_into(x, quantizer, scale, states[:n])
         return Quantized(states, n, s, scale, norm, None, *kept)
-    key = np.uint64(stream_key(np.uint64(seed), np.uint64(stream)))
     no_keep = np.zeros(0, np.bool_)
 
     if quantizer == "topk":
@@ -303,10 +364,21 @@ def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:
 
 
 def dequantize(
-    states: np.ndarray, levels: int, scale: float, raw: np.ndarray | None, dtype,
-    quantizer: str = "qsgd",
+    states: np.ndarray, levels: int, scale, raw: np.ndarray | None, dtype,
+    quantizer: str = "qsgd", bucket_log2: int = 0,
 ) -> np.ndarray:
-    """Values of decoded states in ``dtype`` (flat)."""
+    """Values of decoded states in ``dtype`` (flat); ``scale`` is the float32 scales' array
+    with buckets (``bucket_log2`` > 0; a NaN scale makes its bucket NaN)."""
+    dtype = np.dtype(dtype)
+    if bucket_log2:
+        scales = np.asarray(scale, np.float32)
+        if dtype == np.float16:
+            each = np.repeat(scales.astype(np.float64), 1 << bucket_log2)[: states.shape[0]]
+            with np.errstate(over="ignore", invalid="ignore"):
+                return (states.astype(np.float64) * each / levels).astype(dtype)
+        out = np.empty(states.shape, dtype)
+        _dequantize_buckets(states, scales, bucket_log2, float(levels), out)
+        return out
     if math.isnan(scale):
         return np.full(states.shape, np.nan, dtype)
     if quantizer in FP_FORMATS:
@@ -314,7 +386,6 @@ def dequantize(
     if raw is not None:
         mags = raw.view(np.float32).astype(np.float64)
         return (np.sign(states) * mags).astype(dtype)
-    dtype = np.dtype(dtype)
     if dtype == np.float16:
         with np.errstate(over="ignore"):  # a large scale may overflow float16: inf, as documented
             return (states.astype(np.float64) * float(scale) / levels).astype(dtype)
@@ -329,3 +400,14 @@ def _dequantize(states, scale, levels, out):
     operations, in the same order, as the NumPy expression of the float16 path)."""
     for i in range(states.shape[0]):
         out[i] = np.float64(states[i]) * scale / levels
+
+
+@njit(cache=True)
+def _dequantize_buckets(states, scales, shift, levels, out):
+    """:func:`_dequantize` of each bucket (elements [b << shift, (b + 1) << shift)) with its
+    own scale."""
+    size = 1 << shift
+    for b in range(scales.shape[0]):
+        lo = b * size
+        hi = min(lo + size, states.shape[0])
+        _dequantize(states[lo:hi], np.float64(scales[b]), levels, out[lo:hi])

@@ -52,6 +52,9 @@ def check_options(options: dict) -> tuple[int, str]:
     if q not in ("qsgd", "terngrad"):
         raise ValueError("the reduce_scatter exchange needs quantizer 'qsgd' or 'terngrad' "
                          f"(one grid for all workers), not {q!r}")
+    if options.get("bucket") is not None:
+        raise ValueError("the reduce_scatter exchange shares one scale per tensor: it does "
+                         "not take QSGD's buckets (use the allgather exchange)")
     return quantizers.check_options(q, options["levels"], options["norm"])
 
 

@@ -5,6 +5,8 @@ QUANTIZER_CASES = [
     ("qsgd", dict(levels=16, norm="l2")),
     ("qsgd", dict(levels=1, norm="l2")),
     ("qsgd", dict(levels=127, norm="max")),
+    ("qsgd", dict(levels=16, norm="l2", bucket=512)),  # QSGD's buckets: a scale per bucket
+    ("qsgd", dict(levels=3, norm="max", bucket=16)),
     ("terngrad", {}),
     ("topk", dict(ratio=0.05)),
     ("topk", dict(ratio=0.2, levels=8)),
@@ -32,9 +34,9 @@ def expected(x, quantizer, kw, seed=0, stream=0):
     x = np.asarray(x)
     flat = np.ascontiguousarray(x).reshape(-1)
     q = quantize(flat, quantizer, kw.get("levels"), kw.get("norm"), seed, stream,
-                 kw.get("ratio", 0.01))
+                 kw.get("ratio", 0.01), bucket=kw.get("bucket"))
     return dequantize(q.states[: q.n], q.levels, q.scale, q.raw, flat.dtype,
-                      quantizer).reshape(x.shape)
+                      quantizer, q.bucket_log2).reshape(x.shape)
 
 
 @pytest.fixture

@@ -173,11 +173,13 @@ def test_nonfinite():
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
     for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"),
-               dict(coder="elias-omega"), dict(quantizer="fp4"), dict(quantizer="fp8")):
+               dict(coder="elias-omega"), dict(quantizer="fp4"), dict(quantizer="fp8"),
+               dict(bucket=512)):
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
-    blob = hc.encode(x, "fp4", "huffman")  # float formats decode on the host
-    with pytest.raises(NotImplementedError):
-        gpu_backend.decode_sum([blob])
+    # float formats and QSGD's buckets decode on the host
+    for blob in (hc.encode(x, "fp4", "huffman"), hc.encode(x, "qsgd", "huffman", bucket=512)):
+        with pytest.raises(NotImplementedError):
+            gpu_backend.decode_sum([blob])
 
 
 @pytest.mark.parametrize("coder", CODERS)

@@ -33,10 +33,11 @@ def host_device(monkeypatch):
     monkeypatch.setattr(gpu_backend, "_decode_add", decode_add)
 
 
-def _blobs(coder="huffman", quantizer="qsgd"):
+def _blobs(coder="huffman", quantizer="qsgd", bucket=None):
     rng = np.random.default_rng(0)
     return [hc.encode_many([rng.standard_normal(sh).astype(np.float32) for sh in SHAPES],
-                           quantizer, coder, 8 if quantizer == "qsgd" else None, seed=r)
+                           quantizer, coder, 8 if quantizer == "qsgd" else None, seed=r,
+                           bucket=bucket)
             for r in range(3)]
 
 
@@ -53,12 +54,14 @@ def test_decode_sum_and_decode(host_device):
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
 
 
-# not GPU-covered, host fallback: rlh, and CO3's float formats (their values are a table's)
-@pytest.mark.parametrize("coder,quantizer", [("huffman", "qsgd"), ("rlh", "qsgd"),
-                                             ("huffman", "fp4")])
-def test_exchange_decode_mean_on_the_device_path(host_device, coder, quantizer):
-    blobs = _blobs(coder, quantizer)
-    if (coder, quantizer) != ("huffman", "qsgd"):
+# not GPU-covered, host fallback: rlh, CO3's float formats (their values are a table's) and
+# QSGD's buckets (a scale per bucket)
+@pytest.mark.parametrize("coder,quantizer,bucket", [
+    ("huffman", "qsgd", None), ("rlh", "qsgd", None), ("huffman", "fp4", None),
+    ("huffman", "qsgd", 64)])
+def test_exchange_decode_mean_on_the_device_path(host_device, coder, quantizer, bucket):
+    blobs = _blobs(coder, quantizer, bucket)
+    if (coder, quantizer, bucket) != ("huffman", "qsgd", None):
         with pytest.raises(NotImplementedError, match=f"{quantizer}/{coder}"):
             gpu_backend.decode_sum(blobs)
     per_rank = [hc.decode_many(b) for b in blobs]

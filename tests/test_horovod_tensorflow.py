@@ -41,7 +41,7 @@ def test_horovod_tape_names_collectives_after_variables_and_is_exact(checks):
 
 def test_tf_function_weights_identical_after_50_steps(checks):
     assert checks["identical_50"] and checks["identical_50_ef"] and checks["identical_50_topk"]
-    assert checks["identical_50_fp4"]
+    assert checks["identical_50_fp4"] and checks["identical_50_bucket"]
 
 
 def test_error_feedback_residual(checks):

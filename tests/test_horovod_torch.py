@@ -16,12 +16,12 @@ def checks(tmp_path_factory):
 
 
 def test_average_is_exact_mean_of_dequantized(checks):
-    assert checks["exact_mean"] and checks["exact_mean_fp4"]
+    assert checks["exact_mean"] and checks["exact_mean_fp4"] and checks["exact_mean_bucket"]
 
 
 def test_parameters_identical_after_50_steps(checks):
     assert checks["identical_50"] and checks["identical_50_ef"] and checks["identical_50_topk"]
-    assert checks["identical_50_fp4"]
+    assert checks["identical_50_fp4"] and checks["identical_50_bucket"]
 
 
 def test_corrupted_payload_is_a_clear_error_everywhere(checks):
@@ -40,14 +40,16 @@ def test_example_accuracy_matches_uncompressed(tmp_path):
     results = {}
     runs = {"none": ["--compression", "none"], "huffman": ["--compression", "huffman"],
             # CO3's fp4 with its GenNorm scale and error feedback (decay 0.7)
-            "fp4": ["--quantizer", "fp4", "--error-feedback", "--gamma", "0.7"]}
+            "fp4": ["--quantizer", "fp4", "--error-feedback", "--gamma", "0.7"],
+            # QSGD's L2 norm at s = 16 in buckets of 512 (one scale per layer: 96.39% here)
+            "bucket": ["--norm", "l2", "--levels", "16", "--bucket", "512"]}
     for mode, args in runs.items():
         out = tmp_path / f"{mode}.json"
         r = horovodrun(ROOT / "examples" / "train_torch_digits.py", *args, "--json", out)
         assert r.returncode == 0, failure(r)
         results[mode] = json.loads(out.read_text())
     base = results["none"]
-    for mode in ("huffman", "fp4"):
+    for mode in ("huffman", "fp4", "bucket"):
         comp = results[mode]
         assert comp["parameters_identical_on_all_ranks"]
         assert comp["accuracy"] >= base["accuracy"] - 0.005, (mode, base, comp)

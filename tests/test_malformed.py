@@ -24,6 +24,7 @@ def blobs():
     out.append(hc.encode_many([x, x[:10]], "terngrad"))
     out.append(hc.encode_many([x, x[:10]], "fp4", "zrh"))
     out.append(hc.encode(x, "fp8", "huffman"))
+    out.append(hc.encode_many([x, x[:10]], "qsgd", "zrh", bucket=256))
     return out
 
 

@@ -48,3 +48,21 @@ def test_default_coder_meets_the_bar(model, qn, s, norm):
     else:
         assert ratio <= bar
         assert held <= over_omega < 1.3, f"{cell}: {over_omega:.3f}x vs Elias (held {held})"
+
+
+def test_bench_quantizers_measures_the_buckets_trade():
+    """``bench quantizers`` on real gradients: QSGD's buckets cost bits (a scale per bucket,
+    denser states) and cut the L2 norm's error many times; deterministic fp4's bias is its
+    error; the table has a row per setting."""
+    from horovod_huffcomp.bench import quantizers as bq
+
+    settings = [s for s in bq.SETTINGS if s[0] in (
+        "qsgd l2 s=16", "qsgd l2 s=16 bucket 512", "fp4 gennorm (CO3)")]
+    rows = {r["setting"]: r for r in bq.run(("cnn",), seeds=2, steps=2, repeat=1,
+                                            settings=settings)}
+    plain, buckets, fp4 = (rows[k] for k, _ in settings)
+    assert buckets["bits"] > 4 * plain["bits"]
+    assert buckets["err"] < plain["err"] / 10
+    assert fp4["bias"] == pytest.approx(fp4["err"], rel=1e-9)
+    assert plain["bias"] < plain["err"]  # the mean of two draws halves the variance
+    assert len(bq.markdown(list(rows.values())).splitlines()) == 2 + len(settings)

@@ -1,9 +1,12 @@
-"""``python -m horovod_huffcomp.bench {codec,train,exchange,gpu}`` (also ``horovod-huffcomp-bench``)."""
+"""``python -m horovod_huffcomp.bench {codec,quantizers,train,exchange,gpu}`` (also
+``horovod-huffcomp-bench``)."""
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"codec": "horovod_huffcomp.bench.codec", "train": "horovod_huffcomp.bench.train",
+COMMANDS = {"codec": "horovod_huffcomp.bench.codec",
+            "quantizers": "horovod_huffcomp.bench.quantizers",
+            "train": "horovod_huffcomp.bench.train",
             "exchange": "horovod_huffcomp.bench.exchange", "gpu": "horovod_huffcomp.bench.gpu"}
 
 

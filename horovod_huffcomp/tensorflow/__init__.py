@@ -97,9 +97,9 @@ class HuffmanCompressor(exchange.CompressorState):
     def __init__(self, quantizer: str = "qsgd", coder: str = "auto", levels: int | None = None,
                  norm: str | None = None, ratio: float = 0.01, seed: int = 0,
                  error_feedback: bool = False, gamma: float = 1.0, average: bool = True,
-                 enabled: bool = True):
+                 enabled: bool = True, bucket: int | None = None):
         super().__init__(quantizer, coder, levels, norm, ratio, seed, error_feedback, gamma,
-                         average)
+                         average, bucket=bucket)
         self.enabled = tf.Variable(enabled, trainable=False, name="huffcomp_enabled",
                                    dtype=tf.bool)
         self.raw_bytes_per_step: dict[str, int] = {}  # float32 bytes per name, seen at trace

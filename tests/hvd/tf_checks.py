@@ -126,6 +126,8 @@ out["identical_50_topk"] = same_on_all_ranks(
 out["identical_50_fp4"] = same_on_all_ranks(  # CO3: fp4, GenNorm scale, decaying EF
     train(Compression.huffman(quantizer="fp4", error_feedback=True, gamma=0.7)).variables,
     "i50fp4")
+out["identical_50_bucket"] = same_on_all_ranks(  # QSGD's buckets: a scale per 64 elements
+    train(Compression.huffman(quantizer="qsgd", levels=16, bucket=64)).variables, "i50bucket")
 
 # 3b. error feedback keeps the right residual: after one tf.function step, residual +
 #     own dequantized gradient = this worker's gradient

@@ -98,6 +98,12 @@ comp = Compression.huffman(quantizer="fp4", error_feedback=True, gamma=0.7)
 out["exact_mean_fp4"] = exact_over_3_steps(comp, *make(comp), "check_fp4")
 out["identical_50_fp4"] = identical_after(
     Compression.huffman(quantizer="fp4", error_feedback=True, gamma=0.7), grouped=True)
+# QSGD's buckets (a scale per 64 elements), per parameter and grouped
+comp = Compression.huffman(quantizer="qsgd", levels=16, norm="l2", bucket=64)
+out["exact_mean_bucket"] = exact_over_3_steps(comp, *make(comp), "check_bucket")
+out["identical_50_bucket"] = identical_after(
+    Compression.huffman(quantizer="qsgd", levels=16, bucket=64, error_feedback=True),
+    grouped=True)
 
 # 3. a corrupted payload from rank 1 raises a clear error on every rank, no hang
 def corrupt_errors(mode="allgather", **kw):
