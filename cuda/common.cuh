@@ -463,6 +463,53 @@ HC_HD void hc_decode_sum_tile(const HcPayload* pays, int npay, int64_t c, int64_
     }
 }
 
+// ---- Decode-and-sum through a symbol buffer (cuda/huffman.cu hc_huffman_decode_symbols,
+// hc_sum_symbols; gpu_backend._by_symbols), for batches of too few chunks for a thread per
+// chunk to fill the device. Payload q's row of the buffer starts at q * stride, tensor t's
+// symbols (symbol = state + s < 256) at sym_offsets[t] in it: multiples of 8, as chunk starts
+// are (2^8 elements at least), so a thread stores its chunk's symbols 8 at a time, the last
+// word running into the tensor's padding. Thread g of npay * total decodes chunk c = g %
+// total of payload q = g / total (tensors marked in `here`); errors reported as
+// hc_decode_sum_tile reports them (the words after an error stay as they were: zeros).
+HC_HD void hc_decode_symbols_chunk(const HcPayload* pays, int npay, int64_t g,
+                                   const int* clog2, const long long* chunk_first,
+                                   const long long* sizes, int count, const uint8_t* here,
+                                   const int32_t* dec, const long long* sym_offsets,
+                                   int64_t stride, uint8_t* symbols, int* err) {
+    const long long total = chunk_first[count];
+    if (g >= total * npay) return;
+    const int q = (int)(g / total);
+    const long long c = g - (long long)q * total;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (!here[k.t]) return;
+    const HcPayload P = pays[q];
+    const long long cq = P.chunk_first[k.t] + (c - chunk_first[k.t]);
+    const uint64_t nbits = P.chunk_bits[cq];
+    uint64_t* o = (uint64_t*)(symbols + (int64_t)q * stride + sym_offsets[k.t] + k.start);
+    uint64_t word = 0, used = 0;
+    const int64_t n = k.end - k.start;
+    int e = hc_huffman_decode_run(P.buf, P.nbytes, P.chunk_byte[cq], nbits, &used, n,
+                                  dec + ((int64_t)q * count + k.t) * HC_DEC_INTS,
+                                  [o, &word](int64_t j, int sym) {
+                                      word |= (uint64_t)sym << (8 * (j & 7));
+                                      if ((j & 7) == 7) o[j >> 3] = word, word = 0;
+                                  });
+    if (e == HC_OK && used != nbits) e = HC_ERR_UNDERRUN;
+    if (e != HC_OK) hc_report(err + 2 * q, e, cq);
+    else if (n & 7) o[n >> 3] = word;
+}
+
+// Symbol sym_at of every row: its values from payloads 0 .. npay - 1 (tensor t) added in
+// order from 0.0, as hc_decode_sum_tile's row adds them.
+HC_HD double hc_sum_symbols_at(const uint8_t* symbols, int npay, int64_t stride,
+                               int64_t sym_at, int t, int count, const double* values,
+                               int alphabet) {
+    double v = 0.0;
+    for (int q = 0; q < npay; ++q)
+        v += values[((int64_t)q * count + t) * alphabet + symbols[(int64_t)q * stride + sym_at]];
+    return v;
+}
+
 // ----------------------------------------------------------------- coders/chunks.py, zrh.py
 // ZRH (docs/format.md): per non-zero its zero run and its level, then the chunk's terminal
 // run; run symbols 0..15 direct, longer runs in half-octave buckets with extra bits, or Rice

@@ -12,6 +12,10 @@
 //                          into a float64 tile in shared memory (each state's value already
 //                          in the tensor's dtype), then store it coalesced (decode-and-sum:
 //                          one launch for all workers, sums like exchange.reduce_mean)
+//   hc_huffman_decode_symbols, hc_sum_symbols   the same sum for batches of few chunks
+//                          (gpu_backend.SYMBOLS_MAX_CHUNKS): one thread per chunk of every
+//                          payload decodes it into that payload's row of a symbol buffer,
+//                          then each element's values are added in rank order
 #include "common.cuh"
 
 extern "C" __global__ void hc_huffman_chunk_bits(
@@ -137,4 +141,36 @@ extern "C" __global__ void __launch_bounds__(HC_DS_THREADS) hc_huffman_decode_su
         }
         __syncwarp();
     }
+}
+
+// Decode-and-sum when the batch has too few chunks for a thread per chunk to fill the device
+// (hc_huffman_decode_sum's threads each decode every payload of their chunk in turn): a
+// thread per (payload, chunk) decodes it into a symbol buffer (common.cuh
+// hc_decode_symbols_chunk), then hc_sum_symbols adds each element's values from 0.0 in
+// payload order into acc (the same float64 sum as the tiles'). Only the tensors in `here`.
+extern "C" __global__ void __launch_bounds__(HC_DS_THREADS) hc_huffman_decode_symbols(
+    const HcPayload* __restrict__ pays, int npay, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, const long long* __restrict__ sizes, int count,
+    const unsigned char* __restrict__ here, const int* __restrict__ dec,
+    const long long* __restrict__ sym_offsets, long long stride,
+    unsigned char* __restrict__ symbols, int* err) {
+    hc_decode_symbols_chunk(pays, npay, blockIdx.x * (long long)blockDim.x + threadIdx.x,
+                            clog2, chunk_first, sizes, count, here, dec, sym_offsets, stride,
+                            symbols, err);
+}
+
+// acc[acc_offsets[t] + i] = hc_sum_symbols_at(sym_offsets[t] + i) for every element of the
+// tensors in `here` (blockIdx.y = tensor).
+extern "C" __global__ void hc_sum_symbols(
+    const unsigned char* __restrict__ symbols, int npay, long long stride,
+    const long long* __restrict__ sizes, const long long* __restrict__ acc_offsets,
+    const long long* __restrict__ sym_offsets, const unsigned char* __restrict__ here,
+    int count, const double* __restrict__ values, int s, double* __restrict__ acc) {
+    const int t = blockIdx.y;
+    if (!here[t]) return;
+    const long long n = sizes[t], at = acc_offsets[t], from = sym_offsets[t];
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        acc[at + i] = hc_sum_symbols_at(symbols, npay, stride, from + i, t, count, values,
+                                        2 * s + 1);
 }

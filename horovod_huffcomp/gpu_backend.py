@@ -58,6 +58,9 @@ COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
 THREADS = 256  # cuda/huffman.cu HC_THREADS
 DEC_INTS = 1152  # cuda/common.cuh HC_DEC_INTS: a huffman decoder record
 DS_THREADS = 128  # cuda/huffman.cu HC_DS_THREADS
+# decode-and-sum through a symbol buffer up to this many chunks and buffer bytes (_by_symbols)
+SYMBOLS_MAX_CHUNKS = 1 << 16
+SYMBOLS_MAX_BYTES = 1 << 30
 _SUFFIX = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32",
            np.dtype(np.float64): "f64"}
 
@@ -446,9 +449,10 @@ def _unpack_all(blobs, labels, max_elements):
     """Every payload's (bundle flag, sections), validated as on the host; a PayloadError names
     the payload's label."""
     parsed = []
-    for label, b in zip(labels, blobs):
+    crcs = payload.body_crcs(blobs)  # on threads: several workers' payloads of megabytes
+    for label, b, crc in zip(labels, blobs, crcs):
         try:
-            parsed.append(payload.unpack(b, max_elements))
+            parsed.append(payload.unpack(b, max_elements, crc))
         except PayloadError as e:
             raise PayloadError(f"{label}: {e}") from None
     if not parsed:
@@ -515,14 +519,18 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     same_s = all(pl[0][0] == s for pl in plans)
     fused = huff.all(axis=0) & (clog2s == clog2s[0]).all(axis=0) & same_s
     alone = (huff & ~fused).astype(np.uint8)  # huffman tensors decoded payload by payload
-    arrays = [sizes_h, offsets_h[:-1], fused.astype(np.uint8), alone.reshape(-1)]
+    padded = (sizes_h + 7) & ~7  # the symbol buffer's rows (cuda/common.cuh)
+    sym_offsets_h = np.zeros(count, np.int64)
+    np.cumsum(padded[:-1], out=sym_offsets_h[1:])
+    arrays = [sizes_h, offsets_h[:-1], fused.astype(np.uint8), alone.reshape(-1),
+              sym_offsets_h]
     for pl in plans:
         arrays += pl[1:]
     per = len(plans[0]) - 1
     mark = _Stages(profile)
 
     mark("start")
-    sizes, acc_offsets, fused_d, alone_d, *rest = _upload(arrays, pinned_slot=2)
+    sizes, acc_offsets, fused_d, alone_d, sym_offsets, *rest = _upload(arrays, pinned_slot=2)
     mark("upload")
     alphabets = [2 * pl[0][0] + 1 for pl in plans]
     acc = (cupy.empty if fused.all() else cupy.zeros)(int(offsets_h[-1]) or 1, cupy.float64)
@@ -544,7 +552,18 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     clog2_0, first_0 = rest[5], rest[6]
     total_0 = plans[0][0][1]
     resume = cupy.empty(max((npay - 1) * total_0, 1), cupy.uint64)  # positions between tiles
-    if fused.any() and total_0:
+    stride = int(padded.sum())
+    if fused.any() and total_0 and _by_symbols(npay, total_0, stride):
+        symbols = cupy.zeros(npay * stride, cupy.uint8)  # rows of failed chunks stay valid
+        kernel("huffman", "hc_huffman_decode_symbols")(
+            (-(-npay * total_0 // DS_THREADS),), (DS_THREADS,), (
+                refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count), fused_d,
+                dec, sym_offsets, np.int64(stride), symbols, err))
+        kernel("huffman", "hc_sum_symbols")((_grid(int(sizes_h[fused].max())), count),
+                                            (THREADS,), (
+            symbols, np.int32(npay), np.int64(stride), sizes, acc_offsets, sym_offsets,
+            fused_d, np.int32(count), values, np.int32(s), acc))
+    elif fused.any() and total_0:
         kernel("huffman", "hc_huffman_decode_sum")((-(-total_0 // DS_THREADS),), (DS_THREADS,), (
             refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count), np.int32(s),
             fused_d, dec, values, acc_offsets, acc, np.int32(0), resume, err))
@@ -582,6 +601,16 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     e = cupy.asnumpy(err).reshape(-1, 2)
     mark.add_to_profile()
     return acc, e
+
+
+def _by_symbols(npay: int, chunks: int, stride: int) -> bool:
+    """Whether the tensors every payload codes alike are decode-and-summed through a symbol
+    buffer (a thread per chunk of each payload, then a sum per element) rather than by
+    ``hc_huffman_decode_sum`` (a thread per chunk, decoding every payload in turn): for
+    several payloads of few chunks, where a thread per chunk leaves the device idle, and a
+    buffer (``npay`` rows of ``stride`` bytes) of at most ``SYMBOLS_MAX_BYTES``."""
+    return (npay > 1 and chunks <= SYMBOLS_MAX_CHUNKS
+            and npay * stride <= SYMBOLS_MAX_BYTES)
 
 
 def _address(a) -> int:

@@ -417,11 +417,45 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
     )
 
 
-def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[Section]]:
-    """Parse and verify a payload's envelope; returns (is_bundle, sections)."""
+def _bytes_view(blob) -> memoryview | None:
     if not isinstance(blob, (bytes, bytearray, memoryview)):
+        return None
+    return memoryview(blob).cast("B") if isinstance(blob, memoryview) else memoryview(blob)
+
+
+_crc_pool = None
+
+
+def body_crcs(blobs) -> list:
+    """Each payload's CRC-32 over all but its last 4 bytes, what :func:`unpack` checks (None
+    for one shorter than 8 bytes or not bytes-like), for ``unpack(blob, body_crc=...)``:
+    computed on threads when there are several megabytes in several payloads (zlib releases
+    the GIL), as a decode-and-sum of many workers' payloads needs."""
+    global _crc_pool
+    views = [_bytes_view(b) for b in blobs]
+    bodies = [v[:-4] if v is not None and len(v) >= 8 else None for v in views]
+
+    def crc(body):
+        return None if body is None else zlib.crc32(body) & 0xFFFFFFFF
+
+    if len(bodies) < 2 or sum(len(b) for b in bodies if b is not None) < (1 << 20):
+        return [crc(b) for b in bodies]
+    if _crc_pool is None:
+        import concurrent.futures
+        import os
+
+        _crc_pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1),
+                                                          thread_name_prefix="hc-crc")
+    return list(_crc_pool.map(crc, bodies))
+
+
+def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS,
+           body_crc: int | None = None) -> tuple[bool, list[Section]]:
+    """Parse and verify a payload's envelope; returns (is_bundle, sections). ``body_crc``:
+    the payload's :func:`body_crcs` entry if computed already."""
+    buf = _bytes_view(blob)
+    if buf is None:
         raise PayloadError(f"payload must be bytes-like, not {type(blob).__name__}")
-    buf = memoryview(blob).cast("B") if isinstance(blob, memoryview) else memoryview(blob)
     if len(buf) < 8:
         raise PayloadError(f"payload of {len(buf)} bytes is shorter than the 8-byte minimum")
     if bytes(buf[:2]) != MAGIC:
@@ -430,7 +464,7 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[bool, list[S
         raise PayloadError(f"unsupported payload version {buf[2]} (this build reads {VERSION})")
     body_end = len(buf) - 4
     (crc,) = struct.unpack("<I", buf[body_end:])
-    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF
+    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF if body_crc is None else body_crc
     if crc != actual:
         raise PayloadError(f"checksum mismatch: stored 0x{crc:08x}, computed 0x{actual:08x}")
     r = Reader(buf, 3, body_end)

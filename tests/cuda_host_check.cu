@@ -163,6 +163,32 @@ void hc_check_decode_sum(long long threads, const HcPayload* pays, int npay, con
     }
 }
 
+// huffman.cu hc_huffman_decode_symbols and hc_sum_symbols on the host: `threads` threads of
+// the first one after another, then every element of the second's tensors.
+void hc_check_decode_symbols(long long threads, const HcPayload* pays, int npay,
+                             const int* clog2, const long long* chunk_first,
+                             const long long* sizes, int count, const unsigned char* here,
+                             const int* dec, const long long* sym_offsets, long long stride,
+                             unsigned char* symbols, int* err) {
+    for (long long g = 0; g < threads; ++g)
+        hc_decode_symbols_chunk(pays, npay, g, clog2, chunk_first, sizes, count, here, dec,
+                                sym_offsets, stride, symbols, err);
+}
+
+void hc_check_sum_symbols(long long threads, const unsigned char* symbols, int npay,
+                          long long stride, const long long* sizes,
+                          const long long* acc_offsets, const long long* sym_offsets,
+                          const unsigned char* here, int count, const double* values, int s,
+                          double* acc) {
+    (void)threads;
+    for (int t = 0; t < count; ++t)
+        if (here[t])
+            for (long long i = 0; i < sizes[t]; ++i)
+                acc[acc_offsets[t] + i] = hc_sum_symbols_at(symbols, npay, stride,
+                                                            sym_offsets[t] + i, t, count,
+                                                            values, 2 * s + 1);
+}
+
 // ZRH chunks written one item at a time (the device's warps place 32 items a round at warp
 // prefix-sum offsets: the same items, the same bits): hc_zrh_item, or hc_zrh_item_pieces
 // for items over 64 bits. zpar: mode, context mode, 4 Rice k; rtab/ltab as zrh.cu reads

@@ -108,6 +108,9 @@ def lib(tmp_path_factory):
     L.hc_check_huffman_decoders.argtypes = [i32, P, P, i32, P, P, P, P, P]
     L.hc_check_decode_sum.argtypes = [ctypes.c_longlong, P, i32, P, P, P, i32, i32, P, P, P, P,
                                       P, i32, P, P]
+    i64 = ctypes.c_longlong
+    L.hc_check_decode_symbols.argtypes = [i64, P, i32, P, P, P, i32, P, P, P, i64, P, P]
+    L.hc_check_sum_symbols.argtypes = [i64, P, i32, i64, P, P, P, P, i32, P, i32, P]
     return L
 
 
@@ -286,13 +289,14 @@ def test_huffman_decoder_long_codewords(lib):
         assert np.array_equal(cpu, states)
 
 
-@pytest.fixture
-def host_launches(lib, monkeypatch):
-    """gpu_backend's decode-and-sum with CuPy replaced by NumPy and the launches of the two
+@pytest.fixture(params=["tiles", "symbols"])
+def host_launches(lib, monkeypatch, request):
+    """gpu_backend's decode-and-sum with CuPy replaced by NumPy and the launches of the
     huffman decode kernels by their host builds (tests/cuda_host_check.cu: the kernels'
     per-lane code from common.cuh, the warps' lanes run one after another): the host side,
-    the kernels' indexing and the fused / per-payload split checked without a GPU. Only
-    huffman payloads (the ZRH kernels are checked on a GPU)."""
+    the kernels' indexing and the fused / per-payload split checked without a GPU, for both
+    ways of summing the fused tensors (gpu_backend._by_symbols). Only huffman payloads (the
+    ZRH kernels are checked on a GPU)."""
     import sys
 
     from horovod_huffcomp import gpu_backend
@@ -319,11 +323,24 @@ def host_launches(lib, monkeypatch):
 
     kernels = {"hc_huffman_decoders": launch(lib.hc_check_huffman_decoders, lambda g, b: g[0]),
                "hc_huffman_decode_sum": launch(lib.hc_check_decode_sum,
-                                               lambda g, b: g[0] * b[0])}
+                                               lambda g, b: g[0] * b[0]),
+               "hc_huffman_decode_symbols": launch(lib.hc_check_decode_symbols,
+                                                   lambda g, b: g[0] * b[0]),
+               "hc_sum_symbols": launch(lib.hc_check_sum_symbols, lambda g, b: g[0] * b[0])}
+    launched = []
+
+    def kernel(stage, name):
+        launched.append(name)
+        return kernels[name]
+
+    monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS",
+                        0 if request.param == "tiles" else 1 << 40)
+    gpu_backend.launched = launched
     monkeypatch.setattr(gpu_backend, "_upload", upload)
     monkeypatch.setattr(gpu_backend, "_address", lambda a: a.ctypes.data)
-    monkeypatch.setattr(gpu_backend, "kernel", lambda stage, name: kernels[name])
-    return gpu_backend
+    monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    yield gpu_backend
+    del gpu_backend.launched
 
 
 @pytest.mark.parametrize("levels,norm", [(8, "max"), (127, "max"), (1, "l2")])
@@ -347,7 +364,12 @@ def test_decode_sum_kernels_on_the_host(host_launches, levels, norm):
     cases = [[blobs[r] for r in range(5)], [blobs[0], blobs[1, "own"], blobs[2]],
              [blobs[0], blobs[2]], [blobs[3]]]
     for case in cases:
+        host_launches.launched.clear()
         got = host_launches.decode_sum(case, bundle=True)
+        fused = any(len({sections(b)[t].chunk_log2 for b in case}) == 1
+                    for t in range(len(shapes)))  # chunk sizes follow each worker's density
+        assert (("hc_huffman_decode_symbols" in host_launches.launched)
+                == (host_launches.SYMBOLS_MAX_CHUNKS > 0 and len(case) > 1 and fused))
         per_rank = [hc.decode_many(b) for b in case]
         for t in range(len(shapes)):
             want = exchange.reduce_mean([p[t] for p in per_rank], average=False)

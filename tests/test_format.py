@@ -85,3 +85,22 @@ def test_payload_readers_see_one_array_type():
              byte_view(bytearray(b"\x01\x02\x03"))]
     assert len({numba.typeof(v) for v in views}) == 1
     assert all(v.tobytes() == b"\x01\x02\x03" for v in views)
+
+
+def test_checksums_of_many_payloads_on_threads():
+    """payload.body_crcs (the GPU decode-and-sum's checksums, on threads for megabytes of
+    several payloads) gives what unpack computes itself, and unpack trusts only that value."""
+    import zlib
+
+    rng = np.random.default_rng(1)
+    blobs = [hc.encode(rng.standard_normal(n).astype(np.float32), "qsgd", "huffman", 16,
+                       seed=n) for n in (3_000_000, 5, 1_000_000)]
+    blobs += [bytearray(blobs[1]), memoryview(blobs[2]), b"HC", 7]
+    crcs = payload.body_crcs(blobs)
+    assert crcs[:5] == [zlib.crc32(bytes(memoryview(b).cast("B"))[:-4]) for b in blobs[:5]]
+    assert crcs[5:] == [None, None]
+    assert payload.body_crcs(blobs[1:2]) == crcs[1:2]  # one payload: no threads
+    for b, c in zip(blobs[:5], crcs):
+        assert payload.unpack(b, body_crc=c)[1][0].size == payload.unpack(b)[1][0].size
+    with pytest.raises(hc.PayloadError, match="checksum mismatch"):
+        payload.unpack(blobs[0], body_crc=crcs[0] ^ 1)

@@ -122,6 +122,7 @@ def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
                                                   rtab, ltab)
 
     monkeypatch.setattr(auto, "encode", rice_encode)
+    monkeypatch.setattr(auto, "runs_together", lambda q: False)  # the CPU: tensor by tensor
     monkeypatch.setattr(auto, "plan_many", rice_plan_many)
     rng = np.random.default_rng(4)
     x = np.zeros(300_000, np.float32)
@@ -182,9 +183,25 @@ def test_uncovered_options_fall_back_to_the_host():
             gpu_backend.decode_sum([blob])
 
 
+@pytest.fixture(params=["tiles", "symbols"])
+def decode_path(request, monkeypatch):
+    """Both ways the huffman tensors of several payloads are summed (gpu_backend._by_symbols):
+    a thread per chunk over every payload, or a symbol buffer then a sum per element."""
+    monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS",
+                        0 if request.param == "tiles" else 1 << 40)
+    launched, kernel = [], gpu_backend.kernel
+
+    def recording(stage, name):
+        launched.append(name)
+        return kernel(stage, name)
+
+    monkeypatch.setattr(gpu_backend, "kernel", recording)
+    return request.param, launched
+
+
 @pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("workers", [1, 2, 5])
-def test_decode_sum_matches_cpu_reduce(workers, coder):
+def test_decode_sum_matches_cpu_reduce(workers, coder, decode_path):
     rng = np.random.default_rng(workers)
     shapes = [(300, 7), (1,), (), (70_001,), (200_000,)]
     blobs = []
@@ -193,13 +210,16 @@ def test_decode_sum_matches_cpu_reduce(workers, coder):
         xs[-1] = sparse_like(rng, 200_000, 0.003)
         blobs.append(hc.encode_many(xs, "qsgd", coder, 16, "l2", seed=r))
     got = gpu_backend.decode_sum(blobs, average=True)
+    path, launched = decode_path
+    if coder == "huffman" and workers > 1:
+        assert ("hc_huffman_decode_symbols" in launched) == (path == "symbols")
     per_rank = [hc.decode_many(b) for b in blobs]
     for t in range(len(shapes)):
         want = exchange.reduce_mean([p[t] for p in per_rank])
         assert np.array_equal(cupy.asnumpy(got[t]), want)
 
 
-def test_decode_sum_of_payloads_coded_differently():
+def test_decode_sum_of_payloads_coded_differently(decode_path):
     """Tensors every payload codes with huffman in the same chunks are summed by one launch
     over all payloads, the others payload by payload: mixed here (chunk sizes, huffman vs
     ZRH per tensor, a tensor whose chunk size differs between ranks) in one sum."""
@@ -219,7 +239,7 @@ def test_decode_sum_of_payloads_coded_differently():
             assert np.array_equal(cupy.asnumpy(got[t]), want)
 
 
-def test_decode_sum_names_the_one_bad_payload():
+def test_decode_sum_names_the_one_bad_payload(decode_path):
     """Corrupted chunks in one of several payloads summed by one launch: rejected exactly when
     the CPU rejects that payload, the error names it, otherwise the sum is the CPU's."""
     rng = np.random.default_rng(6)
@@ -284,6 +304,18 @@ def test_large_tensors(n, coder):
     x = rng.standard_normal(n).astype(np.float32)
     want = hc.encode(x, "qsgd", coder, 16, "max", seed=4)
     assert hc.encode(cupy.asarray(x), "qsgd", coder, 16, "max", seed=4) == want
+    assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
+                          hc.decode(want).astype(np.float64))
+
+
+@pytest.mark.parametrize("coder", ["huffman", "auto"])
+def test_two_to_the_28_elements(coder):
+    """The largest size the issue names: 2^28 float32 entries (1 GiB), one tensor."""
+    rng = np.random.default_rng(28)
+    x = rng.standard_normal(2**28, dtype=np.float32)
+    x[: 2**27] *= rng.random(2**27, dtype=np.float32) < 0.01  # a sparse half for ZRH
+    want = hc.encode(x, "qsgd", coder, 8, "l2", seed=5)
+    assert hc.encode(cupy.asarray(x), "qsgd", coder, 8, "l2", seed=5) == want
     assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
                           hc.decode(want).astype(np.float64))
 

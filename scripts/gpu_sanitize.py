@@ -1,0 +1,65 @@
+"""Malformed payloads through the GPU decoder under compute-sanitizer (scripts/gpu_check.sh
+sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` must report no
+error while every corrupted payload is rejected with PayloadError or decoded as the CPU
+decodes it. Covers huffman (tiles and symbol-buffer sums) and ZRH chunks, and the encode
+kernels on random inputs. Needs a CUDA device visible to CuPy."""
+import sys
+
+import cupy
+import numpy as np
+
+import horovod_huffcomp as hc
+from horovod_huffcomp import exchange, gpu_backend, payload
+
+
+def mutants(blob, rng, count):
+    """``count`` copies of a one-tensor payload with 1-3 bits of its coded data flipped, its
+    checksum fixed (what a buggy or hostile sender could produce)."""
+    _, (sec,) = payload.unpack(blob)
+    for _ in range(count):
+        data = bytearray(sec.data)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        yield payload.pack([payload.Section(**{**sec.__dict__, "data": bytes(data)})],
+                           bundle=False)
+
+
+def main(count: int = 60) -> None:
+    rng = np.random.default_rng(0)
+    dense = rng.standard_t(3, 20_000).astype(np.float32)
+    sparse = np.zeros(50_000, np.float32)
+    sparse[rng.integers(0, 50_000, 400)] = rng.standard_normal(400)
+    rejected = accepted = 0
+    for coder, x in (("huffman", dense), ("zrh", sparse), ("zrh", dense)):
+        good = [hc.encode(x, "qsgd", coder, 8, "max", seed=r, chunk_log2=8) for r in range(2)]
+        for path in ("tiles", "symbols"):
+            gpu_backend.SYMBOLS_MAX_CHUNKS = 0 if path == "tiles" else 1 << 40
+            for bad in mutants(good[1], rng, count):
+                trio = [good[0], bad, good[0]]
+                try:
+                    want = exchange.reduce_mean([hc.decode(b) for b in trio], average=False)
+                except hc.PayloadError:
+                    want = None
+                try:
+                    got = cupy.asnumpy(gpu_backend.decode_sum(trio))
+                except hc.PayloadError:
+                    got = None
+                assert (want is None) == (got is None), (coder, path)
+                if want is None:
+                    rejected += 1
+                else:
+                    accepted += 1
+                    assert np.array_equal(got, want), (coder, path)
+    for n in (1, 7, 4097, 100_003):
+        for coder in ("huffman", "zrh", "auto"):
+            x = rng.standard_normal(n).astype(np.float32)
+            x[rng.random(n) < 0.9] = 0
+            assert hc.encode(cupy.asarray(x), "qsgd", coder, 16, "l2", seed=n) == hc.encode(
+                x, "qsgd", coder, 16, "l2", seed=n)
+    cupy.cuda.Device().synchronize()
+    print(f"malformed payloads: {rejected} rejected, {accepted} decoded as the CPU decodes "
+          "them; encodes byte-identical")
+
+
+if __name__ == "__main__":
+    main(*map(int, sys.argv[1:]))
