@@ -308,6 +308,61 @@ def test_large_tensors(n, coder):
                           hc.decode(want).astype(np.float64))
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn", "transformer"])
+def test_real_gradients(model):
+    """Gradients of small models trained on digits (bench.gradients, 4 workers' mini-batches):
+    each worker's bundle byte-identical on the device for every coder and two quantizer
+    settings, and their decode-and-sum the CPU's rank-order sum."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from horovod_huffcomp.bench.gradients import worker_gradients
+
+    workers = [[g for _, g in grads] for grads in worker_gradients(model, 4, steps=5)]
+    for coder in CODERS:
+        for s, norm in ((16, "max"), (4, "l2")):
+            blobs = [hc.encode_many(xs, "qsgd", coder, s, norm, seed=r)
+                     for r, xs in enumerate(workers)]
+            for r, xs in enumerate(workers):
+                assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", coder, s, norm,
+                                      seed=r) == blobs[r], (coder, s, r)
+            got = gpu_backend.decode_sum(blobs, bundle=True)
+            per_rank = [hc.decode_many(b) for b in blobs]
+            for t, sums in enumerate(got):
+                want = exchange.reduce_mean([p[t] for p in per_rank], average=False)
+                assert np.array_equal(cupy.asnumpy(sums), want), (coder, s, t)
+
+
+def test_poisoned_device_buffers(monkeypatch, decode_path):
+    """Every buffer taken uninitialised (cupy.empty) comes filled with 0xFF bytes (NaN for
+    floats, -1 for integers): the payloads and sums stay the CPU's, so every element they
+    come from was written."""
+    real_empty = cupy.empty
+
+    def poisoned(*args, **kwargs):
+        a = real_empty(*args, **kwargs)
+        if a.nbytes:
+            a.data.memset(0xFF, a.nbytes)
+        return a
+
+    monkeypatch.setattr(cupy, "empty", poisoned)
+    rng = np.random.default_rng(12)
+    shapes = [(1,), (7,), (300, 7), (4097,), (70_001,)]
+    for coder in CODERS:
+        blobs = []
+        for r in range(3):
+            xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+            xs[-1] = sparse_like(rng, 70_001, 0.01)
+            blobs.append(hc.encode_many(xs, "qsgd", coder, 8, "max", seed=r))
+            assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", coder, 8, "max",
+                                  seed=r) == blobs[-1]
+        per_rank = [hc.decode_many(b) for b in blobs]
+        for n in (1, 3):
+            got = gpu_backend.decode_sum(blobs[:n], bundle=True)
+            for t in range(len(shapes)):
+                want = exchange.reduce_mean([p[t] for p in per_rank[:n]], average=False)
+                assert np.array_equal(cupy.asnumpy(got[t]), want), (coder, n, t)
+
+
 @pytest.mark.parametrize("coder", ["huffman", "auto"])
 def test_two_to_the_28_elements(coder):
     """The largest size the issue names: 2^28 float32 entries (1 GiB), one tensor."""
