@@ -683,14 +683,10 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
 def _parse_code(sec, which: str):
     """A section's codebook as the device decoder needs it: a huffman ``Code``, or for ZRH
     (ZrhCode, its HC_ZRH_ROWS rows of code lengths, their canonical codes)."""
-    r = payload.Reader(sec.codebook)
     try:
-        code = coders.parse_codebook(sec.coder, r, sec.levels, sec.size, sec.chunk_log2)
+        code = coders.section_code(sec)
     except PayloadError as e:
         raise PayloadError(f"{which}: {e}") from None
-    if r.pos != r.end:
-        raise PayloadError(f"{which}: {sec.coder} codebook has {r.end - r.pos} unexpected "
-                           "trailing bytes")
     if sec.coder == "huffman":
         return code
     ll = list(code.rl) + [np.zeros(RUN_ALPHABET, np.int64)] * (NCTX - code.nctx)

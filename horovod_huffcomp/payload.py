@@ -118,6 +118,9 @@ class Section:
     data: bytes | memoryview = b""
     offset: int = -1  # where ``data`` starts in the payload it was read from (-1: not read)
     bucket_log2: int = 0  # 0: one scale for the tensor; else log2 of its buckets' elements
+    # (codebook, its parsed code) as :func:`unpack` read it: decoders use the code while
+    # ``codebook`` is still that object (``coders.section_code``), so it is parsed once
+    parsed: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -386,13 +389,14 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
         if scale < 0 or scale == float("inf"):
             raise PayloadError(f"scale {scale} is neither a finite value >= 0 nor NaN")
     if reuse:
-        codebook = prev.codebook
+        codebook, parsed = prev.codebook, prev.parsed
     else:  # no length field: the codebook delimits itself, read it to find its end
         from .coders import parse_codebook  # (coders build on this module)
 
         start = r.pos
-        parse_codebook(coder, r, qfields["levels"], n, chunk_log2)
+        code = parse_codebook(coder, r, qfields["levels"], n, chunk_log2)
         codebook = bytes(r.buf[start : r.pos])
+        parsed = (codebook, code)
     m = num_chunks(n, chunk_log2)
     # each chunk costs at least one byte of chunk table: a lying shape cannot make us loop long
     r.need(m, "chunk table")
@@ -413,6 +417,7 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
         chunk_bits=chunk_bits,
         data=data,
         offset=offset,
+        parsed=parsed,
         **qfields,
     )
 

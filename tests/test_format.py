@@ -104,3 +104,30 @@ def test_checksums_of_many_payloads_on_threads():
         assert payload.unpack(b, body_crc=c)[1][0].size == payload.unpack(b)[1][0].size
     with pytest.raises(hc.PayloadError, match="checksum mismatch"):
         payload.unpack(blobs[0], body_crc=crcs[0] ^ 1)
+
+
+def test_codebooks_are_parsed_once(monkeypatch):
+    """unpack keeps each codebook's parsed code on its section; decoding uses it while the
+    section still holds that codebook, and parses a replaced one afresh."""
+    from horovod_huffcomp import coders
+
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in (5000, 300, 300)]
+    blob = hc.encode_many(xs, "qsgd", "huffman", 16, seed=1)
+    calls = []
+    real = coders.parse_codebook
+    monkeypatch.setattr(coders, "parse_codebook", lambda *a: calls.append(a) or real(*a))
+    _, secs = payload.unpack(blob)
+    parsed = len(calls)
+    assert parsed == sum(not sec.reuse for sec in secs)
+    states, raw = np.zeros(5000, np.int8), np.zeros(0, np.uint32)
+    coders.decode(secs[0], states, raw)
+    assert len(calls) == parsed
+    other = payload.unpack(hc.encode(xs[1], "qsgd", "huffman", 16, seed=9))[1][0]
+    swapped = payload.Section(**{**secs[1].__dict__, "codebook": other.codebook})
+    before = len(calls)
+    assert coders.section_code(swapped) is not secs[1].parsed[1]
+    assert len(calls) == before + 1
+    with pytest.raises(hc.PayloadError, match="trailing"):
+        coders.section_code(payload.Section(**{**secs[1].__dict__,
+                                               "codebook": other.codebook + b"\0"}))

@@ -90,15 +90,27 @@ def parse_codebook(coder: str, r: Reader, s: int, n: int, clog2: int):
     return None
 
 
+def section_code(sec):
+    """A section's parsed codebook: the one ``payload.unpack`` parsed while reading it, if
+    the section still holds that codebook object, else parsed from ``sec.codebook`` (which
+    must hold exactly one codebook)."""
+    parsed = getattr(sec, "parsed", None)  # (any object with a section's fields will do)
+    if parsed is not None and parsed[0] is sec.codebook:
+        return parsed[1]
+    r = Reader(sec.codebook)
+    code = parse_codebook(sec.coder, r, sec.levels, sec.size, sec.chunk_log2)
+    if r.pos != r.end:
+        raise PayloadError(f"{sec.coder} codebook has {r.end - r.pos} unexpected trailing "
+                           "bytes")
+    return code
+
+
 def decode(sec, states: np.ndarray, raw: np.ndarray) -> None:
     """Decode a parsed section's bits into ``states`` (int8, len n) and ``raw`` (uint32)."""
     s, n, clog2, coder = sec.levels, sec.size, sec.chunk_log2, sec.coder
-    r = Reader(sec.codebook)
     buf = byte_view(sec.data)
     bits = sec.chunk_bits
-    code = parse_codebook(coder, r, s, n, clog2)
-    if r.pos != r.end:
-        raise PayloadError(f"{coder} codebook has {r.end - r.pos} unexpected trailing bytes")
+    code = section_code(sec)
     if coder in ("huffman", "sh"):
         err = symbol.decode(buf, bits, n, clog2, s, code, states, raw)
     elif coder == "shs":
