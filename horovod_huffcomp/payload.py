@@ -118,8 +118,9 @@ class Section:
     data: bytes | memoryview = b""
     offset: int = -1  # where ``data`` starts in the payload it was read from (-1: not read)
     bucket_log2: int = 0  # 0: one scale for the tensor; else log2 of its buckets' elements
-    # (codebook, its parsed code) as :func:`unpack` read it: decoders use the code while
-    # ``codebook`` is still that object (``coders.section_code``), so it is parsed once
+    # (codebook, (coder, levels, size, chunk_log2) it was checked for, its parsed code) as
+    # :func:`unpack` read it: decoders use the code while the section still matches
+    # (``coders.section_code``), so a codebook is parsed once
     parsed: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -396,7 +397,7 @@ def _read_section(r: Reader, qfields: dict, max_elements: int, prev: Section | N
         start = r.pos
         code = parse_codebook(coder, r, qfields["levels"], n, chunk_log2)
         codebook = bytes(r.buf[start : r.pos])
-        parsed = (codebook, code)
+        parsed = (codebook, (coder, qfields["levels"], n, chunk_log2), code)
     m = num_chunks(n, chunk_log2)
     # each chunk costs at least one byte of chunk table: a lying shape cannot make us loop long
     r.need(m, "chunk table")

@@ -126,8 +126,18 @@ def test_codebooks_are_parsed_once(monkeypatch):
     other = payload.unpack(hc.encode(xs[1], "qsgd", "huffman", 16, seed=9))[1][0]
     swapped = payload.Section(**{**secs[1].__dict__, "codebook": other.codebook})
     before = len(calls)
-    assert coders.section_code(swapped) is not secs[1].parsed[1]
+    assert coders.section_code(swapped) is not secs[1].parsed[2]
     assert len(calls) == before + 1
+    # a section reusing the previous codebook is checked for its own size: an empty code
+    # parsed for a 0-element tensor does not pass for the next one's elements
+    empty = hc.encode_many([np.zeros(0, np.float32), np.ones(5, np.float32)], "qsgd",
+                           "huffman", 4, seed=0)
+    _, (first, second) = payload.unpack(empty)
+    crafted = payload.pack([first, payload.Section(**{**second.__dict__, "reuse": True,
+                                                      "codebook": first.codebook,
+                                                      "parsed": first.parsed})], bundle=True)
+    with pytest.raises(hc.PayloadError, match="huffman code is empty"):
+        hc.decode_many(crafted)
     with pytest.raises(hc.PayloadError, match="trailing"):
         coders.section_code(payload.Section(**{**secs[1].__dict__,
                                                "codebook": other.codebook + b"\0"}))

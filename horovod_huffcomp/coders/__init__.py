@@ -92,11 +92,13 @@ def parse_codebook(coder: str, r: Reader, s: int, n: int, clog2: int):
 
 def section_code(sec):
     """A section's parsed codebook: the one ``payload.unpack`` parsed while reading it, if
-    the section still holds that codebook object, else parsed from ``sec.codebook`` (which
-    must hold exactly one codebook)."""
+    the section still holds that codebook object and was checked for this section's coder,
+    levels, size and chunk size (a section reusing the previous one's codebook is checked
+    again for its own), else parsed from ``sec.codebook`` (exactly one codebook)."""
     parsed = getattr(sec, "parsed", None)  # (any object with a section's fields will do)
-    if parsed is not None and parsed[0] is sec.codebook:
-        return parsed[1]
+    key = (sec.coder, sec.levels, sec.size, sec.chunk_log2)
+    if parsed is not None and parsed[0] is sec.codebook and parsed[1] == key:
+        return parsed[2]
     r = Reader(sec.codebook)
     code = parse_codebook(sec.coder, r, sec.levels, sec.size, sec.chunk_log2)
     if r.pos != r.end:
