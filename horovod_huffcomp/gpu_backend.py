@@ -553,20 +553,23 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     total_0 = plans[0][0][1]
     resume = cupy.empty(max((npay - 1) * total_0, 1), cupy.uint64)  # positions between tiles
     stride = int(padded.sum())
-    if fused.any() and total_0 and _by_symbols(npay, total_0, stride):
-        symbols = cupy.zeros(npay * stride, cupy.uint8)  # rows of failed chunks stay valid
-        kernel("huffman", "hc_huffman_decode_symbols")(
-            (-(-npay * total_0 // DS_THREADS),), (DS_THREADS,), (
-                refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count), fused_d,
-                dec, sym_offsets, np.int64(stride), symbols, err))
-        kernel("huffman", "hc_sum_symbols")((_grid(int(sizes_h[fused].max())), count),
-                                            (THREADS,), (
-            symbols, np.int32(npay), np.int64(stride), sizes, acc_offsets, sym_offsets,
-            fused_d, np.int32(count), values, np.int32(s), acc))
-    elif fused.any() and total_0:
-        kernel("huffman", "hc_huffman_decode_sum")((-(-total_0 // DS_THREADS),), (DS_THREADS,), (
-            refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count), np.int32(s),
-            fused_d, dec, values, acc_offsets, acc, np.int32(0), resume, err))
+    if fused.any() and total_0:
+        if _by_symbols(npay, total_0, stride):
+            symbols = cupy.zeros(npay * stride, cupy.uint8)  # failed chunks' rows stay valid
+            kernel("huffman", "hc_huffman_decode_symbols")(
+                (-(-npay * total_0 // DS_THREADS),), (DS_THREADS,), (
+                    refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count),
+                    fused_d, dec, sym_offsets, np.int64(stride), symbols, err))
+            kernel("huffman", "hc_sum_symbols")((_grid(int(sizes_h[fused].max())), count),
+                                                (THREADS,), (
+                symbols, np.int32(npay), np.int64(stride), sizes, acc_offsets, sym_offsets,
+                fused_d, np.int32(count), values, np.int32(s), acc))
+        else:
+            kernel("huffman", "hc_huffman_decode_sum")(
+                (-(-total_0 // DS_THREADS),), (DS_THREADS,), (
+                    refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count),
+                    np.int32(s), fused_d, dec, values, acc_offsets, acc, np.int32(0), resume,
+                    err))
     zrh_states = ztables = None
     for p, pl in enumerate(plans):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,

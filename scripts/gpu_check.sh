@@ -61,20 +61,24 @@ run_tests() {  # $1: seconds, then pytest arguments
     -p no:cacheprovider 2>&1 | tee -a "$OUT/tests.log"
 }
 
+report() { env_report 2>&1 | tee "$OUT/env.log"; }
+
+run_bench() {  # $1: seconds, then bench gpu arguments
+  local limit=$1
+  shift
+  timeout "$limit" python3 -m horovod_huffcomp.bench gpu "$@" 2>&1 | tee -a "$OUT/bench.log"
+}
+
 case $what in
-  env) env_report 2>&1 | tee "$OUT/env.log" ;;
-  tests) env_report 2>&1 | tee "$OUT/env.log"; run_tests "${TESTS_S:-330}" $GPU_TESTS "$@" ;;
+  env) report ;;
+  tests) report; run_tests "${TESTS_S:-330}" $GPU_TESTS "$@" ;;
   profile) for c in huffman auto; do python3 scripts/gpu_profile.py $c; done 2>&1 \
              | tee -a "$OUT/profile.log" ;;
   paths) python3 scripts/gpu_profile.py paths 2>&1 | tee -a "$OUT/paths.log" ;;
   sanitize) timeout "${SANITIZE_S:-300}" compute-sanitizer --tool memcheck --error-exitcode 3 \
               python3 scripts/gpu_sanitize.py "$@" 2>&1 | tail -40 | tee -a "$OUT/sanitize.log" ;;
   suite) run_tests "${TESTS_S:-540}" tests "$@" ;;
-  bench) timeout "${BENCH_S:-300}" python3 -m horovod_huffcomp.bench gpu "$@" 2>&1 \
-           | tee -a "$OUT/bench.log" ;;
-  all) env_report 2>&1 | tee "$OUT/env.log"
-       run_tests "${TESTS_S:-300}" $GPU_TESTS
-       timeout "${BENCH_S:-220}" python3 -m horovod_huffcomp.bench gpu "$@" 2>&1 \
-         | tee -a "$OUT/bench.log" ;;
+  bench) run_bench "${BENCH_S:-300}" "$@" ;;
+  all) report; run_tests "${TESTS_S:-300}" $GPU_TESTS; run_bench "${BENCH_S:-220}" "$@" ;;
   *) echo "usage: $0 [env|tests|suite|bench|profile|paths|sanitize|all] ..." >&2; exit 2 ;;
 esac

@@ -335,12 +335,11 @@ def host_launches(lib, monkeypatch, request):
 
     monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS",
                         0 if request.param == "tiles" else 1 << 40)
-    gpu_backend.launched = launched
+    monkeypatch.setattr(gpu_backend, "launched", launched, raising=False)
     monkeypatch.setattr(gpu_backend, "_upload", upload)
     monkeypatch.setattr(gpu_backend, "_address", lambda a: a.ctypes.data)
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
-    yield gpu_backend
-    del gpu_backend.launched
+    return gpu_backend
 
 
 @pytest.mark.parametrize("levels,norm", [(8, "max"), (127, "max"), (1, "l2")])
