@@ -705,3 +705,251 @@ HC_HD int hc_zrh_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t firs
     if (bitpos != nbits) return bitpos > nbits ? HC_ERR_OVERRUN : HC_ERR_UNDERRUN;
     return HC_OK;
 }
+
+// ----------------------------------------------------------------- lists of marked states
+// The coders that walk marked states (ZRH and Elias' gap layout: the non-zeros; Elias'
+// run-length layout: the last state of every run of equal states in a chunk) read them from
+// ordered lists made over the whole batch (cuda/states.cu hc_list_count, hc_list): tensor t's
+// states in blocks of HC_LIST_BLOCK, blocks numbered over the batch from block_first[t];
+// at[b] the list entry where block b's marks start. Chunks are whole blocks (chunk sizes
+// are 2^8 elements at least), so a chunk's entries follow from its first and end blocks.
+#define HC_LIST_BLOCK 256  // states per block of the lists (8 per lane of a warp)
+#define HC_LIST_NONZERO 0  // list modes: non-zero states
+#define HC_LIST_RUN_END 1  // states whose successor in their chunk differs (or is none)
+
+// The marks among 8 states e .. e + 7 of a tensor of n states (lo, hi: their bytes, state e
+// in the low byte of lo; next: state e + 8, read only when e + 8 < n): bit j set when state
+// e + j < n is marked in `mode`, chunks of 2^clog2 states.
+HC_HD unsigned int hc_marks(uint32_t lo, uint32_t hi, int next, int64_t e, int64_t n, int clog2,
+                            int mode) {
+    unsigned int m = 0;
+    for (int j = 0; j < 8 && e + j < n; ++j) {
+        const int b = (signed char)((j < 4 ? lo >> (8 * j) : hi >> (8 * (j - 4))) & 0xFFu);
+        if (mode == HC_LIST_NONZERO) {
+            if (b) m |= 1u << j;
+            continue;
+        }
+        const int64_t i = e + j;
+        const int after = j == 7 ? next
+                                 : (signed char)((j + 1 < 4 ? lo >> (8 * (j + 1))
+                                                            : hi >> (8 * (j - 3))) & 0xFFu);
+        if (i + 1 == n || ((i + 1) & ((1ll << clog2) - 1)) == 0 || after != b) m |= 1u << j;
+    }
+    return m;
+}
+
+// Entries [*a, *b) of a list: the chunk [start, end) of tensor t.
+HC_HD void hc_chunk_entries(int t, int64_t start, int64_t end, const long long* block_first,
+                            const long long* at, long long* a, long long* b) {
+    *a = at[block_first[t] + start / HC_LIST_BLOCK];
+    *b = at[block_first[t] + (end + HC_LIST_BLOCK - 1) / HC_LIST_BLOCK];
+}
+
+// ----------------------------------------------------------------- coders/elias.py
+// Elias gamma / delta / omega codes of v >= 1 (bits.py) in elias.py's two layouts, both a walk
+// over a chunk's marked states, each with its distance d >= 1 from the previous mark (the
+// first from one before the chunk start) and its state v:
+//   run-length layout: marks are run ends (HC_LIST_RUN_END), item code(zigzag(v)), code(d);
+//   gap layout: marks are non-zeros (HC_LIST_NONZERO), item code(d), sign bit, code(|v|).
+// The writer codes d <= 2^30 (a chunk) and |v| <= 127: values below 2^31. The decoder reads
+// what the CPU reads: values up to 2^41 (41-bit groups), with the same verdicts.
+#define HC_CODER_ELIAS_GAMMA 6  // payload.CODERS: elias-gamma, elias-delta, elias-omega = 6..8
+#define HC_ELIAS_GAMMA 0
+#define HC_ELIAS_DELTA 1
+#define HC_ELIAS_OMEGA 2
+
+HC_HD uint32_t hc_zigzag(int v) { return v < 0 ? (uint32_t)(-2 * v) : (uint32_t)(2 * v + 1); }
+
+HC_HD int hc_elias_len(int kind, uint64_t v) {
+    int nb = hc_bitlen(v);
+    if (kind == HC_ELIAS_GAMMA) return 2 * nb - 1;
+    if (kind == HC_ELIAS_DELTA) return 2 * hc_bitlen((uint64_t)nb) - 1 + nb - 1;
+    int len = 1;
+    while (v > 1) {
+        nb = hc_bitlen(v);
+        len += nb;
+        v = (uint64_t)(nb - 1);
+    }
+    return len;
+}
+
+// The code of 1 <= v < 2^32 as pieces in stream order: emit(bits, len), 1 <= len <= 32,
+// bits < 2^len (bits = 0: zeros, which a zeroed buffer needs no placing for).
+template <class Emit>
+HC_HD void hc_elias_emit(int kind, uint64_t v, Emit emit) {
+    const int nb = hc_bitlen(v);
+    if (kind == HC_ELIAS_GAMMA) {
+        if (nb > 1) emit(0u, nb - 1);
+        emit((uint32_t)v, nb);
+    } else if (kind == HC_ELIAS_DELTA) {
+        const int lb = hc_bitlen((uint64_t)nb);
+        if (lb > 1) emit(0u, lb - 1);
+        emit((uint32_t)nb, lb);
+        if (nb > 1) emit((uint32_t)(v & ((1ull << (nb - 1)) - 1)), nb - 1);
+    } else {  // omega: groups v, bitlen(v) - 1, ... while > 1, emitted last first, then 0
+        int k = 0;  // (each group recomputed from v: at most 4 of them, no array in memory)
+        for (uint64_t g = v; g > 1; g = (uint64_t)(hc_bitlen(g) - 1)) ++k;
+        while (k--) {
+            uint64_t g = v;
+            for (int i = 0; i < k; ++i) g = (uint64_t)(hc_bitlen(g) - 1);
+            emit((uint32_t)g, hc_bitlen(g));
+        }
+        emit(0u, 1);
+    }
+}
+
+HC_HD int hc_elias_item_len(int kind, int gap, int64_t d, int v) {
+    if (gap) return hc_elias_len(kind, (uint64_t)d) + 1 + hc_elias_len(kind, v < 0 ? -v : v);
+    return hc_elias_len(kind, hc_zigzag(v)) + hc_elias_len(kind, (uint64_t)d);
+}
+
+template <class Emit>
+HC_HD void hc_elias_item(int kind, int gap, int64_t d, int v, Emit emit) {
+    if (gap) {
+        hc_elias_emit(kind, (uint64_t)d, emit);
+        emit(v < 0 ? 1u : 0u, 1);
+        hc_elias_emit(kind, (uint64_t)(v < 0 ? -v : v), emit);
+    } else {
+        hc_elias_emit(kind, hc_zigzag(v), emit);
+        hc_elias_emit(kind, (uint64_t)d, emit);
+    }
+}
+
+// The next k <= 41 bits of a reader, MSB first.
+HC_HD uint64_t hc_take(HcReader& rd, int k) {
+    uint64_t v = 0;
+    if (k > 32) {
+        rd.fill();
+        v = rd.top(k - 32);
+        rd.skip(k - 32);
+        k = 32;
+    }
+    rd.fill();
+    v = (v << k) | rd.top(k);
+    rd.skip(k);
+    return v;
+}
+
+// One Elias value at stream bit *bitpos of a chunk of `end` bits (bits.get_gamma, get_delta,
+// get_omega, the same checks in the same order): HC_OK and *v, or the error.
+HC_HD int hc_elias_gamma_get(HcReader& rd, uint64_t* bitpos, uint64_t end, int64_t* v) {
+    int zeros = 0;
+    for (;;) {
+        if (*bitpos >= end) return HC_ERR_OVERRUN;
+        rd.fill();
+        const uint32_t w = rd.top(32);
+        if (w == 0) {
+            zeros += 32;
+            rd.skip(32);
+            *bitpos += 32;
+            if (zeros > 40) return HC_ERR_VALUE;
+            continue;
+        }
+        const int lz = 32 - hc_bitlen(w);
+        zeros += lz;
+        rd.skip(lz);
+        *bitpos += lz;
+        break;
+    }
+    if (zeros > 40) return HC_ERR_VALUE;
+    const int nb = zeros + 1;
+    if (*bitpos + nb > end) return HC_ERR_OVERRUN;
+    *v = (int64_t)hc_take(rd, nb);
+    *bitpos += nb;
+    return HC_OK;
+}
+
+HC_HD int hc_elias_get(int kind, HcReader& rd, uint64_t* bitpos, uint64_t end, int64_t* v) {
+    if (kind == HC_ELIAS_GAMMA) return hc_elias_gamma_get(rd, bitpos, end, v);
+    if (kind == HC_ELIAS_DELTA) {
+        int64_t nb;
+        const int e = hc_elias_gamma_get(rd, bitpos, end, &nb);
+        if (e != HC_OK) return e;
+        if (nb > 41) return HC_ERR_VALUE;
+        if (*bitpos + (uint64_t)(nb - 1) > end) return HC_ERR_OVERRUN;
+        *v = (int64_t)((1ull << (nb - 1)) | hc_take(rd, (int)nb - 1));
+        *bitpos += (uint64_t)(nb - 1);
+        return HC_OK;
+    }
+    int64_t x = 1;
+    for (;;) {
+        if (*bitpos >= end) return HC_ERR_OVERRUN;
+        rd.fill();
+        if (rd.top(1) == 0) {
+            rd.skip(1);
+            *bitpos += 1;
+            *v = x;
+            return HC_OK;
+        }
+        const int64_t w = x + 1;  // a group of x + 1 bits, starting with the 1 just seen
+        if (w > 41) return HC_ERR_VALUE;
+        if (*bitpos + (uint64_t)w > end) return HC_ERR_OVERRUN;
+        x = (int64_t)hc_take(rd, (int)w);
+        *bitpos += (uint64_t)w;
+    }
+}
+
+// One Elias chunk of either layout (elias._rl_decode / _gap_decode, the same verdicts):
+// calls put(i, state) for its non-zero states (the caller's buffer is zeroed).
+template <class Put>
+HC_HD int hc_elias_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
+                                uint64_t nbits, int64_t start, int64_t end, int s, int kind,
+                                int gap, Put put) {
+    HcReader rd = {buf, nbytes, first_byte, 0, 0};
+    uint64_t bitpos = 0;
+    int64_t a, b;
+    int e;
+    if (!gap) {
+        for (int64_t i = start; i < end; i += b) {
+            if ((e = hc_elias_get(kind, rd, &bitpos, nbits, &a)) != HC_OK) return e;
+            if ((e = hc_elias_get(kind, rd, &bitpos, nbits, &b)) != HC_OK) return e;
+            const int64_t v = (a & 1) ? (a - 1) / 2 : -(a / 2);
+            if (v < -s || v > s || i + b > end) return HC_ERR_VALUE;
+            if (v)
+                for (int64_t j = i; j < i + b; ++j) put(j, (int)v);
+        }
+        return bitpos != nbits ? HC_ERR_UNDERRUN : HC_OK;
+    }
+    int64_t i = start - 1;
+    while (bitpos < nbits) {
+        if ((e = hc_elias_get(kind, rd, &bitpos, nbits, &a)) != HC_OK) return e;
+        i += a;
+        if (i >= end || bitpos >= nbits) return HC_ERR_VALUE;
+        rd.fill();
+        const bool negative = rd.top(1) != 0;
+        rd.skip(1);
+        bitpos += 1;
+        if ((e = hc_elias_get(kind, rd, &bitpos, nbits, &b)) != HC_OK) return e;
+        if (b > s) return HC_ERR_VALUE;
+        put(i, negative ? -(int)b : (int)b);
+    }
+    return HC_OK;
+}
+
+// Thread c of cuda/elias.cu hc_elias_decode: chunk c (global numbering) of an Elias tensor
+// (coders[t] = elias-gamma, -delta or -omega; gaps[t]: its layout) decoded into out from
+// state_at[t] (zeroed); errors through hc_report.
+HC_HD void hc_elias_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes,
+                                  const unsigned long long* chunk_byte,
+                                  const unsigned long long* chunk_bits, const int* clog2,
+                                  const long long* chunk_first, const long long* sizes,
+                                  int count, int s,
+                                  const uint8_t* coders, const uint8_t* gaps,
+                                  const long long* state_at, signed char* out, int* err) {
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    const int kind = (int)coders[k.t] - HC_CODER_ELIAS_GAMMA;
+    if (kind < HC_ELIAS_GAMMA || kind > HC_ELIAS_OMEGA) return;  // another coder's tensor
+    signed char* o = out + state_at[k.t];
+    const int e = hc_elias_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start,
+                                        k.end, s, kind, gaps[k.t],
+                                        [o](int64_t i, int v) { o[i] = (signed char)v; });
+    if (e != HC_OK) hc_report(err, e, c);
+}
+
+// Element i of tensor t's states (decoded by a coder other than huffman) added to the
+// float64 accumulator as the host sums: acc += its value (zeros too).
+HC_HD void hc_add_state_at(const signed char* states, long long at, long long i,
+                           const double* value, double* acc) {
+    acc[at + i] += value[states[at + i]];
+}

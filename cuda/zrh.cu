@@ -3,7 +3,6 @@
 // Batches of tensors in one launch per kernel, chunks numbered globally (common.cuh hc_chunk);
 // `coders` gives each tensor's coder: chunks of tensors coded otherwise are skipped.
 //
-//   hc_nz_count, hc_nz_list  the non-zero states of every tensor in order (positions, levels)
 //   hc_zrh_histogram   per tensor: run symbol counts, extra bits and sum of r >> k for every
 //                      Rice k per run context, level counts per level context (the arrays of
 //                      zrh.histograms, from which the planner picks the code)
@@ -11,14 +10,13 @@
 //   hc_zrh_write       one warp per chunk: 32 items at a time placed at offsets from a warp
 //                      prefix sum into a shared-memory word buffer, stored as whole words
 //   hc_zrh_decode_tables, hc_zrh_decode   a thread per chunk decodes its non-zeros into a
-//                      zeroed int8 state buffer; hc_add_states adds every state's value to
-//                      the float64 accumulator (decode-and-sum)
+//                      zeroed int8 state buffer (states.cu hc_add_states then adds every
+//                      state's value to the float64 accumulator: decode-and-sum)
 //
-// The encode kernels work on lists of the non-zero states (hc_nz_count, a prefix sum,
-// hc_nz_list: position in the chunk, level), made in parallel over the whole batch whatever
-// the chunk size (sparse tensors have chunks of up to 2^24 states), and share hc_zrh_walk:
-// a warp per chunk takes its non-zeros 32 at a time, each with its zero run and the
-// previous level.
+// The encode kernels walk the lists of non-zero states (states.cu hc_list_count, a prefix
+// sum, hc_list in mode HC_LIST_NONZERO: position in the chunk, level), made in parallel over
+// the whole batch whatever the chunk size, and share hc_zrh_walk: a warp per chunk takes its
+// non-zeros 32 at a time, each with its zero run and the previous level.
 #include "common.cuh"
 
 // Sum over the warp's 32 lanes (all active): the sm_80 instruction where there is one,
@@ -32,7 +30,6 @@ __device__ __forceinline__ unsigned int hc_warp_add(unsigned int v) {
 #endif
 }
 
-#define HC_NZ_BLOCK 256    // states per block of the non-zero lists (8 per lane of a warp)
 #define HC_WARPS (HC_THREADS / 32)
 #define HC_ZRH_WORDS 66    // per-warp word buffer: 31 carried bits + 32 items of <= 64 bits
 #define HC_ZRH_PARAMS 8    // per tensor: mode, context mode, Rice k of the 4 run contexts, 0, 0
@@ -45,81 +42,6 @@ __device__ __forceinline__ int hc_hist_extra(int s) { return HC_HIST_LC + HC_ZRH
 __device__ __forceinline__ int hc_hist_shifted(int s) { return hc_hist_extra(s) + HC_ZRH_NCTX; }
 __device__ __forceinline__ int hc_hist_row(int s) {
     return hc_hist_shifted(s) + HC_ZRH_NCTX * (HC_RICE_MAX_K + 1);
-}
-
-// Blocks of HC_NZ_BLOCK states, numbered over the batch: tensor t owns blocks
-// block_first[t] .. block_first[t + 1] - 1. A warp per block: lane's 8 states (zero past n).
-struct HcBlock {
-    int t;
-    long long first;  // the block's first element in its tensor
-    uint2 w;          // this lane's 8 states
-};
-
-__device__ __forceinline__ HcBlock hc_block(long long b, const long long* block_first, int count,
-                                            const signed char* states, const long long* offsets,
-                                            const long long* sizes) {
-    const int lo = hc_owner(b, block_first, count);
-    HcBlock k;
-    k.t = lo;
-    k.first = (b - block_first[lo]) * HC_NZ_BLOCK;
-    const long long e = k.first + 8 * (threadIdx.x & 31);
-    k.w = e < sizes[lo] ? *reinterpret_cast<const uint2*>(states + offsets[lo] + e)
-                        : make_uint2(0u, 0u);
-    return k;
-}
-
-__device__ __forceinline__ unsigned int hc_nonzero_bytes(uint2 w) {
-    unsigned int m = 0;
-    for (int b = 0; b < 4; ++b) {
-        if ((w.x >> (8 * b)) & 0xFFu) m |= 1u << b;
-        if ((w.y >> (8 * b)) & 0xFFu) m |= 1u << (4 + b);
-    }
-    return m;
-}
-
-// Non-zero states per block (nz_count[b]); the host turns them into nz_at, their prefix sum.
-extern "C" __global__ void hc_nz_count(const signed char* __restrict__ states,
-                                       const long long* __restrict__ offsets,
-                                       const long long* __restrict__ sizes,
-                                       const long long* __restrict__ block_first, int count,
-                                       unsigned int* __restrict__ nz_count) {
-    const long long b = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-    if (b >= block_first[count]) return;
-    const HcBlock k = hc_block(b, block_first, count, states, offsets, sizes);
-    unsigned int c = __popc(hc_nonzero_bytes(k.w));
-    for (int o = 16; o; o >>= 1) c += __shfl_down_sync(0xffffffffu, c, o);
-    if ((threadIdx.x & 31) == 0) nz_count[b] = c;
-}
-
-// The non-zero states of every tensor in order, from nz_at[b] for block b: their position in
-// their chunk (pos; chunks are at most 2^30 states) and their level (val).
-extern "C" __global__ void hc_nz_list(const signed char* __restrict__ states,
-                                      const long long* __restrict__ offsets,
-                                      const long long* __restrict__ sizes,
-                                      const int* __restrict__ clog2,
-                                      const long long* __restrict__ block_first, int count,
-                                      const long long* __restrict__ nz_at,
-                                      unsigned int* __restrict__ pos,
-                                      signed char* __restrict__ val) {
-    const long long b = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (b >= block_first[count]) return;
-    const HcBlock k = hc_block(b, block_first, count, states, offsets, sizes);
-    const unsigned int mask = hc_nonzero_bytes(k.w);
-    const int cnt = __popc(mask);
-    int incl = cnt;
-    for (int o = 1; o < 32; o <<= 1) {
-        int u = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += u;
-    }
-    long long j = nz_at[b] + incl - cnt;
-    const long long e = k.first + 8 * lane;
-    const long long chunk_start = (e >> clog2[k.t]) << clog2[k.t];
-    for (unsigned int m = mask; m; m &= m - 1, ++j) {
-        const int bit = __ffs(m) - 1;
-        pos[j] = (unsigned int)(e + bit - chunk_start);
-        val[j] = (signed char)(((bit < 4 ? k.w.x : k.w.y) >> (8 * (bit & 3))) & 0xFFu);
-    }
 }
 
 // The items of a chunk of n states whose non-zeros are entries [a, b) of the lists: calls
@@ -146,15 +68,6 @@ __device__ __forceinline__ void hc_zrh_walk(const unsigned int* __restrict__ pos
     }
     const long long last = b > a ? (long long)pos[b - 1] : -1ll;
     visit(lane == 0, n - last - 1, 0, b > a ? (int)val[b - 1] : 0);
-}
-
-// Entries [*a, *b) of the non-zero lists: the chunk [start, end) of tensor t.
-__device__ __forceinline__ void hc_chunk_entries(int t, long long start, long long end,
-                                                 const long long* block_first,
-                                                 const long long* nz_at, long long* a,
-                                                 long long* b) {
-    *a = nz_at[block_first[t] + start / HC_NZ_BLOCK];
-    *b = nz_at[block_first[t] + (end + HC_NZ_BLOCK - 1) / HC_NZ_BLOCK];
 }
 
 __device__ __forceinline__ HcZrhCode hc_zrh_code(int t, int s, const int* zpar,
@@ -428,21 +341,4 @@ extern "C" __global__ void hc_zrh_decode(
                                       s, p[0], p[1], p + 2, rows, rows + HC_ZRH_NCTX,
                                       [o](long long i, int v) { o[i] = (signed char)v; });
     if (e != HC_OK) hc_report(err, e, c);
-}
-
-// acc[state_at[t] + i] += values[t][state + s] for every element of the ZRH tensors
-// (blockIdx.y = tensor): zeros too, as the host's float64 sum adds them.
-extern "C" __global__ void hc_add_states(const signed char* __restrict__ states,
-                                         const long long* __restrict__ sizes,
-                                         const long long* __restrict__ state_at,
-                                         const unsigned char* __restrict__ coders,
-                                         const double* __restrict__ values, int s,
-                                         double* __restrict__ acc) {
-    const int t = blockIdx.y;
-    if (coders[t] != HC_CODER_ZRH) return;
-    const long long n = sizes[t], at = state_at[t];
-    const double* value = values + (long long)t * (2 * s + 1) + s;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x)
-        acc[at + i] += value[states[at + i]];
 }

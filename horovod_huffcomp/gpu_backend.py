@@ -1,8 +1,9 @@
 """GPU backend: CuPy ``RawModule`` over ``cuda/*.cu``, byte-identical to the CPU backend.
 
 Covered so far: quantizers ``qsgd`` (L2 and max norm) and ``terngrad``, coders ``huffman``,
-``zrh`` and ``auto``, float16/32/64 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single
-tensors and batches. ``api.encode``/``encode_many`` send CUDA inputs here when the options
+``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
+CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
+batches. ``api.encode``/``encode_many`` send CUDA inputs here when the options
 are covered and copy them to the host for the CPU backend otherwise (see docs/gpu.md).
 
 Encode of a batch (a model's gradients) runs every stage for all tensors at once, no
@@ -12,6 +13,8 @@ the packed data:
 
     absmax [+ sumsq] -> scales -> quantize -> histogram -> codes + chunk plan
     -> chunk bits -> (sync: plan to host) -> write -> (data to host)
+
+(the Elias baselines: lists of run ends or non-zeros in place of the codes, no codebook)
 
 ``zrh`` / ``auto`` choose each tensor's code on the host from histograms counted on the
 device (one more synchronisation; see :func:`_plan_sparse`):
@@ -49,10 +52,17 @@ from .errors import NonFiniteError, PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
 from .quantizers import check_options
 
-STAGES = ("quantize", "histogram", "codebook", "huffman", "zrh")
-CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh")}  # common.cuh HC_CODER_*
+STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias")
+ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
+ELIAS_LAYOUTS = ("runlength", "gap")
+# The Elias kernels (cuda/elias.cu) have not yet run on a GPU: until they have passed there,
+# CUDA inputs coded with Elias go to the host as before, and Elias sections are decoded there.
+# The GPU tests, scripts/gpu_sanitize.py and `bench gpu --coders elias-*` turn this on.
+ELIAS_ON_DEVICE = False
+CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
-NZ_BLOCK = 256  # cuda/zrh.cu HC_NZ_BLOCK
+LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
+LIST_NONZERO, LIST_RUN_END = 0, 1  # cuda/common.cuh HC_LIST_*: what a list holds
 ZRH_ROWS = NCTX + NLCTX  # decode tables per ZRH tensor (cuda/common.cuh HC_ZRH_ROWS)
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
 THREADS = 256  # cuda/huffman.cu HC_THREADS
@@ -102,9 +112,11 @@ def is_cuda_array(x) -> bool:
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
              bucket: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
-    qsgd/terngrad with one scale per tensor (QSGD's buckets are the host's)."""
-    return (quantizer in ("qsgd", "terngrad") and coder in ("huffman", "zrh", "auto")
-            and bucket is None)
+    qsgd/terngrad with one scale per tensor (QSGD's buckets are the host's), coded with
+    huffman, zrh, auto, or an Elias code (either layout) once ``ELIAS_ON_DEVICE``."""
+    return (quantizer in ("qsgd", "terngrad") and bucket is None
+            and (coder in ("huffman", "zrh", "auto") or coder in ELIAS and ELIAS_ON_DEVICE)
+            and elias_layout in ELIAS_LAYOUTS)
 
 
 def to_host(x) -> np.ndarray:
@@ -167,10 +179,13 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
 
     mark = _Stages(profile)
 
+    if elias_layout not in ELIAS_LAYOUTS:
+        raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
     if not supports(quantizer, coder, elias_layout, bucket):
         raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder}"
                                   f"{'' if bucket is None else ' in buckets'} yet")
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
+    gap = elias_layout == "gap" and coder in ELIAS
     if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
     flats, shapes = zip(*[_as_device_flat(x) for x in xs]) if xs else ((), ())
@@ -193,7 +208,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     ptrs, sizes, streams_d, offsets = _upload([
         np.array([flats[t].data.ptr for t in order], np.uint64), sizes_h,
         np.array([streams[t] for t in order], np.int64), offsets_h])
-    sparse = coder != "huffman"  # auto, zrh: ZRH histograms, codes chosen on the host
+    sparse = coder in ("auto", "zrh")  # ZRH histograms, codes chosen on the host
     plan_specs = [(count, np.float32), (count, np.int32), (count, np.int32), (count + 1, np.int64),
                   (count * hist_layout(s)[-1] if sparse else 0, np.uint64), (count, np.int32),
                   (bound, np.uint64), (count * alphabet, np.uint8)]
@@ -246,16 +261,20 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                                 clog2=clog2, chunk_first=chunk_first, chunk_bits=chunk_bits,
                                 hist=hist, count=count, s=s, bound=bound,
                                 chunks_max=-(-int(sizes_h.max()) // (1 << min_log2)))
-    if coder == "huffman":
-        # 4. codes on the device, chunk sizes, then the one synchronisation: the plan to the
-        # host in one copy
-        kernel("codebook", "hc_build_codes")(*one_per_tensor, (counts, np.int32(alphabet),
-                                                               np.int32(count), lengths, codes,
-                                                               single, bits))
-        mark("codebook")
-        dev.coders = cupy.full(count, CODER_IDS["huffman"], cupy.uint8)
-        dev.lengths, dev.codes = lengths, codes
-        _chunk_bits(dev, ("huffman",))
+    if not sparse:
+        # 4. huffman: codes on the device; Elias: the lists of marks its chunks walk. Chunk
+        # sizes, then the one synchronisation: the plan to the host in one copy
+        dev.coders = cupy.full(count, CODER_IDS[coder], cupy.uint8)
+        if coder == "huffman":
+            kernel("codebook", "hc_build_codes")(*one_per_tensor, (
+                counts, np.int32(alphabet), np.int32(count), lengths, codes, single, bits))
+            mark("codebook")
+            dev.lengths, dev.codes = lengths, codes
+        else:
+            dev.kind, dev.gap = np.int32(ELIAS.index(coder)), np.int32(gap)
+            _lists(dev, LIST_NONZERO if gap else LIST_RUN_END)
+            mark("lists")
+        _chunk_bits(dev, (coder,))
         mark("chunk sizes")
         plan_host = _pinned(plan_h.nbytes, 0)
         plan_h.get(out=plan_host)
@@ -263,14 +282,14 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             plan_specs, plan_host)[1]
         _check_finite(bad_h, nonfinite)
         lengths_h = lengths_h.reshape(count, alphabet)
-        chosen = []
-        for j in range(count):
+        chosen = [(coder, b"")] * count  # Elias: no codebook
+        for j in range(count if coder == "huffman" else 0):
             code = (Code(np.zeros(alphabet, np.int64), single=int(single_h[j]))
                     if single_h[j] >= 0 else Code(lengths_h[j].astype(np.int64)))
             cb = bytearray()
             code.serialize(cb)
-            chosen.append(("huffman", bytes(cb)))
-        used = ("huffman",)
+            chosen[j] = ("huffman", bytes(cb))
+        used = (coder,)
     else:
         scales_h, clog2_h, first_h, bits_h, chosen, used = _plan_sparse(
             dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark)
@@ -295,6 +314,8 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         if "zrh" in used:
             kernel("zrh", "hc_zrh_write")(*grid, _zrh_head(dev) + (dev.zpar, dev.rtab, dev.ltab,
                                                                    chunk_byte, out))
+        if coder in ELIAS:
+            kernel("elias", "hc_elias_write")(*grid, _elias_head(dev) + (chunk_byte, out))
     mark("write")
     staged = _pinned(total, 1)
     out.view(cupy.uint8)[:total].get(out=staged)
@@ -308,7 +329,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         sections[t] = Section(quantizer=quantizer, coder=chosen[j][0], dtype=flats[t].dtype,
                               shape=shapes[t], levels=s, scale=float(scales_h[j]),
                               chunk_log2=int(clog2_h[j]), norm=norm, raw=False,
-                              gap_layout=False, codebook=chosen[j][1],
+                              gap_layout=gap, codebook=chosen[j][1],
                               chunk_bits=bits_h[a:b].copy(),
                               data=data[int(chunk_byte_h[a]): int(chunk_byte_h[b])])
     for sec in sections:  # a codebook equal to the previous section's is not repeated
@@ -334,6 +355,8 @@ def _chunk_bits(dev, used) -> None:
     if "zrh" in used:
         kernel("zrh", "hc_zrh_chunk_bits")(*grid, _zrh_head(dev) + (
             dev.zpar, dev.rtab, dev.ltab, dev.chunk_bits))
+    if set(used) & set(ELIAS):
+        kernel("elias", "hc_elias_chunk_bits")(*grid, _elias_head(dev) + (dev.chunk_bits,))
 
 
 def _zrh_head(dev) -> tuple:
@@ -342,15 +365,23 @@ def _zrh_head(dev) -> tuple:
             np.int32(dev.count), np.int32(dev.s), dev.coders)
 
 
-def _nonzero_lists(dev) -> None:
-    """The non-zero states of every tensor in order (``dev.pos``: position in its chunk,
-    ``dev.val``: level) and where each block of NZ_BLOCK states starts in them
-    (``dev.nz_at``), made in parallel over the batch (cuda/zrh.cu hc_nz_count, hc_nz_list):
-    the ZRH kernels walk these, not the states, so a sparse tensor's long chunks cost their
-    non-zeros, not their length."""
+def _elias_head(dev) -> tuple:
+    """The leading arguments of the Elias encode kernels (cuda/elias.cu)."""
+    return (dev.pos, dev.val, dev.nz_at, dev.block_first, dev.sizes, dev.clog2, dev.chunk_first,
+            np.int32(dev.count), dev.kind, dev.gap)
+
+
+def _lists(dev, mode: int) -> None:
+    """The marked states of every tensor in order (``mode``: LIST_NONZERO, the non-zeros, for
+    ZRH and Elias' gap layout; LIST_RUN_END, the last state of every run of equal states in a
+    chunk, for Elias' run-length layout): ``dev.pos`` their position in their chunk,
+    ``dev.val`` their state, ``dev.nz_at`` where each block of LIST_BLOCK states starts in
+    them; made in parallel over the batch (cuda/states.cu hc_list_count, hc_list). The coders'
+    chunk kernels walk these, not the states, so a sparse tensor's long chunks cost their
+    marks, not their length."""
     import cupy
 
-    blocks = -(-dev.sizes_h // NZ_BLOCK)
+    blocks = -(-dev.sizes_h // LIST_BLOCK)
     first = np.zeros(dev.count + 1, np.int64)
     np.cumsum(blocks, out=first[1:])
     total = int(first[-1])
@@ -358,16 +389,15 @@ def _nonzero_lists(dev) -> None:
     dev.nz_at = cupy.zeros(total + 1, cupy.int64)
     counts = cupy.empty(max(total, 1), cupy.uint32)
     grid = ((max(1, -(-total * 32 // THREADS)),), (THREADS,))
-    kernel("zrh", "hc_nz_count")(*grid, (dev.states, dev.offsets, dev.sizes, dev.block_first,
-                                         np.int32(dev.count), counts))
+    head = (dev.states, dev.offsets, dev.sizes, dev.clog2, dev.block_first,
+            np.int32(dev.count), np.int32(mode))
+    kernel("states", "hc_list_count")(*grid, head + (counts,))
     if total:
         cupy.cumsum(counts[:total], out=dev.nz_at[1:])
     room = max(int(dev.sizes_h.sum()), 1)  # at most every state (no sync to learn how many)
     dev.pos = cupy.empty(room, cupy.uint32)
     dev.val = cupy.empty(room, cupy.int8)
-    kernel("zrh", "hc_nz_list")(*grid, (dev.states, dev.offsets, dev.sizes, dev.clog2,
-                                        dev.block_first, np.int32(dev.count), dev.nz_at,
-                                        dev.pos, dev.val))
+    kernel("states", "hc_list")(*grid, head + (dev.nz_at, dev.pos, dev.val))
 
 
 def hist_layout(s: int) -> tuple[int, ...]:
@@ -388,7 +418,7 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
 
     count, s = dev.count, dev.s
     row = hist_layout(s)[-1]
-    _nonzero_lists(dev)
+    _lists(dev, LIST_NONZERO)
     mark("non-zero lists")
     warps = THREADS // 32  # a block's warps take a tensor's chunks in turn
     kernel("zrh", "hc_zrh_histogram")((max(1, min(1024, -(-dev.chunks_max // warps))), count),
@@ -429,8 +459,9 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
     of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles, or
     always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
     payloads in errors (default "payload i"). NotImplementedError if a section is not
-    GPU-covered (huffman, zrh), before any result is returned. ``profile``: a dict that receives
-    the device milliseconds of the upload and of the decode kernels (``bench gpu``)."""
+    GPU-covered (huffman, zrh, Elias), before any result is returned. ``profile``: a dict
+    that receives the device milliseconds of the upload and of the decode kernels (``bench
+    gpu``)."""
     labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
     parsed = _unpack_all(blobs, labels, max_elements)
     out = _sum_parsed(blobs, parsed, labels, average, profile)
@@ -474,7 +505,7 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
     for _, secs in parsed:
         for sec in secs:
             if (sec.coder not in CODER_IDS or sec.raw or sec.quantizer in payload.FP_FORMATS
-                    or sec.bucket_log2):
+                    or sec.bucket_log2 or sec.coder in ELIAS and not ELIAS_ON_DEVICE):
                 raise NotImplementedError(
                     f"the GPU decoder does not cover {sec.quantizer}/{sec.coder}"
                     f"{' in buckets' if sec.bucket_log2 else ''} yet")
@@ -486,7 +517,7 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
         if code:
             messages = {1: "a chunk's codewords run past its bit length",
                         2: "a chunk ends before its bit length",
-                        3: "a bit pattern with no codeword, or a run past the chunk's end"}
+                        3: "a bit pattern with no codeword, or a value or run out of range"}
             bounds = np.cumsum([sec.chunk_bits.size for sec in secs])
             coder = secs[min(int(np.searchsorted(bounds, int(chunk), "right")), len(secs) - 1)]
             raise PayloadError(f"{label}: {coder.coder} data: "
@@ -505,8 +536,8 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     one float64 accumulator; returns it and each payload's (error code, chunk) (0: none).
     Tensors that every payload codes with huffman in chunks of the same size are decoded and
     summed over all payloads by one launch (``fused``); the others payload by payload: huffman
-    ones by the same kernel adding into the accumulator, ZRH ones decoded into a zeroed int8
-    state buffer, then every state's value added."""
+    ones by the same kernel adding into the accumulator, ZRH and Elias ones decoded into a
+    zeroed int8 state buffer, then every state's value added."""
     import cupy
 
     count, npay = sizes_h.size, len(parsed)
@@ -570,11 +601,12 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                     refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count),
                     np.int32(s), fused_d, dec, values, acc_offsets, acc, np.int32(0), resume,
                     err))
-    zrh_states = ztables = None
+    states = ztables = None
     for p, pl in enumerate(plans):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
-         coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits) = rest[per * p: per * p + per]
-        (sp, total_chunks, has_zrh, table_size) = pl[0]
+         coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits,
+         gaps) = rest[per * p: per * p + per]
+        (sp, total_chunks, has_zrh, has_elias, table_size) = pl[0]
         if total_chunks == 0:
             continue
         chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
@@ -584,22 +616,29 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                 refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count), np.int32(sp),
                 alone_d[p * count:], dec[p * count * DEC_INTS:], vals, acc_offsets, acc,
                 np.int32(1), resume, err[2 * p:]))
-        if not has_zrh:
+        if not (has_zrh or has_elias):
             continue
-        if zrh_states is None:
-            zrh_states = cupy.zeros(acc.size, cupy.int8)
+        # the other coders' tensors: decoded into a zeroed state buffer, then every value added
+        if states is None:
+            states = cupy.zeros(acc.size, cupy.int8)
         else:
-            zrh_states.fill(0)
-        if ztables is None or ztables.size < table_size:
-            ztables = cupy.empty(table_size, cupy.int32)
-        kernel("zrh", "hc_zrh_decode_tables")((count * ZRH_ROWS,), (128,), (
-            zlengths, zcodes, zsingles, table_at, zbits, np.int32(sp), ztables))
-        kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
-            buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
-            np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
-            acc_offsets, zrh_states, err[2 * p:]))
-        kernel("zrh", "hc_add_states")((_grid(int(sizes_h.max())), count), (THREADS,), (
-            zrh_states, sizes, acc_offsets, coders_d, vals, np.int32(sp), acc))
+            states.fill(0)
+        if has_zrh:
+            if ztables is None or ztables.size < table_size:
+                ztables = cupy.empty(table_size, cupy.int32)
+            kernel("zrh", "hc_zrh_decode_tables")((count * ZRH_ROWS,), (128,), (
+                zlengths, zcodes, zsingles, table_at, zbits, np.int32(sp), ztables))
+            kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
+                buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
+                acc_offsets, states, err[2 * p:]))
+        if has_elias:
+            kernel("elias", "hc_elias_decode")(*chunk_grid, (
+                buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                np.int32(count), np.int32(sp), coders_d, gaps, acc_offsets, states,
+                err[2 * p:]))
+        kernel("states", "hc_add_states")((_grid(int(sizes_h.max())), count), (THREADS,), (
+            states, sizes, acc_offsets, coders_d, vals, np.int32(sp), acc))
     mark("decode")
     e = cupy.asnumpy(err).reshape(-1, 2)
     mark.add_to_profile()
@@ -623,9 +662,10 @@ def _address(a) -> int:
 
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
-    ZRH table entries), payload bytes, lengths, single, chunk_byte, chunk_bits, clog2,
-    chunk_first, dtypes, scales, coders, ZRH parameters, ZRH code lengths, codes and singles
-    (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table offsets and widths]``
+    any Elias section, ZRH table entries), payload bytes, lengths, single, chunk_byte,
+    chunk_bits, clog2, chunk_first, dtypes, scales, coders, ZRH parameters, ZRH code lengths,
+    codes and singles (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table offsets
+    and widths, Elias layouts (1: gap)]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -634,6 +674,7 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     lengths = np.zeros((count, alphabet), np.uint8)
     single = np.full(count, -1, np.int32)
     coders_h = np.zeros(count, np.uint8)
+    gaps = np.zeros(count, np.uint8)
     zper = NCTX * RUN_ALPHABET + NLCTX * 2 * s
     zpar = np.zeros((count, ZRH_PARAMS), np.int32)
     zlengths = np.zeros((count, zper), np.uint8)
@@ -647,12 +688,13 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
         if code is None:
             code = codes_seen[key] = _parse_code(sec, which)
         coders_h[t] = CODER_IDS[sec.coder]
+        gaps[t] = sec.gap_layout and sec.coder in ELIAS
         if sec.coder == "huffman":
             if sec.size and code.single < 0 and not code.lengths.any():
                 raise PayloadError(f"{which}: huffman code is empty but the data needs it")
             lengths[t] = code.lengths
             single[t] = code.single
-        else:
+        elif sec.coder == "zrh":
             zc, rows_l, rows_c, rows_one = code
             zpar[t, 0], zpar[t, 1] = zc.mode, zc.ctxmode
             zpar[t, 2: 2 + zc.ks.size] = zc.ks
@@ -674,13 +716,14 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     table_at = np.zeros(count * ZRH_ROWS + 1, np.int64)
     np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
-    return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()), int(table_at[-1])),
+    return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
+             bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1])),
             body, lengths.reshape(-1), single, np.concatenate(chunk_byte),
             np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
             np.array([sec.scale for sec in secs], np.float32), coders_h, zpar.reshape(-1),
             zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1), table_at[:-1],
-            zbits.reshape(-1)]
+            zbits.reshape(-1), gaps]
 
 
 def _parse_code(sec, which: str):
@@ -690,8 +733,8 @@ def _parse_code(sec, which: str):
         code = coders.section_code(sec)
     except PayloadError as e:
         raise PayloadError(f"{which}: {e}") from None
-    if sec.coder == "huffman":
-        return code
+    if sec.coder != "zrh":
+        return code  # a huffman Code; None for Elias (no codebook)
     ll = list(code.rl) + [np.zeros(RUN_ALPHABET, np.int64)] * (NCTX - code.nctx)
     ll += list(code.ll) + [np.zeros(2 * sec.levels, np.int64)] * (NLCTX - code.ll.shape[0])
     ones = list(code.rs) + [-1] * (NCTX - code.nctx) + list(code.ls) + [-1] * (

@@ -2,9 +2,10 @@
 # What a lent GPU machine runs (docs/gpu.md, "Checking on a GPU"): the environment, the kernels'
 # build, the GPU tests against the CPU backend, and `bench gpu`. Logs go under $OUT (the device
 # tool's folder that comes back) or /tmp/gpu_check.
-#   bash scripts/gpu_check.sh [env|tests|suite|bench|profile|paths|sanitize|all] ...
+#   bash scripts/gpu_check.sh [env|tests|suite|bench|baselines|profile|paths|sanitize|all] ...
 #     tests: the GPU backend's tests (and the torch adapter's CUDA ones); suite: every test;
-#     bench: python -m horovod_huffcomp.bench gpu (extra arguments go to it); profile: where
+#     bench: python -m horovod_huffcomp.bench gpu (extra arguments go to it); baselines: the
+#     same for huffman and the Elias codes side by side at 16 and 256 MB; profile: where
 #     the host time goes; paths: the two decode-and-sum ways side by side; sanitize: corrupted
 #     payloads decoded under compute-sanitizer's memcheck.
 # Wheels of missing packages (zstandard, for the suite) may travel in .whl/ (docs/gpu.md).
@@ -79,6 +80,9 @@ case $what in
               python3 scripts/gpu_sanitize.py "$@" 2>&1 | tail -40 | tee -a "$OUT/sanitize.log" ;;
   suite) run_tests "${TESTS_S:-540}" tests "$@" ;;
   bench) run_bench "${BENCH_S:-300}" "$@" ;;
+  baselines) run_bench "${BENCH_S:-400}" --coders huffman elias-gamma elias-delta elias-omega \
+               --sizes-mb 16 256 "$@" ;;
   all) report; run_tests "${TESTS_S:-300}" $GPU_TESTS; run_bench "${BENCH_S:-220}" "$@" ;;
-  *) echo "usage: $0 [env|tests|suite|bench|profile|paths|sanitize|all] ..." >&2; exit 2 ;;
+  *) echo "usage: $0 [env|tests|suite|bench|baselines|profile|paths|sanitize|all] ..." >&2
+     exit 2 ;;
 esac

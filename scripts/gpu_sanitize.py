@@ -1,8 +1,8 @@
 """Malformed payloads through the GPU decoder under compute-sanitizer (scripts/gpu_check.sh
 sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` must report no
 error while every corrupted payload is rejected with PayloadError or decoded as the CPU
-decodes it. Covers huffman (tiles and symbol-buffer sums) and ZRH chunks, and the encode
-kernels on random inputs. Needs a CUDA device visible to CuPy."""
+decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, and the
+encode kernels on random inputs. Needs a CUDA device visible to CuPy."""
 import sys
 
 import cupy
@@ -25,13 +25,17 @@ def mutants(blob, rng, count):
 
 
 def main(count: int = 60) -> None:
+    gpu_backend.ELIAS_ON_DEVICE = True  # the Elias kernels too
     rng = np.random.default_rng(0)
     dense = rng.standard_t(3, 20_000).astype(np.float32)
     sparse = np.zeros(50_000, np.float32)
     sparse[rng.integers(0, 50_000, 400)] = rng.standard_normal(400)
     rejected = accepted = 0
-    for coder, x in (("huffman", dense), ("zrh", sparse), ("zrh", dense)):
-        good = [hc.encode(x, "qsgd", coder, 8, "max", seed=r, chunk_log2=8) for r in range(2)]
+    for coder, x, layout in (("huffman", dense, "runlength"), ("zrh", sparse, "runlength"),
+                             ("zrh", dense, "runlength"), ("elias-gamma", dense, "runlength"),
+                             ("elias-omega", sparse, "gap")):
+        good = [hc.encode(x, "qsgd", coder, 8, "max", seed=r, chunk_log2=8,
+                          elias_layout=layout) for r in range(2)]
         for path in ("tiles", "symbols"):
             gpu_backend.SYMBOLS_MAX_CHUNKS = 0 if path == "tiles" else 1 << 40
             for bad in mutants(good[1], rng, count):
@@ -51,7 +55,7 @@ def main(count: int = 60) -> None:
                     accepted += 1
                     assert np.array_equal(got, want), (coder, path)
     for n in (1, 7, 4097, 100_003):
-        for coder in ("huffman", "zrh", "auto"):
+        for coder in ("huffman", "zrh", "auto", "elias-delta"):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
             assert hc.encode(cupy.asarray(x), "qsgd", coder, 16, "l2", seed=n) == hc.encode(

@@ -256,4 +256,106 @@ int hc_check_zrh_decode(const unsigned char* buf, unsigned long long nbytes,
     }
     return 0;
 }
+
+// Elias chunks of n states (states zero padded to a multiple of 8) as the device writes
+// them: each block of HC_LIST_BLOCK states marked 8 states at a time by hc_marks (a warp's
+// lanes in turn, as states.cu hc_list), the marks listed, then each chunk's entries
+// (hc_chunk_entries) placed item by item (hc_elias_item). Returns the data bytes.
+long long hc_check_elias_encode(const signed char* states, long long n, int clog2, int kind,
+                                int gap, unsigned long long* chunk_bits, unsigned char* out) {
+    const long long blocks = (n + HC_LIST_BLOCK - 1) / HC_LIST_BLOCK;
+    const long long block_first[2] = {0, blocks};
+    std::vector<long long> at(blocks + 1, 0);
+    std::vector<unsigned int> pos;
+    std::vector<signed char> val;
+    for (long long b = 0; b < blocks; ++b) {
+        for (int lane = 0; lane < 32; ++lane) {
+            const long long e = b * HC_LIST_BLOCK + 8 * lane;
+            uint32_t lo = 0, hi = 0;
+            if (e < n) memcpy(&lo, states + e, 4), memcpy(&hi, states + e + 4, 4);
+            const int next = e + 8 < n ? states[e + 8] : 0;
+            const long long chunk_start = (e >> clog2) << clog2;
+            for (unsigned int m = hc_marks(lo, hi, next, e, n, clog2,
+                                           gap ? HC_LIST_NONZERO : HC_LIST_RUN_END);
+                 m; m &= m - 1) {
+                const int bit = __builtin_ctz(m);
+                pos.push_back((unsigned int)(e + bit - chunk_start));
+                val.push_back(states[e + bit]);
+            }
+        }
+        at[b + 1] = (long long)pos.size();
+    }
+    const long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    HostWords words;
+    auto or_word = [&words](uint64_t w, uint32_t v) { words.put(w, v); };
+    for (long long c = 0; c < m; ++c) {
+        const long long start = c << clog2;
+        const long long end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        long long a, b;
+        hc_chunk_entries(0, start, end, block_first, at.data(), &a, &b);
+        uint64_t p = 8 * byte;
+        const uint64_t first = p;
+        for (long long j = a; j < b; ++j) {
+            const long long d = (long long)pos[j] - (j > a ? (long long)pos[j - 1] : -1ll);
+            const uint64_t len = hc_elias_item_len(kind, gap, d, val[j]);
+            uint64_t rel = p;
+            hc_elias_item(kind, gap, d, val[j], [&](uint32_t bits, int k) {
+                if (bits) hc_place(rel, bits, k, or_word);
+                rel += k;
+            });
+            if (rel != p + len) return -1;  // the lengths the chunk table counts
+            p = rel;
+        }
+        chunk_bits[c] = p - first;
+        byte += (p - first + 7) / 8;
+    }
+    return words.store(byte, out);
+}
+
+// Decode Elias chunks of either layout with hc_elias_decode_chunk into states (zeroed).
+// Returns the first failing chunk's HC_ERR_* code, 0 if none.
+int hc_check_elias_decode(const unsigned char* buf, unsigned long long nbytes,
+                          const unsigned long long* chunk_bits, long long n, int clog2, int s,
+                          int kind, int gap, signed char* states) {
+    const long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    auto put = [states](long long i, int v) { states[i] = (signed char)v; };
+    for (long long c = 0; c < m; ++c) {
+        const long long start = c << clog2;
+        const long long end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        const int e = hc_elias_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s,
+                                            kind, gap, put);
+        if (e) return e;
+        byte += (chunk_bits[c] + 7) / 8;
+    }
+    return 0;
+}
+
+// cuda/elias.cu hc_elias_decode's threads 0 .. threads - 1, one after another.
+void hc_check_elias_decode_launch(long long threads, const unsigned char* buf,
+                                  unsigned long long nbytes,
+                                  const unsigned long long* chunk_byte,
+                                  const unsigned long long* chunk_bits, const int* clog2,
+                                  const long long* chunk_first, const long long* sizes,
+                                  int count, int s, const unsigned char* coders,
+                                  const unsigned char* gaps, const long long* state_at,
+                                  signed char* out, int* err) {
+    for (long long c = 0; c < threads; ++c)
+        hc_elias_decode_thread(c, buf, nbytes, chunk_byte, chunk_bits, clog2, chunk_first,
+                               sizes, count, s, coders, gaps, state_at, out, err);
+}
+
+// cuda/states.cu hc_add_states over every tensor (its blockIdx.y) and element.
+void hc_check_add_states(long long threads, const signed char* states, const long long* sizes,
+                         const long long* state_at, const unsigned char* coders,
+                         const double* values, int s, double* acc, int count) {
+    (void)threads;
+    for (int t = 0; t < count; ++t) {
+        if (coders[t] == HC_CODER_HUFFMAN) continue;
+        for (long long i = 0; i < sizes[t]; ++i)
+            hc_add_state_at(states, state_at[t], i, values + (long long)t * (2 * s + 1) + s,
+                            acc);
+    }
+}
 }

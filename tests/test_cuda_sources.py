@@ -30,7 +30,7 @@ CXX = shutil.which("g++") or shutil.which("c++")
 
 def test_sources_exist():
     names = {p.stem for p in SOURCES}
-    assert {"quantize", "histogram", "codebook", "huffman", "zrh"} <= names
+    assert {"quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias"} <= names
     assert (ROOT / "cuda" / "common.cuh").exists()
 
 
@@ -41,9 +41,10 @@ def test_sizes_match_the_launches():
     import re
 
     from horovod_huffcomp import gpu_backend, payload
-    from horovod_huffcomp.coders import chunks, zrh
+    from horovod_huffcomp.coders import chunks, elias, zrh
 
-    src = "".join((ROOT / "cuda" / f).read_text() for f in ("common.cuh", "zrh.cu", "huffman.cu"))
+    src = "".join((ROOT / "cuda" / f).read_text()
+                  for f in ("common.cuh", "zrh.cu", "huffman.cu", "elias.cu"))
 
     def define(name):
         return int(re.search(rf"#define {name} (\d+)", src).group(1))
@@ -52,10 +53,16 @@ def test_sizes_match_the_launches():
     assert define("HC_DEC_INTS") == gpu_backend.DEC_INTS
     assert define("HC_DS_THREADS") == gpu_backend.DS_THREADS
     assert define("HC_ZRH_PARAMS") == gpu_backend.ZRH_PARAMS
-    assert define("HC_NZ_BLOCK") == gpu_backend.NZ_BLOCK
-    assert gpu_backend.NZ_BLOCK <= 1 << payload.CHUNK_LOG2_MIN  # chunks are whole blocks
+    assert define("HC_LIST_BLOCK") == gpu_backend.LIST_BLOCK
+    assert gpu_backend.LIST_BLOCK <= 1 << payload.CHUNK_LOG2_MIN  # chunks are whole blocks
+    assert ((define("HC_LIST_NONZERO"), define("HC_LIST_RUN_END"))
+            == (gpu_backend.LIST_NONZERO, gpu_backend.LIST_RUN_END))
     assert define("HC_CODER_HUFFMAN") == gpu_backend.CODER_IDS["huffman"]
     assert define("HC_CODER_ZRH") == gpu_backend.CODER_IDS["zrh"]
+    for name in gpu_backend.ELIAS:  # HC_CODER_ELIAS_GAMMA + HC_ELIAS_GAMMA / DELTA / OMEGA
+        kind = define(f"HC_{name.upper().replace('-', '_')}")
+        assert define("HC_CODER_ELIAS_GAMMA") + kind == gpu_backend.CODER_IDS[name]
+        assert kind == elias.KINDS[name] == gpu_backend.ELIAS.index(name)
     assert define("HC_RUN_DIRECT") == chunks.RUN_DIRECT
     assert define("HC_RUN_ALPHABET") == chunks.RUN_ALPHABET
     assert define("HC_RICE_MAX_K") == chunks.RICE_MAX_K
@@ -111,6 +118,12 @@ def lib(tmp_path_factory):
     i64 = ctypes.c_longlong
     L.hc_check_decode_symbols.argtypes = [i64, P, i32, P, P, P, i32, P, P, P, i64, P, P]
     L.hc_check_sum_symbols.argtypes = [i64, P, i32, i64, P, P, P, P, i32, P, i32, P]
+    L.hc_check_elias_encode.argtypes = [P, i64, i32, i32, i32, P, P]
+    L.hc_check_elias_encode.restype = i64
+    L.hc_check_elias_decode.argtypes = [P, ctypes.c_ulonglong, P, i64, i32, i32, i32, i32, P]
+    L.hc_check_elias_decode_launch.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
+                                               i32, P, P, P, P, P]
+    L.hc_check_add_states.argtypes = [i64, P, P, P, P, P, i32, P, i32]
     return L
 
 
@@ -197,6 +210,12 @@ def sections(blob):
     return payload.unpack(blob)[1]
 
 
+def verdicts_differ(err, cpu_err, states, cpu) -> bool:
+    """A device decoder's host build and the CPU decoder disagree: one fails and the other
+    not, or both pass with different states."""
+    return (err != 0) != (cpu_err != 0) or (err == 0 and not np.array_equal(states, cpu))
+
+
 @pytest.mark.parametrize("levels,norm", [(1, "l2"), (4, "max"), (16, "l2"), (127, "max")])
 def test_huffman_layout_matches_cpu(lib, levels, norm):
     rng = np.random.default_rng(levels)
@@ -247,8 +266,7 @@ def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
         from horovod_huffcomp.coders import symbol
         cpu_err = symbol.decode(data, sec.chunk_bits, 3000, sec.chunk_log2, 8, code, cpu,
                                 np.zeros(0, np.uint32))
-        disagreements += (err != 0) != (cpu_err != 0) or (err == 0 and
-                                                          not np.array_equal(states, cpu))
+        disagreements += verdicts_differ(err, cpu_err, states, cpu)
         rejected += err != 0
     assert disagreements == 0 and rejected > 100
 
@@ -295,8 +313,8 @@ def host_launches(lib, monkeypatch, request):
     huffman decode kernels by their host builds (tests/cuda_host_check.cu: the kernels'
     per-lane code from common.cuh, the warps' lanes run one after another): the host side,
     the kernels' indexing and the fused / per-payload split checked without a GPU, for both
-    ways of summing the fused tensors (gpu_backend._by_symbols). Only huffman payloads (the
-    ZRH kernels are checked on a GPU)."""
+    ways of summing the fused tensors (gpu_backend._by_symbols). Huffman and Elias payloads
+    (the ZRH kernels are checked on a GPU)."""
     import sys
 
     from horovod_huffcomp import gpu_backend
@@ -326,7 +344,11 @@ def host_launches(lib, monkeypatch, request):
                                                lambda g, b: g[0] * b[0]),
                "hc_huffman_decode_symbols": launch(lib.hc_check_decode_symbols,
                                                    lambda g, b: g[0] * b[0]),
-               "hc_sum_symbols": launch(lib.hc_check_sum_symbols, lambda g, b: g[0] * b[0])}
+               "hc_sum_symbols": launch(lib.hc_check_sum_symbols, lambda g, b: g[0] * b[0]),
+               "hc_elias_decode": launch(lib.hc_check_elias_decode_launch,
+                                         lambda g, b: g[0] * b[0]),
+               "hc_add_states": lambda grid, block, args: launch(
+                   lib.hc_check_add_states, lambda g, b: 0)(grid, block, args + (grid[1],))}
     launched = []
 
     def kernel(stage, name):
@@ -339,6 +361,7 @@ def host_launches(lib, monkeypatch, request):
     monkeypatch.setattr(gpu_backend, "_upload", upload)
     monkeypatch.setattr(gpu_backend, "_address", lambda a: a.ctypes.data)
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
     return gpu_backend
 
 
@@ -500,7 +523,137 @@ def test_zrh_decoder_rejects_what_the_cpu_rejects(lib):
             cpu = np.zeros(n, np.int8)
             cpu_err = zrh.decode(data, sec.chunk_bits, n, sec.chunk_log2, 8, zc, cpu,
                                  np.zeros(0, np.uint32))
-            disagreements += (err != 0) != (cpu_err != 0) or (err == 0 and
-                                                              not np.array_equal(states, cpu))
+            disagreements += verdicts_differ(err, cpu_err, states, cpu)
             rejected += err != 0
     assert disagreements == 0 and rejected > 100
+
+
+ELIAS = [("elias-gamma", 0), ("elias-delta", 1), ("elias-omega", 2)]
+
+
+def elias_inputs(rng):
+    """(x, chunk_log2) cases for the Elias layouts: dense and sparse gradients, long runs of
+    one value and gaps of up to 2^21 (codes of more than 32 bits, pieces over many words)."""
+    long_runs = np.repeat(rng.standard_normal(12), rng.integers(1, 90_000, 12)).astype(np.float32)
+    far = np.zeros(1 << 21, np.float32)
+    far[[5, (1 << 20) + 3, (1 << 21) - 1]] = (1.0, -2.0, 0.5)
+    return [(gradient_like(rng, 1, np.float32), None), (gradient_like(rng, 4097, np.float32), 8),
+            (gradient_like(rng, 50_000, np.float64), None),
+            (sparse_like(rng, 200_000, 0.01), None), (sparse_like(rng, 60_000, 0.002), 16),
+            (long_runs, 20), (far, 21), (np.zeros(3000, np.float32), None)]
+
+
+def padded_states(q):
+    states = np.zeros(-(-max(q.n, 1) // 8) * 8 + 8, np.int8)
+    states[: q.n] = q.states[: q.n]
+    return states
+
+
+@pytest.mark.parametrize("gap", [False, True], ids=["runlength", "gap"])
+@pytest.mark.parametrize("coder,kind", ELIAS)
+def test_elias_layout_matches_cpu(lib, coder, kind, gap):
+    """The device's Elias chunks (marks from hc_marks, listed per block, items placed piece by
+    piece from each mark's distance and state) give the CPU's bits and chunk table, for both
+    layouts; the host build of the device decoder reads them back."""
+    from horovod_huffcomp.coders import elias
+
+    rng = np.random.default_rng(kind + 3 * gap)
+    for x, fixed in elias_inputs(rng):
+        for levels, norm in ((1, "l2"), (127, "max")):
+            q = quantize(x, "qsgd", levels, norm, 7)
+            n = q.n
+            clog2 = fixed or sections(hc.encode(x, "qsgd", coder, levels, norm,
+                                                seed=7))[0].chunk_log2  # encode's choice
+            want_bits, want = elias.encode(q, clog2, kind, gap)
+            chunk_bits = np.zeros(max(want_bits.size, 1), np.uint64)
+            out = np.zeros(want.size + 16, np.uint8)
+            nbytes = lib.hc_check_elias_encode(ptr(padded_states(q)), n, clog2, kind, int(gap),
+                                               ptr(chunk_bits), ptr(out))
+            assert nbytes == want.size
+            assert np.array_equal(chunk_bits[: want_bits.size], want_bits.astype(np.uint64))
+            assert bytes(out[:nbytes]) == want.tobytes()
+            states = np.zeros(max(n, 1), np.int8)
+            err = lib.hc_check_elias_decode(ptr(want), want.size, ptr(chunk_bits), n, clog2,
+                                            levels, kind, int(gap), ptr(states))
+            assert err == 0 and np.array_equal(states[:n], q.states[:n])
+
+
+@pytest.mark.parametrize("gap", [False, True], ids=["runlength", "gap"])
+@pytest.mark.parametrize("coder,kind", ELIAS)
+def test_elias_decoder_rejects_what_the_cpu_rejects(lib, coder, kind, gap):
+    """Bit flips and truncated chunk tables in Elias data: the host build of the device
+    decoder fails exactly when the CPU decoder does and otherwise gives its states."""
+    from horovod_huffcomp.coders import elias
+
+    rng = np.random.default_rng(10 + kind + 3 * gap)
+    disagreements = rejected = 0
+    for x, clog2 in ((gradient_like(rng, 3000, np.float32), 8),
+                     (sparse_like(rng, 40_000, 0.01), 10)):
+        q = quantize(x, "qsgd", 8, "max", 2)
+        n = q.n
+        bits, data0 = elias.encode(q, clog2, kind, gap)
+        for trial in range(200):
+            data = data0.copy()
+            chunk_bits = bits.copy()
+            if trial % 4 == 3:  # a chunk's bit length off by a little
+                chunk_bits[rng.integers(chunk_bits.size)] += int(rng.integers(-9, 9))
+                chunk_bits = np.maximum(chunk_bits, 0)
+            for _ in range(int(rng.integers(1, 4))):
+                data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
+            states = np.zeros(n, np.int8)
+            ub = chunk_bits.astype(np.uint64)
+            err = lib.hc_check_elias_decode(ptr(data), data.size, ptr(ub), n, clog2, 8, kind,
+                                            int(gap), ptr(states))
+            cpu = np.zeros(n, np.int8)
+            cpu_err = elias.decode(data, chunk_bits, n, clog2, 8, kind, gap, cpu,
+                                   np.zeros(0, np.uint32))
+            disagreements += verdicts_differ(err, cpu_err, states, cpu)
+            rejected += err != 0
+    assert disagreements == 0 and rejected > 100
+
+
+def test_elias_decode_sum_kernels_on_the_host(host_launches):
+    """Elias payloads (every code, both layouts, beside huffman ones) summed by the host builds
+    of hc_elias_decode and hc_add_states as exchange.reduce_mean sums them; a corrupted one
+    rejected exactly when the CPU rejects it, named in the error."""
+    rng = np.random.default_rng(4)
+    shapes = [(), (300, 7), (9000,), (30_000,)]
+    xs = []
+    for r in range(3):
+        xs.append([gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes])
+        xs[r][3][rng.random(30_000) < 0.99] = 0  # sparse: long chunks, long zero runs
+    for coders in (["elias-gamma"] * 3, ["elias-delta", "huffman", "elias-omega"]):
+        for layout in ("runlength", "gap"):
+            blobs = [hc.encode_many(x, "qsgd", c, 8, "max", seed=r, elias_layout=layout)
+                     for r, (x, c) in enumerate(zip(xs, coders))]
+            host_launches.launched.clear()
+            got = host_launches.decode_sum(blobs, bundle=True)
+            assert "hc_elias_decode" in host_launches.launched
+            per_rank = [hc.decode_many(b) for b in blobs]
+            for t in range(len(shapes)):
+                want = exchange.reduce_mean([p[t] for p in per_rank], average=False)
+                assert np.array_equal(got[t], want), (coders, layout, t)
+    bundle, secs = payload.unpack(blobs[2])
+    rejected = accepted = 0
+    for _ in range(100):
+        t = int(rng.integers(len(secs)))
+        data = bytearray(secs[t].data)
+        if not data:
+            continue
+        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        bad = payload.pack([payload.Section(**{**sec.__dict__, "data": bytes(data)})
+                            if k == t else sec for k, sec in enumerate(secs)], bundle=bundle)
+        trio = [blobs[0], blobs[1], bad]
+        try:
+            want = [exchange.reduce_mean(list(v), average=False)
+                    for v in zip(*[hc.decode_many(b) for b in trio])]
+        except hc.PayloadError:
+            rejected += 1
+            with pytest.raises(hc.PayloadError, match="^payload 2: elias-omega data"):
+                host_launches.decode_sum(trio, bundle=True)
+            continue
+        got = host_launches.decode_sum(trio, bundle=True)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+        accepted += 1
+    assert rejected > 20 and accepted > 20
+

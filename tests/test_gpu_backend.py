@@ -17,6 +17,13 @@ CASES = [("qsgd", 16, "l2"), ("qsgd", 4, "max"), ("qsgd", 1, "l2"), ("qsgd", 127
          ("terngrad", None, "l2")]
 SIZES = [0, 1, 7, 4097, 65_537, 1_000_003]
 CODERS = ["huffman", "zrh", "auto"]
+ELIAS = [(c, layout) for c in gpu_backend.ELIAS for layout in gpu_backend.ELIAS_LAYOUTS]
+
+
+@pytest.fixture(autouse=True)
+def elias_on_device(monkeypatch):
+    """The Elias kernels are checked here before they are on by default."""
+    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
 
 
 def gradient_like(rng, n, dtype):
@@ -92,6 +99,35 @@ def test_batch_is_byte_identical_with_mixed_dtypes_and_reuse(coder):
         want = hc.encode_many(xs, q, coder, s, norm, seed=9)
         got = hc.encode_many([cupy.asarray(x) for x in xs], q, coder, s, norm, seed=9)
         assert got == want
+
+
+@pytest.mark.parametrize("coder,layout", ELIAS)
+def test_elias_is_byte_identical(coder, layout):
+    """The Elias baselines on the device: every quantizer setting and size, float16/32,
+    sparse tensors with grown and fixed chunks (runs and gaps of up to 2^20 states: codes of
+    more than 32 bits), one value throughout (one run per chunk), batches (empty codebooks
+    marked reused)."""
+    rng = np.random.default_rng(21)
+    for quantizer, levels, norm in CASES:
+        for n in SIZES:
+            for dtype in (np.float32, np.float16):
+                x = gradient_like(rng, n, dtype)
+                want = hc.encode(x, quantizer, coder, levels, norm, seed=n, elias_layout=layout)
+                assert hc.encode(cupy.asarray(x), quantizer, coder, levels, norm, seed=n,
+                                 elias_layout=layout) == want, (quantizer, levels, n, dtype)
+    x = np.zeros(3_000_000, np.float32)
+    x[::5000] = 1.0
+    for y in (x, sparse_like(rng, 3_000_000, 1e-5), np.full(2_000_000, 0.5, np.float32)):
+        for clog2 in (None, 8, 20, 21):
+            want = hc.encode(y, "qsgd", coder, 8, "max", seed=1, chunk_log2=clog2,
+                             elias_layout=layout)
+            assert hc.encode(cupy.asarray(y), "qsgd", coder, 8, "max", seed=1,
+                             chunk_log2=clog2, elias_layout=layout) == want, clog2
+    xs = [gradient_like(rng, k, np.float32) for k in (4096, 1, 0, 70_001)]
+    xs.append(sparse_like(rng, 50_000, 0.001, np.float16))
+    want = hc.encode_many(xs, "qsgd", coder, 16, "l2", seed=9, elias_layout=layout)
+    assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", coder, 16, "l2", seed=9,
+                          elias_layout=layout) == want
 
 
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
@@ -173,8 +209,9 @@ def test_nonfinite():
 
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
-    for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"),
-               dict(coder="elias-omega"), dict(quantizer="fp4"), dict(quantizer="fp8"),
+    for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"), dict(coder="shs"),
+               dict(quantizer="topk", coder="elias-omega"), dict(quantizer="fp4"),
+               dict(quantizer="fp8"),
                dict(bucket=512)):
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
     # float formats and QSGD's buckets decode on the host
@@ -217,6 +254,27 @@ def test_decode_sum_matches_cpu_reduce(workers, coder, decode_path):
     for t in range(len(shapes)):
         want = exchange.reduce_mean([p[t] for p in per_rank])
         assert np.array_equal(cupy.asnumpy(got[t]), want)
+
+
+@pytest.mark.parametrize("coder,layout", ELIAS)
+def test_elias_decode_sum_matches_cpu_reduce(coder, layout, decode_path):
+    """Elias payloads of 3 workers (and beside them a huffman and an auto one) decoded into
+    the state buffer and summed as the host sums them."""
+    rng = np.random.default_rng(22)
+    shapes = [(300, 7), (1,), (), (70_001,), (200_000,)]
+    blobs = []
+    for r in range(5):
+        xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+        xs[-1] = sparse_like(rng, 200_000, 0.003)
+        c = coder if r < 3 else ("huffman", "auto")[r - 3]
+        blobs.append(hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", c, 16, "l2", seed=r,
+                                    elias_layout=layout))
+    per_rank = [hc.decode_many(b) for b in blobs]
+    for n in (1, 3, 5):
+        got = gpu_backend.decode_sum(blobs[:n], bundle=True)
+        for t in range(len(shapes)):
+            want = exchange.reduce_mean([p[t] for p in per_rank[:n]], average=False)
+            assert np.array_equal(cupy.asnumpy(got[t]), want), (n, t)
 
 
 def test_decode_sum_of_payloads_coded_differently(decode_path):
@@ -269,11 +327,15 @@ def test_decode_sum_names_the_one_bad_payload(decode_path):
     cupy.cuda.Device().synchronize()
 
 
-@pytest.mark.parametrize("coder,sparse", [("huffman", False), ("zrh", False), ("zrh", True)])
-def test_decode_rejects_corruption_without_faulting(coder, sparse):
+@pytest.mark.parametrize("coder,sparse,layout", [
+    ("huffman", False, None), ("zrh", False, None), ("zrh", True, None),
+    ("elias-gamma", False, "runlength"), ("elias-delta", True, "gap"),
+    ("elias-omega", False, "gap")])
+def test_decode_rejects_corruption_without_faulting(coder, sparse, layout):
     rng = np.random.default_rng(5)
     x = sparse_like(rng, 50_000, 0.01) if sparse else gradient_like(rng, 50_000, np.float32)
-    blob = hc.encode(x, "qsgd", coder, 8, "max", seed=1, chunk_log2=8)
+    blob = hc.encode(x, "qsgd", coder, 8, "max", seed=1, chunk_log2=8,
+                     elias_layout=layout or "runlength")
     bundle, (sec,) = hc.payload.unpack(blob)
     rejected = 0
     for k in range(300):
@@ -318,7 +380,7 @@ def test_real_gradients(model):
     from horovod_huffcomp.bench.gradients import worker_gradients
 
     workers = [[g for _, g in grads] for grads in worker_gradients(model, 4, steps=5)]
-    for coder in CODERS:
+    for coder in CODERS + ["elias-gamma"]:
         for s, norm in ((16, "max"), (4, "l2")):
             blobs = [hc.encode_many(xs, "qsgd", coder, s, norm, seed=r)
                      for r, xs in enumerate(workers)]
@@ -347,7 +409,7 @@ def test_poisoned_device_buffers(monkeypatch, decode_path):
     monkeypatch.setattr(cupy, "empty", poisoned)
     rng = np.random.default_rng(12)
     shapes = [(1,), (7,), (300, 7), (4097,), (70_001,)]
-    for coder in CODERS:
+    for coder in CODERS + ["elias-delta"]:
         blobs = []
         for r in range(3):
             xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]

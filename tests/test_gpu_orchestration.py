@@ -84,3 +84,24 @@ def test_errors_name_the_payload(host_device):
     other = hc.encode_many([np.ones(3, np.float32)], "qsgd", "huffman", 8)
     with pytest.raises(hc.PayloadError, match="payload 1 does not hold the tensors of payload 0"):
         gpu_backend.decode_sum([blobs[0], other])
+
+
+def test_elias_stays_on_the_host_until_its_kernels_ran_on_a_gpu(host_device, monkeypatch):
+    """Until gpu_backend.ELIAS_ON_DEVICE (docs/gpu.md), CUDA inputs coded with Elias are
+    encoded on the host and Elias payloads decoded there (exchange.decode_mean falls back)."""
+    assert not gpu_backend.ELIAS_ON_DEVICE
+    assert not gpu_backend.supports("qsgd", "elias-gamma", "gap")
+    blobs = _blobs("elias-delta")
+    with pytest.raises(NotImplementedError, match="qsgd/elias-delta"):
+        gpu_backend.decode_sum(blobs)
+    frames = exchange.split_frames(
+        np.frombuffer(b"".join(exchange.frame(b) for b in blobs), np.uint8), 3)
+    means, _ = exchange.decode_mean(frames, SHAPES, rank=0, cuda=True)
+    per_rank = [hc.decode_many(b) for b in blobs]
+    for t, m in enumerate(means):
+        assert np.array_equal(m, exchange.reduce_mean([p[t] for p in per_rank]))
+    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
+    assert gpu_backend.supports("qsgd", "elias-gamma", "gap")
+    assert not gpu_backend.supports("qsgd", "elias-gamma", "diagonal")
+    assert gpu_backend.decode_sum(blobs)[0].shape == SHAPES[0]
+

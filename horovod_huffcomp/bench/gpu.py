@@ -5,10 +5,12 @@ tensors, 25.6M parameters), in one run:
 
 * device-to-device copy bandwidth (bytes read + written, a large ``cupy.copyto``): the ceiling;
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
-* quantize + encode (default QSGD max norm s = 16, huffman; ``--coder auto`` / ``zrh``,
-  ``--levels``, ``--norm`` for others): device time of the kernels (CUDA events around the
-  stages, median of repeats, inputs rotated so small sizes do not sit in L2; for zrh / auto
-  without the copy of the histograms to the host and the choice of codes there) and
+* quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
+  of huffman, zrh, auto and the Elias baselines, measured one after another in the same
+  run; ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
+  kernels (CUDA events around the stages, median of repeats, inputs rotated so small sizes
+  do not sit in L2; for zrh / auto without the copy of the histograms to the host and the
+  choice of codes there) and
   end to end (``hc.encode`` of a CuPy array: plus the plan and data copies to the host, the
   headers and the CRC), as GB/s of float32 input;
 * decode-and-sum of 4 workers' payloads (``gpu_backend.decode_sum``), as GB/s of float32
@@ -100,10 +102,13 @@ def main(argv=None):
     ap.add_argument("--sizes-mb", type=int, nargs="+", default=list(SIZES_MB))
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--coder", default="huffman", choices=("huffman", "zrh", "auto"))
+    ap.add_argument("--coders", "--coder", dest="coder", nargs="+", default=["huffman"],
+                    choices=("huffman", "zrh", "auto") + gpu_backend.ELIAS)
+    ap.add_argument("--elias-layout", default="runlength", choices=gpu_backend.ELIAS_LAYOUTS)
     ap.add_argument("--levels", type=int, default=LEVELS, help="QSGD s (default %(default)s)")
     ap.add_argument("--norm", default="max", choices=("max", "l2"))
     a = ap.parse_args(argv)
+    gpu_backend.ELIAS_ON_DEVICE = True  # time the baselines' kernels (docs/gpu.md)
     if not gpu_backend.available():
         raise SystemExit("bench gpu needs a CUDA device visible to CuPy")
     dev = cupy.cuda.Device()
@@ -119,7 +124,7 @@ def main(argv=None):
 
     rows = []
 
-    def measure(label, xs):
+    def measure(label, xs, coder):
         nbytes = sum(x.nbytes for x in xs)
         sets = [xs] + [[gradient(x.size).reshape(x.shape) for x in xs]
                        for _ in range(2 if nbytes < (256 << 20) else 0)]
@@ -134,15 +139,15 @@ def main(argv=None):
                 scale = cupy.abs(x).max()
                 cupy.rint(x * (a.levels / scale)).astype(cupy.int8)
 
-        opts = dict(quantizer="qsgd", coder=a.coder, levels=a.levels, norm=a.norm, seed=1)
+        opts = dict(quantizer="qsgd", coder=coder, levels=a.levels, norm=a.norm, seed=1,
+                    elias_layout=a.elias_layout)
         hc.encode_many(xs, **opts)  # warm-up: module compilation
         base_ms = median_ms(baseline, a.repeat)
         profs = []
         for _ in range(a.repeat):
             prof: dict = {}
             gpu_backend.encode_sections(pick(), ratio=0.01, chunk_log2=None,
-                                        elias_layout="runlength", nonfinite="raise",
-                                        profile=prof, **opts)
+                                        nonfinite="raise", profile=prof, **opts)
             profs.append(prof)
         stages = {s: statistics.median(p[s] for p in profs) for s in profs[0]}
         device_ms = sum(v for s, v in stages.items() if not s.endswith(("to host", "on host")))
@@ -163,33 +168,37 @@ def main(argv=None):
             st = np.concatenate([quantize(x, "qsgd", a.levels, a.norm, 1, i).states[: x.size]
                                  for i, x in enumerate(host)])
             h = entropy_bits(st)
-        rows.append(dict(label=label, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
+        rows.append(dict(label=label, coder=coder, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
                          device=nbytes / device_ms / 1e6, e2e=nbytes / enc_ms / 1e6,
                          dec=a.workers * nbytes / dec_ms / 1e6,
                          dec_device=a.workers * nbytes / dstages["decode"] / 1e6, bits=bits,
                          h=h, stages=stages))
         r = rows[-1]
-        print(f"{label}: encode device {r['device']:.0f} GB/s, end to end {r['e2e']:.1f} GB/s, "
+        print(f"{label}, {coder}: encode device {r['device']:.0f} GB/s, end to end "
+              f"{r['e2e']:.1f} GB/s, "
               f"decode-and-sum device {r['dec_device']:.0f} GB/s, end to end {r['dec']:.1f} "
               "GB/s; encode stages (ms) " + ", ".join(f"{s} {v:.3f}" for s, v in stages.items())
               + "; decode stages (ms) " + ", ".join(f"{s} {v:.3f}" for s, v in dstages.items()),
               flush=True)
 
-    for mb in a.sizes_mb:
-        measure(f"{mb} MB", [gradient(mb << 18)])
-    measure("ResNet-50 batch", [gradient(int(np.prod(s))).reshape(s) for s in resnet50_shapes()])
+    for coder in a.coder:
+        for mb in a.sizes_mb:
+            measure(f"{mb} MB", [gradient(mb << 18)], coder)
+        measure("ResNet-50 batch", [gradient(int(np.prod(s))).reshape(s)
+                                    for s in resnet50_shapes()], coder)
 
     print(f"\n{name}, {time.strftime('%Y-%m-%d')}; device-to-device copy {copy_gbs:,.0f} GB/s "
-          f"(read + write); QSGD {a.norm} norm s = {a.levels}, {a.coder}; decode-and-sum of "
-          f"{a.workers} "
-          f"payloads\n")
-    print("| input | MB | CuPy quantize + int8 (GB/s) | quantize + encode, device (GB/s) | "
+          f"(read + write); QSGD {a.norm} norm s = {a.levels}; Elias layout {a.elias_layout}; "
+          f"decode-and-sum of {a.workers} payloads\n")
+    print("| input | coder | MB | CuPy quantize + int8 (GB/s) | quantize + encode, device "
+          "(GB/s) | "
           "encode end to end (GB/s) | decode-and-sum, device (GB/s out) | decode-and-sum end "
           "to end (GB/s out) | bits/entry | entropy | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         h = f"{r['h']:.3f} | {r['bits'] / r['h']:.3f}" if r["h"] else "- | -"
-        print(f"| {r['label']} | {r['mb']:.0f} | {r['base']:.0f} | {r['device']:.0f} | "
+        print(f"| {r['label']} | {r['coder']} | {r['mb']:.0f} | {r['base']:.0f} | "
+              f"{r['device']:.0f} | "
               f"{r['e2e']:.1f} | {r['dec_device']:.0f} | {r['dec']:.1f} | {r['bits']:.3f} | "
               f"{h} |")
     return rows

@@ -1,0 +1,154 @@
+"""Every kernel launch of the GPU backend against the kernel's C signature, without a GPU.
+
+``gpu_backend.encode_sections`` and ``decode_sum`` run with CuPy replaced by NumPy arrays and
+every launch replaced by a check of its arguments against the ``extern "C"`` signature parsed
+from ``cuda/<stage>.cu``: as many arguments as parameters, an array for every pointer and a
+NumPy scalar of the parameter's exact type for every value (CuPy passes a scalar as its own
+type: an int64 where the kernel reads an int would misplace every later argument). Only the
+chunk plan is computed (as ``hc_chunk_plan`` does for dense tensors), so the encode reaches
+its write stage; the values are not checked here (tests/test_gpu_backend.py does that on a
+GPU, tests/test_cuda_sources.py the kernels' logic on the host)."""
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import horovod_huffcomp as hc
+from horovod_huffcomp import gpu_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64,
+           "double": np.float64, "float": np.float32}
+
+
+def signatures() -> dict:
+    """{(stage, kernel): [parameter type, or None for a pointer]} of every cuda/*.cu."""
+    out = {}
+    for path in (ROOT / "cuda").glob("*.cu"):
+        text = path.read_text().replace("\\\n", "\n")
+        suffixes = re.findall(r"^HC_INSTANCES\((\w+),", text, re.M)  # quantize.cu's dtypes
+        for name, params in re.findall(r'extern "C" __global__ void\s+(?:__launch_bounds__'
+                                       r'\(\w+\)\s+)?([\w#]+)\((.*?)\)\s*\{', text, re.S):
+            kinds = []
+            for p in params.split(","):
+                p = re.sub(r"\b(const|__restrict__)\b", " ", p).strip()
+                kinds.append(None if "*" in p else " ".join(p.split()[:-1]))
+            for suf in suffixes if "##SUF" in name else [""]:
+                out[path.stem, name.replace("##SUF", suf)] = kinds
+    return out
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array with the few CuPy array methods the backend calls."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    def get(self, out=None):
+        out[...] = self
+        return out
+
+    def set(self, host):
+        self[...] = np.asarray(host).reshape(self.shape)
+
+
+@pytest.fixture
+def checked_launches(monkeypatch):
+    sigs = signatures()
+    launched = []
+
+    def dev(a):
+        return np.asarray(a).view(DeviceArray)
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray = DeviceArray
+    for name in ("int8", "uint8", "int32", "uint32", "int64", "uint64", "float64", "float32"):
+        setattr(fake, name, getattr(np, name))
+    def empty(shape, dtype=np.float64):  # poisoned: 0x5A bytes
+        return dev(np.full(np.dtype(dtype).itemsize * int(np.prod(shape)), 0x5A, np.uint8)
+                   .view(dtype).reshape(shape))
+
+    fake.empty = empty
+    fake.zeros = lambda *a, **k: dev(np.zeros(*a, **k))
+    fake.full = lambda *a, **k: dev(np.full(*a, **k))
+    fake.asarray = dev
+    fake.asnumpy = np.asarray
+    fake.cumsum = np.cumsum
+    fake.ascontiguousarray = lambda a: dev(np.ascontiguousarray(a))
+    fake.from_dlpack = lambda a: dev(np.from_dlpack(a))
+    fake.cuda = types.SimpleNamespace(
+        alloc_pinned_memory=lambda n: bytearray(n),
+        get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    def kernel(stage, name):
+        params = sigs.get((stage, name))
+        assert params is not None, f"no kernel {name} in cuda/{stage}.cu"
+
+        def launch(grid, block, args):
+            assert len(args) == len(params), (name, len(args), len(params))
+            for k, (a, p) in enumerate(zip(args, params)):
+                if p is None:
+                    assert isinstance(a, np.ndarray), (name, k, type(a))
+                else:
+                    assert type(a) is SCALARS[p], (name, k, p, type(a))
+            launched.append(name)
+            if name == "hc_chunk_plan":  # 4096-element chunks (dense tensors)
+                sizes, count, clog2, nchunks = args[3], int(args[4]), args[6], args[7]
+                clog2[:count] = 12
+                nchunks[:count] = -(-sizes[:count] // 4096)
+        return launch
+
+    monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
+    return launched
+
+
+def test_signatures_are_parsed():
+    sigs = signatures()
+    assert len(sigs) > 20
+    assert sigs["elias", "hc_elias_write"][-4:] == ["int", "int", None, None]
+    assert sigs["huffman", "hc_huffman_decode_sum"][1] == "int"
+
+
+@pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("zrh", "runlength"),
+                                          ("auto", "runlength"), ("elias-gamma", "runlength"),
+                                          ("elias-omega", "gap")])
+def test_encode_launches(checked_launches, coder, layout):
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((5000, np.float32), (1, np.float16), (10_000, np.float64))]
+    for norm in ("max", "l2"):
+        checked_launches.clear()
+        secs = gpu_backend.encode_sections(
+            [x.view(DeviceArray) for x in xs], quantizer="qsgd", coder=coder, levels=8,
+            norm=norm, seed=1, elias_layout=layout)
+        used = {sec.coder for sec in secs}
+        assert used <= ({"huffman", "zrh"} if coder == "auto" else {coder})
+        assert all(sec.gap_layout == (layout == "gap") for sec in secs)
+        writes = {f"hc_{'elias' if c in gpu_backend.ELIAS else c}_write" for c in used}
+        assert writes | {"hc_quantize_f16", "hc_histogram"} <= set(checked_launches)
+        if coder != "huffman":
+            assert {"hc_list_count", "hc_list"} <= set(checked_launches)
+
+
+def test_decode_launches(checked_launches, monkeypatch):
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in (5000, 1, 30_000)]
+    xs[2][rng.random(30_000) < 0.995] = 0
+    blobs = [hc.encode_many(xs, "qsgd", c, 8, "max", seed=r, elias_layout=layout)
+             for r, (c, layout) in enumerate([("huffman", "runlength"), ("huffman", "runlength"),
+                                              ("auto", "runlength"), ("elias-delta", "gap")])]
+    for limit in (0, 1 << 40):  # the tiles, the symbol buffer (gpu_backend._by_symbols)
+        monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS", limit)
+        checked_launches.clear()
+        gpu_backend.decode_sum(blobs[:2])  # huffman everywhere: fused
+        assert ("hc_huffman_decode_symbols" in checked_launches) == bool(limit)
+        checked_launches.clear()
+        gpu_backend.decode_sum(blobs)  # huffman, ZRH and Elias tensors payload by payload
+        assert {"hc_huffman_decoders", "hc_huffman_decode_sum", "hc_zrh_decode_tables",
+                "hc_zrh_decode", "hc_elias_decode", "hc_add_states"} <= set(checked_launches)
