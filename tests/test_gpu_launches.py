@@ -4,10 +4,11 @@
 every launch replaced by a check of its arguments against the ``extern "C"`` signature parsed
 from ``cuda/<stage>.cu``: as many arguments as parameters, an array for every pointer and a
 NumPy scalar of the parameter's exact type for every value (CuPy passes a scalar as its own
-type: an int64 where the kernel reads an int would misplace every later argument). Only the
-chunk plan is computed (as ``hc_chunk_plan`` does for dense tensors), so the encode reaches
-its write stage; the values are not checked here (tests/test_gpu_backend.py does that on a
-GPU, tests/test_cuda_sources.py the kernels' logic on the host)."""
+type: an int64 where the kernel reads an int would misplace every later argument), and grid
+and block sizes within CUDA's limits. Only the chunk plan is computed (as ``hc_chunk_plan``
+does for dense tensors), so the encode reaches its write stage; the values are not checked
+here (tests/test_gpu_backend.py does that on a GPU, tests/test_cuda_sources.py the kernels'
+logic on the host)."""
 import re
 import sys
 import types
@@ -68,6 +69,7 @@ def checked_launches(monkeypatch):
     fake.ndarray = DeviceArray
     for name in ("int8", "uint8", "int32", "uint32", "int64", "uint64", "float64", "float32"):
         setattr(fake, name, getattr(np, name))
+
     def empty(shape, dtype=np.float64):  # poisoned: 0x5A bytes
         return dev(np.full(np.dtype(dtype).itemsize * int(np.prod(shape)), 0x5A, np.uint8)
                    .view(dtype).reshape(shape))
@@ -90,6 +92,9 @@ def checked_launches(monkeypatch):
         assert params is not None, f"no kernel {name} in cuda/{stage}.cu"
 
         def launch(grid, block, args):
+            assert 1 <= len(grid) <= 3 and all(int(g) >= 1 for g in grid), (name, grid)
+            assert int(grid[0]) < 2**31 and all(int(g) <= 65535 for g in grid[1:]), (name, grid)
+            assert 1 <= int(np.prod(block)) <= 1024, (name, block)
             assert len(args) == len(params), (name, len(args), len(params))
             for k, (a, p) in enumerate(zip(args, params)):
                 if p is None:
