@@ -282,13 +282,11 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             plan_specs, plan_host)[1]
         _check_finite(bad_h, nonfinite)
         lengths_h = lengths_h.reshape(count, alphabet)
-        chosen = [(coder, b"")] * count  # Elias: no codebook
-        for j in range(count if coder == "huffman" else 0):
-            code = (Code(np.zeros(alphabet, np.int64), single=int(single_h[j]))
-                    if single_h[j] >= 0 else Code(lengths_h[j].astype(np.int64)))
-            cb = bytearray()
-            code.serialize(cb)
-            chosen[j] = ("huffman", bytes(cb))
+        if coder == "huffman":
+            chosen = [("huffman", _huffman_codebook(lengths_h[j], int(single_h[j])))
+                      for j in range(count)]
+        else:
+            chosen = [(coder, b"")] * count  # Elias: no codebook
         used = (coder,)
     else:
         scales_h, clog2_h, first_h, bits_h, chosen, used = _plan_sparse(
@@ -336,6 +334,15 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         sec.reuse = prev is not None and (prev.coder, prev.codebook) == (sec.coder, sec.codebook)
         prev = sec
     return sections
+
+
+def _huffman_codebook(lengths, single: int) -> bytes:
+    """The codebook bytes of a code the device built: its lengths, or its one symbol."""
+    code = (Code(np.zeros(lengths.size, np.int64), single=single) if single >= 0
+            else Code(lengths.astype(np.int64)))
+    cb = bytearray()
+    code.serialize(cb)
+    return bytes(cb)
 
 
 def _check_finite(bad_h, nonfinite: str) -> None:
