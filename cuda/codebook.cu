@@ -48,16 +48,17 @@ extern "C" __global__ void hc_chunk_plan(const unsigned long long* counts, int a
 // The decoders of one payload's huffman tensors (common.cuh hc_decoder_header /
 // hc_decoder_primary: a record of HC_DEC_INTS ints per tensor), one block per tensor, and the
 // value of every state of every tensor in its dtype: values[t][k] = value of state k - s
-// (hc_state_value; the ZRH tensors' states are added through it too).
+// (hc_state_value, for the payload's quantizer `fmt`: HC_FP_LINEAR or a float format; the
+// other coders' states are added through it too).
 extern "C" __global__ void hc_huffman_decoders(const unsigned char* lengths,
-                                               const int* single, int alphabet,
+                                               const int* single, int alphabet, int fmt,
                                                const unsigned char* coders,
                                                const float* scales, const int* dtypes,
                                                int* dec, double* values) {
     __shared__ int pb;
     const int t = blockIdx.x, s = alphabet / 2;
     for (int k = threadIdx.x; k < alphabet; k += blockDim.x)
-        values[(long long)t * alphabet + k] = hc_state_value(k - s, (double)scales[t], s, dtypes[t]);
+        values[(long long)t * alphabet + k] = hc_state_value(k - s, (double)scales[t], s, dtypes[t], fmt);
     if (coders[t] != HC_CODER_HUFFMAN) return;
     int* d = dec + (long long)t * HC_DEC_INTS;
     if (threadIdx.x == 0) pb = hc_decoder_header(lengths + (long long)t * alphabet, alphabet, single[t], d);

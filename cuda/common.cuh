@@ -103,6 +103,9 @@ HC_HD uint64_t hc_sumsq_of(double y) { return (uint64_t)floor(y * y * 1099511627
 
 HC_HD uint64_t hc_sumsq_term(double x, double m) { return hc_sumsq_of(fabs(x) / m); }
 
+// The GenNorm fit's first-moment term (gennorm.abs_moments_fixed): floor(y 2^40), y = |x| / m.
+HC_HD uint64_t hc_abs_term(double y) { return (uint64_t)floor(y * 1099511627776.0); }
+
 HC_HD double hc_sumsq_value(uint64_t hi, uint64_t lo) {
     return (double)hi * (1.0 / 1048576.0) + (double)lo * (1.0 / 1099511627776.0);
 }
@@ -116,6 +119,70 @@ HC_HD float hc_round_up_f32(double v) {
     if ((double)f < v) f = nextafterf(f, INFINITY);
     return f;
 #endif
+}
+
+// ----------------------------------------------------------------- float_quantizer.py
+// CO3's low-bit float formats, numbered as gpu_backend.FP_IDS numbers payload.FP_FORMATS
+// (HC_FP_LINEAR: qsgd and terngrad). A format's largest code is the payload's levels s.
+#define HC_FP_LINEAR 0
+#define HC_FP_FP4 1
+#define HC_FP_FP8 2
+#define HC_FP_FP8_E5M2 3
+#define HC_F32_MAX 3.4028234663852886e38
+
+// value(k) of magnitude code k: k 2^(1 - bias - m) below 2^m (subnormals), else
+// (2^m + k mod 2^m) 2^((k >> m) - bias - m). Exact.
+HC_HD double hc_fp_value(int k, int mbits, int bias) {
+    const int top = 1 << mbits;
+    if (k < top) return ldexp((double)k, 1 - bias - mbits);
+    return ldexp((double)(top + (k & (top - 1))), (k >> mbits) - bias - mbits);
+}
+
+// A format and what its rounding compares with: kmax its largest code (the payload's levels),
+// vmax = value(kmax), the smallest normal value, the subnormals' unit 2^(bias + m - 1).
+struct HcFp {
+    int mbits, bias, kmax;
+    double vmax, normal_min, sub_unit;
+};
+
+HC_HD HcFp hc_fp_format(int fmt, int kmax) {
+    const int mbits = fmt == HC_FP_FP4 ? 1 : fmt == HC_FP_FP8 ? 3 : 2;
+    const int bias = fmt == HC_FP_FP4 ? 1 : fmt == HC_FP_FP8 ? 10 : 15;
+    return {mbits, bias, kmax, hc_fp_value(kmax, mbits, bias), ldexp(1.0, 1 - bias),
+            ldexp(1.0, bias + mbits - 1)};
+}
+
+HC_HD uint64_t hc_double_bits(double v) {
+#ifdef __CUDA_ARCH__
+    return (uint64_t)__double_as_longlong(v);
+#else
+    union { double d; uint64_t u; } c;
+    c.d = v;
+    return c.u;
+#endif
+}
+
+// The code nearest y >= 0 (ties to the even code), kmax from vmax on, as
+// float_quantizer._round_to_format: a normal value's code is its float64 bits above the top m
+// mantissa bits, rounded half to even on the rest, less the two biases' difference << m (a
+// carry out of the mantissa steps the exponent); a subnormal's is y 2^(bias + m - 1) rounded
+// half to even (an exact product: rint rounds it as the CPU's add-and-subtract of 2^52).
+HC_HD int hc_fp_code(double y, const HcFp& f) {
+    if (y >= f.vmax) return f.kmax;
+    if (y < f.normal_min) return (int)rint(y * f.sub_unit);
+    const int shift = 52 - f.mbits;
+    const uint64_t b = hc_double_bits(y), half = 1ull << (shift - 1);
+    uint64_t r = b >> shift;
+    const uint64_t rem = b & ((1ull << shift) - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return (int)(r - ((uint64_t)(1023 - f.bias) << f.mbits));
+}
+
+// The float32 scale of a format's tensor with max |x| = m > 0 under the max norm (m maps to
+// vmax): min(m / vmax, float32's largest) rounded up.
+HC_HD float hc_fp_max_scale(double m, const HcFp& f) {
+    const double v = m / f.vmax;
+    return hc_round_up_f32(v < HC_F32_MAX ? v : HC_F32_MAX);
 }
 
 // ----------------------------------------------------------------- codebook.py
@@ -362,9 +429,17 @@ HC_HD int hc_huffman_decode_run(const uint8_t* buf, uint64_t nbytes, uint64_t fi
 }
 
 // A decoded state's value in the tensor's dtype (1 float16, 2 float32, 3 float64), as a
-// double: state * scale / s rounded to the dtype (cpu_backend's dequantize, then astype).
-HC_HD double hc_state_value(int state, double scale, int s, int dtype) {
-    double v = (double)state * scale / (double)s;
+// double, as quantizers.dequantize gives it: state * scale / s (fmt HC_FP_LINEAR), or a float
+// format's value(|state|) * scale, negated for a negative state; rounded to the dtype once.
+HC_HD double hc_state_value(int state, double scale, int s, int dtype, int fmt) {
+    double v;
+    if (fmt == HC_FP_LINEAR) {
+        v = (double)state * scale / (double)s;
+    } else {
+        const HcFp f = hc_fp_format(fmt, s);
+        v = hc_fp_value(state < 0 ? -state : state, f.mbits, f.bias) * scale;
+        if (state < 0) v = -v;
+    }
     if (dtype == 1) return hc_round_to_half(v);
     if (dtype == 2) return (double)(float)v;
     return v;

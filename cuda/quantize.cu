@@ -4,9 +4,11 @@
 //   hc_absmax_*    per tensor max|x| (as the bits of a double: non-negative doubles order
 //                  like their bits, so atomicMax on them is a max) and a non-finite flag
 //   hc_sumsq_*     the L2 scale's fixed-point sum of squares, two integer sums (order free)
+//   hc_moments_*   that and the fixed-point sum of |x| / m: the GenNorm fit's moments (fp4)
 //   hc_scales      the float32 scale of every tensor (0, NaN for non-finite input)
 //   hc_quantize_*  stochastic rounding into int8 states (zero padded to a multiple of 8),
 //                  key = mix64(seed * G + streams[t])
+//   hc_quantize_fp_*  CO3's float formats: the code nearest |x| / scale, signed
 //
 // Suffixes: _f16 (float16 as its bits), _f32, _f64. Build with --fmad=false.
 #include "common.cuh"
@@ -127,10 +129,13 @@ __device__ void hc_absmax(const unsigned long long* ptrs, const long long* sizes
     }
 }
 
-template <class T>
+// The fixed-point sums of (|x| / m)^2 (hi, lo) and, with MOMENTS, of |x| / m (hi1, lo1: the
+// GenNorm fit's first moment, gennorm.abs_moments_fixed), order free.
+template <class T, bool MOMENTS>
 __device__ void hc_sumsq(const unsigned long long* ptrs, const long long* sizes,
                          const unsigned long long* maxbits, unsigned long long* hi,
-                         unsigned long long* lo) {
+                         unsigned long long* lo, unsigned long long* hi1 = nullptr,
+                         unsigned long long* lo1 = nullptr) {
     const int t = blockIdx.y;
     const T* x = reinterpret_cast<const T*>(ptrs[t]);
     const long long n = sizes[t];
@@ -138,40 +143,46 @@ __device__ void hc_sumsq(const unsigned long long* ptrs, const long long* sizes,
     if (m == 0.0 || !isfinite(m)) return;
     const double rm = 1.0 / m;
     const bool wide = hc_wide(x);
-    unsigned long long h = 0, l = 0;
+    unsigned long long h = 0, l = 0, h1 = 0, l1 = 0;
     for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g << 3 < n;
          g += (long long)gridDim.x * blockDim.x) {
         double v[8];
         hc_load8(x, g << 3, n, wide, v);  // past n: 0, whose term is 0
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
-            unsigned long long term = hc_sumsq_of(hc_div_fixed(fabs(v[k]), m, rm));
+            const double y = hc_div_fixed(fabs(v[k]), m, rm);
+            unsigned long long term = hc_sumsq_of(y);
             h += term >> 20;
             l += term & 0xFFFFFull;
+            if (MOMENTS) {
+                term = hc_abs_term(y);
+                h1 += term >> 20;
+                l1 += term & 0xFFFFFull;
+            }
         }
     }
     h = hc_warp_sum(h);
     l = hc_warp_sum(l);
+    if (MOMENTS) {
+        h1 = hc_warp_sum(h1);
+        l1 = hc_warp_sum(l1);
+    }
     if ((threadIdx.x & 31) == 0) {
         atomicAdd(hi + t, h);
         atomicAdd(lo + t, l);
+        if (MOMENTS) {
+            atomicAdd(hi1 + t, h1);
+            atomicAdd(lo1 + t, l1);
+        }
     }
 }
 
-template <class T>
-__device__ void hc_quantize(const unsigned long long* ptrs, const long long* sizes,
-                            const float* scales, int s, unsigned long long seed,
-                            const long long* streams, const long long* state_offsets,
-                            signed char* states) {
-    const int t = blockIdx.y;
-    const T* x = reinterpret_cast<const T*>(ptrs[t]);
-    const long long n = sizes[t];
-    const double scale = (double)scales[t], rscale = 1.0 / scale;
-    const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
-    signed char* out = states + state_offsets[t];
-    const bool zero = !(scale > 0.0) || isinf(scale);  // 0: all zero; NaN: decode gives NaN
-    // coders read zero padding to a multiple of 8; a thread makes 8 states at a time and
-    // stores them as one 8-byte word (state_offsets are multiples of 8)
+// The states of every tensor, 8 at a time (one 8-byte store; coders read zero padding to a
+// multiple of 8, state_offsets are multiples of 8): state(v, i) of element i of value v, or
+// zeros where `zero` (scale 0: an all-zero tensor; NaN: decode gives NaN).
+template <class T, class F>
+__device__ __forceinline__ void hc_states8(const T* x, long long n, bool zero,
+                                           signed char* out, F state) {
     unsigned long long* words = reinterpret_cast<unsigned long long*>(out);
     const bool wide = hc_wide(x);
     for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g << 3 < n;
@@ -185,14 +196,46 @@ __device__ void hc_quantize(const unsigned long long* ptrs, const long long* siz
 #pragma unroll
             for (int k = 0; k < 8; ++k) {
                 if (k >= m) break;
-                const double a = hc_div_fixed(fabs(v[k]) * (double)s, scale, rscale);
-                word |= (unsigned long long)(unsigned char)hc_round_level(a, v[k] < 0, s, key,
-                                                                          i0 + k)
-                        << (8 * k);
+                word |= (unsigned long long)(unsigned char)state(v[k], i0 + k) << (8 * k);
             }
         }
         words[g] = word;
     }
+}
+
+// qsgd / terngrad: stochastic rounding, key = mix64(seed * G + streams[t]).
+template <class T>
+__device__ void hc_quantize(const unsigned long long* ptrs, const long long* sizes,
+                            const float* scales, int s, unsigned long long seed,
+                            const long long* streams, const long long* state_offsets,
+                            signed char* states) {
+    const int t = blockIdx.y;
+    const T* x = reinterpret_cast<const T*>(ptrs[t]);
+    const long long n = sizes[t];
+    const double scale = (double)scales[t], rscale = 1.0 / scale;
+    const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
+    signed char* out = states + state_offsets[t];
+    hc_states8(x, n, !(scale > 0.0) || isinf(scale), out, [&](double v, long long i) {
+        const double a = hc_div_fixed(fabs(v) * (double)s, scale, rscale);
+        return hc_round_level(a, v < 0, s, key, i);
+    });
+}
+
+// A float format `fmt` (HC_FP_*; s its largest code): the code nearest |x| / scale, signed.
+template <class T>
+__device__ void hc_quantize_fp(const unsigned long long* ptrs, const long long* sizes,
+                               const float* scales, int fmt, int s,
+                               const long long* state_offsets, signed char* states) {
+    const int t = blockIdx.y;
+    const T* x = reinterpret_cast<const T*>(ptrs[t]);
+    const long long n = sizes[t];
+    const double scale = (double)scales[t], rscale = 1.0 / scale;
+    const HcFp f = hc_fp_format(fmt, s);
+    signed char* out = states + state_offsets[t];
+    hc_states8(x, n, !(scale > 0.0) || isinf(scale), out, [&](double v, long long) {
+        const int k = hc_fp_code(hc_div_fixed(fabs(v), scale, rscale), f);
+        return v < 0 ? -k : k;
+    });
 }
 
 #define HC_INSTANCES(SUF, T)                                                                   \
@@ -204,13 +247,26 @@ __device__ void hc_quantize(const unsigned long long* ptrs, const long long* siz
     extern "C" __global__ void hc_sumsq_##SUF(const unsigned long long* p, const long long* n, \
                                               const unsigned long long* m,                     \
                                               unsigned long long* hi, unsigned long long* lo) {  \
-        hc_sumsq<T>(p, n, m, hi, lo);                                                          \
+        hc_sumsq<T, false>(p, n, m, hi, lo);                                                   \
+    }                                                                                          \
+    extern "C" __global__ void hc_moments_##SUF(const unsigned long long* p,                   \
+                                                const long long* n,                            \
+                                                const unsigned long long* m,                   \
+                                                unsigned long long* hi, unsigned long long* lo, \
+                                                unsigned long long* hi1,                       \
+                                                unsigned long long* lo1) {                     \
+        hc_sumsq<T, true>(p, n, m, hi, lo, hi1, lo1);                                          \
     }                                                                                          \
     extern "C" __global__ void hc_quantize_##SUF(                                              \
         const unsigned long long* p, const long long* n, const float* scales, int s,           \
         unsigned long long seed, const long long* streams, const long long* offsets,           \
         signed char* states) {                                                                 \
         hc_quantize<T>(p, n, scales, s, seed, streams, offsets, states);                       \
+    }                                                                                          \
+    extern "C" __global__ void hc_quantize_fp_##SUF(                                           \
+        const unsigned long long* p, const long long* n, const float* scales, int fmt, int s,  \
+        const long long* offsets, signed char* states) {                                       \
+        hc_quantize_fp<T>(p, n, scales, fmt, s, offsets, states);                              \
     }
 
 HC_INSTANCES(f16, unsigned short)
@@ -218,15 +274,18 @@ HC_INSTANCES(f32, float)
 HC_INSTANCES(f64, double)
 
 // One thread per tensor: scale = round_up_f32(m) (max norm) or round_up_f32(m sqrt(S)) (L2);
-// 0 for an all-zero tensor, NaN when it holds NaN/Inf (nonfinite="propagate").
+// a float format `fmt` (HC_FP_*, s its largest code) under the max norm: hc_fp_max_scale (the
+// GenNorm norm's scale is fitted on the host from hc_moments' sums); 0 for an all-zero
+// tensor, NaN when it holds NaN/Inf (nonfinite="propagate").
 extern "C" __global__ void hc_scales(const unsigned long long* maxbits, const int* nonfinite,
                                      const unsigned long long* hi, const unsigned long long* lo,
-                                     int l2, int count, float* scales) {
+                                     int l2, int fmt, int s, int count, float* scales) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= count) return;
     double m = __longlong_as_double((long long)maxbits[t]);
     if (nonfinite[t]) scales[t] = __int_as_float(0x7fc00000);
     else if (m == 0.0) scales[t] = 0.0f;
+    else if (fmt != HC_FP_LINEAR) scales[t] = hc_fp_max_scale(m, hc_fp_format(fmt, s));
     else if (!l2) scales[t] = hc_round_up_f32(m);
     else scales[t] = hc_round_up_f32(m * sqrt(hc_sumsq_value(hi[t], lo[t])));
 }

@@ -77,7 +77,11 @@ def scale_for(x: np.ndarray, quantizer: str, norm: str, m: float) -> float:
     ``quantizers.quantize`` rounds it up to float32."""
     if norm == "max":
         return m / _VALUES[quantizer][-1]
-    alpha, beta = gennorm.fit(x, m)
+    return fit_scale(*gennorm.fit(x, m))
+
+
+def fit_scale(alpha: float, beta: float) -> float:
+    """CO3's scale of a GenNorm fit: alpha / P(beta)."""
     return alpha / co3_p(beta)
 
 

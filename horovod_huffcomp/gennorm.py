@@ -27,9 +27,10 @@ _HI = 1048576.0  # 2^20
 
 
 @njit(cache=True)
-def abs_moments_fixed(x, m):
-    """(sum of floor(|x_i| / m * 2^40), sum of floor((x_i / m)^2 * 2^40)), each times 2^-40,
-    exact (integer sums split in 20-bit halves: no overflow below 2^43 elements)."""
+def abs_moments_ints(x, m):
+    """The integer sums behind :func:`abs_moments_fixed`: (hi1, lo1, hi2, lo2), the sums of
+    floor(|x_i| / m * 2^40) and floor((x_i / m)^2 * 2^40) split in 20-bit halves (no overflow
+    below 2^43 elements); what the GPU's ``hc_moments`` kernels add up."""
     hi1 = np.uint64(0)
     lo1 = np.uint64(0)
     hi2 = np.uint64(0)
@@ -42,9 +43,19 @@ def abs_moments_fixed(x, m):
         t = np.uint64(math.floor(y * y * FIXED))
         hi2 += t >> np.uint64(20)
         lo2 += t & np.uint64(0xFFFFF)
-    s1 = np.float64(hi1) * (1.0 / _HI) + np.float64(lo1) * (1.0 / FIXED)
-    s2 = np.float64(hi2) * (1.0 / _HI) + np.float64(lo2) * (1.0 / FIXED)
-    return s1, s2
+    return hi1, lo1, hi2, lo2
+
+
+def fixed_sum(hi: int, lo: int) -> float:
+    """A fixed-point sum's value from its halves: hi 2^-20 + lo 2^-40 (one rounding)."""
+    return float(hi) * (1.0 / _HI) + float(lo) * (1.0 / FIXED)
+
+
+def abs_moments_fixed(x, m) -> tuple[float, float]:
+    """(sum of floor(|x_i| / m * 2^40), sum of floor((x_i / m)^2 * 2^40)), each times 2^-40,
+    exact."""
+    hi1, lo1, hi2, lo2 = abs_moments_ints(x, m)
+    return fixed_sum(hi1, lo1), fixed_sum(hi2, lo2)
 
 
 def moment_ratio(beta: float) -> float:
@@ -81,5 +92,11 @@ def fit(x: np.ndarray, m: float | None = None) -> tuple[float, float]:
     if x.dtype == np.float16:
         x = x.astype(np.float32)
     s1, s2 = abs_moments_fixed(x, m)  # the largest entry adds exactly 1 to each: neither is 0
-    alpha, beta = fit_moments(s1 / x.size, s2 / x.size)
+    return fit_sums(s1, s2, x.size, m)
+
+
+def fit_sums(s1: float, s2: float, n: int, m: float) -> tuple[float, float]:
+    """(alpha, beta) of n entries of max |x| = m from :func:`abs_moments_fixed`'s sums (the
+    GPU backend fits from the sums its kernels add up, through here: the same numbers)."""
+    alpha, beta = fit_moments(s1 / n, s2 / n)
     return alpha * m, beta

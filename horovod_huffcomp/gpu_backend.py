@@ -1,6 +1,7 @@
 """GPU backend: CuPy ``RawModule`` over ``cuda/*.cu``, byte-identical to the CPU backend.
 
-Covered so far: quantizers ``qsgd`` (L2 and max norm) and ``terngrad``, coders ``huffman``,
+Covered so far: quantizers ``qsgd`` (L2 and max norm), ``terngrad`` and CO3's float formats
+(``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``,
 ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
 batches. ``api.encode``/``encode_many`` send CUDA inputs here when the options
@@ -14,7 +15,9 @@ the packed data:
     absmax [+ sumsq] -> scales -> quantize -> histogram -> codes + chunk plan
     -> chunk bits -> (sync: plan to host) -> write -> (data to host)
 
-(the Elias baselines: lists of run ends or non-zeros in place of the codes, no codebook)
+(the Elias baselines: lists of run ends or non-zeros in place of the codes, no codebook;
+fp4's GenNorm scale: the moments' sums to the host, the fit there, the scales back: one
+synchronisation more, :func:`_gennorm_scales`)
 
 ``zrh`` / ``auto`` choose each tensor's code on the host from histograms counted on the
 device (one more synchronisation; see :func:`_plan_sparse`):
@@ -27,10 +30,10 @@ untrusted: the same checks as the CPU backend), then decodes every chunk of ever
 the device into one float64 accumulator, in payload order per element, as
 ``exchange.reduce_mean`` sums: tensors every payload codes with huffman in the same chunks
 by one launch over all payloads (each element written once), the others payload by payload;
-a bad chunk raises PayloadError, the device never faults. The decoder dequantizes linearly
-(state * scale / s, one scale per tensor): payloads of CO3's float formats (``fp4``,
-``fp8``...) and of QSGD's buckets are decoded on the host (NotImplementedError here;
-``exchange.decode_mean`` falls back).
+a bad chunk raises PayloadError, the device never faults. The decoder dequantizes with one
+scale per tensor (state * scale / s, or a float format's code value times the scale):
+payloads of QSGD's buckets and of exact top-k are decoded on the host (NotImplementedError
+here; ``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
 
@@ -43,14 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import coders, payload
+from . import coders, float_quantizer, gennorm, payload
 from .codebook import Code, canonical_codes
 from .coders import auto
 from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
-from .quantizers import check_options
+from .quantizers import check_options, format_scale
 
 STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias")
 ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
@@ -59,6 +62,11 @@ ELIAS_LAYOUTS = ("runlength", "gap")
 # CUDA inputs coded with Elias go to the host as before, and Elias sections are decoded there.
 # The GPU tests, scripts/gpu_sanitize.py and `bench gpu --coders elias-*` turn this on.
 ELIAS_ON_DEVICE = False
+# CO3's float formats (quantize.cu hc_quantize_fp_*, hc_moments_*): likewise, until they have
+# run on a GPU, CUDA inputs quantized to fp4/fp8/fp8-e5m2 go to the host and their payloads
+# are decoded there.
+FP_ON_DEVICE = False
+FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LINEAR)
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
@@ -112,9 +120,11 @@ def is_cuda_array(x) -> bool:
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
              bucket: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
-    qsgd/terngrad with one scale per tensor (QSGD's buckets are the host's), coded with
-    huffman, zrh, auto, or an Elias code (either layout) once ``ELIAS_ON_DEVICE``."""
-    return (quantizer in ("qsgd", "terngrad") and bucket is None
+    qsgd/terngrad with one scale per tensor (QSGD's buckets are the host's), or a float
+    format once ``FP_ON_DEVICE``, coded with huffman, zrh, auto, or an Elias code (either
+    layout) once ``ELIAS_ON_DEVICE``."""
+    return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS and FP_ON_DEVICE)
+            and bucket is None
             and (coder in ("huffman", "zrh", "auto") or coder in ELIAS and ELIAS_ON_DEVICE)
             and elias_layout in ELIAS_LAYOUTS)
 
@@ -202,6 +212,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     np.cumsum(padded, out=offsets_h[1:])
     alphabet = 2 * s + 1
     l2 = int(norm == "l2")
+    fmt = np.int32(FP_IDS.get(quantizer, 0))
     min_log2 = chunk_log2 or 12  # auto never goes below CHUNK_LOG2_AUTO_MIN
     bound = max(int(sum(-(-int(n) // (1 << min_log2)) for n in sizes_h)), 1)
     # every small input in one upload, every small output in one zeroed buffer
@@ -214,10 +225,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                   (bound, np.uint64), (count * alphabet, np.uint8)]
     plan_h, plan = _carve(plan_specs)
     scales, bad, clog2, chunk_first, hist, single, chunk_bits, lengths = plan
-    _, (maxbits, hi, lo, counts, codes, bits, nchunks) = _carve(
-        [(count, np.uint64), (count, np.uint64), (count, np.uint64),
-         (count * alphabet, np.uint64), (count * alphabet, np.uint16), (count, np.uint64),
-         (count, np.int64)])
+    _, (maxbits, hi, lo, hi1, lo1, counts, codes, bits, nchunks) = _carve(
+        [(count, np.uint64)] * 5 + [(count * alphabet, np.uint64), (count * alphabet, np.uint16),
+                                    (count, np.uint64), (count, np.int64)])
     groups = []  # (dtype suffix, first position, end position)
     for j, t in enumerate(order):
         suf = _SUFFIX[flats[t].dtype]
@@ -227,7 +237,8 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             groups.append([suf, j, j + 1])
 
     mark("start")
-    # 1. scales: max|x| (+ the L2 fixed-point sum of squares), per dtype group, one launch each
+    # 1. scales: max|x| (+ the L2 fixed-point sum of squares, or the GenNorm fit's moments),
+    # per dtype group, one launch each
     for suf, a, b in groups:
         grid = (_grid(int(sizes_h[a:b].max())), b - a)
         kernel("quantize", f"hc_absmax_{suf}")(grid, (THREADS,),
@@ -235,17 +246,26 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         if l2:
             kernel("quantize", f"hc_sumsq_{suf}")(grid, (THREADS,), (
                 ptrs[a:], sizes[a:], maxbits[a:], hi[a:], lo[a:]))
-    kernel("quantize", "hc_scales")((-(-count // 128),), (128,),
-                                    (maxbits, bad, hi, lo, np.int32(l2), np.int32(count), scales))
+        elif norm == "gennorm":
+            kernel("quantize", f"hc_moments_{suf}")(grid, (THREADS,), (
+                ptrs[a:], sizes[a:], maxbits[a:], hi[a:], lo[a:], hi1[a:], lo1[a:]))
+    kernel("quantize", "hc_scales")((-(-count // 128),), (128,), (
+        maxbits, bad, hi, lo, np.int32(l2), fmt, np.int32(s), np.int32(count), scales))
+    if norm == "gennorm":
+        _gennorm_scales(quantizer, sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales)
 
     mark("scale")
     # 2. states (the kernel writes every byte, padding included)
     states = cupy.empty(int(offsets_h[-1]) or 8, cupy.int8)
     for suf, a, b in groups:
-        kernel("quantize", f"hc_quantize_{suf}")(
-            (_grid(int(sizes_h[a:b].max())), b - a), (THREADS,),
-            (ptrs[a:], sizes[a:], scales[a:], np.int32(s), np.uint64(seed), streams_d[a:],
-             offsets[a:], states))
+        grid = (_grid(int(sizes_h[a:b].max())), b - a)
+        if fmt:
+            kernel("quantize", f"hc_quantize_fp_{suf}")(grid, (THREADS,), (
+                ptrs[a:], sizes[a:], scales[a:], fmt, np.int32(s), offsets[a:], states))
+        else:
+            kernel("quantize", f"hc_quantize_{suf}")(grid, (THREADS,), (
+                ptrs[a:], sizes[a:], scales[a:], np.int32(s), np.uint64(seed), streams_d[a:],
+                offsets[a:], states))
 
     mark("quantize")
     # 3. state counts (their zeros fix the chunk sizes) and the chunk plan, on the device
@@ -343,6 +363,30 @@ def _huffman_codebook(lengths, single: int) -> bytes:
     cb = bytearray()
     code.serialize(cb)
     return bytes(cb)
+
+
+def _gennorm_scales(quantizer, sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite,
+                    scales) -> None:
+    """fp4's GenNorm scales (``norm="gennorm"``): the moments' integer sums the device added
+    up (hc_moments) brought to the host (one synchronisation more), each tensor's GenNorm
+    fitted there as the CPU backend fits it (``gennorm.fit_sums``: lgamma is the host's) and
+    the float32 scales sent back into ``scales``."""
+    import cupy
+
+    maxbits_h, bad_h, hi_h, lo_h, hi1_h, lo1_h = (cupy.asnumpy(a) for a in (
+        maxbits, bad, hi, lo, hi1, lo1))
+    _check_finite(bad_h, nonfinite)
+    out = np.zeros(sizes_h.size, np.float32)
+    for j, n in enumerate(sizes_h):
+        m = float(maxbits_h[j:j + 1].view(np.float64)[0])
+        if bad_h[j]:
+            out[j] = np.nan
+        elif m > 0.0:
+            alpha, beta = gennorm.fit_sums(gennorm.fixed_sum(int(hi1_h[j]), int(lo1_h[j])),
+                                           gennorm.fixed_sum(int(hi_h[j]), int(lo_h[j])),
+                                           int(n), m)
+            out[j] = format_scale(float_quantizer.fit_scale(alpha, beta))
+    scales.set(out)
 
 
 def _check_finite(bad_h, nonfinite: str) -> None:
@@ -511,8 +555,9 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if (sec.coder not in CODER_IDS or sec.raw or sec.quantizer in payload.FP_FORMATS
-                    or sec.bucket_log2 or sec.coder in ELIAS and not ELIAS_ON_DEVICE):
+            if (sec.coder not in CODER_IDS or sec.raw or sec.bucket_log2
+                    or sec.quantizer in payload.FP_FORMATS and not FP_ON_DEVICE
+                    or sec.coder in ELIAS and not ELIAS_ON_DEVICE):
                 raise NotImplementedError(
                     f"the GPU decoder does not cover {sec.quantizer}/{sec.coder}"
                     f"{' in buckets' if sec.bucket_log2 else ''} yet")
@@ -584,8 +629,8 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                    _address(first_d))
         if pl[0][1]:
             kernel("codebook", "hc_huffman_decoders")((count,), (DS_THREADS,), (
-                lengths, single, np.int32(alphabets[p]), coders_d, scales, dtypes,
-                dec[p * count * DEC_INTS:], values[int(value_at[p]):]))
+                lengths, single, np.int32(alphabets[p]), np.int32(pl[0][5]), coders_d, scales,
+                dtypes, dec[p * count * DEC_INTS:], values[int(value_at[p]):]))
     refs_d = cupy.asarray(refs)
     clog2_0, first_0 = rest[5], rest[6]
     total_0 = plans[0][0][1]
@@ -613,7 +658,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
          coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits,
          gaps) = rest[per * p: per * p + per]
-        (sp, total_chunks, has_zrh, has_elias, table_size) = pl[0]
+        (sp, total_chunks, has_zrh, has_elias, table_size, _) = pl[0]
         if total_chunks == 0:
             continue
         chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
@@ -669,10 +714,10 @@ def _address(a) -> int:
 
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
-    any Elias section, ZRH table entries), payload bytes, lengths, single, chunk_byte,
-    chunk_bits, clog2, chunk_first, dtypes, scales, coders, ZRH parameters, ZRH code lengths,
-    codes and singles (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table offsets
-    and widths, Elias layouts (1: gap)]``
+    any Elias section, ZRH table entries, the quantizer's HC_FP_* number), payload bytes,
+    lengths, single, chunk_byte, chunk_bits, clog2, chunk_first, dtypes, scales, coders,
+    ZRH parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs,
+    then levels), ZRH table offsets and widths, Elias layouts (1: gap)]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -724,7 +769,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
-             bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1])),
+             bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
+             FP_IDS.get(secs[0].quantizer, 0) if secs else 0),
             body, lengths.reshape(-1), single, np.concatenate(chunk_byte),
             np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),

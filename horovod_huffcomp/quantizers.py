@@ -119,6 +119,12 @@ def _round_up_f32(v: float) -> float:
     return float(_round_up_f32_nb(float(v)))
 
 
+def format_scale(v: float) -> float:
+    """A float format's float32 scale from its float64 value v > 0: rounded up, at most
+    float32's largest value (the GenNorm scale may pass float32's range: alpha / 0.0009)."""
+    return _round_up_f32(min(v, F32_MAX))
+
+
 @njit(cache=True)
 def _scale_from_max(x, m, l2):
     """The tensor's own float32 scale given its max |x| = m: m rounded up to float32 (max
@@ -316,9 +322,7 @@ def quantize(
         raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
         return Quantized(states, n, max(s, 1), float("nan"), norm, raw, *kept)
     if quantizer in FP_FORMATS:
-        # the GenNorm scale may pass float32's range (alpha / 0.0009): its largest value then
-        scale = _round_up_f32(min(float_quantizer.scale_for(x, quantizer, norm, m),
-                                  F32_MAX)) if m > 0.0 else 0.0
+        scale = format_scale(float_quantizer.scale_for(x, quantizer, norm, m)) if m > 0.0 else 0.0
         if scale > 0.0:
             float_quantizer.quantize_into(x, quantizer, scale, states[:n])
         return Quantized(states, n, s, scale, norm, None, *kept)

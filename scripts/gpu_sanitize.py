@@ -1,8 +1,9 @@
 """Malformed payloads through the GPU decoder under compute-sanitizer (scripts/gpu_check.sh
 sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` must report no
 error while every corrupted payload is rejected with PayloadError or decoded as the CPU
-decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, and the
-encode kernels on random inputs. Needs a CUDA device visible to CuPy."""
+decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, a float
+format's payloads, and the encode kernels on random inputs (qsgd and the float formats).
+Needs a CUDA device visible to CuPy."""
 import sys
 
 import cupy
@@ -25,16 +26,19 @@ def mutants(blob, rng, count):
 
 
 def main(count: int = 60) -> None:
-    gpu_backend.ELIAS_ON_DEVICE = True  # the Elias kernels too
+    gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = True  # the newest kernels too
     rng = np.random.default_rng(0)
     dense = rng.standard_t(3, 20_000).astype(np.float32)
     sparse = np.zeros(50_000, np.float32)
     sparse[rng.integers(0, 50_000, 400)] = rng.standard_normal(400)
     rejected = accepted = 0
-    for coder, x, layout in (("huffman", dense, "runlength"), ("zrh", sparse, "runlength"),
-                             ("zrh", dense, "runlength"), ("elias-gamma", dense, "runlength"),
-                             ("elias-omega", sparse, "gap")):
-        good = [hc.encode(x, "qsgd", coder, 8, "max", seed=r, chunk_log2=8,
+    for q, coder, x, layout in (("qsgd", "huffman", dense, "runlength"),
+                                ("qsgd", "zrh", sparse, "runlength"),
+                                ("qsgd", "zrh", dense, "runlength"),
+                                ("qsgd", "elias-gamma", dense, "runlength"),
+                                ("qsgd", "elias-omega", sparse, "gap"),
+                                ("fp8", "huffman", dense, "runlength")):
+        good = [hc.encode(x, q, coder, 8 if q == "qsgd" else None, "max", seed=r, chunk_log2=8,
                           elias_layout=layout) for r in range(2)]
         for path in ("tiles", "symbols"):
             gpu_backend.SYMBOLS_MAX_CHUNKS = 0 if path == "tiles" else 1 << 40
@@ -48,18 +52,21 @@ def main(count: int = 60) -> None:
                     got = cupy.asnumpy(gpu_backend.decode_sum(trio))
                 except hc.PayloadError:
                     got = None
-                assert (want is None) == (got is None), (coder, path)
+                assert (want is None) == (got is None), (q, coder, path)
                 if want is None:
                     rejected += 1
                 else:
                     accepted += 1
-                    assert np.array_equal(got, want), (coder, path)
+                    assert np.array_equal(got, want), (q, coder, path)
     for n in (1, 7, 4097, 100_003):
-        for coder in ("huffman", "zrh", "auto", "elias-delta"):
+        for q, s, norm, coder in (("qsgd", 16, "l2", "huffman"), ("qsgd", 16, "l2", "zrh"),
+                                  ("qsgd", 16, "l2", "auto"), ("qsgd", 16, "l2", "elias-delta"),
+                                  ("fp4", None, "gennorm", "auto"),
+                                  ("fp8-e5m2", None, "max", "huffman")):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
-            assert hc.encode(cupy.asarray(x), "qsgd", coder, 16, "l2", seed=n) == hc.encode(
-                x, "qsgd", coder, 16, "l2", seed=n)
+            assert hc.encode(cupy.asarray(x), q, coder, s, norm, seed=n) == hc.encode(
+                x, q, coder, s, norm, seed=n)
     cupy.cuda.Device().synchronize()
     print(f"malformed payloads: {rejected} rejected, {accepted} decoded as the CPU decodes "
           "them; encodes byte-identical")

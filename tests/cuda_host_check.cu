@@ -51,6 +51,31 @@ float hc_check_scale(const double* x, long long n, int l2) {
     return hc_round_up_f32(m * sqrt(hc_sumsq_value(hi, lo)));
 }
 
+// quantize.cu's float formats per element: states of x (a format `fmt`, largest code s) at
+// this scale > 0 (hc_quantize_fp), the max-norm scale of x (hc_scales), and the GenNorm
+// moments' integer sums hi1, lo1, hi2, lo2 (hc_moments) into sums.
+void hc_check_fp_quantize(const double* x, long long n, double scale, int fmt, int s,
+                          signed char* out) {
+    const HcFp f = hc_fp_format(fmt, s);
+    for (long long i = 0; i < n; ++i) {
+        const int k = hc_fp_code(fabs(x[i]) / scale, f);
+        out[i] = (signed char)(x[i] < 0 ? -k : k);
+    }
+}
+
+float hc_check_fp_max_scale(double m, int fmt, int s) {
+    return hc_fp_max_scale(m, hc_fp_format(fmt, s));
+}
+
+void hc_check_moments(const double* x, long long n, double m, unsigned long long* sums) {
+    for (int k = 0; k < 4; ++k) sums[k] = 0;
+    for (long long i = 0; i < n; ++i) {
+        const double y = fabs(x[i]) / m;
+        const uint64_t a = hc_abs_term(y), q = hc_sumsq_of(y);
+        sums[0] += a >> 20, sums[1] += a & 0xFFFFF, sums[2] += q >> 20, sums[3] += q & 0xFFFFF;
+    }
+}
+
 void hc_check_code(const long long* counts, int n, unsigned char* lengths,
                    unsigned short* codes) {
     hc_huffman_lengths((const int64_t*)counts, n, HC_MAX_CODE_LEN, lengths);
@@ -109,12 +134,13 @@ int hc_check_huffman_decode(const unsigned char* buf, unsigned long long nbytes,
 
 // codebook.cu hc_huffman_decoders on the host: the blocks of the grid one after another.
 void hc_check_huffman_decoders(int count, const unsigned char* lengths, const int* single,
-                               int alphabet, const unsigned char* coders, const float* scales,
-                               const int* dtypes, int* dec, double* values) {
+                               int alphabet, int fmt, const unsigned char* coders,
+                               const float* scales, const int* dtypes, int* dec,
+                               double* values) {
     const int s = alphabet / 2;
     for (int t = 0; t < count; ++t) {
         for (int k = 0; k < alphabet; ++k)
-            values[(long long)t * alphabet + k] = hc_state_value(k - s, (double)scales[t], s, dtypes[t]);
+            values[(long long)t * alphabet + k] = hc_state_value(k - s, (double)scales[t], s, dtypes[t], fmt);
         if (coders[t] != HC_CODER_HUFFMAN) continue;
         int* d = dec + (long long)t * HC_DEC_INTS;
         int pb = hc_decoder_header(lengths + (long long)t * alphabet, alphabet, single[t], d);

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import horovod_huffcomp as hc
-from horovod_huffcomp import codebook, exchange, payload
+from horovod_huffcomp import (codebook, exchange, float_quantizer, gennorm, gpu_backend, payload,
+                              quantizers)
 from horovod_huffcomp.codebook import Code
 from horovod_huffcomp.payload import MAX_CODE_LEN, Reader
 from horovod_huffcomp.quantizers import quantize
@@ -63,6 +64,9 @@ def test_sizes_match_the_launches():
         kind = define(f"HC_{name.upper().replace('-', '_')}")
         assert define("HC_CODER_ELIAS_GAMMA") + kind == gpu_backend.CODER_IDS[name]
         assert kind == elias.KINDS[name] == gpu_backend.ELIAS.index(name)
+    for name, fmt in gpu_backend.FP_IDS.items():  # HC_FP_FP4 ...: the float formats' numbers
+        assert define(f"HC_FP_{name.upper().replace('-', '_')}") == fmt > define("HC_FP_LINEAR")
+    assert set(gpu_backend.FP_IDS) == set(payload.FP_FORMATS)
     assert define("HC_RUN_DIRECT") == chunks.RUN_DIRECT
     assert define("HC_RUN_ALPHABET") == chunks.RUN_ALPHABET
     assert define("HC_RICE_MAX_K") == chunks.RICE_MAX_K
@@ -98,6 +102,11 @@ def lib(tmp_path_factory):
     L.hc_check_scale.argtypes = [P, ctypes.c_longlong, ctypes.c_int]
     L.hc_check_scale.restype = ctypes.c_float
     L.hc_check_code.argtypes = [P, ctypes.c_int, P, P]
+    L.hc_check_fp_quantize.argtypes = [P, ctypes.c_longlong, ctypes.c_double, ctypes.c_int,
+                                       ctypes.c_int, P]
+    L.hc_check_fp_max_scale.argtypes = [ctypes.c_double, ctypes.c_int, ctypes.c_int]
+    L.hc_check_fp_max_scale.restype = ctypes.c_float
+    L.hc_check_moments.argtypes = [P, ctypes.c_longlong, ctypes.c_double, P]
     L.hc_check_huffman_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P,
                                           P, P, P]
     L.hc_check_huffman_encode.restype = ctypes.c_longlong
@@ -112,7 +121,7 @@ def lib(tmp_path_factory):
     L.hc_check_zrh_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong, ctypes.c_int,
                                       ctypes.c_int, P, P, P, P]
     i32 = ctypes.c_int
-    L.hc_check_huffman_decoders.argtypes = [i32, P, P, i32, P, P, P, P, P]
+    L.hc_check_huffman_decoders.argtypes = [i32, P, P, i32, i32, P, P, P, P, P]
     L.hc_check_decode_sum.argtypes = [ctypes.c_longlong, P, i32, P, P, P, i32, i32, P, P, P, P,
                                       P, i32, P, P]
     i64 = ctypes.c_longlong
@@ -152,6 +161,69 @@ def test_scale_and_rounding_match_cpu(lib, dtype, norm, levels):
         out = np.zeros(n, np.int8)
         lib.hc_check_round(ptr(wide), n, levels, float(q.scale), seed, 3, ptr(out))
         assert np.array_equal(out, q.states[:n])
+
+
+def format_edges(q: str) -> np.ndarray:
+    """|x| / scale values where a float format's rounding decides: every code's value, the
+    midpoints between neighbours (ties to even) and their float64 neighbours, past the
+    largest value, and 0."""
+    v = float_quantizer.values(q)
+    mids = (v[:-1] + v[1:]) / 2
+    edges = np.concatenate([v, mids, np.nextafter(mids, 0), np.nextafter(mids, np.inf),
+                            v * 1.25, [v[-1] * 2, v[1] / 3, 0.0]])
+    return np.concatenate([edges, -edges])
+
+
+@pytest.mark.parametrize("q", sorted(gpu_backend.FP_IDS))
+def test_float_formats_match_cpu(lib, q):
+    """CO3's float formats per element (quantize.cu's hc_quantize_fp, hc_scales and
+    hc_moments through common.cuh): the CPU's codes at every tie and saturation and on
+    gradients of every dtype, the CPU's max-norm scale, GenNorm moments' integer sums and
+    the dequantized value of every state (hc_state_value through the decoders' host build)
+    in every dtype, a NaN scale included."""
+    fmt, s = gpu_backend.FP_IDS[q], payload.fp_levels(q)
+    rng = np.random.default_rng(fmt)
+    scale = 0.375
+    x = format_edges(q) * scale
+    want = np.zeros(x.size, np.int8)
+    float_quantizer.quantize_into(x, q, scale, want)
+    got = np.zeros(x.size, np.int8)
+    lib.hc_check_fp_quantize(ptr(x), x.size, scale, fmt, s, ptr(got))
+    assert np.array_equal(got, want)
+    assert len(set(np.abs(want))) == s + 1  # every code reached
+    for dtype in (np.float16, np.float32, np.float64):
+        for n in (1, 9, 50_000):
+            x = gradient_like(rng, n, dtype)
+            x[0] = 1e-3  # not all zero
+            wide = x.astype(np.float64)
+            m = float(np.abs(wide).max())
+            for norm in ("max", "gennorm") if q == "fp4" else ("max",):
+                qz = quantize(x, q, None, norm, 0)
+                if norm == "max":
+                    assert lib.hc_check_fp_max_scale(m, fmt, s) == np.float32(qz.scale)
+                got = np.zeros(n, np.int8)
+                lib.hc_check_fp_quantize(ptr(wide), n, float(qz.scale), fmt, s, ptr(got))
+                assert np.array_equal(got, qz.states[:n])
+            sums = np.zeros(4, np.uint64)
+            lib.hc_check_moments(ptr(wide), n, m, ptr(sums))
+            assert tuple(int(v) for v in sums) == gennorm.abs_moments_ints(
+                x.astype(np.float32) if dtype == np.float16 else x, m)
+    states = np.arange(-s, s + 1, dtype=np.int8)
+    for scale in (0.375, 3e-5, 2.5e38, np.nan):
+        for dtype, code in ((np.float16, 1), (np.float32, 2), (np.float64, 3)):
+            values = np.zeros(2 * s + 1)
+            lib.hc_check_huffman_decoders(1, ptr(np.zeros(2 * s + 1, np.uint8)),
+                                          ptr(np.full(1, -1, np.int32)), 2 * s + 1, fmt,
+                                          ptr(np.zeros(1, np.uint8)),
+                                          ptr(np.array([scale], np.float32)),
+                                          ptr(np.array([code], np.int32)),
+                                          ptr(np.zeros(gpu_backend.DEC_INTS, np.int32)),
+                                          ptr(values))
+            want = float_quantizer.dequantize(states, q, float(np.float32(scale)), dtype)
+            if np.isnan(scale):
+                want = quantizers.dequantize(states, s, float("nan"), None, dtype, q)
+            assert np.array_equal(values.astype(dtype), want, equal_nan=True), (scale, dtype)
+            assert np.array_equal(values, want.astype(np.float64), equal_nan=True)
 
 
 def test_float16_conversions_match_numpy(lib):
@@ -362,6 +434,7 @@ def host_launches(lib, monkeypatch, request):
     monkeypatch.setattr(gpu_backend, "_address", lambda a: a.ctypes.data)
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
     monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
     return gpu_backend
 
 
@@ -392,11 +465,16 @@ def test_decode_sum_kernels_on_the_host(host_launches, levels, norm):
                     for t in range(len(shapes)))  # chunk sizes follow each worker's density
         assert (("hc_huffman_decode_symbols" in host_launches.launched)
                 == (host_launches.SYMBOLS_MAX_CHUNKS > 0 and len(case) > 1 and fused))
-        per_rank = [hc.decode_many(b) for b in case]
-        for t in range(len(shapes)):
-            want = exchange.reduce_mean([p[t] for p in per_rank], average=False)
+        for t, want in enumerate(cpu_sums(case)):
             assert got[t].shape == shapes[t]
             assert np.array_equal(got[t], want), (t, len(case))
+
+
+def cpu_sums(blobs) -> list:
+    """The host's float64 rank-order sum of the payloads' decoded tensors (what a
+    decode-and-sum must give)."""
+    per_rank = [hc.decode_many(b) for b in blobs]
+    return [exchange.reduce_mean(list(parts), average=False) for parts in zip(*per_rank)]
 
 
 def test_decode_sum_kernels_reject_what_the_cpu_rejects(host_launches):
@@ -629,9 +707,7 @@ def test_elias_decode_sum_kernels_on_the_host(host_launches):
             host_launches.launched.clear()
             got = host_launches.decode_sum(blobs, bundle=True)
             assert "hc_elias_decode" in host_launches.launched
-            per_rank = [hc.decode_many(b) for b in blobs]
-            for t in range(len(shapes)):
-                want = exchange.reduce_mean([p[t] for p in per_rank], average=False)
+            for t, want in enumerate(cpu_sums(blobs)):
                 assert np.array_equal(got[t], want), (coders, layout, t)
     bundle, secs = payload.unpack(blobs[2])
     rejected = accepted = 0
@@ -645,8 +721,7 @@ def test_elias_decode_sum_kernels_on_the_host(host_launches):
                             if k == t else sec for k, sec in enumerate(secs)], bundle=bundle)
         trio = [blobs[0], blobs[1], bad]
         try:
-            want = [exchange.reduce_mean(list(v), average=False)
-                    for v in zip(*[hc.decode_many(b) for b in trio])]
+            want = cpu_sums(trio)
         except hc.PayloadError:
             rejected += 1
             with pytest.raises(hc.PayloadError, match="^payload 2: elias-omega data"):
@@ -657,3 +732,29 @@ def test_elias_decode_sum_kernels_on_the_host(host_launches):
         accepted += 1
     assert rejected > 20 and accepted > 20
 
+
+def test_float_format_decode_sum_kernels_on_the_host(host_launches):
+    """Payloads of CO3's float formats (every format; fp4 with its GenNorm scale and the max
+    norm; huffman and Elias; float16/32/64; a NaN tensor) summed by the host builds of the
+    decode kernels as exchange.reduce_mean sums them: each payload's values from its own
+    format, a qsgd payload beside fp8 ones included."""
+    rng = np.random.default_rng(5)
+    shapes = [(), (300, 7), (9000,), (20_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32]
+    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    xs[1][2][7] = np.nan
+    cases = [[("fp4", None, "huffman")] * 3, [("fp4", "max", "elias-gamma")] * 3,
+             [("fp8", None, "huffman"), ("fp8", None, "elias-delta"), ("fp8", None, "huffman")],
+             [("fp8-e5m2", None, "huffman")] * 3,
+             [("fp8", None, "huffman"), ("qsgd", "max", "huffman"), ("fp8", None, "huffman")]]
+    for case in cases:
+        blobs = [hc.encode_many(x, q, c, 119 if q == "qsgd" else None, norm, seed=r,
+                                nonfinite="propagate")
+                 for r, (x, (q, norm, c)) in enumerate(zip(xs, case))]
+        host_launches.launched.clear()
+        got = host_launches.decode_sum(blobs, bundle=True)
+        assert "hc_huffman_decoders" in host_launches.launched
+        for t, want in enumerate(cpu_sums(blobs)):
+            assert np.array_equal(got[t], want, equal_nan=True), (case, t)
+        assert np.isnan(got[2]).all() and not np.isnan(got[3]).any()

@@ -20,10 +20,14 @@ CODERS = ["huffman", "zrh", "auto"]
 ELIAS = [(c, layout) for c in gpu_backend.ELIAS for layout in gpu_backend.ELIAS_LAYOUTS]
 
 
+FORMATS = [("fp4", "gennorm"), ("fp4", "max"), ("fp8", "max"), ("fp8-e5m2", "max")]
+
+
 @pytest.fixture(autouse=True)
-def elias_on_device(monkeypatch):
-    """The Elias kernels are checked here before they are on by default."""
+def new_kernels_on_device(monkeypatch):
+    """The Elias and float-format kernels are checked here before they are on by default."""
     monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
 
 
 def gradient_like(rng, n, dtype):
@@ -130,6 +134,40 @@ def test_elias_is_byte_identical(coder, layout):
                           elias_layout=layout) == want
 
 
+@pytest.mark.parametrize("coder", ["huffman", "auto", "elias-gamma"])
+@pytest.mark.parametrize("quantizer,norm", FORMATS)
+def test_float_formats_are_byte_identical(quantizer, norm, coder):
+    """CO3's float formats on the device (hc_quantize_fp; fp4's GenNorm moments summed there,
+    fitted on the host): every size and dtype, values across float64's range (the division's
+    exact and fallback paths, subnormal codes), a GenNorm scale past float32's range
+    (clamped), a NaN tensor, batches of mixed dtypes."""
+    rng = np.random.default_rng(23)
+    for n in SIZES:
+        for dtype in (np.float16, np.float32, np.float64):
+            x = gradient_like(rng, n, dtype)
+            want = hc.encode(x, quantizer, coder, norm=norm, seed=n)
+            assert hc.encode(cupy.asarray(x), quantizer, coder, norm=norm, seed=n) == want, (
+                n, dtype)
+    base = gradient_like(rng, 20_000, np.float64)
+    for factor in (1e-300, 1e-30, 1e30, 1e36, 1e300):
+        x = base * factor
+        want = hc.encode(x, quantizer, coder, norm=norm)
+        assert hc.encode(cupy.asarray(x), quantizer, coder, norm=norm) == want, factor
+    x = gradient_like(rng, 5000, np.float32)
+    x[17] = np.nan
+    want = hc.encode(x, quantizer, coder, norm=norm, nonfinite="propagate")
+    assert hc.encode(cupy.asarray(x), quantizer, coder, norm=norm,
+                     nonfinite="propagate") == want
+    with pytest.raises(hc.NonFiniteError):
+        hc.encode(cupy.asarray(x), quantizer, coder, norm=norm)
+    xs = [gradient_like(rng, k, dt) for k, dt in (
+        (4096, np.float32), (1, np.float16), (0, np.float32), (70_001, np.float64))]
+    xs.append(sparse_like(rng, 50_000, 0.001, np.float16))
+    want = hc.encode_many(xs, quantizer, coder, norm=norm, seed=9)
+    assert hc.encode_many([cupy.asarray(x) for x in xs], quantizer, coder, norm=norm,
+                          seed=9) == want
+
+
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
     bits take the writer's slow path (straight to global memory)."""
@@ -210,12 +248,11 @@ def test_nonfinite():
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
     for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"), dict(coder="shs"),
-               dict(quantizer="topk", coder="elias-omega"), dict(quantizer="fp4"),
-               dict(quantizer="fp8"),
+               dict(quantizer="topk", coder="elias-omega"), dict(quantizer="fp8", coder="rlh"),
                dict(bucket=512)):
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
-    # float formats and QSGD's buckets decode on the host
-    for blob in (hc.encode(x, "fp4", "huffman"), hc.encode(x, "qsgd", "huffman", bucket=512)):
+    # exact top-k and QSGD's buckets decode on the host
+    for blob in (hc.encode(x, "topk", "huffman"), hc.encode(x, "qsgd", "huffman", bucket=512)):
         with pytest.raises(NotImplementedError):
             gpu_backend.decode_sum([blob])
 
@@ -234,6 +271,17 @@ def decode_path(request, monkeypatch):
 
     monkeypatch.setattr(gpu_backend, "kernel", recording)
     return request.param, launched
+
+
+def assert_sums_as_cpu(blobs, counts, *label):
+    """``decode_sum`` of the first n payloads, for each n in ``counts``, equal tensor by
+    tensor to the host's float64 rank-order sum of their decoded values."""
+    per_rank = [hc.decode_many(b) for b in blobs]
+    for n in counts:
+        got = gpu_backend.decode_sum(blobs[:n], bundle=True)
+        for t, parts in enumerate(zip(*per_rank[:n])):
+            want = exchange.reduce_mean(list(parts), average=False)
+            assert np.array_equal(cupy.asnumpy(got[t]), want), label + (n, t)
 
 
 @pytest.mark.parametrize("coder", CODERS)
@@ -269,12 +317,25 @@ def test_elias_decode_sum_matches_cpu_reduce(coder, layout, decode_path):
         c = coder if r < 3 else ("huffman", "auto")[r - 3]
         blobs.append(hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", c, 16, "l2", seed=r,
                                     elias_layout=layout))
-    per_rank = [hc.decode_many(b) for b in blobs]
-    for n in (1, 3, 5):
-        got = gpu_backend.decode_sum(blobs[:n], bundle=True)
-        for t in range(len(shapes)):
-            want = exchange.reduce_mean([p[t] for p in per_rank[:n]], average=False)
-            assert np.array_equal(cupy.asnumpy(got[t]), want), (n, t)
+    assert_sums_as_cpu(blobs, (1, 3, 5))
+
+
+@pytest.mark.parametrize("quantizer,norm", FORMATS)
+def test_float_format_decode_sum_matches_cpu_reduce(quantizer, norm, decode_path):
+    """Float-format payloads of 4 workers (huffman, auto and Elias ones; float16/32/64) decoded
+    with the format's values and summed as the host sums them."""
+    rng = np.random.default_rng(24)
+    shapes = [(300, 7), (1,), (), (70_001,), (200_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32, np.float32]
+    blobs = []
+    for r in range(4):
+        xs = [gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+              for sh, dt in zip(shapes, dtypes)]
+        xs[-1] = sparse_like(rng, 200_000, 0.003)
+        coder = ("huffman", "huffman", "auto", "elias-delta")[r]
+        blobs.append(hc.encode_many([cupy.asarray(x) for x in xs], quantizer, coder, norm=norm,
+                                    seed=r))
+    assert_sums_as_cpu(blobs, (1, 2, 4))
 
 
 def test_decode_sum_of_payloads_coded_differently(decode_path):
@@ -289,12 +350,8 @@ def test_decode_sum_of_payloads_coded_differently(decode_path):
         xs[3] = sparse_like(rng, 40_000, 0.002 if r % 2 else 0.2)  # chunk size follows density
         coder, clog2 = [("huffman", None), ("huffman", None), ("auto", None), ("huffman", 9)][r]
         blobs.append(hc.encode_many(xs, "qsgd", coder, 8, "max", seed=r, chunk_log2=clog2))
-    per_rank = [hc.decode_many(b) for b in blobs]
-    for n in (2, 3, 4):  # 2: tensor 3 alone (chunk sizes differ); 3, 4: ZRH, other chunks
-        got = gpu_backend.decode_sum(blobs[:n], bundle=True)
-        for t in range(len(shapes)):
-            want = exchange.reduce_mean([p[t] for p in per_rank[:n]], average=False)
-            assert np.array_equal(cupy.asnumpy(got[t]), want)
+    # 2: tensor 3 alone (chunk sizes differ); 3, 4: ZRH, other chunks
+    assert_sums_as_cpu(blobs, (2, 3, 4))
 
 
 def test_decode_sum_names_the_one_bad_payload(decode_path):
@@ -417,12 +474,7 @@ def test_poisoned_device_buffers(monkeypatch, decode_path):
             blobs.append(hc.encode_many(xs, "qsgd", coder, 8, "max", seed=r))
             assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", coder, 8, "max",
                                   seed=r) == blobs[-1]
-        per_rank = [hc.decode_many(b) for b in blobs]
-        for n in (1, 3):
-            got = gpu_backend.decode_sum(blobs[:n], bundle=True)
-            for t in range(len(shapes)):
-                want = exchange.reduce_mean([p[t] for p in per_rank[:n]], average=False)
-                assert np.array_equal(cupy.asnumpy(got[t]), want), (coder, n, t)
+        assert_sums_as_cpu(blobs, (1, 3), coder)
 
 
 @pytest.mark.parametrize("coder", ["huffman", "auto"])

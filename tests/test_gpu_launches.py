@@ -110,6 +110,7 @@ def checked_launches(monkeypatch):
 
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
     monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
     return launched
 
 
@@ -139,6 +140,31 @@ def test_encode_launches(checked_launches, coder, layout):
         assert writes | {"hc_quantize_f16", "hc_histogram"} <= set(checked_launches)
         if coder != "huffman":
             assert {"hc_list_count", "hc_list"} <= set(checked_launches)
+
+
+@pytest.mark.parametrize("quantizer,norm,coder", [("fp4", "gennorm", "huffman"),
+                                                   ("fp4", "max", "auto"),
+                                                   ("fp8", "max", "elias-delta"),
+                                                   ("fp8-e5m2", "max", "huffman")])
+def test_float_format_launches(checked_launches, quantizer, norm, coder):
+    """CO3's float formats: their quantize kernels (and fp4's GenNorm moments), the sections'
+    fields, and their payloads' decode (the decoders told the format)."""
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((5000, np.float32), (3, np.float16), (700, np.float64))]
+    secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], quantizer=quantizer,
+                                       coder=coder, levels=None, norm=norm, seed=1)
+    assert {(sec.quantizer, sec.norm, sec.levels) for sec in secs} == {
+        (quantizer, norm, hc.payload.fp_levels(quantizer))}
+    suffixes = ("f16", "f32", "f64")
+    assert {f"hc_quantize_fp_{s}" for s in suffixes} <= set(checked_launches)
+    assert not {f"hc_quantize_{s}" for s in suffixes} & set(checked_launches)
+    assert ({f"hc_moments_{s}" for s in suffixes} <= set(checked_launches)) == (
+        norm == "gennorm")
+    checked_launches.clear()
+    gpu_backend.decode_sum([hc.encode_many(xs, quantizer, coder, norm=norm, seed=r)
+                            for r in range(2)])
+    assert "hc_huffman_decoders" in checked_launches
 
 
 def test_decode_launches(checked_launches, monkeypatch):

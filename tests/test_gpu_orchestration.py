@@ -54,8 +54,8 @@ def test_decode_sum_and_decode(host_device):
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
 
 
-# not GPU-covered, host fallback: rlh, CO3's float formats (their values are a table's) and
-# QSGD's buckets (a scale per bucket)
+# not GPU-covered, host fallback: rlh, QSGD's buckets (a scale per bucket) and, until
+# gpu_backend.FP_ON_DEVICE, CO3's float formats
 @pytest.mark.parametrize("coder,quantizer,bucket", [
     ("huffman", "qsgd", None), ("rlh", "qsgd", None), ("huffman", "fp4", None),
     ("huffman", "qsgd", 64)])
@@ -86,13 +86,18 @@ def test_errors_name_the_payload(host_device):
         gpu_backend.decode_sum([blobs[0], other])
 
 
-def test_elias_stays_on_the_host_until_its_kernels_ran_on_a_gpu(host_device, monkeypatch):
-    """Until gpu_backend.ELIAS_ON_DEVICE (docs/gpu.md), CUDA inputs coded with Elias are
-    encoded on the host and Elias payloads decoded there (exchange.decode_mean falls back)."""
-    assert not gpu_backend.ELIAS_ON_DEVICE
-    assert not gpu_backend.supports("qsgd", "elias-gamma", "gap")
-    blobs = _blobs("elias-delta")
-    with pytest.raises(NotImplementedError, match="qsgd/elias-delta"):
+@pytest.mark.parametrize("flag,quantizer,coder", [("ELIAS_ON_DEVICE", "qsgd", "elias-delta"),
+                                                  ("FP_ON_DEVICE", "fp8", "huffman"),
+                                                  ("FP_ON_DEVICE", "fp4", "auto")])
+def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monkeypatch, flag,
+                                                              quantizer, coder):
+    """Until gpu_backend.ELIAS_ON_DEVICE / FP_ON_DEVICE (docs/gpu.md), CUDA inputs coded with
+    Elias or quantized to a float format are encoded on the host and such payloads decoded
+    there (exchange.decode_mean falls back)."""
+    assert not getattr(gpu_backend, flag)
+    assert not gpu_backend.supports(quantizer, coder, "gap")
+    blobs = _blobs(coder, quantizer)
+    with pytest.raises(NotImplementedError, match=f"{quantizer}/"):
         gpu_backend.decode_sum(blobs)
     frames = exchange.split_frames(
         np.frombuffer(b"".join(exchange.frame(b) for b in blobs), np.uint8), 3)
@@ -100,8 +105,9 @@ def test_elias_stays_on_the_host_until_its_kernels_ran_on_a_gpu(host_device, mon
     per_rank = [hc.decode_many(b) for b in blobs]
     for t, m in enumerate(means):
         assert np.array_equal(m, exchange.reduce_mean([p[t] for p in per_rank]))
-    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
-    assert gpu_backend.supports("qsgd", "elias-gamma", "gap")
-    assert not gpu_backend.supports("qsgd", "elias-gamma", "diagonal")
+    monkeypatch.setattr(gpu_backend, flag, True)
+    assert gpu_backend.supports(quantizer, coder, "gap")
+    assert not gpu_backend.supports(quantizer, coder, "diagonal")
+    assert not gpu_backend.supports(quantizer, coder, "gap", bucket=64)
     assert gpu_backend.decode_sum(blobs)[0].shape == SHAPES[0]
 

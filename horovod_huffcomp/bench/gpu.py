@@ -7,7 +7,8 @@ tensors, 25.6M parameters), in one run:
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
 * quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
   of huffman, zrh, auto and the Elias baselines, measured one after another in the same
-  run; ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
+  run; ``--quantizer`` (qsgd, terngrad or a float format: fp4, fp8, fp8-e5m2),
+  ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
   kernels (CUDA events around the stages, median of repeats, inputs rotated so small sizes
   do not sit in L2; for zrh / auto without the copy of the histograms to the host and the
   choice of codes there) and
@@ -95,7 +96,7 @@ def main(argv=None):
 
     import horovod_huffcomp as hc
     from horovod_huffcomp import gpu_backend
-    from horovod_huffcomp.quantizers import quantize
+    from horovod_huffcomp.quantizers import check_options, quantize
 
     ap = argparse.ArgumentParser(prog="horovod-huffcomp-bench gpu", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,10 +106,17 @@ def main(argv=None):
     ap.add_argument("--coders", "--coder", dest="coder", nargs="+", default=["huffman"],
                     choices=("huffman", "zrh", "auto") + gpu_backend.ELIAS)
     ap.add_argument("--elias-layout", default="runlength", choices=gpu_backend.ELIAS_LAYOUTS)
+    ap.add_argument("--quantizer", default="qsgd",
+                    choices=("qsgd", "terngrad") + tuple(gpu_backend.FP_IDS))
     ap.add_argument("--levels", type=int, default=LEVELS, help="QSGD s (default %(default)s)")
-    ap.add_argument("--norm", default="max", choices=("max", "l2"))
+    ap.add_argument("--norm", default=None, choices=("max", "l2", "gennorm"),
+                    help="default: max (fp4: gennorm)")
     a = ap.parse_args(argv)
-    gpu_backend.ELIAS_ON_DEVICE = True  # time the baselines' kernels (docs/gpu.md)
+    levels = a.levels if a.quantizer == "qsgd" else None
+    levels, norm = check_options(a.quantizer, levels, a.norm or (
+        "gennorm" if a.quantizer == "fp4" else "max"))
+    # time the kernels not yet on by default too (docs/gpu.md)
+    gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = True
     if not gpu_backend.available():
         raise SystemExit("bench gpu needs a CUDA device visible to CuPy")
     dev = cupy.cuda.Device()
@@ -137,9 +145,9 @@ def main(argv=None):
         def baseline():
             for x in pick():
                 scale = cupy.abs(x).max()
-                cupy.rint(x * (a.levels / scale)).astype(cupy.int8)
+                cupy.rint(x * (levels / scale)).astype(cupy.int8)
 
-        opts = dict(quantizer="qsgd", coder=coder, levels=a.levels, norm=a.norm, seed=1,
+        opts = dict(quantizer=a.quantizer, coder=coder, levels=levels, norm=norm, seed=1,
                     elias_layout=a.elias_layout)
         hc.encode_many(xs, **opts)  # warm-up: module compilation
         base_ms = median_ms(baseline, a.repeat)
@@ -165,7 +173,7 @@ def main(argv=None):
         h = None
         if nbytes <= (64 << 20):
             host = [cupy.asnumpy(x).reshape(-1) for x in sets[0]]
-            st = np.concatenate([quantize(x, "qsgd", a.levels, a.norm, 1, i).states[: x.size]
+            st = np.concatenate([quantize(x, a.quantizer, levels, norm, 1, i).states[: x.size]
                                  for i, x in enumerate(host)])
             h = entropy_bits(st)
         rows.append(dict(label=label, coder=coder, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
@@ -188,7 +196,8 @@ def main(argv=None):
                                     for s in resnet50_shapes()], coder)
 
     print(f"\n{name}, {time.strftime('%Y-%m-%d')}; device-to-device copy {copy_gbs:,.0f} GB/s "
-          f"(read + write); QSGD {a.norm} norm s = {a.levels}; Elias layout {a.elias_layout}; "
+          f"(read + write); {a.quantizer} {norm} norm s = {levels}; Elias layout "
+          f"{a.elias_layout}; "
           f"decode-and-sum of {a.workers} payloads\n")
     print("| input | coder | MB | CuPy quantize + int8 (GB/s) | quantize + encode, device "
           "(GB/s) | "
