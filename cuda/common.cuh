@@ -1028,3 +1028,17 @@ HC_HD void hc_add_state_at(const signed char* states, long long at, long long i,
                            const double* value, double* acc) {
     acc[at + i] += value[states[at + i]];
 }
+
+// Element i of tensor t quantized in buckets of 2^blog2 (scales: the tensor's, one per
+// bucket), its state from the state buffer (which[t] 1) or its huffman symbol (2), added to
+// the accumulator: state * scale / s in its dtype (quantizers.dequantize with buckets).
+HC_HD void hc_add_bucket_state_at(const signed char* states, const uint8_t* symbols, int t,
+                                  long long i, const long long* state_at,
+                                  const long long* sym_offsets, const uint8_t* which,
+                                  const float* scales, int blog2, int s, int dtype,
+                                  double* acc) {
+    const int state = which[t] == 2 ? (int)symbols[sym_offsets[t] + i] - s
+                                    : (int)states[state_at[t] + i];
+    acc[state_at[t] + i] += hc_state_value(state, (double)scales[i >> blog2], s, dtype,
+                                           HC_FP_LINEAR);
+}

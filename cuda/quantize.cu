@@ -5,10 +5,11 @@
 //                  like their bits, so atomicMax on them is a max) and a non-finite flag
 //   hc_sumsq_*     the L2 scale's fixed-point sum of squares, two integer sums (order free)
 //   hc_moments_*   that and the fixed-point sum of |x| / m: the GenNorm fit's moments (fp4)
-//   hc_scales      the float32 scale of every tensor (0, NaN for non-finite input)
+//   hc_scales      the float32 scale of every tensor or bucket (0, NaN for non-finite input)
 //   hc_quantize_*  stochastic rounding into int8 states (zero padded to a multiple of 8),
 //                  key = mix64(seed * G + streams[t])
 //   hc_quantize_fp_*  CO3's float formats: the code nearest |x| / scale, signed
+//   hc_*_buckets_*    QSGD's buckets: max, sum of squares and rounding per bucket
 //
 // Suffixes: _f16 (float16 as its bits), _f32, _f64. Build with --fmad=false.
 #include "common.cuh"
@@ -238,6 +239,106 @@ __device__ void hc_quantize_fp(const unsigned long long* ptrs, const long long* 
     });
 }
 
+// QSGD's buckets (buckets of 2^blog2 >= 16 elements, so a thread's 8 values lie in one;
+// bucket b of tensor t is entry first[t] + b of the per-bucket arrays). A warp's lanes hold 32
+// consecutive groups of 8 (a warp's first group is a multiple of 32), so the lanes sharing a
+// bucket are aligned runs of `width` = min(32, 2^blog2 / 8): xor shuffles within such a run
+// reduce its values, its first lane adds them up for the bucket. The loops run warp-uniformly
+// (lanes past n load zeros) so that every lane takes part in the shuffles.
+__device__ __forceinline__ int hc_bucket_lanes(int blog2) {
+    return blog2 >= 8 ? 32 : 1 << (blog2 - 3);
+}
+
+template <class T>
+__device__ void hc_absmax_buckets(const unsigned long long* ptrs, const long long* sizes,
+                                  const long long* first, int blog2,
+                                  unsigned long long* maxbits, int* nonfinite) {
+    const int t = blockIdx.y, lane = threadIdx.x & 31, width = hc_bucket_lanes(blog2);
+    const T* x = reinterpret_cast<const T*>(ptrs[t]);
+    const long long n = sizes[t];
+    const bool wide = hc_wide(x);
+    unsigned long long* mb = maxbits + first[t];
+    int bad = 0;
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; (g - lane) << 3 < n;
+         g += (long long)gridDim.x * blockDim.x) {
+        double v[8];
+        hc_load8(x, g << 3, n, wide, v);  // past n: 0, which changes no max
+        unsigned long long m = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            const double a = fabs(v[k]);
+            if (!isfinite(a)) bad = 1;
+            else m = max(m, (unsigned long long)__double_as_longlong(a));
+        }
+        for (int o = width >> 1; o; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if ((lane & (width - 1)) == 0 && m) atomicMax(mb + ((g << 3) >> blog2), m);
+    }
+    bad = __any_sync(0xffffffffu, bad);
+    if (lane == 0 && bad) atomicOr(nonfinite + t, 1);
+}
+
+template <class T>
+__device__ void hc_sumsq_buckets(const unsigned long long* ptrs, const long long* sizes,
+                                 const long long* first, int blog2,
+                                 const unsigned long long* maxbits, unsigned long long* hi,
+                                 unsigned long long* lo) {
+    const int t = blockIdx.y, lane = threadIdx.x & 31, width = hc_bucket_lanes(blog2);
+    const T* x = reinterpret_cast<const T*>(ptrs[t]);
+    const long long n = sizes[t], at = first[t];
+    const bool wide = hc_wide(x);
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; (g - lane) << 3 < n;
+         g += (long long)gridDim.x * blockDim.x) {
+        const long long b = (g << 3) >> blog2;
+        const double m = (g << 3) < n ? __longlong_as_double((long long)maxbits[at + b]) : 0.0;
+        unsigned long long h = 0, l = 0;
+        if (m > 0.0 && isfinite(m)) {
+            const double rm = 1.0 / m;
+            double v[8];
+            hc_load8(x, g << 3, n, wide, v);  // past n: 0, whose term is 0
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                const unsigned long long term = hc_sumsq_of(hc_div_fixed(fabs(v[k]), m, rm));
+                h += term >> 20;
+                l += term & 0xFFFFFull;
+            }
+        }
+        for (int o = width >> 1; o; o >>= 1) {
+            h += __shfl_xor_sync(0xffffffffu, h, o);
+            l += __shfl_xor_sync(0xffffffffu, l, o);
+        }
+        if ((lane & (width - 1)) == 0 && (h | l)) {
+            atomicAdd(hi + at + b, h);
+            atomicAdd(lo + at + b, l);
+        }
+    }
+}
+
+// Stochastic rounding with each bucket's own scale (scales[first[t] + b]; 0 or NaN: zeros).
+template <class T>
+__device__ void hc_quantize_buckets(const unsigned long long* ptrs, const long long* sizes,
+                                    const long long* first, int blog2, const float* scales,
+                                    int s, unsigned long long seed, const long long* streams,
+                                    const long long* state_offsets, signed char* states) {
+    const int t = blockIdx.y;
+    const T* x = reinterpret_cast<const T*>(ptrs[t]);
+    const long long n = sizes[t];
+    const float* sc = scales + first[t];
+    const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
+    signed char* out = states + state_offsets[t];
+    long long cur = -1;  // the bucket whose scale is at hand (a group of 8 lies in one)
+    double scale = 0.0, rscale = 0.0;
+    hc_states8(x, n, false, out, [&](double v, long long i) {
+        if (i >> blog2 != cur) {
+            cur = i >> blog2;
+            scale = (double)sc[cur];
+            rscale = 1.0 / scale;
+        }
+        if (!(scale > 0.0) || isinf(scale)) return 0;
+        const double a = hc_div_fixed(fabs(v) * (double)s, scale, rscale);
+        return hc_round_level(a, v < 0, s, key, i);
+    });
+}
+
 #define HC_INSTANCES(SUF, T)                                                                   \
     extern "C" __global__ void hc_absmax_##SUF(const unsigned long long* p,                    \
                                                const long long* n, unsigned long long* m,      \
@@ -267,25 +368,44 @@ __device__ void hc_quantize_fp(const unsigned long long* ptrs, const long long* 
         const unsigned long long* p, const long long* n, const float* scales, int fmt, int s,  \
         const long long* offsets, signed char* states) {                                       \
         hc_quantize_fp<T>(p, n, scales, fmt, s, offsets, states);                              \
+    }                                                                                          \
+    extern "C" __global__ void hc_absmax_buckets_##SUF(                                        \
+        const unsigned long long* p, const long long* n, const long long* first, int blog2,    \
+        unsigned long long* m, int* bad) {                                                     \
+        hc_absmax_buckets<T>(p, n, first, blog2, m, bad);                                      \
+    }                                                                                          \
+    extern "C" __global__ void hc_sumsq_buckets_##SUF(                                         \
+        const unsigned long long* p, const long long* n, const long long* first, int blog2,    \
+        const unsigned long long* m, unsigned long long* hi, unsigned long long* lo) {         \
+        hc_sumsq_buckets<T>(p, n, first, blog2, m, hi, lo);                                    \
+    }                                                                                          \
+    extern "C" __global__ void hc_quantize_buckets_##SUF(                                      \
+        const unsigned long long* p, const long long* n, const long long* first, int blog2,    \
+        const float* scales, int s, unsigned long long seed, const long long* streams,         \
+        const long long* offsets, signed char* states) {                                       \
+        hc_quantize_buckets<T>(p, n, first, blog2, scales, s, seed, streams, offsets, states);  \
     }
 
 HC_INSTANCES(f16, unsigned short)
 HC_INSTANCES(f32, float)
 HC_INSTANCES(f64, double)
 
-// One thread per tensor: scale = round_up_f32(m) (max norm) or round_up_f32(m sqrt(S)) (L2);
-// a float format `fmt` (HC_FP_*, s its largest code) under the max norm: hc_fp_max_scale (the
-// GenNorm norm's scale is fitted on the host from hc_moments' sums); 0 for an all-zero
-// tensor, NaN when it holds NaN/Inf (nonfinite="propagate").
+// One thread per scale: entry j of tensor t = the last with first[t] <= j (first: one entry
+// per tensor, or QSGD's buckets: first[t] + b is bucket b's). round_up_f32(m) (max norm) or
+// round_up_f32(m sqrt(S)) (L2); a float format `fmt` (HC_FP_*, s its largest code) under the
+// max norm: hc_fp_max_scale (the GenNorm norm's scale is fitted on the host from hc_moments'
+// sums); 0 for all zeros, NaN for every scale of a tensor holding NaN/Inf
+// (nonfinite="propagate").
 extern "C" __global__ void hc_scales(const unsigned long long* maxbits, const int* nonfinite,
                                      const unsigned long long* hi, const unsigned long long* lo,
-                                     int l2, int fmt, int s, int count, float* scales) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= count) return;
-    double m = __longlong_as_double((long long)maxbits[t]);
-    if (nonfinite[t]) scales[t] = __int_as_float(0x7fc00000);
-    else if (m == 0.0) scales[t] = 0.0f;
-    else if (fmt != HC_FP_LINEAR) scales[t] = hc_fp_max_scale(m, hc_fp_format(fmt, s));
-    else if (!l2) scales[t] = hc_round_up_f32(m);
-    else scales[t] = hc_round_up_f32(m * sqrt(hc_sumsq_value(hi[t], lo[t])));
+                                     int l2, int fmt, int s, const long long* first, int count,
+                                     float* scales) {
+    const long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (j >= first[count]) return;
+    const double m = __longlong_as_double((long long)maxbits[j]);
+    if (nonfinite[hc_owner(j, first, count)]) scales[j] = __int_as_float(0x7fc00000);
+    else if (m == 0.0) scales[j] = 0.0f;
+    else if (fmt != HC_FP_LINEAR) scales[j] = hc_fp_max_scale(m, hc_fp_format(fmt, s));
+    else if (!l2) scales[j] = hc_round_up_f32(m);
+    else scales[j] = hc_round_up_f32(m * sqrt(hc_sumsq_value(hi[j], lo[j])));
 }

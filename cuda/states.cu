@@ -9,6 +9,9 @@
 //                           walk a chunk's marks, not its length
 //   hc_add_states           decode-and-sum of the coders decoded into a state buffer (ZRH,
 //                           Elias): every state's value added to the float64 accumulator
+//   hc_add_buckets          the same for tensors quantized in QSGD's buckets (their states in
+//                           the state buffer, or huffman symbols in a symbol buffer), each
+//                           value with its bucket's scale
 #include "common.cuh"
 
 // A warp per block of HC_LIST_BLOCK states, numbered over the batch: tensor t owns blocks
@@ -83,19 +86,43 @@ extern "C" __global__ void hc_list(const signed char* __restrict__ states,
     }
 }
 
-// acc[state_at[t] + i] += values[t][state + s] for every element of the tensors not coded
-// with huffman (blockIdx.y = tensor): zeros too, as the host's float64 sum adds them.
+// acc[state_at[t] + i] += values[t][state + s] for every element of the tensors in `add`
+// (blockIdx.y = tensor; those decoded into the state buffer with one scale): zeros too, as the
+// host's float64 sum adds them.
 extern "C" __global__ void hc_add_states(const signed char* __restrict__ states,
                                          const long long* __restrict__ sizes,
                                          const long long* __restrict__ state_at,
-                                         const unsigned char* __restrict__ coders,
+                                         const unsigned char* __restrict__ add,
                                          const double* __restrict__ values, int s,
                                          double* __restrict__ acc) {
     const int t = blockIdx.y;
-    if (coders[t] == HC_CODER_HUFFMAN) return;
+    if (!add[t]) return;
     const long long n = sizes[t], at = state_at[t];
     const double* value = values + (long long)t * (2 * s + 1) + s;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x)
         hc_add_state_at(states, at, i, value, acc);
+}
+
+// The tensors quantized in buckets of 2^blog2 (blockIdx.y = tensor; which[t]: 0 not one, 1 its
+// states in the state buffer at state_at[t], 2 its huffman symbols in the symbol buffer at
+// sym_offsets[t]): acc[state_at[t] + i] += element i's value with its bucket's scale
+// (hc_add_bucket_state_at).
+extern "C" __global__ void hc_add_buckets(const signed char* __restrict__ states,
+                                          const unsigned char* __restrict__ symbols,
+                                          const long long* __restrict__ sizes,
+                                          const long long* __restrict__ state_at,
+                                          const long long* __restrict__ sym_offsets,
+                                          const unsigned char* __restrict__ which,
+                                          const long long* __restrict__ scale_first,
+                                          const float* __restrict__ scales, int blog2, int s,
+                                          const int* __restrict__ dtypes,
+                                          double* __restrict__ acc) {
+    const int t = blockIdx.y;
+    if (!which[t]) return;
+    const long long n = sizes[t];
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        hc_add_bucket_state_at(states, symbols, t, i, state_at, sym_offsets, which,
+                               scales + scale_first[t], blog2, s, dtypes[t], acc);
 }

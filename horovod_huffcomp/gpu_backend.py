@@ -1,7 +1,8 @@
 """GPU backend: CuPy ``RawModule`` over ``cuda/*.cu``, byte-identical to the CPU backend.
 
-Covered so far: quantizers ``qsgd`` (L2 and max norm), ``terngrad`` and CO3's float formats
-(``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``,
+Covered so far: quantizers ``qsgd`` (L2 and max norm, one scale per tensor or QSGD's
+buckets), ``terngrad`` and CO3's float formats (``fp4``, ``fp8``, ``fp8-e5m2``; max norm and
+fp4's GenNorm fit), coders ``huffman``,
 ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
 batches. ``api.encode``/``encode_many`` send CUDA inputs here when the options
@@ -31,9 +32,9 @@ the device into one float64 accumulator, in payload order per element, as
 ``exchange.reduce_mean`` sums: tensors every payload codes with huffman in the same chunks
 by one launch over all payloads (each element written once), the others payload by payload;
 a bad chunk raises PayloadError, the device never faults. The decoder dequantizes with one
-scale per tensor (state * scale / s, or a float format's code value times the scale):
-payloads of QSGD's buckets and of exact top-k are decoded on the host (NotImplementedError
-here; ``exchange.decode_mean`` falls back).
+scale per tensor (state * scale / s, or a float format's code value times the scale) or
+per bucket (those tensors payload by payload, :func:`_decode_add`): payloads of exact top-k
+are decoded on the host (NotImplementedError here; ``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
-from .quantizers import check_options, format_scale
+from .quantizers import bucket_log2_of, check_options, format_scale
 
 STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias")
 ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
@@ -67,6 +68,9 @@ ELIAS_ON_DEVICE = False
 # are decoded there.
 FP_ON_DEVICE = False
 FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LINEAR)
+# QSGD's buckets (quantize.cu hc_*_buckets_*): likewise, until they have run on a GPU, CUDA
+# inputs quantized in buckets go to the host.
+BUCKETS_ON_DEVICE = False
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
@@ -120,11 +124,11 @@ def is_cuda_array(x) -> bool:
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
              bucket: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
-    qsgd/terngrad with one scale per tensor (QSGD's buckets are the host's), or a float
-    format once ``FP_ON_DEVICE``, coded with huffman, zrh, auto, or an Elias code (either
-    layout) once ``ELIAS_ON_DEVICE``."""
+    qsgd/terngrad with one scale per tensor, QSGD's buckets once ``BUCKETS_ON_DEVICE``, or
+    a float format once ``FP_ON_DEVICE``, coded with huffman, zrh, auto, or an Elias code
+    (either layout) once ``ELIAS_ON_DEVICE``."""
     return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS and FP_ON_DEVICE)
-            and bucket is None
+            and (bucket is None or quantizer == "qsgd" and BUCKETS_ON_DEVICE)
             and (coder in ("huffman", "zrh", "auto") or coder in ELIAS and ELIAS_ON_DEVICE)
             and elias_layout in ELIAS_LAYOUTS)
 
@@ -195,6 +199,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder}"
                                   f"{'' if bucket is None else ' in buckets'} yet")
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
+    blog2 = bucket_log2_of(quantizer, bucket)
     gap = elias_layout == "gap" and coder in ELIAS
     if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
         raise ValueError(f"chunk_log2 must be in [{CHUNK_LOG2_MIN}, {CHUNK_LOG2_MAX}]")
@@ -213,21 +218,26 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     alphabet = 2 * s + 1
     l2 = int(norm == "l2")
     fmt = np.int32(FP_IDS.get(quantizer, 0))
+    # the scales: one per tensor, or per bucket (tensor position j's from scale_first_h[j])
+    scale_first_h = np.zeros(count + 1, np.int64)
+    np.cumsum([payload.num_scales(int(n), blog2) for n in sizes_h], out=scale_first_h[1:])
+    nsc = int(scale_first_h[-1])
     min_log2 = chunk_log2 or 12  # auto never goes below CHUNK_LOG2_AUTO_MIN
     bound = max(int(sum(-(-int(n) // (1 << min_log2)) for n in sizes_h)), 1)
     # every small input in one upload, every small output in one zeroed buffer
-    ptrs, sizes, streams_d, offsets = _upload([
+    ptrs, sizes, streams_d, offsets, scale_first = _upload([
         np.array([flats[t].data.ptr for t in order], np.uint64), sizes_h,
-        np.array([streams[t] for t in order], np.int64), offsets_h])
+        np.array([streams[t] for t in order], np.int64), offsets_h, scale_first_h])
     sparse = coder in ("auto", "zrh")  # ZRH histograms, codes chosen on the host
-    plan_specs = [(count, np.float32), (count, np.int32), (count, np.int32), (count + 1, np.int64),
+    plan_specs = [(nsc, np.float32), (count, np.int32), (count, np.int32), (count + 1, np.int64),
                   (count * hist_layout(s)[-1] if sparse else 0, np.uint64), (count, np.int32),
                   (bound, np.uint64), (count * alphabet, np.uint8)]
     plan_h, plan = _carve(plan_specs)
     scales, bad, clog2, chunk_first, hist, single, chunk_bits, lengths = plan
     _, (maxbits, hi, lo, hi1, lo1, counts, codes, bits, nchunks) = _carve(
-        [(count, np.uint64)] * 5 + [(count * alphabet, np.uint64), (count * alphabet, np.uint16),
-                                    (count, np.uint64), (count, np.int64)])
+        [(nsc, np.uint64)] * 3 + [(count, np.uint64)] * 2 + [
+            (count * alphabet, np.uint64), (count * alphabet, np.uint16), (count, np.uint64),
+            (count, np.int64)])
     groups = []  # (dtype suffix, first position, end position)
     for j, t in enumerate(order):
         suf = _SUFFIX[flats[t].dtype]
@@ -238,9 +248,17 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
 
     mark("start")
     # 1. scales: max|x| (+ the L2 fixed-point sum of squares, or the GenNorm fit's moments),
-    # per dtype group, one launch each
+    # per tensor or bucket, per dtype group, one launch each
     for suf, a, b in groups:
         grid = (_grid(int(sizes_h[a:b].max())), b - a)
+        if blog2:
+            head = (ptrs[a:], sizes[a:], scale_first[a:], np.int32(blog2))
+            kernel("quantize", f"hc_absmax_buckets_{suf}")(grid, (THREADS,),
+                                                           head + (maxbits, bad[a:]))
+            if l2:
+                kernel("quantize", f"hc_sumsq_buckets_{suf}")(grid, (THREADS,),
+                                                              head + (maxbits, hi, lo))
+            continue
         kernel("quantize", f"hc_absmax_{suf}")(grid, (THREADS,),
                                                (ptrs[a:], sizes[a:], maxbits[a:], bad[a:]))
         if l2:
@@ -249,8 +267,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         elif norm == "gennorm":
             kernel("quantize", f"hc_moments_{suf}")(grid, (THREADS,), (
                 ptrs[a:], sizes[a:], maxbits[a:], hi[a:], lo[a:], hi1[a:], lo1[a:]))
-    kernel("quantize", "hc_scales")((-(-count // 128),), (128,), (
-        maxbits, bad, hi, lo, np.int32(l2), fmt, np.int32(s), np.int32(count), scales))
+    kernel("quantize", "hc_scales")((-(-nsc // 128),), (128,), (
+        maxbits, bad, hi, lo, np.int32(l2), fmt, np.int32(s), scale_first, np.int32(count),
+        scales))
     if norm == "gennorm":
         _gennorm_scales(quantizer, sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales)
 
@@ -262,6 +281,10 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         if fmt:
             kernel("quantize", f"hc_quantize_fp_{suf}")(grid, (THREADS,), (
                 ptrs[a:], sizes[a:], scales[a:], fmt, np.int32(s), offsets[a:], states))
+        elif blog2:
+            kernel("quantize", f"hc_quantize_buckets_{suf}")(grid, (THREADS,), (
+                ptrs[a:], sizes[a:], scale_first[a:], np.int32(blog2), scales, np.int32(s),
+                np.uint64(seed), streams_d[a:], offsets[a:], states))
         else:
             kernel("quantize", f"hc_quantize_{suf}")(grid, (THREADS,), (
                 ptrs[a:], sizes[a:], scales[a:], np.int32(s), np.uint64(seed), streams_d[a:],
@@ -344,8 +367,10 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     sections = [None] * count
     for j, t in enumerate(order):
         a, b = int(first_h[j]), int(first_h[j + 1])
+        scale = (scales_h[scale_first_h[j]: scale_first_h[j + 1]].copy() if blog2
+                 else float(scales_h[j]))
         sections[t] = Section(quantizer=quantizer, coder=chosen[j][0], dtype=flats[t].dtype,
-                              shape=shapes[t], levels=s, scale=float(scales_h[j]),
+                              shape=shapes[t], levels=s, scale=scale, bucket_log2=blog2,
                               chunk_log2=int(clog2_h[j]), norm=norm, raw=False,
                               gap_layout=gap, codebook=chosen[j][1],
                               chunk_bits=bits_h[a:b].copy(),
@@ -555,7 +580,8 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if (sec.coder not in CODER_IDS or sec.raw or sec.bucket_log2
+            if (sec.coder not in CODER_IDS or sec.raw
+                    or sec.bucket_log2 and not BUCKETS_ON_DEVICE
                     or sec.quantizer in payload.FP_FORMATS and not FP_ON_DEVICE
                     or sec.coder in ELIAS and not ELIAS_ON_DEVICE):
                 raise NotImplementedError(
@@ -599,21 +625,29 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     s = plans[0][0][0]
     huff = np.array([[sec.coder == "huffman" for sec in secs] for _, secs in parsed])
     clog2s = np.array([[sec.chunk_log2 for sec in secs] for _, secs in parsed], np.int32)
+    # QSGD's buckets: decoded payload by payload into a state or symbol buffer, then added
+    # with each bucket's scale (hc_add_buckets)
+    buckets = np.array([[sec.bucket_log2 > 0 for sec in secs] for _, secs in parsed])
     same_s = all(pl[0][0] == s for pl in plans)
-    fused = huff.all(axis=0) & (clog2s == clog2s[0]).all(axis=0) & same_s
-    alone = (huff & ~fused).astype(np.uint8)  # huffman tensors decoded payload by payload
+    fused = (huff.all(axis=0) & (clog2s == clog2s[0]).all(axis=0) & ~buckets.any(axis=0)
+             & same_s)
+    alone = (huff & ~fused & ~buckets).astype(np.uint8)  # decoded payload by payload
+    add = (~huff & ~buckets).astype(np.uint8)  # states added with each tensor's values
+    which = np.where(buckets, np.where(huff, 2, 1), 0).astype(np.uint8)  # hc_add_buckets
+    sym_here = (which == 2).astype(np.uint8)  # bucketed huffman tensors: into symbols
     padded = (sizes_h + 7) & ~7  # the symbol buffer's rows (cuda/common.cuh)
     sym_offsets_h = np.zeros(count, np.int64)
     np.cumsum(padded[:-1], out=sym_offsets_h[1:])
     arrays = [sizes_h, offsets_h[:-1], fused.astype(np.uint8), alone.reshape(-1),
-              sym_offsets_h]
+              sym_offsets_h, add.reshape(-1), which.reshape(-1), sym_here.reshape(-1)]
     for pl in plans:
         arrays += pl[1:]
     per = len(plans[0]) - 1
     mark = _Stages(profile)
 
     mark("start")
-    sizes, acc_offsets, fused_d, alone_d, sym_offsets, *rest = _upload(arrays, pinned_slot=2)
+    (sizes, acc_offsets, fused_d, alone_d, sym_offsets, add_d, which_d, sym_here_d,
+     *rest) = _upload(arrays, pinned_slot=2)
     mark("upload")
     alphabets = [2 * pl[0][0] + 1 for pl in plans]
     acc = (cupy.empty if fused.all() else cupy.zeros)(int(offsets_h[-1]) or 1, cupy.float64)
@@ -653,12 +687,12 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                     refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count),
                     np.int32(s), fused_d, dec, values, acc_offsets, acc, np.int32(0), resume,
                     err))
-    states = ztables = None
+    states = ztables = bsyms = None
     for p, pl in enumerate(plans):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
-         coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits,
-         gaps) = rest[per * p: per * p + per]
-        (sp, total_chunks, has_zrh, has_elias, table_size, _) = pl[0]
+         coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits, gaps, bscales,
+         bfirst) = rest[per * p: per * p + per]
+        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2) = pl[0]
         if total_chunks == 0:
             continue
         chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
@@ -668,29 +702,44 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                 refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count), np.int32(sp),
                 alone_d[p * count:], dec[p * count * DEC_INTS:], vals, acc_offsets, acc,
                 np.int32(1), resume, err[2 * p:]))
-        if not (has_zrh or has_elias):
-            continue
-        # the other coders' tensors: decoded into a zeroed state buffer, then every value added
-        if states is None:
-            states = cupy.zeros(acc.size, cupy.int8)
-        else:
-            states.fill(0)
-        if has_zrh:
-            if ztables is None or ztables.size < table_size:
-                ztables = cupy.empty(table_size, cupy.int32)
-            kernel("zrh", "hc_zrh_decode_tables")((count * ZRH_ROWS,), (128,), (
-                zlengths, zcodes, zsingles, table_at, zbits, np.int32(sp), ztables))
-            kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
-                buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
-                np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
-                acc_offsets, states, err[2 * p:]))
-        if has_elias:
-            kernel("elias", "hc_elias_decode")(*chunk_grid, (
-                buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
-                np.int32(count), np.int32(sp), coders_d, gaps, acc_offsets, states,
-                err[2 * p:]))
-        kernel("states", "hc_add_states")((_grid(int(sizes_h.max())), count), (THREADS,), (
-            states, sizes, acc_offsets, coders_d, vals, np.int32(sp), acc))
+        if sym_here[p].any():  # bucketed huffman tensors: their symbols into one row
+            if bsyms is None:
+                bsyms = cupy.zeros(stride, cupy.uint8)
+            kernel("huffman", "hc_huffman_decode_symbols")(*chunk_grid, (
+                refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count),
+                sym_here_d[p * count:], dec[p * count * DEC_INTS:], sym_offsets,
+                np.int64(stride), bsyms, err[2 * p:]))
+        if has_zrh or has_elias:
+            # the other coders' tensors: decoded into a zeroed state buffer, then the values
+            # of those with one scale added (the bucketed ones below)
+            if states is None:
+                states = cupy.zeros(acc.size, cupy.int8)
+            else:
+                states.fill(0)
+            if has_zrh:
+                if ztables is None or ztables.size < table_size:
+                    ztables = cupy.empty(table_size, cupy.int32)
+                kernel("zrh", "hc_zrh_decode_tables")((count * ZRH_ROWS,), (128,), (
+                    zlengths, zcodes, zsingles, table_at, zbits, np.int32(sp), ztables))
+                kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
+                    buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                    np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
+                    acc_offsets, states, err[2 * p:]))
+            if has_elias:
+                kernel("elias", "hc_elias_decode")(*chunk_grid, (
+                    buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                    np.int32(count), np.int32(sp), coders_d, gaps, acc_offsets, states,
+                    err[2 * p:]))
+            if add[p].any():
+                kernel("states", "hc_add_states")((_grid(int(sizes_h.max())), count),
+                                                  (THREADS,), (
+                    states, sizes, acc_offsets, add_d[p * count:], vals, np.int32(sp), acc))
+        if which[p].any():
+            none = cupy.zeros(1, cupy.int8)  # a buffer this payload's tensors do not use
+            kernel("states", "hc_add_buckets")((_grid(int(sizes_h.max())), count), (THREADS,), (
+                none if states is None else states, none if bsyms is None else bsyms, sizes,
+                acc_offsets, sym_offsets, which_d[p * count:], bfirst, bscales,
+                np.int32(blog2), np.int32(sp), dtypes, acc))
     mark("decode")
     e = cupy.asnumpy(err).reshape(-1, 2)
     mark.add_to_profile()
@@ -714,10 +763,12 @@ def _address(a) -> int:
 
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
-    any Elias section, ZRH table entries, the quantizer's HC_FP_* number), payload bytes,
-    lengths, single, chunk_byte, chunk_bits, clog2, chunk_first, dtypes, scales, coders,
-    ZRH parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs,
-    then levels), ZRH table offsets and widths, Elias layouts (1: gap)]``
+    any Elias section, ZRH table entries, the quantizer's HC_FP_* number, log2 of QSGD's
+    buckets or 0), payload bytes, lengths, single, chunk_byte, chunk_bits, clog2,
+    chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH parameters, ZRH code
+    lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table
+    offsets and widths, Elias layouts (1: gap), the bucket scales of all tensors one after
+    another, where each tensor's start in them]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -768,15 +819,21 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     table_at = np.zeros(count * ZRH_ROWS + 1, np.int64)
     np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
+    blog2 = secs[0].bucket_log2 if secs else 0  # a payload's quantizer fields are shared
+    bscales = [np.asarray(sec.scale, np.float32).reshape(-1) if blog2 else np.zeros(0, np.float32)
+               for sec in secs]
+    bfirst = np.zeros(count + 1, np.int64)
+    np.cumsum([b.size for b in bscales], out=bfirst[1:])
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
              bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
-             FP_IDS.get(secs[0].quantizer, 0) if secs else 0),
+             FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2),
             body, lengths.reshape(-1), single, np.concatenate(chunk_byte),
             np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
-            np.array([sec.scale for sec in secs], np.float32), coders_h, zpar.reshape(-1),
-            zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1), table_at[:-1],
-            zbits.reshape(-1), gaps]
+            np.array([0.0 if blog2 else sec.scale for sec in secs], np.float32), coders_h,
+            zpar.reshape(-1), zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1),
+            table_at[:-1], zbits.reshape(-1), gaps,
+            np.concatenate(bscales + [np.zeros(1, np.float32)]), bfirst]
 
 
 def _parse_code(sec, which: str):

@@ -2,11 +2,13 @@
 # What a lent GPU machine runs (docs/gpu.md, "Checking on a GPU"): the environment, the kernels'
 # build, the GPU tests against the CPU backend, and `bench gpu`. Logs go under $OUT (the device
 # tool's folder that comes back) or /tmp/gpu_check.
-#   bash scripts/gpu_check.sh [env|tests|suite|bench|baselines|formats|profile|paths|sanitize|all]
+#   bash scripts/gpu_check.sh [env|tests|suite|bench|baselines|quantizers|profile|paths|sanitize|
+#                              all] ...
 #     tests: the GPU backend's tests (and the torch adapter's CUDA ones); suite: every test;
 #     bench: python -m horovod_huffcomp.bench gpu (extra arguments go to it); baselines: the
-#     same for huffman and the Elias codes side by side at 16 and 256 MB; formats: CO3's
-#     float formats (fp8 and fp4 with its GenNorm scale) at 16 and 256 MB; profile: where
+#     same for huffman and the Elias codes side by side at 16 and 256 MB; quantizers: CO3's
+#     float formats (fp8, fp4 with its GenNorm scale) and QSGD's buckets (L2, 512) at 16 and
+#     256 MB; profile: where
 #     the host time goes; paths: the two decode-and-sum ways side by side; sanitize: corrupted
 #     payloads decoded under compute-sanitizer's memcheck.
 # Wheels of missing packages (zstandard, for the suite) may travel in .whl/ (docs/gpu.md).
@@ -83,11 +85,11 @@ case $what in
   bench) run_bench "${BENCH_S:-300}" "$@" ;;
   baselines) run_bench "${BENCH_S:-400}" --coders huffman elias-gamma elias-delta elias-omega \
                --sizes-mb 16 256 "$@" ;;
-  formats) for q in fp8 fp4; do
-             run_bench "${BENCH_S:-200}" --quantizer $q --coders huffman auto \
-               --sizes-mb 16 256 "$@"
-           done ;;
+  quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512"; do
+                # shellcheck disable=SC2086
+                run_bench "${BENCH_S:-200}" $q --coders huffman auto --sizes-mb 16 256 "$@"
+              done ;;
   all) report; run_tests "${TESTS_S:-300}" $GPU_TESTS; run_bench "${BENCH_S:-220}" "$@" ;;
-  *) echo "usage: $0 [env|tests|suite|bench|baselines|formats|profile|paths|sanitize|all] ..." >&2
+  *) echo "usage: $0 [env|tests|suite|bench|baselines|quantizers|profile|paths|sanitize|all]" >&2
      exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` must report no
 error while every corrupted payload is rejected with PayloadError or decoded as the CPU
 decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, a float
-format's payloads, and the encode kernels on random inputs (qsgd and the float formats).
+format's and QSGD's buckets' payloads, and the encode kernels on random inputs (qsgd, in
+buckets too, and the float formats).
 Needs a CUDA device visible to CuPy."""
 import sys
 
@@ -26,20 +27,23 @@ def mutants(blob, rng, count):
 
 
 def main(count: int = 60) -> None:
-    gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = True  # the newest kernels too
+    # the newest kernels too
+    gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = gpu_backend.BUCKETS_ON_DEVICE = True
     rng = np.random.default_rng(0)
     dense = rng.standard_t(3, 20_000).astype(np.float32)
     sparse = np.zeros(50_000, np.float32)
     sparse[rng.integers(0, 50_000, 400)] = rng.standard_normal(400)
     rejected = accepted = 0
-    for q, coder, x, layout in (("qsgd", "huffman", dense, "runlength"),
-                                ("qsgd", "zrh", sparse, "runlength"),
-                                ("qsgd", "zrh", dense, "runlength"),
-                                ("qsgd", "elias-gamma", dense, "runlength"),
-                                ("qsgd", "elias-omega", sparse, "gap"),
-                                ("fp8", "huffman", dense, "runlength")):
+    for q, coder, x, layout, bucket in (("qsgd", "huffman", dense, "runlength", None),
+                                        ("qsgd", "zrh", sparse, "runlength", None),
+                                        ("qsgd", "zrh", dense, "runlength", None),
+                                        ("qsgd", "elias-gamma", dense, "runlength", None),
+                                        ("qsgd", "elias-omega", sparse, "gap", None),
+                                        ("fp8", "huffman", dense, "runlength", None),
+                                        ("qsgd", "huffman", dense, "runlength", 64),
+                                        ("qsgd", "zrh", sparse, "runlength", 512)):
         good = [hc.encode(x, q, coder, 8 if q == "qsgd" else None, "max", seed=r, chunk_log2=8,
-                          elias_layout=layout) for r in range(2)]
+                          elias_layout=layout, bucket=bucket) for r in range(2)]
         for path in ("tiles", "symbols"):
             gpu_backend.SYMBOLS_MAX_CHUNKS = 0 if path == "tiles" else 1 << 40
             for bad in mutants(good[1], rng, count):
@@ -65,8 +69,10 @@ def main(count: int = 60) -> None:
                                   ("fp8-e5m2", None, "max", "huffman")):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
-            assert hc.encode(cupy.asarray(x), q, coder, s, norm, seed=n) == hc.encode(
-                x, q, coder, s, norm, seed=n)
+            for bucket in (None, 16) if q == "qsgd" else (None,):
+                assert hc.encode(cupy.asarray(x), q, coder, s, norm, seed=n,
+                                 bucket=bucket) == hc.encode(x, q, coder, s, norm, seed=n,
+                                                             bucket=bucket)
     cupy.cuda.Device().synchronize()
     print(f"malformed payloads: {rejected} rejected, {accepted} decoded as the CPU decodes "
           "them; encodes byte-identical")

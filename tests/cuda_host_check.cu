@@ -374,14 +374,30 @@ void hc_check_elias_decode_launch(long long threads, const unsigned char* buf,
 
 // cuda/states.cu hc_add_states over every tensor (its blockIdx.y) and element.
 void hc_check_add_states(long long threads, const signed char* states, const long long* sizes,
-                         const long long* state_at, const unsigned char* coders,
+                         const long long* state_at, const unsigned char* add,
                          const double* values, int s, double* acc, int count) {
     (void)threads;
     for (int t = 0; t < count; ++t) {
-        if (coders[t] == HC_CODER_HUFFMAN) continue;
+        if (!add[t]) continue;
         for (long long i = 0; i < sizes[t]; ++i)
             hc_add_state_at(states, state_at[t], i, values + (long long)t * (2 * s + 1) + s,
                             acc);
+    }
+}
+
+// states.cu hc_add_buckets on the host: the tensors of the grid's y dimension in turn.
+void hc_check_add_buckets(long long threads, const signed char* states,
+                          const unsigned char* symbols, const long long* sizes,
+                          const long long* state_at, const long long* sym_offsets,
+                          const unsigned char* which, const long long* scale_first,
+                          const float* scales, int blog2, int s, const int* dtypes, double* acc,
+                          int count) {
+    (void)threads;
+    for (int t = 0; t < count; ++t) {
+        if (!which[t]) continue;
+        for (long long i = 0; i < sizes[t]; ++i)
+            hc_add_bucket_state_at(states, symbols, t, i, state_at, sym_offsets, which,
+                                   scales + scale_first[t], blog2, s, dtypes[t], acc);
     }
 }
 }

@@ -133,6 +133,7 @@ def lib(tmp_path_factory):
     L.hc_check_elias_decode_launch.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
                                                i32, P, P, P, P, P]
     L.hc_check_add_states.argtypes = [i64, P, P, P, P, P, i32, P, i32]
+    L.hc_check_add_buckets.argtypes = [i64, P, P, P, P, P, P, P, P, i32, i32, P, P, i32]
     return L
 
 
@@ -420,7 +421,9 @@ def host_launches(lib, monkeypatch, request):
                "hc_elias_decode": launch(lib.hc_check_elias_decode_launch,
                                          lambda g, b: g[0] * b[0]),
                "hc_add_states": lambda grid, block, args: launch(
-                   lib.hc_check_add_states, lambda g, b: 0)(grid, block, args + (grid[1],))}
+                   lib.hc_check_add_states, lambda g, b: 0)(grid, block, args + (grid[1],)),
+               "hc_add_buckets": lambda grid, block, args: launch(
+                   lib.hc_check_add_buckets, lambda g, b: 0)(grid, block, args + (grid[1],))}
     launched = []
 
     def kernel(stage, name):
@@ -435,6 +438,7 @@ def host_launches(lib, monkeypatch, request):
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
     monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
     monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "BUCKETS_ON_DEVICE", True)
     return gpu_backend
 
 
@@ -475,6 +479,29 @@ def cpu_sums(blobs) -> list:
     decode-and-sum must give)."""
     per_rank = [hc.decode_many(b) for b in blobs]
     return [exchange.reduce_mean(list(parts), average=False) for parts in zip(*per_rank)]
+
+
+def rejected_as_on_the_cpu(host_launches, blobs, bad, rng, coder) -> bool:
+    """Payload ``bad`` of ``blobs`` with one bit of a random section's coded data flipped
+    (checksum fixed), decoded and summed among the others: rejected, naming that payload and
+    its coder, exactly when the CPU rejects it, else the CPU's sums. Whether it was."""
+    is_bundle, secs = payload.unpack(blobs[bad])
+    t = int(rng.choice([k for k, sec in enumerate(secs) if len(sec.data)]))
+    data = bytearray(secs[t].data)
+    data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+    blobs = list(blobs)
+    blobs[bad] = payload.pack([payload.Section(**{**sec.__dict__, "data": bytes(data)})
+                               if k == t else sec for k, sec in enumerate(secs)],
+                              bundle=is_bundle)
+    try:
+        want = cpu_sums(blobs)
+    except hc.PayloadError:
+        with pytest.raises(hc.PayloadError, match=f"^payload {bad}: {coder} data"):
+            host_launches.decode_sum(blobs, bundle=True)
+        return True
+    got = host_launches.decode_sum(blobs, bundle=True)
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, want))
+    return False
 
 
 def test_decode_sum_kernels_reject_what_the_cpu_rejects(host_launches):
@@ -709,28 +736,9 @@ def test_elias_decode_sum_kernels_on_the_host(host_launches):
             assert "hc_elias_decode" in host_launches.launched
             for t, want in enumerate(cpu_sums(blobs)):
                 assert np.array_equal(got[t], want), (coders, layout, t)
-    bundle, secs = payload.unpack(blobs[2])
-    rejected = accepted = 0
-    for _ in range(100):
-        t = int(rng.integers(len(secs)))
-        data = bytearray(secs[t].data)
-        if not data:
-            continue
-        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
-        bad = payload.pack([payload.Section(**{**sec.__dict__, "data": bytes(data)})
-                            if k == t else sec for k, sec in enumerate(secs)], bundle=bundle)
-        trio = [blobs[0], blobs[1], bad]
-        try:
-            want = cpu_sums(trio)
-        except hc.PayloadError:
-            rejected += 1
-            with pytest.raises(hc.PayloadError, match="^payload 2: elias-omega data"):
-                host_launches.decode_sum(trio, bundle=True)
-            continue
-        got = host_launches.decode_sum(trio, bundle=True)
-        assert all(np.array_equal(a, b) for a, b in zip(got, want))
-        accepted += 1
-    assert rejected > 20 and accepted > 20
+    rejected = sum(rejected_as_on_the_cpu(host_launches, blobs, 2, rng, "elias-omega")
+                   for _ in range(100))
+    assert 20 < rejected < 80
 
 
 def test_float_format_decode_sum_kernels_on_the_host(host_launches):
@@ -758,3 +766,35 @@ def test_float_format_decode_sum_kernels_on_the_host(host_launches):
         for t, want in enumerate(cpu_sums(blobs)):
             assert np.array_equal(got[t], want, equal_nan=True), (case, t)
         assert np.isnan(got[2]).all() and not np.isnan(got[3]).any()
+
+
+def test_bucket_decode_sum_kernels_on_the_host(host_launches):
+    """Payloads of QSGD's buckets (16 to 2^12 elements, L2 and max norm, huffman and Elias,
+    float16/32/64, a NaN tensor, a payload without buckets among them) summed by the host
+    builds of the decode kernels as exchange.reduce_mean sums them: bucketed huffman tensors
+    decoded into the symbol row, the others into the state buffer, each value with its
+    bucket's scale; a corrupted bucketed payload rejected exactly when the CPU rejects it."""
+    rng = np.random.default_rng(6)
+    shapes = [(), (300, 7), (9000,), (20_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32]
+    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    xs[2][1][3, 4] = np.inf
+    for bucket, norm, coders in ((16, "l2", ["huffman"] * 3),
+                                 (512, "max", ["huffman", "elias-gamma", "huffman"]),
+                                 (4096, "l2", ["elias-omega", "huffman", "huffman"]),
+                                 (512, "l2", ["huffman", "huffman", None])):
+        blobs = [hc.encode_many(x, "qsgd", c or "huffman", 8, norm, seed=r, nonfinite="propagate",
+                                bucket=None if c is None else bucket)
+                 for r, (x, c) in enumerate(zip(xs, coders))]
+        host_launches.launched.clear()
+        got = host_launches.decode_sum(blobs, bundle=True)
+        # bucketed huffman tensors go through the symbol row, never the fused sum
+        assert {"hc_add_buckets", "hc_huffman_decode_symbols"} <= set(host_launches.launched)
+        assert ("hc_huffman_decode_sum" in host_launches.launched) == (coders[2] is None)
+        for t, want in enumerate(cpu_sums(blobs)):
+            assert np.array_equal(got[t], want, equal_nan=True), (bucket, coders, t)
+        assert np.isnan(got[1]).all() and not np.isnan(got[2]).any()
+    trio = [blobs[1], blobs[0], blobs[2]]
+    assert sum(rejected_as_on_the_cpu(host_launches, trio, 1, rng, "huffman")
+               for _ in range(40)) > 10

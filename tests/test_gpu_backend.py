@@ -25,9 +25,11 @@ FORMATS = [("fp4", "gennorm"), ("fp4", "max"), ("fp8", "max"), ("fp8-e5m2", "max
 
 @pytest.fixture(autouse=True)
 def new_kernels_on_device(monkeypatch):
-    """The Elias and float-format kernels are checked here before they are on by default."""
+    """The Elias, float-format and bucket kernels are checked here before they are on by
+    default."""
     monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
     monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "BUCKETS_ON_DEVICE", True)
 
 
 def gradient_like(rng, n, dtype):
@@ -168,6 +170,33 @@ def test_float_formats_are_byte_identical(quantizer, norm, coder):
                           seed=9) == want
 
 
+@pytest.mark.parametrize("coder", ["huffman", "auto", "elias-gamma"])
+@pytest.mark.parametrize("norm", ["l2", "max"])
+def test_buckets_are_byte_identical(norm, coder):
+    """QSGD's buckets on the device (per-bucket max and sum of squares reduced across the
+    lanes sharing a bucket, rounding with each bucket's scale): buckets of 16 elements (two
+    lanes) to 2^20 (many warps), every size and dtype, a NaN tensor, batches."""
+    rng = np.random.default_rng(25)
+    for bucket in (16, 64, 512, 4096, 1 << 20):
+        for n in SIZES:
+            for dtype in (np.float16, np.float32, np.float64):
+                x = gradient_like(rng, n, dtype)
+                want = hc.encode(x, "qsgd", coder, 8, norm, seed=n, bucket=bucket)
+                assert hc.encode(cupy.asarray(x), "qsgd", coder, 8, norm, seed=n,
+                                 bucket=bucket) == want, (bucket, n, dtype)
+    x = gradient_like(rng, 5000, np.float32)
+    x[4321] = -np.inf
+    want = hc.encode(x, "qsgd", coder, 16, norm, bucket=64, nonfinite="propagate")
+    assert hc.encode(cupy.asarray(x), "qsgd", coder, 16, norm, bucket=64,
+                     nonfinite="propagate") == want
+    xs = [gradient_like(rng, k, dt) for k, dt in (
+        (4096, np.float32), (1, np.float16), (0, np.float32), (70_001, np.float64))]
+    xs.append(sparse_like(rng, 50_000, 0.001, np.float16))
+    want = hc.encode_many(xs, "qsgd", coder, 127, norm, seed=9, bucket=256)
+    assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", coder, 127, norm, seed=9,
+                          bucket=256) == want
+
+
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
     bits take the writer's slow path (straight to global memory)."""
@@ -249,10 +278,10 @@ def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
     for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"), dict(coder="shs"),
                dict(quantizer="topk", coder="elias-omega"), dict(quantizer="fp8", coder="rlh"),
-               dict(bucket=512)):
+               dict(bucket=512, coder="sh")):
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
-    # exact top-k and QSGD's buckets decode on the host
-    for blob in (hc.encode(x, "topk", "huffman"), hc.encode(x, "qsgd", "huffman", bucket=512)):
+    # exact top-k decodes on the host
+    for blob in (hc.encode(x, "topk", "huffman"),):
         with pytest.raises(NotImplementedError):
             gpu_backend.decode_sum([blob])
 
@@ -320,21 +349,29 @@ def test_elias_decode_sum_matches_cpu_reduce(coder, layout, decode_path):
     assert_sums_as_cpu(blobs, (1, 3, 5))
 
 
-@pytest.mark.parametrize("quantizer,norm", FORMATS)
-def test_float_format_decode_sum_matches_cpu_reduce(quantizer, norm, decode_path):
-    """Float-format payloads of 4 workers (huffman, auto and Elias ones; float16/32/64) decoded
-    with the format's values and summed as the host sums them."""
+def _ranks(coders, **opts):
+    return [dict(opts, coder=c) for c in coders]
+
+
+@pytest.mark.parametrize("ranks", [
+    *[_ranks(("huffman", "huffman", "auto", "elias-delta"), quantizer=q, norm=norm)
+      for q, norm in FORMATS],
+    [*_ranks(("huffman", "auto", "elias-delta"), quantizer="qsgd", levels=16, norm="l2",
+             bucket=512), dict(quantizer="qsgd", levels=16, norm="l2", coder="huffman")]])
+def test_new_quantizers_decode_sum_matches_cpu_reduce(ranks, decode_path):
+    """Payloads of 4 workers quantized to a float format (decoded with the format's values),
+    or in QSGD's buckets (decoded payload by payload, summed with each bucket's scale; a
+    payload without buckets among them); huffman, auto and Elias; float16/32/64: summed as
+    the host sums them."""
     rng = np.random.default_rng(24)
     shapes = [(300, 7), (1,), (), (70_001,), (200_000,)]
     dtypes = [np.float32, np.float16, np.float64, np.float32, np.float32]
     blobs = []
-    for r in range(4):
+    for r, opts in enumerate(ranks):
         xs = [gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
               for sh, dt in zip(shapes, dtypes)]
         xs[-1] = sparse_like(rng, 200_000, 0.003)
-        coder = ("huffman", "huffman", "auto", "elias-delta")[r]
-        blobs.append(hc.encode_many([cupy.asarray(x) for x in xs], quantizer, coder, norm=norm,
-                                    seed=r))
+        blobs.append(hc.encode_many([cupy.asarray(x) for x in xs], seed=r, **opts))
     assert_sums_as_cpu(blobs, (1, 2, 4))
 
 

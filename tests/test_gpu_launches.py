@@ -111,6 +111,7 @@ def checked_launches(monkeypatch):
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
     monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
     monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "BUCKETS_ON_DEVICE", True)
     return launched
 
 
@@ -165,6 +166,28 @@ def test_float_format_launches(checked_launches, quantizer, norm, coder):
     gpu_backend.decode_sum([hc.encode_many(xs, quantizer, coder, norm=norm, seed=r)
                             for r in range(2)])
     assert "hc_huffman_decoders" in checked_launches
+
+
+@pytest.mark.parametrize("norm,coder", [("l2", "huffman"), ("max", "auto"),
+                                        ("l2", "elias-gamma")])
+def test_bucket_launches(checked_launches, norm, coder):
+    """QSGD's buckets: their scale and quantize kernels, the sections' per-bucket scales, and
+    their payloads' decode (symbols or states, then hc_add_buckets)."""
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((5000, np.float32), (3, np.float16), (700, np.float64), (0, np.float32))]
+    secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], quantizer="qsgd",
+                                       coder=coder, levels=8, norm=norm, seed=1, bucket=64)
+    assert [sec.scale.size for sec in secs] == [79, 1, 11, 1]
+    assert all(sec.bucket_log2 == 6 for sec in secs)
+    suffixes = ("f16", "f32", "f64")
+    kinds = ("absmax", "quantize") + (("sumsq",) if norm == "l2" else ())
+    assert {f"hc_{k}_buckets_{s}" for k in kinds for s in suffixes} <= set(checked_launches)
+    assert not {f"hc_{k}_{s}" for k in kinds for s in suffixes} & set(checked_launches)
+    checked_launches.clear()
+    gpu_backend.decode_sum([hc.encode_many(xs, "qsgd", coder, 8, norm, seed=r, bucket=64)
+                            for r in range(2)])
+    assert "hc_add_buckets" in checked_launches
 
 
 def test_decode_launches(checked_launches, monkeypatch):

@@ -54,8 +54,8 @@ def test_decode_sum_and_decode(host_device):
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
 
 
-# not GPU-covered, host fallback: rlh, QSGD's buckets (a scale per bucket) and, until
-# gpu_backend.FP_ON_DEVICE, CO3's float formats
+# not GPU-covered, host fallback: rlh and, until gpu_backend.FP_ON_DEVICE and
+# BUCKETS_ON_DEVICE, CO3's float formats and QSGD's buckets
 @pytest.mark.parametrize("coder,quantizer,bucket", [
     ("huffman", "qsgd", None), ("rlh", "qsgd", None), ("huffman", "fp4", None),
     ("huffman", "qsgd", 64)])
@@ -86,17 +86,17 @@ def test_errors_name_the_payload(host_device):
         gpu_backend.decode_sum([blobs[0], other])
 
 
-@pytest.mark.parametrize("flag,quantizer,coder", [("ELIAS_ON_DEVICE", "qsgd", "elias-delta"),
-                                                  ("FP_ON_DEVICE", "fp8", "huffman"),
-                                                  ("FP_ON_DEVICE", "fp4", "auto")])
+@pytest.mark.parametrize("flag,quantizer,coder,bucket", [
+    ("ELIAS_ON_DEVICE", "qsgd", "elias-delta", None), ("FP_ON_DEVICE", "fp8", "huffman", None),
+    ("FP_ON_DEVICE", "fp4", "auto", None), ("BUCKETS_ON_DEVICE", "qsgd", "huffman", 64)])
 def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monkeypatch, flag,
-                                                              quantizer, coder):
-    """Until gpu_backend.ELIAS_ON_DEVICE / FP_ON_DEVICE (docs/gpu.md), CUDA inputs coded with
-    Elias or quantized to a float format are encoded on the host and such payloads decoded
-    there (exchange.decode_mean falls back)."""
+                                                              quantizer, coder, bucket):
+    """Until gpu_backend.ELIAS_ON_DEVICE / FP_ON_DEVICE / BUCKETS_ON_DEVICE (docs/gpu.md),
+    CUDA inputs coded with Elias, quantized to a float format or in QSGD's buckets are
+    encoded on the host and such payloads decoded there (exchange.decode_mean falls back)."""
     assert not getattr(gpu_backend, flag)
-    assert not gpu_backend.supports(quantizer, coder, "gap")
-    blobs = _blobs(coder, quantizer)
+    assert not gpu_backend.supports(quantizer, coder, "gap", bucket)
+    blobs = _blobs(coder, quantizer, bucket)
     with pytest.raises(NotImplementedError, match=f"{quantizer}/"):
         gpu_backend.decode_sum(blobs)
     frames = exchange.split_frames(
@@ -106,8 +106,8 @@ def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monke
     for t, m in enumerate(means):
         assert np.array_equal(m, exchange.reduce_mean([p[t] for p in per_rank]))
     monkeypatch.setattr(gpu_backend, flag, True)
-    assert gpu_backend.supports(quantizer, coder, "gap")
-    assert not gpu_backend.supports(quantizer, coder, "diagonal")
-    assert not gpu_backend.supports(quantizer, coder, "gap", bucket=64)
+    assert gpu_backend.supports(quantizer, coder, "gap", bucket)
+    assert not gpu_backend.supports(quantizer, coder, "diagonal", bucket)
+    assert gpu_backend.supports(quantizer, coder, "gap", bucket=64) == (bucket is not None)
     assert gpu_backend.decode_sum(blobs)[0].shape == SHAPES[0]
 

@@ -7,7 +7,7 @@ tensors, 25.6M parameters), in one run:
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
 * quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
   of huffman, zrh, auto and the Elias baselines, measured one after another in the same
-  run; ``--quantizer`` (qsgd, terngrad or a float format: fp4, fp8, fp8-e5m2),
+  run; ``--quantizer`` (qsgd, terngrad or a float format: fp4, fp8, fp8-e5m2), ``--bucket``,
   ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
   kernels (CUDA events around the stages, median of repeats, inputs rotated so small sizes
   do not sit in L2; for zrh / auto without the copy of the histograms to the host and the
@@ -109,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--quantizer", default="qsgd",
                     choices=("qsgd", "terngrad") + tuple(gpu_backend.FP_IDS))
     ap.add_argument("--levels", type=int, default=LEVELS, help="QSGD s (default %(default)s)")
+    ap.add_argument("--bucket", type=int, default=None, help="QSGD's bucket size (elements)")
     ap.add_argument("--norm", default=None, choices=("max", "l2", "gennorm"),
                     help="default: max (fp4: gennorm)")
     a = ap.parse_args(argv)
@@ -117,6 +118,7 @@ def main(argv=None):
         "gennorm" if a.quantizer == "fp4" else "max"))
     # time the kernels not yet on by default too (docs/gpu.md)
     gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = True
+    gpu_backend.BUCKETS_ON_DEVICE = True
     if not gpu_backend.available():
         raise SystemExit("bench gpu needs a CUDA device visible to CuPy")
     dev = cupy.cuda.Device()
@@ -148,7 +150,7 @@ def main(argv=None):
                 cupy.rint(x * (levels / scale)).astype(cupy.int8)
 
         opts = dict(quantizer=a.quantizer, coder=coder, levels=levels, norm=norm, seed=1,
-                    elias_layout=a.elias_layout)
+                    elias_layout=a.elias_layout, bucket=a.bucket)
         hc.encode_many(xs, **opts)  # warm-up: module compilation
         base_ms = median_ms(baseline, a.repeat)
         profs = []
@@ -173,7 +175,8 @@ def main(argv=None):
         h = None
         if nbytes <= (64 << 20):
             host = [cupy.asnumpy(x).reshape(-1) for x in sets[0]]
-            st = np.concatenate([quantize(x, a.quantizer, levels, norm, 1, i).states[: x.size]
+            st = np.concatenate([quantize(x, a.quantizer, levels, norm, 1, i,
+                                          bucket=a.bucket).states[: x.size]
                                  for i, x in enumerate(host)])
             h = entropy_bits(st)
         rows.append(dict(label=label, coder=coder, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
@@ -196,7 +199,8 @@ def main(argv=None):
                                     for s in resnet50_shapes()], coder)
 
     print(f"\n{name}, {time.strftime('%Y-%m-%d')}; device-to-device copy {copy_gbs:,.0f} GB/s "
-          f"(read + write); {a.quantizer} {norm} norm s = {levels}; Elias layout "
+          f"(read + write); {a.quantizer} {norm} norm s = {levels}"
+          f"{'' if a.bucket is None else f' in buckets of {a.bucket}'}; Elias layout "
           f"{a.elias_layout}; "
           f"decode-and-sum of {a.workers} payloads\n")
     print("| input | coder | MB | CuPy quantize + int8 (GB/s) | quantize + encode, device "
