@@ -48,6 +48,14 @@ HC_HD uint64_t hc_stream_key(uint64_t seed, uint64_t stream) {
 
 HC_HD uint64_t hc_draw24(uint64_t key, uint64_t i) { return hc_mix64(key + i * HC_GOLDEN) >> 40; }
 
+// SH's sample (coders/symbol.py): SAMPLE_SIZE positions of the stream rng.STREAM_SAMPLE of the
+// seed; sample j's position in a tensor of n > 0 states: 48 random bits (two draws) mod n.
+#define HC_SAMPLE_SIZE 1000
+#define HC_STREAM_SAMPLE 0xFFFFFFFFull
+HC_HD uint64_t hc_sample_position(uint64_t key, int j, uint64_t n) {
+    return ((hc_draw24(key, 2 * (uint64_t)j) << 24) | hc_draw24(key, 2 * (uint64_t)j + 1)) % n;
+}
+
 // ----------------------------------------------------------------- float16, without cuda_fp16.h
 // (NVRTC builds need no CUDA headers): exact widening, and the correctly rounded (nearest,
 // ties to even) float16 value of a double, as NumPy's astype(float16).

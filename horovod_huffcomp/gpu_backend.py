@@ -59,19 +59,18 @@ from .quantizers import bucket_log2_of, check_options, format_scale
 STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias")
 ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
 ELIAS_LAYOUTS = ("runlength", "gap")
-# The Elias kernels (cuda/elias.cu) have not yet run on a GPU: until they have passed there,
-# CUDA inputs coded with Elias go to the host as before, and Elias sections are decoded there.
-# The GPU tests, scripts/gpu_sanitize.py and `bench gpu --coders elias-*` turn this on.
-ELIAS_ON_DEVICE = False
-# CO3's float formats (quantize.cu hc_quantize_fp_*, hc_moments_*): likewise, until they have
-# run on a GPU, CUDA inputs quantized to fp4/fp8/fp8-e5m2 go to the host and their payloads
-# are decoded there.
-FP_ON_DEVICE = False
 FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LINEAR)
-# QSGD's buckets (quantize.cu hc_*_buckets_*): likewise, until they have run on a GPU, CUDA
-# inputs quantized in buckets go to the host.
-BUCKETS_ON_DEVICE = False
+# Kernel families built and checked on the host but not yet run on a GPU (docs/gpu.md): until
+# their GPU tests have passed there, CUDA inputs that need one are encoded on the host and
+# payloads that need one are decoded there, as before they were written. "elias": the Elias
+# baselines (elias.cu); "float formats": CO3's fp4 / fp8 / fp8-e5m2 (hc_quantize_fp_*,
+# hc_moments_*); "buckets": QSGD's buckets (hc_*_buckets_*, hc_add_buckets). The GPU tests,
+# scripts/gpu_sanitize.py and `bench gpu` empty it.
+# "sample counts": SH's sampled histogram (histogram.cu hc_sample_counts: its encode; SH's
+# payloads decode as huffman's).
+NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts"}
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
+_KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
 LIST_NONZERO, LIST_RUN_END = 0, 1  # cuda/common.cuh HC_LIST_*: what a list holds
@@ -124,13 +123,23 @@ def is_cuda_array(x) -> bool:
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
              bucket: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
-    qsgd/terngrad with one scale per tensor, QSGD's buckets once ``BUCKETS_ON_DEVICE``, or
-    a float format once ``FP_ON_DEVICE``, coded with huffman, zrh, auto, or an Elias code
-    (either layout) once ``ELIAS_ON_DEVICE``."""
-    return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS and FP_ON_DEVICE)
-            and (bucket is None or quantizer == "qsgd" and BUCKETS_ON_DEVICE)
-            and (coder in ("huffman", "zrh", "auto") or coder in ELIAS and ELIAS_ON_DEVICE)
-            and elias_layout in ELIAS_LAYOUTS)
+    qsgd/terngrad with one scale per tensor, QSGD's buckets, or a float format, coded with
+    huffman, sh, zrh, auto, or an Elias code (either layout); none of the kernel families in
+    ``NOT_YET_ON_DEVICE``."""
+    return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS)
+            and (bucket is None or quantizer == "qsgd")
+            and (coder in ("huffman", "sh", "zrh", "auto") or coder in ELIAS)
+            and elias_layout in ELIAS_LAYOUTS
+            and not _families(quantizer, coder, bucket is not None) & NOT_YET_ON_DEVICE)
+
+
+def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True) -> set:
+    """The kernel families (``NOT_YET_ON_DEVICE``'s names) that encoding (or decoding) these
+    options needs."""
+    return {name for name, needed in (("elias", coder in ELIAS),
+                                      ("float formats", quantizer in FP_IDS),
+                                      ("buckets", buckets),
+                                      ("sample counts", encode and coder == "sh")) if needed}
 
 
 def to_host(x) -> np.ndarray:
@@ -234,10 +243,10 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                   (bound, np.uint64), (count * alphabet, np.uint8)]
     plan_h, plan = _carve(plan_specs)
     scales, bad, clog2, chunk_first, hist, single, chunk_bits, lengths = plan
-    _, (maxbits, hi, lo, hi1, lo1, counts, codes, bits, nchunks) = _carve(
+    _, (maxbits, hi, lo, hi1, lo1, counts, sample_counts, codes, bits, nchunks) = _carve(
         [(nsc, np.uint64)] * 3 + [(count, np.uint64)] * 2 + [
-            (count * alphabet, np.uint64), (count * alphabet, np.uint16), (count, np.uint64),
-            (count, np.int64)])
+            (count * alphabet, np.uint64), (count * alphabet if coder == "sh" else 0, np.uint64),
+            (count * alphabet, np.uint16), (count, np.uint64), (count, np.int64)])
     groups = []  # (dtype suffix, first position, end position)
     for j, t in enumerate(order):
         suf = _SUFFIX[flats[t].dtype]
@@ -305,19 +314,25 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                                 hist=hist, count=count, s=s, bound=bound,
                                 chunks_max=-(-int(sizes_h.max()) // (1 << min_log2)))
     if not sparse:
-        # 4. huffman: codes on the device; Elias: the lists of marks its chunks walk. Chunk
-        # sizes, then the one synchronisation: the plan to the host in one copy
-        dev.coders = cupy.full(count, CODER_IDS[coder], cupy.uint8)
-        if coder == "huffman":
+        # 4. huffman: codes on the device (sh: from sampled counts, the same bit layout);
+        # Elias: the lists of marks its chunks walk. Chunk sizes, then the one
+        # synchronisation: the plan to the host in one copy
+        kind = _KERNEL_CODER.get(coder, coder)
+        dev.coders = cupy.full(count, CODER_IDS[kind], cupy.uint8)
+        if kind == "huffman":
+            if coder == "sh":
+                kernel("histogram", "hc_sample_counts")((count,), (THREADS,), (
+                    states, offsets, sizes, np.int32(s), np.uint64(seed), sample_counts))
             kernel("codebook", "hc_build_codes")(*one_per_tensor, (
-                counts, np.int32(alphabet), np.int32(count), lengths, codes, single, bits))
+                sample_counts if coder == "sh" else counts, np.int32(alphabet),
+                np.int32(count), lengths, codes, single, bits))
             mark("codebook")
             dev.lengths, dev.codes = lengths, codes
         else:
             dev.kind, dev.gap = np.int32(ELIAS.index(coder)), np.int32(gap)
             _lists(dev, LIST_NONZERO if gap else LIST_RUN_END)
             mark("lists")
-        _chunk_bits(dev, (coder,))
+        _chunk_bits(dev, (kind,))
         mark("chunk sizes")
         plan_host = _pinned(plan_h.nbytes, 0)
         plan_h.get(out=plan_host)
@@ -325,12 +340,12 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             plan_specs, plan_host)[1]
         _check_finite(bad_h, nonfinite)
         lengths_h = lengths_h.reshape(count, alphabet)
-        if coder == "huffman":
-            chosen = [("huffman", _huffman_codebook(lengths_h[j], int(single_h[j])))
+        if kind == "huffman":
+            chosen = [(coder, _huffman_codebook(lengths_h[j], int(single_h[j])))
                       for j in range(count)]
         else:
             chosen = [(coder, b"")] * count  # Elias: no codebook
-        used = (coder,)
+        used = (kind,)
     else:
         scales_h, clog2_h, first_h, bits_h, chosen, used = _plan_sparse(
             dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark)
@@ -580,10 +595,9 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if (sec.coder not in CODER_IDS or sec.raw
-                    or sec.bucket_log2 and not BUCKETS_ON_DEVICE
-                    or sec.quantizer in payload.FP_FORMATS and not FP_ON_DEVICE
-                    or sec.coder in ELIAS and not ELIAS_ON_DEVICE):
+            if (_KERNEL_CODER.get(sec.coder, sec.coder) not in CODER_IDS or sec.raw
+                    or NOT_YET_ON_DEVICE & _families(sec.quantizer, sec.coder,
+                                                     sec.bucket_log2 > 0, encode=False)):
                 raise NotImplementedError(
                     f"the GPU decoder does not cover {sec.quantizer}/{sec.coder}"
                     f"{' in buckets' if sec.bucket_log2 else ''} yet")
@@ -623,7 +637,8 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     plans = [_decode_plan(b, secs, label, codes_seen)
              for b, (_, secs), label in zip(blobs, parsed, labels)]
     s = plans[0][0][0]
-    huff = np.array([[sec.coder == "huffman" for sec in secs] for _, secs in parsed])
+    huff = np.array([[_KERNEL_CODER.get(sec.coder, sec.coder) == "huffman" for sec in secs]
+                     for _, secs in parsed])
     clog2s = np.array([[sec.chunk_log2 for sec in secs] for _, secs in parsed], np.int32)
     # QSGD's buckets: decoded payload by payload into a state or symbol buffer, then added
     # with each bucket's scale (hc_add_buckets)
@@ -790,11 +805,11 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
         code = codes_seen.get(key)
         if code is None:
             code = codes_seen[key] = _parse_code(sec, which)
-        coders_h[t] = CODER_IDS[sec.coder]
+        coders_h[t] = CODER_IDS[_KERNEL_CODER.get(sec.coder, sec.coder)]
         gaps[t] = sec.gap_layout and sec.coder in ELIAS
-        if sec.coder == "huffman":
+        if sec.coder in ("huffman", "sh"):
             if sec.size and code.single < 0 and not code.lengths.any():
-                raise PayloadError(f"{which}: huffman code is empty but the data needs it")
+                raise PayloadError(f"{which}: {sec.coder} code is empty but the data needs it")
             lengths[t] = code.lengths
             single[t] = code.single
         elif sec.coder == "zrh":

@@ -28,7 +28,7 @@ def mutants(blob, rng, count):
 
 def main(count: int = 60) -> None:
     # the newest kernels too
-    gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = gpu_backend.BUCKETS_ON_DEVICE = True
+    gpu_backend.NOT_YET_ON_DEVICE = set()
     rng = np.random.default_rng(0)
     dense = rng.standard_t(3, 20_000).astype(np.float32)
     sparse = np.zeros(50_000, np.float32)
@@ -63,7 +63,8 @@ def main(count: int = 60) -> None:
                     accepted += 1
                     assert np.array_equal(got, want), (q, coder, path)
     for n in (1, 7, 4097, 100_003):
-        for q, s, norm, coder in (("qsgd", 16, "l2", "huffman"), ("qsgd", 16, "l2", "zrh"),
+        for q, s, norm, coder in (("qsgd", 16, "l2", "huffman"), ("qsgd", 16, "l2", "sh"),
+                                  ("qsgd", 16, "l2", "zrh"),
                                   ("qsgd", 16, "l2", "auto"), ("qsgd", 16, "l2", "elias-delta"),
                                   ("fp4", None, "gennorm", "auto"),
                                   ("fp8-e5m2", None, "max", "huffman")):

@@ -76,6 +76,15 @@ void hc_check_moments(const double* x, long long n, double m, unsigned long long
     }
 }
 
+// histogram.cu hc_sample_counts of one tensor's states: SH's sampled counts.
+void hc_check_sample_counts(const signed char* states, long long n, int s,
+                            unsigned long long seed, unsigned long long* counts) {
+    for (int k = 0; k < 2 * s + 1; ++k) counts[k] = 1;
+    if (n == 0) return;
+    const uint64_t key = hc_stream_key(seed, HC_STREAM_SAMPLE);
+    for (int j = 0; j < HC_SAMPLE_SIZE; ++j) ++counts[states[hc_sample_position(key, j, n)] + s];
+}
+
 void hc_check_code(const long long* counts, int n, unsigned char* lengths,
                    unsigned short* codes) {
     hc_huffman_lengths((const int64_t*)counts, n, HC_MAX_CODE_LEN, lengths);

@@ -20,6 +20,7 @@ import horovod_huffcomp as hc
 from horovod_huffcomp import (codebook, exchange, float_quantizer, gennorm, gpu_backend, payload,
                               quantizers)
 from horovod_huffcomp.codebook import Code
+from horovod_huffcomp.coders import symbol
 from horovod_huffcomp.payload import MAX_CODE_LEN, Reader
 from horovod_huffcomp.quantizers import quantize
 
@@ -107,6 +108,8 @@ def lib(tmp_path_factory):
     L.hc_check_fp_max_scale.argtypes = [ctypes.c_double, ctypes.c_int, ctypes.c_int]
     L.hc_check_fp_max_scale.restype = ctypes.c_float
     L.hc_check_moments.argtypes = [P, ctypes.c_longlong, ctypes.c_double, P]
+    L.hc_check_sample_counts.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_ulonglong,
+                                         P]
     L.hc_check_huffman_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P,
                                           P, P, P]
     L.hc_check_huffman_encode.restype = ctypes.c_longlong
@@ -225,6 +228,18 @@ def test_float_formats_match_cpu(lib, q):
                 want = quantizers.dequantize(states, s, float("nan"), None, dtype, q)
             assert np.array_equal(values.astype(dtype), want, equal_nan=True), (scale, dtype)
             assert np.array_equal(values, want.astype(np.float64), equal_nan=True)
+
+
+def test_sample_counts_match_cpu(lib):
+    """SH's sampled counts (histogram.cu hc_sample_counts' per-sample logic): the CPU's, for
+    sizes from 1 (every sample at position 0) to past 2^24, seeds near 0 and 2^63."""
+    rng = np.random.default_rng(8)
+    for n in (0, 1, 2, 7, 1000, 100_003, (1 << 24) + 5):
+        states = rng.integers(-8, 9, n).astype(np.int8)
+        for seed in (0, 1, 12345, 2**63 - 1):
+            got = np.zeros(17, np.uint64)
+            lib.hc_check_sample_counts(ptr(states), n, 8, seed, ptr(got))
+            assert np.array_equal(got, symbol.sample_counts(states, n, 8, seed)), (n, seed)
 
 
 def test_float16_conversions_match_numpy(lib):
@@ -436,9 +451,7 @@ def host_launches(lib, monkeypatch, request):
     monkeypatch.setattr(gpu_backend, "_upload", upload)
     monkeypatch.setattr(gpu_backend, "_address", lambda a: a.ctypes.data)
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
-    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
-    monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
-    monkeypatch.setattr(gpu_backend, "BUCKETS_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
     return gpu_backend
 
 
@@ -798,3 +811,22 @@ def test_bucket_decode_sum_kernels_on_the_host(host_launches):
     trio = [blobs[1], blobs[0], blobs[2]]
     assert sum(rejected_as_on_the_cpu(host_launches, trio, 1, rng, "huffman")
                for _ in range(40)) > 10
+
+
+def test_sh_decode_sum_kernels_on_the_host(host_launches):
+    """SH payloads decode as huffman's (their code from the codebook): summed with huffman
+    ones in one fused launch when their chunks agree, by the host builds of the kernels as
+    exchange.reduce_mean sums them; a corrupted one rejected as on the CPU, named sh."""
+    rng = np.random.default_rng(7)
+    shapes = [(), (300, 7), (9000,)]
+    blobs = [hc.encode_many([gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh)
+                             for sh in shapes], "qsgd", c, 8, "max", seed=r, chunk_log2=9)
+             for r, c in enumerate(("sh", "huffman", "sh"))]
+    host_launches.launched.clear()
+    got = host_launches.decode_sum(blobs, bundle=True)
+    assert ("hc_huffman_decode_symbols" if host_launches.SYMBOLS_MAX_CHUNKS
+            else "hc_huffman_decode_sum") in host_launches.launched
+    for t, want in enumerate(cpu_sums(blobs)):
+        assert np.array_equal(got[t], want), t
+    assert sum(rejected_as_on_the_cpu(host_launches, blobs, 2, rng, "sh")
+               for _ in range(30)) > 5

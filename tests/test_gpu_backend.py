@@ -27,9 +27,7 @@ FORMATS = [("fp4", "gennorm"), ("fp4", "max"), ("fp8", "max"), ("fp8-e5m2", "max
 def new_kernels_on_device(monkeypatch):
     """The Elias, float-format and bucket kernels are checked here before they are on by
     default."""
-    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
-    monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
-    monkeypatch.setattr(gpu_backend, "BUCKETS_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
 
 
 def gradient_like(rng, n, dtype):
@@ -197,6 +195,37 @@ def test_buckets_are_byte_identical(norm, coder):
                           bucket=256) == want
 
 
+def test_sh_is_byte_identical():
+    """SH on the device (hc_sample_counts: the 1000 sampled positions of the seed's sample
+    stream, counts from 1; then the huffman kernels): every quantizer setting and size,
+    float16/32, sparse tensors with grown and fixed chunks, batches (one seed for all their
+    tensors, codebooks reused), and its payloads decode-and-summed as huffman's are, beside
+    huffman ones."""
+    rng = np.random.default_rng(27)
+    for quantizer, levels, norm in CASES:
+        for n in SIZES:
+            for dtype in (np.float32, np.float16):
+                x = gradient_like(rng, n, dtype)
+                want = hc.encode(x, quantizer, "sh", levels, norm, seed=n + 5)
+                assert hc.encode(cupy.asarray(x), quantizer, "sh", levels, norm,
+                                 seed=n + 5) == want, (quantizer, levels, n, dtype)
+    y = sparse_like(rng, 3_000_000, 1e-4)
+    for clog2 in (None, 8, 20):
+        want = hc.encode(y, "qsgd", "sh", 8, "max", seed=1, chunk_log2=clog2)
+        assert hc.encode(cupy.asarray(y), "qsgd", "sh", 8, "max", seed=1,
+                         chunk_log2=clog2) == want, clog2
+    shapes = [(4096,), (1,), (0,), (70_001,), (10,), (10,)]
+    blobs = []
+    for r in range(3):
+        xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+        xs[-1] = xs[-2] = np.zeros(10, np.float32)  # equal codes: the second one reused
+        want = hc.encode_many(xs, "qsgd", ("sh", "sh", "huffman")[r], 16, "l2", seed=9 + r)
+        assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", ("sh", "sh", "huffman")[r],
+                              16, "l2", seed=9 + r) == want
+        blobs.append(want)
+    assert_sums_as_cpu(blobs, (1, 3))
+
+
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
     bits take the writer's slow path (straight to global memory)."""
@@ -276,9 +305,9 @@ def test_nonfinite():
 
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
-    for kw in (dict(quantizer="topk"), dict(coder="sh"), dict(coder="rlh"), dict(coder="shs"),
+    for kw in (dict(quantizer="topk"), dict(coder="rlh"), dict(coder="shs"),
                dict(quantizer="topk", coder="elias-omega"), dict(quantizer="fp8", coder="rlh"),
-               dict(bucket=512, coder="sh")):
+               dict(bucket=512, coder="shs")):
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
     # exact top-k decodes on the host
     for blob in (hc.encode(x, "topk", "huffman"),):
@@ -474,7 +503,7 @@ def test_real_gradients(model):
     from horovod_huffcomp.bench.gradients import worker_gradients
 
     workers = [[g for _, g in grads] for grads in worker_gradients(model, 4, steps=5)]
-    for coder in CODERS + ["elias-gamma"]:
+    for coder in CODERS + ["elias-gamma", "sh"]:
         for s, norm in ((16, "max"), (4, "l2")):
             blobs = [hc.encode_many(xs, "qsgd", coder, s, norm, seed=r)
                      for r, xs in enumerate(workers)]

@@ -109,9 +109,7 @@ def checked_launches(monkeypatch):
         return launch
 
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
-    monkeypatch.setattr(gpu_backend, "ELIAS_ON_DEVICE", True)
-    monkeypatch.setattr(gpu_backend, "FP_ON_DEVICE", True)
-    monkeypatch.setattr(gpu_backend, "BUCKETS_ON_DEVICE", True)
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
     return launched
 
 
@@ -122,9 +120,9 @@ def test_signatures_are_parsed():
     assert sigs["huffman", "hc_huffman_decode_sum"][1] == "int"
 
 
-@pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("zrh", "runlength"),
-                                          ("auto", "runlength"), ("elias-gamma", "runlength"),
-                                          ("elias-omega", "gap")])
+@pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("sh", "runlength"),
+                                          ("zrh", "runlength"), ("auto", "runlength"),
+                                          ("elias-gamma", "runlength"), ("elias-omega", "gap")])
 def test_encode_launches(checked_launches, coder, layout):
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(n).astype(dt) for n, dt in
@@ -137,10 +135,12 @@ def test_encode_launches(checked_launches, coder, layout):
         used = {sec.coder for sec in secs}
         assert used <= ({"huffman", "zrh"} if coder == "auto" else {coder})
         assert all(sec.gap_layout == (layout == "gap") for sec in secs)
-        writes = {f"hc_{'elias' if c in gpu_backend.ELIAS else c}_write" for c in used}
+        writes = {f"hc_{'elias' if c in gpu_backend.ELIAS else c}_write"
+                  for c in {"huffman" if c == "sh" else c for c in used}}
         assert writes | {"hc_quantize_f16", "hc_histogram"} <= set(checked_launches)
-        if coder != "huffman":
+        if coder not in ("huffman", "sh"):
             assert {"hc_list_count", "hc_list"} <= set(checked_launches)
+        assert ("hc_sample_counts" in checked_launches) == (coder == "sh")
 
 
 @pytest.mark.parametrize("quantizer,norm,coder", [("fp4", "gennorm", "huffman"),
@@ -195,7 +195,7 @@ def test_decode_launches(checked_launches, monkeypatch):
     xs = [rng.standard_normal(n).astype(np.float32) for n in (5000, 1, 30_000)]
     xs[2][rng.random(30_000) < 0.995] = 0
     blobs = [hc.encode_many(xs, "qsgd", c, 8, "max", seed=r, elias_layout=layout)
-             for r, (c, layout) in enumerate([("huffman", "runlength"), ("huffman", "runlength"),
+             for r, (c, layout) in enumerate([("huffman", "runlength"), ("sh", "runlength"),
                                               ("auto", "runlength"), ("elias-delta", "gap")])]
     for limit in (0, 1 << 40):  # the tiles, the symbol buffer (gpu_backend._by_symbols)
         monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS", limit)

@@ -54,8 +54,8 @@ def test_decode_sum_and_decode(host_device):
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
 
 
-# not GPU-covered, host fallback: rlh and, until gpu_backend.FP_ON_DEVICE and
-# BUCKETS_ON_DEVICE, CO3's float formats and QSGD's buckets
+# not GPU-covered, host fallback: rlh and, while gpu_backend.NOT_YET_ON_DEVICE names them,
+# CO3's float formats and QSGD's buckets
 @pytest.mark.parametrize("coder,quantizer,bucket", [
     ("huffman", "qsgd", None), ("rlh", "qsgd", None), ("huffman", "fp4", None),
     ("huffman", "qsgd", 64)])
@@ -86,15 +86,16 @@ def test_errors_name_the_payload(host_device):
         gpu_backend.decode_sum([blobs[0], other])
 
 
-@pytest.mark.parametrize("flag,quantizer,coder,bucket", [
-    ("ELIAS_ON_DEVICE", "qsgd", "elias-delta", None), ("FP_ON_DEVICE", "fp8", "huffman", None),
-    ("FP_ON_DEVICE", "fp4", "auto", None), ("BUCKETS_ON_DEVICE", "qsgd", "huffman", 64)])
-def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monkeypatch, flag,
+@pytest.mark.parametrize("family,quantizer,coder,bucket", [
+    ("elias", "qsgd", "elias-delta", None), ("float formats", "fp8", "huffman", None),
+    ("float formats", "fp4", "auto", None), ("buckets", "qsgd", "huffman", 64)])
+def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monkeypatch, family,
                                                               quantizer, coder, bucket):
-    """Until gpu_backend.ELIAS_ON_DEVICE / FP_ON_DEVICE / BUCKETS_ON_DEVICE (docs/gpu.md),
-    CUDA inputs coded with Elias, quantized to a float format or in QSGD's buckets are
-    encoded on the host and such payloads decoded there (exchange.decode_mean falls back)."""
-    assert not getattr(gpu_backend, flag)
+    """While gpu_backend.NOT_YET_ON_DEVICE names a kernel family (docs/gpu.md), CUDA inputs
+    that need it (coded with Elias, quantized to a float format or in QSGD's buckets) are
+    encoded on the host and such payloads decoded there (exchange.decode_mean falls back);
+    taking that family off the set, and only that one, brings them to the device."""
+    assert family in gpu_backend.NOT_YET_ON_DEVICE
     assert not gpu_backend.supports(quantizer, coder, "gap", bucket)
     blobs = _blobs(coder, quantizer, bucket)
     with pytest.raises(NotImplementedError, match=f"{quantizer}/"):
@@ -105,9 +106,28 @@ def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monke
     per_rank = [hc.decode_many(b) for b in blobs]
     for t, m in enumerate(means):
         assert np.array_equal(m, exchange.reduce_mean([p[t] for p in per_rank]))
-    monkeypatch.setattr(gpu_backend, flag, True)
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
+                        gpu_backend.NOT_YET_ON_DEVICE - {family})
     assert gpu_backend.supports(quantizer, coder, "gap", bucket)
     assert not gpu_backend.supports(quantizer, coder, "diagonal", bucket)
     assert gpu_backend.supports(quantizer, coder, "gap", bucket=64) == (bucket is not None)
     assert gpu_backend.decode_sum(blobs)[0].shape == SHAPES[0]
 
+
+
+def test_sh_payloads_decode_on_the_device_before_its_encode_kernel_ran(host_device,
+                                                                       monkeypatch):
+    """SH's payloads are huffman's bits with another code: the device decodes them (kernels
+    that have run on a GPU); its encode (hc_sample_counts) stays on the host while "sample
+    counts" is in NOT_YET_ON_DEVICE."""
+    assert "sample counts" in gpu_backend.NOT_YET_ON_DEVICE
+    assert not gpu_backend.supports("qsgd", "sh")
+    blobs = _blobs("sh")
+    per_rank = [hc.decode_many(b) for b in blobs]
+    got = gpu_backend.decode_sum(blobs)
+    for t in range(len(SHAPES)):
+        assert np.array_equal(got[t], exchange.reduce_mean([p[t] for p in per_rank],
+                                                           average=False))
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
+                        gpu_backend.NOT_YET_ON_DEVICE - {"sample counts"})
+    assert gpu_backend.supports("qsgd", "sh") and not gpu_backend.supports("qsgd", "shs")

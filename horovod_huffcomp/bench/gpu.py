@@ -6,7 +6,7 @@ tensors, 25.6M parameters), in one run:
 * device-to-device copy bandwidth (bytes read + written, a large ``cupy.copyto``): the ceiling;
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
 * quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
-  of huffman, zrh, auto and the Elias baselines, measured one after another in the same
+  of huffman, sh, zrh, auto and the Elias baselines, measured one after another in the same
   run; ``--quantizer`` (qsgd, terngrad or a float format: fp4, fp8, fp8-e5m2), ``--bucket``,
   ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
   kernels (CUDA events around the stages, median of repeats, inputs rotated so small sizes
@@ -104,7 +104,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--coders", "--coder", dest="coder", nargs="+", default=["huffman"],
-                    choices=("huffman", "zrh", "auto") + gpu_backend.ELIAS)
+                    choices=("huffman", "sh", "zrh", "auto") + gpu_backend.ELIAS)
     ap.add_argument("--elias-layout", default="runlength", choices=gpu_backend.ELIAS_LAYOUTS)
     ap.add_argument("--quantizer", default="qsgd",
                     choices=("qsgd", "terngrad") + tuple(gpu_backend.FP_IDS))
@@ -117,8 +117,7 @@ def main(argv=None):
     levels, norm = check_options(a.quantizer, levels, a.norm or (
         "gennorm" if a.quantizer == "fp4" else "max"))
     # time the kernels not yet on by default too (docs/gpu.md)
-    gpu_backend.ELIAS_ON_DEVICE = gpu_backend.FP_ON_DEVICE = True
-    gpu_backend.BUCKETS_ON_DEVICE = True
+    gpu_backend.NOT_YET_ON_DEVICE = set()
     if not gpu_backend.available():
         raise SystemExit("bench gpu needs a CUDA device visible to CuPy")
     dev = cupy.cuda.Device()
