@@ -49,5 +49,5 @@ extern "C" __global__ void hc_sample_counts(const signed char* states, const lon
     const uint64_t key = hc_stream_key(seed, HC_STREAM_SAMPLE);
     const signed char* x = states + offsets[t];
     for (int j = threadIdx.x; j < HC_SAMPLE_SIZE; j += blockDim.x)
-        atomicAdd(row + x[hc_sample_position(key, j, (uint64_t)n)] + s, 1ull);
+        atomicAdd(row + (x[hc_sample_position(key, j, (uint64_t)n)] + s), 1ull);
 }
