@@ -193,6 +193,47 @@ HC_HD float hc_fp_max_scale(double m, const HcFp& f) {
     return hc_round_up_f32(v < HC_F32_MAX ? v : HC_F32_MAX);
 }
 
+// ----------------------------------------------------------------- top-k (quantizers.py)
+// The k entries of largest |x| (ties: lower index first; exact zeros never), found by radix
+// select on keys: the bits of |x| in the tensor's float type (float32 for float16 and float32
+// tensors, as the CPU compares them; float64), which order as the values do. MSB-first
+// passes of 8 bits: a digit histogram of the keys matching the digits chosen so far
+// (`prefix`), then hc_topk_digit.
+HC_HD uint64_t hc_topk_key(double v, bool f64) {
+    if (f64) return hc_double_bits(fabs(v));
+    union { float f; uint32_t u; } c;
+    c.f = (float)fabs(v);
+    return c.u;
+}
+
+// Whether a key agrees with `prefix` on the digits above bit `shift` + 8.
+HC_HD bool hc_topk_matches(uint64_t key, uint64_t prefix, int shift) {
+    const uint64_t high = shift + 8 >= 64 ? 0 : ~0ull << (shift + 8);
+    return (key & high) == prefix;
+}
+
+// The digit holding the krem-th largest of the matching keys (digit histogram `hist`: 256
+// counts); krem becomes its rank among the keys with that digit. After the last pass
+// `prefix` is the k-th largest key t and krem the ties (keys == t) to keep, lowest index first.
+HC_HD int hc_topk_digit(const unsigned long long* hist, long long& krem) {
+    long long above = 0;
+    for (int d = 255; d > 0; --d) {
+        if (above + (long long)hist[d] >= krem) {
+            krem -= above;
+            return d;
+        }
+        above += (long long)hist[d];
+    }
+    krem -= above;
+    return 0;
+}
+
+// Whether an entry of key `key` is kept, given the k-th largest key t and its tie rank among
+// the entries equal to t (by index): above t, or one of the first `need` ties of a t > 0.
+HC_HD bool hc_topk_keep(uint64_t key, uint64_t t, long long rank, long long need) {
+    return key > t || (key == t && t != 0 && rank < need);
+}
+
 // ----------------------------------------------------------------- codebook.py
 // Length-limited Huffman code lengths from counts, as codebook.huffman_lengths: symbols with
 // a count sorted by (count, symbol), two-queue Huffman (a leaf wins ties), JPEG Annex K.3

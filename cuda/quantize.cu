@@ -10,6 +10,7 @@
 //                  key = mix64(seed * G + streams[t])
 //   hc_quantize_fp_*  CO3's float formats: the code nearest |x| / scale, signed
 //   hc_*_buckets_*    QSGD's buckets: max, sum of squares and rounding per bucket
+//   hc_topk_*, hc_quantize_topk_*  quantized top-k: radix select, ties, rounding
 //
 // Suffixes: _f16 (float16 as its bits), _f32, _f64. Build with --fmad=false.
 #include "common.cuh"
@@ -339,6 +340,134 @@ __device__ void hc_quantize_buckets(const unsigned long long* ptrs, const long l
     });
 }
 
+// Quantized top-k (levels >= 1; quantizers.topk_mask, then QSGD's max norm on the kept
+// entries): per tensor a radix select of the k-th largest key (common.cuh top-k), the ties'
+// ranks by index, then stochastic rounding of the kept entries. krem[t] starts at k; prefix[t]
+// at 0. hc_topk_hist: one pass's digit histogram (bits shift .. shift + 7) of the keys that
+// match the digits chosen so far, into hist (tensors x 256; shared counters per block).
+template <class T>
+__device__ void hc_topk_hist(const unsigned long long* ptrs, const long long* sizes,
+                             const unsigned long long* prefix, const long long* krem,
+                             int shift, unsigned long long* hist) {
+    __shared__ unsigned int local[256];
+    const int t = blockIdx.y;
+    if (krem[t] <= 0) return;  // k = 0: nothing to select (the whole block returns)
+    for (int k = threadIdx.x; k < 256; k += blockDim.x) local[k] = 0;
+    __syncthreads();
+    const T* x = reinterpret_cast<const T*>(ptrs[t]);
+    const long long n = sizes[t];
+    const bool wide = hc_wide(x), f64 = sizeof(T) == 8;
+    const uint64_t pre = prefix[t];
+    for (long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x; g << 3 < n;
+         g += (long long)gridDim.x * blockDim.x) {
+        double v[8];
+        hc_load8(x, g << 3, n, wide, v);
+        const int m = n - (g << 3) < 8 ? (int)(n - (g << 3)) : 8;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            if (k >= m) break;
+            const uint64_t key = hc_topk_key(v[k], f64);
+            if (hc_topk_matches(key, pre, shift)) atomicAdd(local + ((key >> shift) & 255), 1u);
+        }
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < 256; k += blockDim.x)
+        if (local[k]) atomicAdd(hist + (long long)t * 256 + k, (unsigned long long)local[k]);
+}
+
+// A warp per block of 256 elements, blocks b0 .. b1 - 1 of the batch's numbering (tensor t's
+// from block_first[t]): lane l takes elements 8l .. 8l + 7 of the block; their values, keys
+// and how many tie (equal the selected k-th largest key, when it is not 0).
+struct HcTopkLane {
+    int t;
+    long long n, i0;
+    uint64_t th;
+    double v[8];
+    uint64_t keys[8];
+    int ties;
+};
+
+template <class T>
+__device__ __forceinline__ HcTopkLane hc_topk_lane(const unsigned long long* ptrs,
+                                                   const long long* sizes,
+                                                   const long long* block_first, int count,
+                                                   long long b, int lane,
+                                                   const unsigned long long* prefix) {
+    HcTopkLane L;
+    L.t = hc_owner(b, block_first, count);
+    const T* x = reinterpret_cast<const T*>(ptrs[L.t]);
+    L.n = sizes[L.t];
+    L.i0 = ((b - block_first[L.t]) << 8) + 8 * lane;
+    L.th = prefix[L.t];
+    hc_load8(x, L.i0, L.n, hc_wide(x), L.v);
+    L.ties = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        L.keys[k] = hc_topk_key(L.v[k], sizeof(T) == 8);
+        L.ties += L.i0 + k < L.n && L.th != 0 && L.keys[k] == L.th;
+    }
+    return L;
+}
+
+// Each block's ties.
+template <class T>
+__device__ void hc_topk_ties(const unsigned long long* ptrs, const long long* sizes,
+                             const long long* block_first, int count, long long b0, long long b1,
+                             const unsigned long long* prefix, unsigned int* ties) {
+    const long long b = b0 + ((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (b >= b1) return;  // warp-uniform
+    unsigned int c = hc_topk_lane<T>(ptrs, sizes, block_first, count, b, lane, prefix).ties;
+    for (int o = 16; o; o >>= 1) c += __shfl_down_sync(0xffffffffu, c, o);
+    if (lane == 0) ties[b] = c;
+}
+
+// The states of blocks b0 .. b1 - 1: each lane's ties ranked after those of its tensor's
+// blocks before (tie_at: the ties' exclusive prefix sum over the batch's blocks) and of the
+// lanes before it; kept entries (hc_topk_keep) rounded stochastically with the tensor's
+// scale, the others 0.
+template <class T>
+__device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long* sizes,
+                                 const long long* block_first, int count, long long b0,
+                                 long long b1, const unsigned long long* prefix,
+                                 const long long* need, const long long* tie_at,
+                                 const float* scales, int s, unsigned long long seed,
+                                 const long long* streams, const long long* state_offsets,
+                                 signed char* states) {
+    const long long b = b0 + ((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (b >= b1) return;  // warp-uniform
+    const HcTopkLane L = hc_topk_lane<T>(ptrs, sizes, block_first, count, b, lane, prefix);
+    const int t = L.t;
+    const long long n = L.n, i0 = L.i0;
+    const uint64_t th = L.th;
+    const double scale = (double)scales[t], rscale = 1.0 / scale;
+    const bool zero = !(scale > 0.0) || isinf(scale);
+    const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
+    const int m = n - i0 < 0 ? 0 : n - i0 < 8 ? (int)(n - i0) : 8;
+    const int c = L.ties;
+    int incl = c;
+    for (int o = 1; o < 32; o <<= 1) {
+        const int u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += u;
+    }
+    if (m == 0) return;
+    long long rank = tie_at[b] - tie_at[block_first[t]] + incl - c;
+    unsigned long long word = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        if (k >= m) break;
+        const bool kept = hc_topk_keep(L.keys[k], th, rank, need[t]);
+        rank += th != 0 && L.keys[k] == th;
+        if (kept && !zero) {
+            const double a = hc_div_fixed(fabs(L.v[k]) * (double)s, scale, rscale);
+            const int level = hc_round_level(a, L.v[k] < 0, s, key, i0 + k);
+            word |= (unsigned long long)(unsigned char)level << (8 * k);
+        }
+    }
+    reinterpret_cast<unsigned long long*>(states + state_offsets[t])[i0 >> 3] = word;
+}
+
 #define HC_INSTANCES(SUF, T)                                                                   \
     extern "C" __global__ void hc_absmax_##SUF(const unsigned long long* p,                    \
                                                const long long* n, unsigned long long* m,      \
@@ -384,6 +513,26 @@ __device__ void hc_quantize_buckets(const unsigned long long* ptrs, const long l
         const float* scales, int s, unsigned long long seed, const long long* streams,         \
         const long long* offsets, signed char* states) {                                       \
         hc_quantize_buckets<T>(p, n, first, blog2, scales, s, seed, streams, offsets, states);  \
+    }                                                                                          \
+    extern "C" __global__ void hc_topk_hist_##SUF(                                             \
+        const unsigned long long* p, const long long* n, const unsigned long long* prefix,     \
+        const long long* krem, int shift, unsigned long long* hist) {                          \
+        hc_topk_hist<T>(p, n, prefix, krem, shift, hist);                                      \
+    }                                                                                          \
+    extern "C" __global__ void hc_topk_ties_##SUF(                                             \
+        const unsigned long long* p, const long long* n, const long long* block_first,         \
+        int count, long long b0, long long b1, const unsigned long long* prefix,               \
+        unsigned int* ties) {                                                                  \
+        hc_topk_ties<T>(p, n, block_first, count, b0, b1, prefix, ties);                       \
+    }                                                                                          \
+    extern "C" __global__ void hc_quantize_topk_##SUF(                                         \
+        const unsigned long long* p, const long long* n, const long long* block_first,         \
+        int count, long long b0, long long b1, const unsigned long long* prefix,               \
+        const long long* need, const long long* tie_at, const float* scales, int s,            \
+        unsigned long long seed, const long long* streams, const long long* offsets,           \
+        signed char* states) {                                                                 \
+        hc_quantize_topk<T>(p, n, block_first, count, b0, b1, prefix, need, tie_at, scales, s, \
+                            seed, streams, offsets, states);                                   \
     }
 
 HC_INSTANCES(f16, unsigned short)
@@ -408,4 +557,17 @@ extern "C" __global__ void hc_scales(const unsigned long long* maxbits, const in
     else if (fmt != HC_FP_LINEAR) scales[j] = hc_fp_max_scale(m, hc_fp_format(fmt, s));
     else if (!l2) scales[j] = hc_round_up_f32(m);
     else scales[j] = hc_round_up_f32(m * sqrt(hc_sumsq_value(hi[j], lo[j])));
+}
+
+// One thread per tensor: a radix-select pass's digit (common.cuh hc_topk_digit) appended to
+// prefix[t] at bit `shift`; krem[t] becomes the rank left among the keys with that digit.
+extern "C" __global__ void hc_topk_pick(const unsigned long long* hist,
+                                        unsigned long long* prefix, long long* krem, int shift,
+                                        int count) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= count || krem[t] <= 0) return;
+    long long r = krem[t];
+    const int d = hc_topk_digit(hist + (long long)t * 256, r);
+    krem[t] = r;
+    prefix[t] |= (unsigned long long)d << shift;
 }

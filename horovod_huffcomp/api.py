@@ -83,7 +83,8 @@ def _encode(xs, opts, bundle: bool, values: list | None) -> bytes:
     packed; the CPU backend appends each array's dequantized values to ``values``."""
     on_gpu = [gpu_backend.is_cuda_array(x) for x in xs]
     if xs and all(on_gpu) and gpu_backend.supports(opts["quantizer"], opts["coder"],
-                                                   opts["elias_layout"], opts["bucket"]):
+                                                   opts["elias_layout"], opts["bucket"],
+                                                   opts["levels"]):
         return payload.pack(gpu_backend.encode_sections(xs, transient=True, **opts),
                             bundle=bundle)
     xs = [gpu_backend.to_host(x) if g else x for x, g in zip(xs, on_gpu)]

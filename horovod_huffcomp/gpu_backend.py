@@ -1,11 +1,11 @@
 """GPU backend: CuPy ``RawModule`` over ``cuda/*.cu``, byte-identical to the CPU backend.
 
 Covered so far: quantizers ``qsgd`` (L2 and max norm, one scale per tensor or QSGD's
-buckets), ``terngrad`` and CO3's float formats (``fp4``, ``fp8``, ``fp8-e5m2``; max norm and
-fp4's GenNorm fit), coders ``huffman``,
+buckets), ``terngrad``, top-k with quantized values (``levels`` >= 1) and CO3's float formats
+(``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``, ``sh``,
 ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
-batches. ``api.encode``/``encode_many`` send CUDA inputs here when the options
+batches (kernel families not yet run on a GPU wait in ``NOT_YET_ON_DEVICE``). ``api.encode``/``encode_many`` send CUDA inputs here when the options
 are covered and copy them to the host for the CPU backend otherwise (see docs/gpu.md).
 
 Encode of a batch (a model's gradients) runs every stage for all tensors at once, no
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import sys
 import threading
 import types
@@ -67,8 +68,9 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # hc_moments_*); "buckets": QSGD's buckets (hc_*_buckets_*, hc_add_buckets). The GPU tests,
 # scripts/gpu_sanitize.py and `bench gpu` empty it.
 # "sample counts": SH's sampled histogram (histogram.cu hc_sample_counts: its encode; SH's
-# payloads decode as huffman's).
-NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts"}
+# payloads decode as huffman's); "top-k": quantized top-k's selection (hc_topk_*,
+# hc_quantize_topk_*: its encode; its payloads decode as qsgd's).
+NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k"}
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
@@ -121,12 +123,14 @@ def is_cuda_array(x) -> bool:
 
 
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
-             bucket: int | None = None) -> bool:
+             bucket: int | None = None, levels: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
-    qsgd/terngrad with one scale per tensor, QSGD's buckets, or a float format, coded with
-    huffman, sh, zrh, auto, or an Elias code (either layout); none of the kernel families in
-    ``NOT_YET_ON_DEVICE``."""
-    return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS)
+    qsgd/terngrad with one scale per tensor, QSGD's buckets, a float format, or top-k with
+    its kept values quantized (``levels`` >= 1; exact top-k's raw magnitudes are the host's),
+    coded with huffman, sh, zrh, auto, or an Elias code (either layout); none of the kernel
+    families in ``NOT_YET_ON_DEVICE``."""
+    return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS
+             or quantizer == "topk" and levels is not None and levels >= 1)
             and (bucket is None or quantizer == "qsgd")
             and (coder in ("huffman", "sh", "zrh", "auto") or coder in ELIAS)
             and elias_layout in ELIAS_LAYOUTS
@@ -139,7 +143,8 @@ def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True) ->
     return {name for name, needed in (("elias", coder in ELIAS),
                                       ("float formats", quantizer in FP_IDS),
                                       ("buckets", buckets),
-                                      ("sample counts", encode and coder == "sh")) if needed}
+                                      ("sample counts", encode and coder == "sh"),
+                                      ("top-k", encode and quantizer == "topk")) if needed}
 
 
 def to_host(x) -> np.ndarray:
@@ -204,7 +209,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
 
     if elias_layout not in ELIAS_LAYOUTS:
         raise ValueError(f"elias_layout must be 'runlength' or 'gap', got {elias_layout!r}")
-    if not supports(quantizer, coder, elias_layout, bucket):
+    if not supports(quantizer, coder, elias_layout, bucket, levels):
         raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder}"
                                   f"{'' if bucket is None else ' in buckets'} yet")
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
@@ -285,7 +290,10 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     mark("scale")
     # 2. states (the kernel writes every byte, padding included)
     states = cupy.empty(int(offsets_h[-1]) or 8, cupy.int8)
-    for suf, a, b in groups:
+    if quantizer == "topk":
+        _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, seed, ratio,
+                     states)
+    for suf, a, b in groups if quantizer != "topk" else ():
         grid = (_grid(int(sizes_h[a:b].max())), b - a)
         if fmt:
             kernel("quantize", f"hc_quantize_fp_{suf}")(grid, (THREADS,), (
@@ -394,6 +402,52 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         sec.reuse = prev is not None and (prev.coder, prev.codebook) == (sec.coder, sec.codebook)
         prev = sec
     return sections
+
+
+def _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, seed, ratio,
+                 states) -> None:
+    """Quantized top-k's states: per tensor the k = ceil(ratio n)-th largest key by radix
+    select (8-bit passes, MSB first: hc_topk_hist, hc_topk_pick; 4 passes on float32 keys, 8
+    on float64), each 256-element block's ties, their prefix sum, then the kept entries
+    rounded (hc_quantize_topk), as ``quantizers.quantize`` keeps and rounds them."""
+    import cupy
+
+    count = sizes_h.size
+    ks = np.array([min(math.ceil(ratio * int(n)), int(n)) for n in sizes_h], np.int64)
+    first = np.zeros(count + 1, np.int64)
+    np.cumsum(-(-sizes_h // 256), out=first[1:])
+    total = int(first[-1])
+    krem, block_first = _upload([ks, first])
+    prefix = cupy.zeros(count, cupy.uint64)
+    ties = cupy.zeros(max(total, 1), cupy.uint32)
+    tie_at = cupy.zeros(total + 1, cupy.int64)
+    hist = cupy.zeros(8 * count * 256, cupy.uint64)  # a zeroed row per tensor and pass
+    head = (np.int32(count),)
+    for suf, a, b in groups:
+        grid = (_grid(int(sizes_h[a:b].max())), b - a)
+        for k, shift in enumerate(range(56 if suf == "f64" else 24, -1, -8)):
+            rows = hist[(k * count + a) * 256:]
+            kernel("quantize", f"hc_topk_hist_{suf}")(grid, (THREADS,), (
+                ptrs[a:], sizes[a:], prefix[a:], krem[a:], np.int32(shift), rows))
+            kernel("quantize", "hc_topk_pick")((-(-(b - a) // 64),), (64,), (
+                rows, prefix[a:], krem[a:], np.int32(shift), np.int32(b - a)))
+        if first[b] > first[a]:
+            kernel("quantize", f"hc_topk_ties_{suf}")(*_warps(first[b] - first[a]), (
+                ptrs, sizes, block_first) + head + (np.int64(first[a]), np.int64(first[b]),
+                                                    prefix, ties))
+    if total:
+        cupy.cumsum(ties[:total], out=tie_at[1:])
+    for suf, a, b in groups:
+        if first[b] > first[a]:
+            kernel("quantize", f"hc_quantize_topk_{suf}")(*_warps(first[b] - first[a]), (
+                ptrs, sizes, block_first) + head + (
+                np.int64(first[a]), np.int64(first[b]), prefix, krem, tie_at, scales,
+                np.int32(s), np.uint64(seed), streams_d, offsets, states))
+
+
+def _warps(items: int) -> tuple:
+    """A launch of one warp per item."""
+    return (max(1, -(-int(items) * 32 // THREADS)),), (THREADS,)
 
 
 def _huffman_codebook(lengths, single: int) -> bytes:

@@ -7,8 +7,8 @@
 #     tests: the GPU backend's tests (and the torch adapter's CUDA ones); suite: every test;
 #     bench: python -m horovod_huffcomp.bench gpu (extra arguments go to it); baselines: the
 #     same for huffman and the Elias codes side by side at 16 and 256 MB; quantizers: CO3's
-#     float formats (fp8, fp4 with its GenNorm scale) and QSGD's buckets (L2, 512) at 16 and
-#     256 MB; profile: where
+#     float formats (fp8, fp4 with its GenNorm scale), QSGD's buckets (L2, 512) and quantized
+#     top-k (1%, s = 8) at 16 and 256 MB; profile: where
 #     the host time goes; paths: the two decode-and-sum ways side by side; sanitize: corrupted
 #     payloads decoded under compute-sanitizer's memcheck.
 # Wheels of missing packages (zstandard, for the suite) may travel in .whl/ (docs/gpu.md).
@@ -85,7 +85,8 @@ case $what in
   bench) run_bench "${BENCH_S:-300}" "$@" ;;
   baselines) run_bench "${BENCH_S:-400}" --coders huffman elias-gamma elias-delta elias-omega \
                --sizes-mb 16 256 "$@" ;;
-  quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512"; do
+  quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512" \
+                  "--quantizer topk --levels 8"; do
                 # shellcheck disable=SC2086
                 run_bench "${BENCH_S:-200}" $q --coders huffman auto --sizes-mb 16 256 "$@"
               done ;;

@@ -3,7 +3,7 @@ sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` m
 error while every corrupted payload is rejected with PayloadError or decoded as the CPU
 decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, a float
 format's and QSGD's buckets' payloads, and the encode kernels on random inputs (qsgd, in
-buckets too, and the float formats).
+buckets too, quantized top-k and the float formats).
 Needs a CUDA device visible to CuPy."""
 import sys
 
@@ -67,13 +67,14 @@ def main(count: int = 60) -> None:
                                   ("qsgd", 16, "l2", "zrh"),
                                   ("qsgd", 16, "l2", "auto"), ("qsgd", 16, "l2", "elias-delta"),
                                   ("fp4", None, "gennorm", "auto"),
-                                  ("fp8-e5m2", None, "max", "huffman")):
+                                  ("fp8-e5m2", None, "max", "huffman"),
+                                  ("topk", 8, None, "auto")):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
             for bucket in (None, 16) if q == "qsgd" else (None,):
-                assert hc.encode(cupy.asarray(x), q, coder, s, norm, seed=n,
-                                 bucket=bucket) == hc.encode(x, q, coder, s, norm, seed=n,
-                                                             bucket=bucket)
+                kw = dict(seed=n, bucket=bucket, ratio=0.05)
+                assert hc.encode(cupy.asarray(x), q, coder, s, norm, **kw) == hc.encode(
+                    x, q, coder, s, norm, **kw)
     cupy.cuda.Device().synchronize()
     print(f"malformed payloads: {rejected} rejected, {accepted} decoded as the CPU decodes "
           "them; encodes byte-identical")

@@ -85,6 +85,34 @@ void hc_check_sample_counts(const signed char* states, long long n, int s,
     for (int j = 0; j < HC_SAMPLE_SIZE; ++j) ++counts[states[hc_sample_position(key, j, n)] + s];
 }
 
+// quantize.cu's quantized top-k on one tensor, its passes in turn: the radix select
+// (hc_topk_hist's histogram of matching keys, hc_topk_digit), the ties ranked by index and
+// the kept entries rounded (hc_quantize_topk); the k-th largest key and the ties kept out.
+void hc_check_topk(const double* x, long long n, int f64, long long k, int s, double scale,
+                   unsigned long long seed, unsigned long long stream, signed char* out,
+                   unsigned long long* th_out, long long* need_out) {
+    uint64_t prefix = 0;
+    long long krem = k;
+    for (int shift = f64 ? 56 : 24; shift >= 0 && krem > 0; shift -= 8) {
+        unsigned long long hist[256] = {0};
+        for (long long i = 0; i < n; ++i) {
+            const uint64_t key = hc_topk_key(x[i], f64);
+            if (hc_topk_matches(key, prefix, shift)) ++hist[(key >> shift) & 255];
+        }
+        prefix |= (uint64_t)hc_topk_digit(hist, krem) << shift;
+    }
+    *th_out = prefix;
+    *need_out = krem;
+    const uint64_t key = hc_stream_key(seed, stream);
+    long long rank = 0;
+    for (long long i = 0; i < n; ++i) {
+        const uint64_t kx = hc_topk_key(x[i], f64);
+        const bool kept = krem > 0 && hc_topk_keep(kx, prefix, rank, krem);
+        rank += prefix != 0 && kx == prefix;
+        out[i] = (signed char)(kept && scale > 0 ? hc_round_state(x[i], s, scale, key, i) : 0);
+    }
+}
+
 void hc_check_code(const long long* counts, int n, unsigned char* lengths,
                    unsigned short* codes) {
     hc_huffman_lengths((const int64_t*)counts, n, HC_MAX_CODE_LEN, lengths);

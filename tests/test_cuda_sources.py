@@ -8,6 +8,7 @@
   byte on real-looking and adversarial inputs.
 """
 import ctypes
+import math
 import shutil
 import subprocess
 import types
@@ -110,6 +111,9 @@ def lib(tmp_path_factory):
     L.hc_check_moments.argtypes = [P, ctypes.c_longlong, ctypes.c_double, P]
     L.hc_check_sample_counts.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_ulonglong,
                                          P]
+    L.hc_check_topk.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_longlong,
+                                ctypes.c_int, ctypes.c_double, ctypes.c_ulonglong,
+                                ctypes.c_ulonglong, P, P, P]
     L.hc_check_huffman_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P,
                                           P, P, P]
     L.hc_check_huffman_encode.restype = ctypes.c_longlong
@@ -240,6 +244,36 @@ def test_sample_counts_match_cpu(lib):
             got = np.zeros(17, np.uint64)
             lib.hc_check_sample_counts(ptr(states), n, 8, seed, ptr(got))
             assert np.array_equal(got, symbol.sample_counts(states, n, 8, seed)), (n, seed)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_topk_matches_cpu(lib, dtype):
+    """Quantized top-k (quantize.cu's radix select, tie ranking and rounding through
+    common.cuh, passes run in turn on the host): the CPU's states and threshold on gradients
+    with exact zeros, many ties (a few distinct values), all-equal and all-zero tensors,
+    ratios from one entry to all, for every dtype's keys."""
+    rng = np.random.default_rng(9)
+    cases = [gradient_like(rng, 5000, dtype), gradient_like(rng, 1, dtype),
+             rng.choice([-2.0, -0.5, 0.0, 0.5, 1.0, 2.0], 3000).astype(dtype),
+             np.full(700, 0.25, dtype), np.zeros(300, dtype), -np.ones(9, dtype)]
+    for x in cases:
+        n = x.size
+        for ratio in (1e-4, 0.01, 0.3, 0.5, 1.0):
+            k = min(math.ceil(ratio * n), n)
+            for s in (1, 8):
+                q = quantize(x, "topk", s, None, 11, stream=2, ratio=ratio)
+                ax = np.abs(x.astype(np.float32) if dtype == np.float16 else x)
+                t = np.partition(ax, n - k)[n - k]
+                keep = quantizers.topk_mask(ax, k)
+                out = np.zeros(n, np.int8)
+                th, need = np.zeros(1, np.uint64), np.zeros(1, np.int64)
+                lib.hc_check_topk(ptr(x.astype(np.float64)), n, int(dtype == np.float64), k, s,
+                                  float(q.scale), 11, 2, ptr(out), ptr(th), ptr(need))
+                assert th[0] == ax.dtype.type(t).view(
+                    np.uint64 if dtype == np.float64 else np.uint32), (n, ratio)
+                assert int(need[0]) == k - int((ax > t).sum())
+                assert int(((out != 0) & ~keep).sum()) == 0
+                assert np.array_equal(out, q.states[:n]), (n, ratio, s)
 
 
 def test_float16_conversions_match_numpy(lib):

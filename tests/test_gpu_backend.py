@@ -226,6 +226,39 @@ def test_sh_is_byte_identical():
     assert_sums_as_cpu(blobs, (1, 3))
 
 
+@pytest.mark.parametrize("coder", ["huffman", "auto", "elias-gamma"])
+def test_quantized_topk_is_byte_identical(coder):
+    """Quantized top-k on the device (radix select per tensor, ties by index, rounding of the
+    kept entries): every size and dtype, ratios from one entry to all, many ties (a few
+    distinct values), all-zero and all-equal tensors, a NaN tensor, batches of mixed
+    dtypes; and its payloads decode-and-summed as the host sums them."""
+    rng = np.random.default_rng(28)
+    for n in SIZES:
+        for dtype in (np.float16, np.float32, np.float64):
+            x = gradient_like(rng, n, dtype)
+            for ratio in (1e-5, 0.01, 0.5, 1.0):
+                want = hc.encode(x, "topk", coder, 8, seed=n, ratio=ratio)
+                assert hc.encode(cupy.asarray(x), "topk", coder, 8, seed=n,
+                                 ratio=ratio) == want, (n, dtype, ratio)
+    for x in (rng.choice([-2.0, -0.5, 0.0, 0.5, 1.0], 100_000).astype(np.float32),
+              np.zeros(5000, np.float32), np.full(4097, 0.25, np.float64)):
+        for ratio in (0.001, 0.3):
+            want = hc.encode(x, "topk", coder, 1, seed=3, ratio=ratio)
+            assert hc.encode(cupy.asarray(x), "topk", coder, 1, seed=3, ratio=ratio) == want
+    x = gradient_like(rng, 5000, np.float32)
+    x[9] = np.nan
+    want = hc.encode(x, "topk", coder, 4, ratio=0.1, nonfinite="propagate")
+    assert hc.encode(cupy.asarray(x), "topk", coder, 4, ratio=0.1,
+                     nonfinite="propagate") == want
+    xs = [gradient_like(rng, k, dt) for k, dt in (
+        (4096, np.float32), (1, np.float16), (0, np.float32), (70_001, np.float64))]
+    blobs = [hc.encode_many(xs, "topk", coder, 16, seed=r, ratio=0.02) for r in range(3)]
+    for r in range(3):
+        assert hc.encode_many([cupy.asarray(x) for x in xs], "topk", coder, 16, seed=r,
+                              ratio=0.02) == blobs[r]
+    assert_sums_as_cpu(blobs, (1, 3))
+
+
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
     bits take the writer's slow path (straight to global memory)."""

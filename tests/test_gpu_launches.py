@@ -190,6 +190,26 @@ def test_bucket_launches(checked_launches, norm, coder):
     assert "hc_add_buckets" in checked_launches
 
 
+def test_topk_launches(checked_launches):
+    """Quantized top-k: the radix select's passes (4 on float32 keys, 8 on float64), the
+    ties, the rounding, for each dtype group."""
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((5000, np.float32), (3, np.float16), (700, np.float64), (0, np.float32))]
+    secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], quantizer="topk",
+                                       coder="auto", levels=4, norm=None, seed=1, ratio=0.05)
+    assert {(sec.quantizer, sec.levels, sec.norm, sec.raw) for sec in secs} == {
+        ("topk", 4, "max", False)}
+    assert checked_launches.count("hc_topk_hist_f64") == 8
+    assert checked_launches.count("hc_topk_hist_f32") == checked_launches.count(
+        "hc_topk_hist_f16") == 4
+    assert checked_launches.count("hc_topk_pick") == 16
+    assert {f"hc_{k}_{s}" for k in ("topk_ties", "quantize_topk")
+            for s in ("f16", "f32", "f64")} <= set(checked_launches)
+    assert not gpu_backend.supports("topk", "auto") and gpu_backend.supports("topk", "auto",
+                                                                             levels=1)
+
+
 def test_decode_launches(checked_launches, monkeypatch):
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal(n).astype(np.float32) for n in (5000, 1, 30_000)]

@@ -131,3 +131,24 @@ def test_sh_payloads_decode_on_the_device_before_its_encode_kernel_ran(host_devi
     monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
                         gpu_backend.NOT_YET_ON_DEVICE - {"sample counts"})
     assert gpu_backend.supports("qsgd", "sh") and not gpu_backend.supports("qsgd", "shs")
+
+
+def test_quantized_topk_encode_waits_its_kernels_and_decodes_on_the_device(host_device,
+                                                                          monkeypatch):
+    """Quantized top-k's payloads decode as qsgd's (one scale per tensor): on the device;
+    its encode (the selection kernels) stays on the host while "top-k" is in
+    NOT_YET_ON_DEVICE, and exact top-k (raw magnitudes) always does."""
+    assert "top-k" in gpu_backend.NOT_YET_ON_DEVICE
+    assert not gpu_backend.supports("topk", "auto", levels=8)
+    rng = np.random.default_rng(3)
+    blobs = [hc.encode_many([rng.standard_normal(sh).astype(np.float32) for sh in SHAPES],
+                            "topk", "auto", 8, seed=r, ratio=0.1) for r in range(3)]
+    got = gpu_backend.decode_sum(blobs)
+    per_rank = [hc.decode_many(b) for b in blobs]
+    for t in range(len(SHAPES)):
+        assert np.array_equal(got[t], exchange.reduce_mean([p[t] for p in per_rank],
+                                                           average=False))
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
+    assert gpu_backend.supports("topk", "auto", levels=8)
+    assert not gpu_backend.supports("topk", "auto") and not gpu_backend.supports(
+        "topk", "auto", levels=0)

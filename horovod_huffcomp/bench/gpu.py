@@ -7,7 +7,8 @@ tensors, 25.6M parameters), in one run:
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
 * quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
   of huffman, sh, zrh, auto and the Elias baselines, measured one after another in the same
-  run; ``--quantizer`` (qsgd, terngrad or a float format: fp4, fp8, fp8-e5m2), ``--bucket``,
+  run; ``--quantizer`` (qsgd, terngrad, topk with ``--ratio`` and ``--levels`` >= 1, or a
+  float format: fp4, fp8, fp8-e5m2), ``--bucket``,
   ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
   kernels (CUDA events around the stages, median of repeats, inputs rotated so small sizes
   do not sit in L2; for zrh / auto without the copy of the histograms to the host and the
@@ -107,15 +108,16 @@ def main(argv=None):
                     choices=("huffman", "sh", "zrh", "auto") + gpu_backend.ELIAS)
     ap.add_argument("--elias-layout", default="runlength", choices=gpu_backend.ELIAS_LAYOUTS)
     ap.add_argument("--quantizer", default="qsgd",
-                    choices=("qsgd", "terngrad") + tuple(gpu_backend.FP_IDS))
+                    choices=("qsgd", "terngrad", "topk") + tuple(gpu_backend.FP_IDS))
+    ap.add_argument("--ratio", type=float, default=0.01, help="top-k's kept fraction")
     ap.add_argument("--levels", type=int, default=LEVELS, help="QSGD s (default %(default)s)")
     ap.add_argument("--bucket", type=int, default=None, help="QSGD's bucket size (elements)")
     ap.add_argument("--norm", default=None, choices=("max", "l2", "gennorm"),
                     help="default: max (fp4: gennorm)")
     a = ap.parse_args(argv)
-    levels = a.levels if a.quantizer == "qsgd" else None
+    levels = a.levels if a.quantizer in ("qsgd", "topk") else None
     levels, norm = check_options(a.quantizer, levels, a.norm or (
-        "gennorm" if a.quantizer == "fp4" else "max"))
+        "gennorm" if a.quantizer == "fp4" else "max"), a.ratio)
     # time the kernels not yet on by default too (docs/gpu.md)
     gpu_backend.NOT_YET_ON_DEVICE = set()
     if not gpu_backend.available():
@@ -149,14 +151,14 @@ def main(argv=None):
                 cupy.rint(x * (levels / scale)).astype(cupy.int8)
 
         opts = dict(quantizer=a.quantizer, coder=coder, levels=levels, norm=norm, seed=1,
-                    elias_layout=a.elias_layout, bucket=a.bucket)
+                    elias_layout=a.elias_layout, bucket=a.bucket, ratio=a.ratio)
         hc.encode_many(xs, **opts)  # warm-up: module compilation
         base_ms = median_ms(baseline, a.repeat)
         profs = []
         for _ in range(a.repeat):
             prof: dict = {}
-            gpu_backend.encode_sections(pick(), ratio=0.01, chunk_log2=None,
-                                        nonfinite="raise", profile=prof, **opts)
+            gpu_backend.encode_sections(pick(), chunk_log2=None, nonfinite="raise",
+                                        profile=prof, **opts)
             profs.append(prof)
         stages = {s: statistics.median(p[s] for p in profs) for s in profs[0]}
         device_ms = sum(v for s, v in stages.items() if not s.endswith(("to host", "on host")))
@@ -174,7 +176,7 @@ def main(argv=None):
         h = None
         if nbytes <= (64 << 20):
             host = [cupy.asnumpy(x).reshape(-1) for x in sets[0]]
-            st = np.concatenate([quantize(x, a.quantizer, levels, norm, 1, i,
+            st = np.concatenate([quantize(x, a.quantizer, levels, norm, 1, i, a.ratio,
                                           bucket=a.bucket).states[: x.size]
                                  for i, x in enumerate(host)])
             h = entropy_bits(st)
