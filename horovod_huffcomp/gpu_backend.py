@@ -421,12 +421,13 @@ def _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, se
     prefix = cupy.zeros(count, cupy.uint64)
     ties = cupy.zeros(max(total, 1), cupy.uint32)
     tie_at = cupy.zeros(total + 1, cupy.int64)
-    hist = cupy.zeros(8 * count * 256, cupy.uint64)  # a zeroed row per tensor and pass
+    hist = cupy.empty(count * 256, cupy.uint64)  # a row per tensor, zeroed for each pass
     head = (np.int32(count),)
     for suf, a, b in groups:
         grid = (_grid(int(sizes_h[a:b].max())), b - a)
-        for k, shift in enumerate(range(56 if suf == "f64" else 24, -1, -8)):
-            rows = hist[(k * count + a) * 256:]
+        rows = hist[a * 256: b * 256]
+        for shift in range(56 if suf == "f64" else 24, -1, -8):
+            rows.fill(0)
             kernel("quantize", f"hc_topk_hist_{suf}")(grid, (THREADS,), (
                 ptrs[a:], sizes[a:], prefix[a:], krem[a:], np.int32(shift), rows))
             kernel("quantize", "hc_topk_pick")((-(-(b - a) // 64),), (64,), (
