@@ -19,6 +19,7 @@ import pytest
 
 import horovod_huffcomp as hc
 from horovod_huffcomp import gpu_backend
+from horovod_huffcomp.quantizers import quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64,
@@ -208,6 +209,181 @@ def test_topk_launches(checked_launches):
             for s in ("f16", "f32", "f64")} <= set(checked_launches)
     assert not gpu_backend.supports("topk", "auto") and gpu_backend.supports("topk", "auto",
                                                                              levels=1)
+
+
+def _emulations(arrays: dict, captured: dict) -> dict:
+    """NumPy stand-ins for the quantize stage's kernels of quantized top-k and QSGD's
+    buckets, reading their arguments as the kernels do (blockIdx.y kernels: tensor = position
+    within the launch's slices; scale- and block-numbered ones: absolute positions) and
+    computing what each kernel's code computes, the rounding by the CPU's function."""
+    from horovod_huffcomp import quantizers, rng
+
+    mask64 = (1 << 64) - 1
+
+    def values(ptrs, t):
+        return arrays[int(ptrs[t])].astype(np.float64)
+
+    def keys(v, f64):
+        a = np.abs(v)
+        return (a.view(np.uint64) if f64 else a.astype(np.float32).view(np.uint32)
+                .astype(np.uint64))
+
+    def absmax(grid, args):
+        ptrs, sizes, maxbits, bad = args
+        for t in range(grid[1]):
+            v = np.abs(values(ptrs, t))
+            bad[t] |= int(not np.isfinite(v).all())
+            maxbits[t] = np.array(v.max() if v.size else 0.0).view(np.uint64)
+
+    def scales(grid, args):
+        maxbits, bad, hi, lo, l2, fmt, _, first, count, out = args
+        assert int(fmt) == 0
+        for j in range(int(first[count])):
+            t = int(np.searchsorted(first[: count + 1], j, "right")) - 1
+            m = float(maxbits[j: j + 1].view(np.float64)[0])
+            sq = float(hi[j]) * 2.0**-20 + float(lo[j]) * 2.0**-40
+            out[j] = (np.nan if bad[t] else 0.0 if not m else
+                      quantizers._round_up_f32(m * np.sqrt(sq) if l2 else m))
+
+    def buckets(ptrs, sizes, first, blog2, t):
+        v = values(ptrs, t)
+        for b in range(max(1, -(-v.size >> int(blog2)))):
+            lo = b << int(blog2)
+            yield first[t] + b, lo, v[lo: lo + (1 << int(blog2))]
+
+    def absmax_buckets(grid, args):
+        ptrs, sizes, first, blog2, maxbits, bad = args
+        for t in range(grid[1]):
+            for j, _, v in buckets(ptrs, sizes, first, blog2, t):
+                bad[t] |= int(not np.isfinite(v).all())
+                maxbits[j] = np.array(np.abs(v).max() if v.size else 0.0).view(np.uint64)
+
+    def sumsq_buckets(grid, args):
+        ptrs, sizes, first, blog2, maxbits, hi, lo = args
+        for t in range(grid[1]):
+            for j, _, v in buckets(ptrs, sizes, first, blog2, t):
+                m = float(maxbits[j: j + 1].view(np.float64)[0])
+                if m:
+                    terms = np.floor((np.abs(v) / m) ** 2 * 2.0**40).astype(np.uint64)
+                    hi[j] += (terms >> np.uint64(20)).sum()
+                    lo[j] += (terms & np.uint64(0xFFFFF)).sum()
+
+    def quantize_buckets(grid, args):
+        ptrs, sizes, first, blog2, scale, s, seed, streams, offsets, states = args
+        for t in range(grid[1]):
+            key = np.uint64(rng.stream_key(np.uint64(seed), np.uint64(streams[t])))
+            for j, lo, v in buckets(ptrs, sizes, first, blog2, t):
+                out = np.zeros(v.size, np.int8)
+                if scale[j] > 0 and np.isfinite(scale[j]):
+                    quantizers._stochastic_round(v, int(s), float(scale[j]), key,
+                                                 np.zeros(0, np.bool_), out, lo)
+                states[offsets[t] + lo: offsets[t] + lo + v.size] = out
+        captured["states"] = states
+
+    def hist(grid, args, f64):
+        ptrs, sizes, prefix, krem, shift, rows = args
+        high = 0 if shift + 8 >= 64 else (mask64 << int(shift + 8)) & mask64
+        for t in range(grid[1]):
+            if krem[t] <= 0:
+                continue
+            k = keys(values(ptrs, t), f64)
+            k = k[(k & np.uint64(high)) == prefix[t]]
+            np.add.at(rows, t * 256 + ((k >> np.uint64(shift)) & np.uint64(255)).astype(int), 1)
+
+    def pick(grid, args):
+        rows, prefix, krem, shift, count = args
+        for t in range(int(count)):
+            if krem[t] <= 0:
+                continue
+            above = 0
+            for d in range(255, -1, -1):
+                if above + int(rows[t * 256 + d]) >= krem[t] or d == 0:
+                    krem[t] -= above
+                    prefix[t] |= np.uint64(d << int(shift))
+                    break
+                above += int(rows[t * 256 + d])
+
+    def blocks(args, f64):
+        ptrs, sizes, first, count, b0, b1, prefix = args[:7]
+        for b in range(int(b0), int(b1)):
+            t = int(np.searchsorted(first[: count + 1], b, "right")) - 1
+            lo = (b - int(first[t])) * 256
+            k = keys(values(ptrs, t)[lo: lo + 256], f64)
+            yield b, t, lo, k, (k == prefix[t]) & (prefix[t] != 0)
+
+    def ties(grid, args, f64):
+        for b, _, _, _, tie in blocks(args, f64):
+            args[-1][b] = tie.sum()
+
+    def quantize(grid, args, f64):
+        (ptrs, sizes, first, count, b0, b1, prefix, need, tie_at, scale, s, seed, streams,
+         offsets, states) = args
+        for b, t, lo, k, tie in blocks(args, f64):
+            rank = tie_at[b] - tie_at[first[t]] + np.cumsum(tie) - tie
+            keep = (k > prefix[t]) | (tie & (rank < need[t]))
+            x = values(ptrs, t)[lo: lo + 256]
+            out = np.zeros(x.size, np.int8)
+            key = np.uint64(rng.stream_key(np.uint64(seed), np.uint64(streams[t])))
+            if scale[t] > 0 and np.isfinite(scale[t]):
+                quantizers._stochastic_round(x, int(s), float(scale[t]), key, keep, out, lo)
+            states[offsets[t] + lo: offsets[t] + lo + x.size] = out
+        captured["states"] = states
+
+    out = {"hc_scales": scales, "hc_topk_pick": pick}
+    for suf, f64 in (("f16", False), ("f32", False), ("f64", True)):
+        out[f"hc_absmax_{suf}"] = absmax
+        out[f"hc_absmax_buckets_{suf}"] = absmax_buckets
+        out[f"hc_sumsq_buckets_{suf}"] = sumsq_buckets
+        out[f"hc_quantize_buckets_{suf}"] = quantize_buckets
+        for name, fn in (("topk_hist", hist), ("topk_ties", ties), ("quantize_topk", quantize)):
+            out[f"hc_{name}_{suf}"] = (lambda fn, f64: lambda g, a: fn(g, a, f64))(fn, f64)
+    return out
+
+
+@pytest.mark.parametrize("quantizer", ["topk", "qsgd-buckets"])
+def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantizer):
+    """gpu_backend's orchestration of quantized top-k (passes and their shifts per dtype
+    group, the slices each launch gets, the ties' prefix sum, the per-block launches) and of
+    QSGD's buckets (per-bucket scales through scale_first, L2 and max norms) with their
+    kernels emulated in NumPy as they read their arguments: the CPU's states and scales, for
+    tensors of every dtype in one batch, many ties, zeros, one element, block boundaries."""
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal(5000).astype(np.float32),
+          rng.choice([-1.0, 0.0, 0.5, 1.0], 3000).astype(np.float64),
+          rng.standard_normal(1).astype(np.float16), np.zeros(700, np.float32),
+          rng.choice([-2.0, 2.0, 0.25], 513).astype(np.float16)]
+    captured = {}
+    emulate = _emulations({x.ctypes.data: x for x in xs}, captured)
+    checking = gpu_backend.kernel
+
+    def kernel(stage, name):
+        launch = checking(stage, name)
+
+        def run(grid, block, args):
+            launch(grid, block, args)
+            if name in emulate:
+                emulate[name](grid, args)
+        return run
+
+    monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    settings = ([dict(ratio=r, levels=s) for r, s in ((0.01, 8), (0.3, 1), (1.0, 127))]
+                if quantizer == "topk" else
+                [dict(levels=s, norm=norm, bucket=b) for s, norm, b in (
+                    (8, "l2", 16), (4, "max", 64), (127, "l2", 1024))])
+    q_name = "topk" if quantizer == "topk" else "qsgd"
+    order = sorted(range(len(xs)), key=lambda i: gpu_backend._SUFFIX[xs[i].dtype])
+    for kw in settings:
+        kw = dict(dict(norm=None, ratio=0.01, bucket=None), **kw)
+        secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], quantizer=q_name,
+                                           coder="huffman", seed=7, **kw)
+        at = 0
+        for i in order:
+            q = quantize(xs[i], q_name, kw["levels"], kw["norm"], 7, stream=i,
+                         ratio=kw["ratio"], bucket=kw["bucket"])
+            got = captured["states"][at: at + xs[i].size]
+            assert np.array_equal(got, q.states[: xs[i].size]), (kw, i)
+            assert np.array_equal(np.float32(secs[i].scale), np.float32(q.scale)), (kw, i)
+            at += (xs[i].size + 7) & ~7
 
 
 def test_decode_launches(checked_launches, monkeypatch):
