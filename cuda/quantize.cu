@@ -103,6 +103,24 @@ __device__ __forceinline__ unsigned long long hc_warp_sum(unsigned long long v) 
     return v;
 }
 
+// The largest |v[k]| of 8 values into m (as the bits of a non-negative double), `bad` set if
+// one is NaN or Inf.
+__device__ __forceinline__ void hc_max8(const double v[8], unsigned long long& m, int& bad) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const double a = fabs(v[k]);
+        if (!isfinite(a)) bad = 1;
+        else m = max(m, (unsigned long long)__double_as_longlong(a));
+    }
+}
+
+// A fixed-point term added to a sum kept as two integers: its bits above 2^20 and below.
+__device__ __forceinline__ void hc_fixed_add(unsigned long long term, unsigned long long& hi,
+                                             unsigned long long& lo) {
+    hi += term >> 20;
+    lo += term & 0xFFFFFull;
+}
+
 template <class T>
 __device__ void hc_absmax(const unsigned long long* ptrs, const long long* sizes,
                           unsigned long long* maxbits, int* nonfinite) {
@@ -116,12 +134,7 @@ __device__ void hc_absmax(const unsigned long long* ptrs, const long long* sizes
          g += (long long)gridDim.x * blockDim.x) {
         double v[8];
         hc_load8(x, g << 3, n, wide, v);  // past n: 0, which changes no max
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            double a = fabs(v[k]);
-            if (!isfinite(a)) bad = 1;
-            else m = max(m, (unsigned long long)__double_as_longlong(a));
-        }
+        hc_max8(v, m, bad);
     }
     m = hc_warp_max(m);
     bad = __any_sync(0xffffffffu, bad);
@@ -153,14 +166,8 @@ __device__ void hc_sumsq(const unsigned long long* ptrs, const long long* sizes,
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
             const double y = hc_div_fixed(fabs(v[k]), m, rm);
-            unsigned long long term = hc_sumsq_of(y);
-            h += term >> 20;
-            l += term & 0xFFFFFull;
-            if (MOMENTS) {
-                term = hc_abs_term(y);
-                h1 += term >> 20;
-                l1 += term & 0xFFFFFull;
-            }
+            hc_fixed_add(hc_sumsq_of(y), h, l);
+            if (MOMENTS) hc_fixed_add(hc_abs_term(y), h1, l1);
         }
     }
     h = hc_warp_sum(h);
@@ -265,12 +272,7 @@ __device__ void hc_absmax_buckets(const unsigned long long* ptrs, const long lon
         double v[8];
         hc_load8(x, g << 3, n, wide, v);  // past n: 0, which changes no max
         unsigned long long m = 0;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            const double a = fabs(v[k]);
-            if (!isfinite(a)) bad = 1;
-            else m = max(m, (unsigned long long)__double_as_longlong(a));
-        }
+        hc_max8(v, m, bad);
         for (int o = width >> 1; o; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
         if ((lane & (width - 1)) == 0 && m) atomicMax(mb + ((g << 3) >> blog2), m);
     }
@@ -298,9 +300,7 @@ __device__ void hc_sumsq_buckets(const unsigned long long* ptrs, const long long
             hc_load8(x, g << 3, n, wide, v);  // past n: 0, whose term is 0
 #pragma unroll
             for (int k = 0; k < 8; ++k) {
-                const unsigned long long term = hc_sumsq_of(hc_div_fixed(fabs(v[k]), m, rm));
-                h += term >> 20;
-                l += term & 0xFFFFFull;
+                hc_fixed_add(hc_sumsq_of(hc_div_fixed(fabs(v[k]), m, rm)), h, l);
             }
         }
         for (int o = width >> 1; o; o >>= 1) {

@@ -5,8 +5,9 @@ buckets), ``terngrad``, top-k with quantized values (``levels`` >= 1) and CO3's 
 (``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``, ``sh``,
 ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
-batches (kernel families not yet run on a GPU wait in ``NOT_YET_ON_DEVICE``). ``api.encode``/``encode_many`` send CUDA inputs here when the options
-are covered and copy them to the host for the CPU backend otherwise (see docs/gpu.md).
+batches (kernel families not yet run on a GPU wait in ``NOT_YET_ON_DEVICE``).
+``api.encode``/``encode_many`` send CUDA inputs here when the options are covered and copy
+them to the host for the CPU backend otherwise (see docs/gpu.md).
 
 Encode of a batch (a model's gradients) runs every stage for all tensors at once, no
 per-tensor launches, with one device-to-host copy of the small plan (scales, code lengths,
@@ -65,11 +66,11 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # their GPU tests have passed there, CUDA inputs that need one are encoded on the host and
 # payloads that need one are decoded there, as before they were written. "elias": the Elias
 # baselines (elias.cu); "float formats": CO3's fp4 / fp8 / fp8-e5m2 (hc_quantize_fp_*,
-# hc_moments_*); "buckets": QSGD's buckets (hc_*_buckets_*, hc_add_buckets). The GPU tests,
-# scripts/gpu_sanitize.py and `bench gpu` empty it.
-# "sample counts": SH's sampled histogram (histogram.cu hc_sample_counts: its encode; SH's
-# payloads decode as huffman's); "top-k": quantized top-k's selection (hc_topk_*,
-# hc_quantize_topk_*: its encode; its payloads decode as qsgd's).
+# hc_moments_*); "buckets": QSGD's buckets (hc_*_buckets_*, hc_add_buckets); "sample
+# counts": SH's sampled histogram (histogram.cu hc_sample_counts: its encode; SH's payloads
+# decode as huffman's); "top-k": quantized top-k's selection (hc_topk_*, hc_quantize_topk_*:
+# its encode; its payloads decode as qsgd's). The GPU tests, scripts/gpu_sanitize.py and
+# `bench gpu` empty it.
 NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k"}
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
@@ -135,6 +136,11 @@ def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
             and (coder in ("huffman", "sh", "zrh", "auto") or coder in ELIAS)
             and elias_layout in ELIAS_LAYOUTS
             and not _families(quantizer, coder, bucket is not None) & NOT_YET_ON_DEVICE)
+
+
+def _kernel_coder(coder: str) -> str:
+    """The coder whose kernels run a coder's bits (``_KERNEL_CODER``; itself for most)."""
+    return _KERNEL_CODER.get(coder, coder)
 
 
 def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True) -> set:
@@ -285,7 +291,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         maxbits, bad, hi, lo, np.int32(l2), fmt, np.int32(s), scale_first, np.int32(count),
         scales))
     if norm == "gennorm":
-        _gennorm_scales(quantizer, sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales)
+        _gennorm_scales(sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales)
 
     mark("scale")
     # 2. states (the kernel writes every byte, padding included)
@@ -325,7 +331,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         # 4. huffman: codes on the device (sh: from sampled counts, the same bit layout);
         # Elias: the lists of marks its chunks walk. Chunk sizes, then the one
         # synchronisation: the plan to the host in one copy
-        kind = _KERNEL_CODER.get(coder, coder)
+        kind = _kernel_coder(coder)
         dev.coders = cupy.full(count, CODER_IDS[kind], cupy.uint8)
         if kind == "huffman":
             if coder == "sh":
@@ -369,7 +375,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     out = cupy.zeros(max(-(-total // 4), 1), cupy.uint32)
     if bits_h.size:
         (chunk_byte,) = _upload([chunk_byte_h[:-1].astype(np.uint64)])
-        grid = ((-(-bits_h.size * 32 // THREADS),), (THREADS,))
+        grid = _warps(bits_h.size)  # a warp per chunk
         head = (states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s),
                 dev.coders)
         if "huffman" in used:
@@ -460,8 +466,7 @@ def _huffman_codebook(lengths, single: int) -> bytes:
     return bytes(cb)
 
 
-def _gennorm_scales(quantizer, sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite,
-                    scales) -> None:
+def _gennorm_scales(sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales) -> None:
     """fp4's GenNorm scales (``norm="gennorm"``): the moments' integer sums the device added
     up (hc_moments) brought to the host (one synchronisation more), each tensor's GenNorm
     fitted there as the CPU backend fits it (``gennorm.fit_sums``: lgamma is the host's) and
@@ -493,7 +498,7 @@ def _check_finite(bad_h, nonfinite: str) -> None:
 def _chunk_bits(dev, used) -> None:
     """Every chunk's exact bit length (``dev.chunk_bits``), by the kernels of the coders in
     ``used`` (each skips the other coders' tensors)."""
-    grid = ((-(-dev.bound * 32 // THREADS),), (THREADS,))
+    grid = _warps(dev.bound)  # a warp per chunk
     head = (dev.states, dev.offsets, dev.sizes, dev.clog2, dev.chunk_first, np.int32(dev.count),
             np.int32(dev.s), dev.coders)
     if "huffman" in used:
@@ -534,7 +539,7 @@ def _lists(dev, mode: int) -> None:
     (dev.block_first,) = _upload([first])
     dev.nz_at = cupy.zeros(total + 1, cupy.int64)
     counts = cupy.empty(max(total, 1), cupy.uint32)
-    grid = ((max(1, -(-total * 32 // THREADS)),), (THREADS,))
+    grid = _warps(total)  # a warp per block
     head = (dev.states, dev.offsets, dev.sizes, dev.clog2, dev.block_first,
             np.int32(dev.count), np.int32(mode))
     kernel("states", "hc_list_count")(*grid, head + (counts,))
@@ -650,7 +655,7 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if (_KERNEL_CODER.get(sec.coder, sec.coder) not in CODER_IDS or sec.raw
+            if (_kernel_coder(sec.coder) not in CODER_IDS or sec.raw
                     or NOT_YET_ON_DEVICE & _families(sec.quantizer, sec.coder,
                                                      sec.bucket_log2 > 0, encode=False)):
                 raise NotImplementedError(
@@ -692,7 +697,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     plans = [_decode_plan(b, secs, label, codes_seen)
              for b, (_, secs), label in zip(blobs, parsed, labels)]
     s = plans[0][0][0]
-    huff = np.array([[_KERNEL_CODER.get(sec.coder, sec.coder) == "huffman" for sec in secs]
+    huff = np.array([[_kernel_coder(sec.coder) == "huffman" for sec in secs]
                      for _, secs in parsed])
     clog2s = np.array([[sec.chunk_log2 for sec in secs] for _, secs in parsed], np.int32)
     # QSGD's buckets: decoded payload by payload into a state or symbol buffer, then added
@@ -860,7 +865,7 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
         code = codes_seen.get(key)
         if code is None:
             code = codes_seen[key] = _parse_code(sec, which)
-        coders_h[t] = CODER_IDS[_KERNEL_CODER.get(sec.coder, sec.coder)]
+        coders_h[t] = CODER_IDS[_kernel_coder(sec.coder)]
         gaps[t] = sec.gap_layout and sec.coder in ELIAS
         if sec.coder in ("huffman", "sh"):
             if sec.size and code.single < 0 and not code.lengths.any():
