@@ -170,6 +170,18 @@ HC_HD uint64_t hc_double_bits(double v) {
 #endif
 }
 
+HC_HD uint32_t hc_float_bits(float v) {
+    union { float f; uint32_t u; } c;
+    c.f = v;
+    return c.u;
+}
+
+HC_HD float hc_float_of_bits(uint32_t u) {
+    union { float f; uint32_t u; } c;
+    c.u = u;
+    return c.f;
+}
+
 // The code nearest y >= 0 (ties to the even code), kmax from vmax on, as
 // float_quantizer._round_to_format: a normal value's code is its float64 bits above the top m
 // mantissa bits, rounded half to even on the rest, less the two biases' difference << m (a
@@ -201,10 +213,13 @@ HC_HD float hc_fp_max_scale(double m, const HcFp& f) {
 // (`prefix`), then hc_topk_digit.
 HC_HD uint64_t hc_topk_key(double v, bool f64) {
     if (f64) return hc_double_bits(fabs(v));
-    union { float f; uint32_t u; } c;
-    c.f = (float)fabs(v);
-    return c.u;
+    return hc_float_bits((float)fabs(v));
 }
+
+// Exact top-k (levels 0): a kept entry's state (its sign) and raw magnitude (|x| rounded to
+// float32, its bits: quantizers.quantize's float32 view of |x|).
+HC_HD int hc_topk_sign(double v) { return v < 0 ? -1 : 1; }
+HC_HD uint32_t hc_raw_bits(double v) { return hc_float_bits((float)fabs(v)); }
 
 // Whether a key agrees with `prefix` on the digits above bit `shift` + 8.
 HC_HD bool hc_topk_matches(uint64_t key, uint64_t prefix, int shift) {
@@ -331,6 +346,13 @@ HC_HD uint32_t hc_word_bytes(uint32_t w) {
 #define HC_ERR_OVERRUN 1
 #define HC_ERR_UNDERRUN 2
 #define HC_ERR_SYMBOL 3
+#define HC_ERR_RAW 4  // a raw top-k magnitude that is Inf or NaN (cpu_backend.decode_states)
+
+// Exact top-k (payload flag Q_RAW, levels 1): every non-zero state's codeword (or item) is
+// followed by its magnitude's float32 bits without the sign, 31 bits MSB first.
+#define HC_RAW_BITS 31
+#define HC_RAW_LIMIT 0x7F800000u  // raw magnitudes at or above it are Inf or NaN
+HC_HD uint32_t hc_raw_field(uint32_t raw) { return raw & 0x7FFFFFFFu; }  // chunks.put_raw
 
 // A ZRH decode table row, in one level (the CPU's codebook.decode_table has two): entry =
 // symbol << 5 | length for the next `bits` bits (bits = 0: table[0] is the one symbol, or
@@ -358,6 +380,33 @@ struct HcReader {
     HC_HD uint32_t top(int k) { return k ? (uint32_t)(win >> (64 - k)) : 0u; }  // k <= 32
     HC_HD void skip(int k) { win <<= k, have -= k; }  // k <= 32
     HC_HD int32_t sym(HcTable t) { return t.bits ? t.table[top(t.bits)] : t.table[0]; }
+    // exact top-k's raw magnitude: the next HC_RAW_BITS bits (the float32's bits, sign dropped)
+    HC_HD uint32_t raw() {
+        fill();
+        const uint32_t r = top(HC_RAW_BITS);
+        skip(HC_RAW_BITS);
+        return r;
+    }
+};
+
+// Where the chunk decoders of exact top-k put a non-zero state and its raw magnitude (their
+// put(i, state, raw)): states[i], raw[i]; a magnitude that is Inf or NaN turns a chunk that
+// decoded cleanly into HC_ERR_RAW (verdict), as cpu_backend.decode_states rejects it after
+// the section's bits.
+struct HcRawSink {
+    signed char* states;
+    uint32_t* raw;
+    bool bad;
+    HC_HD void operator()(int64_t i, int v, uint32_t r) {
+        states[i] = (signed char)v;
+        raw[i] = r;
+        bad |= r >= HC_RAW_LIMIT;
+    }
+    HC_HD int verdict(int e) const { return e == HC_OK && bad ? HC_ERR_RAW : e; }
+    // the decoders take their put by value: this one puts through the sink itself
+    HC_HD auto put() {
+        return [this](int64_t i, int v, uint32_t r) { (*this)(i, v, r); };
+    }
 };
 
 // ---- Huffman decoder of one tensor's code (huffman layout: one codeword per element,
@@ -437,17 +486,20 @@ HC_HD void hc_decoder_primary(int32_t* dec, int pb, int from, int step) {
 // decode resumes from any element: the fused decode-and-sum interleaves the payloads of many
 // workers tile by tile). Calls put(j, symbol) for j = 0..m-1; returns an HC_ERR_* code. The
 // caller checks `*used == nbits` after the chunk's last element. Reads bytes of buf only
-// below nbytes (past it: zero) through HcReader's 64-bit window.
-template <class Put>
+// below nbytes (past it: zero) through HcReader's 64-bit window. RAW (exact top-k): a symbol
+// other than `zero` (the state 0's) is followed by its raw magnitude: put(j, symbol, raw).
+template <bool RAW = false, class Put>
 HC_HD int hc_huffman_decode_run(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
                                 uint64_t nbits, uint64_t* used, int64_t m, const int32_t* dec,
-                                Put put) {
+                                Put put, int zero = 0) {
     const int tb = dec[HC_DEC_TB];
-    if (!tb) {  // every element is the one symbol, 0 bits each
-        const int32_t e0 = dec[HC_DEC_E0];
-        if (m > 0 && e0 < 0) return HC_ERR_SYMBOL;
-        for (int64_t j = 0; j < m; ++j) put(j, e0 >> 5);
-        return HC_OK;
+    if constexpr (!RAW) {
+        if (!tb) {  // every element is the one symbol, 0 bits each
+            const int32_t e0 = dec[HC_DEC_E0];
+            if (m > 0 && e0 < 0) return HC_ERR_SYMBOL;
+            for (int64_t j = 0; j < m; ++j) put(j, e0 >> 5);
+            return HC_OK;
+        }
     }
     const int pb = dec[HC_DEC_PB];
     uint64_t u = *used;
@@ -458,8 +510,14 @@ HC_HD int hc_huffman_decode_run(const uint8_t* buf, uint64_t nbytes, uint64_t fi
     int err = HC_OK;
     for (int64_t j = 0; j < m; ++j) {
         rd.fill();
-        int32_t e = dec[rd.top(pb)];
-        if (e == HC_ESCAPE_ENTRY) e = hc_decoder_canonical(dec, rd.top(HC_MAX_CODE_LEN), pb + 1, tb);
+        int32_t e;
+        if (RAW && !tb) {  // a code of one symbol (or none): 0 bits per codeword
+            e = dec[HC_DEC_E0];
+        } else {
+            e = dec[rd.top(pb)];
+            if (e == HC_ESCAPE_ENTRY)
+                e = hc_decoder_canonical(dec, rd.top(HC_MAX_CODE_LEN), pb + 1, tb);
+        }
         if (e < 0) {
             err = HC_ERR_SYMBOL;
             break;
@@ -471,7 +529,20 @@ HC_HD int hc_huffman_decode_run(const uint8_t* buf, uint64_t nbytes, uint64_t fi
             break;
         }
         rd.skip(len);
-        put(j, e >> 5);
+        if constexpr (RAW) {
+            uint32_t r = 0;
+            if ((e >> 5) != zero) {
+                r = rd.raw();
+                u += HC_RAW_BITS;
+                if (u > nbits) {
+                    err = HC_ERR_OVERRUN;
+                    break;
+                }
+            }
+            put(j, e >> 5, r);
+        } else {
+            put(j, e >> 5);
+        }
     }
     *used = u;
     return err;
@@ -493,6 +564,36 @@ HC_HD double hc_state_value(int state, double scale, int s, int dtype, int fmt) 
     if (dtype == 2) return (double)(float)v;
     return v;
 }
+
+#ifdef __CUDACC__
+// The end of a round of a warp's chunk writer (zrh.cu, elias.cu): its items are placed in the
+// warp's shared buffer `words` (WORDS words, word 0 = stream word base >> 5, from bit
+// base & 31); the words every bit of which is now placed are stored whole into `out`, with
+// atomicOr those at or before `shared_to` (which another chunk's writer may share), the last,
+// partial word carried to words[0] and the rest zeroed. Returns the stream bit where the next
+// round starts.
+template <int WORDS>
+__device__ __forceinline__ unsigned long long hc_store_round(unsigned int* words,
+                                                            unsigned int* out,
+                                                            unsigned long long base,
+                                                            unsigned long long round,
+                                                            unsigned long long shared_to,
+                                                            int lane) {
+    const unsigned long long w0 = base >> 5;  // the buffer's word 0
+    base += round;
+    const int done = (int)((base >> 5) - w0);  // words every bit of which is placed
+    for (int w = lane; w < done; w += 32) {
+        const unsigned int bytes = hc_word_bytes(words[w]);
+        if (w0 + w <= shared_to) atomicOr(out + w0 + w, bytes);
+        else out[w0 + w] = bytes;
+    }
+    const unsigned int carry = words[done];
+    __syncwarp();
+    for (int w = lane; w < WORDS; w += 32) words[w] = w ? 0u : carry;
+    __syncwarp();
+    return base;
+}
+#endif
 
 // ----------------------------------------------------------------- batches of chunks
 // Chunks of all tensors of a batch are numbered globally: tensor t owns chunks
@@ -757,7 +858,8 @@ HC_HD void hc_zrh_item_pieces(const HcZrhCode& z, int64_t r, int v, int pv, Emit
 
 // One ZRH chunk (zrh._decode_chunk, the same verdicts): calls put(i, level) per non-zero.
 // runs/levels: the tensor's HC_ZRH_NCTX run and HC_ZRH_NLCTX level decode tables.
-template <class Put>
+// RAW (exact top-k): each level is followed by its raw magnitude: put(i, level, raw).
+template <bool RAW = false, class Put>
 HC_HD int hc_zrh_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
                               uint64_t nbits, int64_t start, int64_t end, int s, int mode,
                               int ctxmode, const int* ks, const HcTable* runs,
@@ -821,7 +923,12 @@ HC_HD int hc_zrh_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t firs
         rd.skip(e & 31);
         bitpos += e & 31;
         int v = hc_level_of(e >> 5, s);
-        put(i, v);
+        if constexpr (RAW) {
+            put(i, v, rd.raw());
+            bitpos += HC_RAW_BITS;
+        } else {
+            put(i, v);
+        }
         if (bitpos > nbits) return HC_ERR_OVERRUN;
         hc_zrh_contexts(v, ctxmode, &ctx, &lctx);
         ++i;
@@ -939,6 +1046,13 @@ HC_HD void hc_elias_item(int kind, int gap, int64_t d, int v, Emit emit) {
     }
 }
 
+// The bits of the raw magnitudes (exact top-k) after an item: one per non-zero state it
+// codes (the gap layout: its one state; the run-length layout: the d states of a run of a
+// non-zero value).
+HC_HD uint64_t hc_elias_raw_len(int gap, int64_t d, int v) {
+    return v ? (uint64_t)HC_RAW_BITS * (gap ? 1 : d) : 0;
+}
+
 // The next k <= 41 bits of a reader, MSB first.
 HC_HD uint64_t hc_take(HcReader& rd, int k) {
     uint64_t v = 0;
@@ -1014,8 +1128,10 @@ HC_HD int hc_elias_get(int kind, HcReader& rd, uint64_t* bitpos, uint64_t end, i
 }
 
 // One Elias chunk of either layout (elias._rl_decode / _gap_decode, the same verdicts):
-// calls put(i, state) for its non-zero states (the caller's buffer is zeroed).
-template <class Put>
+// calls put(i, state) for its non-zero states (the caller's buffer is zeroed); RAW (exact
+// top-k): put(i, state, raw), each non-zero state's raw magnitude read after its item (the
+// run-length layout: a run's magnitudes one after another after the run's item).
+template <bool RAW = false, class Put>
 HC_HD int hc_elias_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
                                 uint64_t nbits, int64_t start, int64_t end, int s, int kind,
                                 int gap, Put put) {
@@ -1030,7 +1146,15 @@ HC_HD int hc_elias_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t fi
             const int64_t v = (a & 1) ? (a - 1) / 2 : -(a / 2);
             if (v < -s || v > s || i + b > end) return HC_ERR_VALUE;
             if (v)
-                for (int64_t j = i; j < i + b; ++j) put(j, (int)v);
+                for (int64_t j = i; j < i + b; ++j) {
+                    if constexpr (RAW) {
+                        if (bitpos + HC_RAW_BITS > nbits) return HC_ERR_OVERRUN;
+                        put(j, (int)v, rd.raw());
+                        bitpos += HC_RAW_BITS;
+                    } else {
+                        put(j, (int)v);
+                    }
+                }
         }
         return bitpos != nbits ? HC_ERR_UNDERRUN : HC_OK;
     }
@@ -1045,29 +1169,45 @@ HC_HD int hc_elias_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t fi
         bitpos += 1;
         if ((e = hc_elias_get(kind, rd, &bitpos, nbits, &b)) != HC_OK) return e;
         if (b > s) return HC_ERR_VALUE;
-        put(i, negative ? -(int)b : (int)b);
+        if constexpr (RAW) {
+            if (bitpos + HC_RAW_BITS > nbits) return HC_ERR_OVERRUN;
+            put(i, negative ? -(int)b : (int)b, rd.raw());
+            bitpos += HC_RAW_BITS;
+        } else {
+            put(i, negative ? -(int)b : (int)b);
+        }
     }
     return HC_OK;
 }
 
 // Thread c of cuda/elias.cu hc_elias_decode: chunk c (global numbering) of an Elias tensor
 // (coders[t] = elias-gamma, -delta or -omega; gaps[t]: its layout) decoded into out from
-// state_at[t] (zeroed); errors through hc_report.
+// state_at[t] (zeroed), and with `raw` (exact top-k) the raw magnitudes into raw from
+// state_at[t]; errors through hc_report.
 HC_HD void hc_elias_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes,
                                   const unsigned long long* chunk_byte,
                                   const unsigned long long* chunk_bits, const int* clog2,
                                   const long long* chunk_first, const long long* sizes,
                                   int count, int s,
                                   const uint8_t* coders, const uint8_t* gaps,
-                                  const long long* state_at, signed char* out, int* err) {
+                                  const long long* state_at, signed char* out, uint32_t* raw,
+                                  int* err) {
     if (c >= chunk_first[count]) return;
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
     const int kind = (int)coders[k.t] - HC_CODER_ELIAS_GAMMA;
     if (kind < HC_ELIAS_GAMMA || kind > HC_ELIAS_OMEGA) return;  // another coder's tensor
     signed char* o = out + state_at[k.t];
-    const int e = hc_elias_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start,
-                                        k.end, s, kind, gaps[k.t],
-                                        [o](int64_t i, int v) { o[i] = (signed char)v; });
+    int e;
+    if (raw) {
+        HcRawSink sink = {o, raw + state_at[k.t], false};
+        e = hc_elias_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start,
+                                        k.end, s, kind, gaps[k.t], sink.put());
+        e = sink.verdict(e);
+    } else {
+        e = hc_elias_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s,
+                                  kind, gaps[k.t],
+                                  [o](int64_t i, int v) { o[i] = (signed char)v; });
+    }
     if (e != HC_OK) hc_report(err, e, c);
 }
 
@@ -1076,6 +1216,53 @@ HC_HD void hc_elias_decode_thread(long long c, const uint8_t* buf, uint64_t nbyt
 HC_HD void hc_add_state_at(const signed char* states, long long at, long long i,
                            const double* value, double* acc) {
     acc[at + i] += value[states[at + i]];
+}
+
+// Exact top-k's huffman chunks (cuda/huffman.cu hc_huffman_decode_raw): thread c decodes
+// chunk c (global numbering) of one payload's huffman tensor t (coders[t]; its decoder
+// dec[t * HC_DEC_INTS], levels s) into the zeroed state buffer and the raw magnitudes beside
+// it, both from state_at[t]; errors through hc_report.
+HC_HD void hc_huffman_decode_raw_thread(long long c, const uint8_t* buf, uint64_t nbytes,
+                                        const unsigned long long* chunk_byte,
+                                        const unsigned long long* chunk_bits, const int* clog2,
+                                        const long long* chunk_first, const long long* sizes,
+                                        int count, int s, const uint8_t* coders,
+                                        const int32_t* dec, const long long* state_at,
+                                        signed char* out, uint32_t* raw, int* err) {
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_HUFFMAN) return;  // another coder's tensor
+    HcRawSink sink = {out + state_at[k.t] + k.start, raw + state_at[k.t] + k.start, false};
+    uint64_t used = 0;
+    int e = hc_huffman_decode_run<true>(
+        buf, nbytes, chunk_byte[c], chunk_bits[c], &used, k.end - k.start,
+        dec + (int64_t)k.t * HC_DEC_INTS,
+        [&sink, s](int64_t j, int sym, uint32_t r) {
+            if (sym != s) sink(j, sym - s, r);
+        },
+        s);
+    if (e == HC_OK && used != chunk_bits[c]) e = HC_ERR_UNDERRUN;
+    e = sink.verdict(e);
+    if (e != HC_OK) hc_report(err, e, c);
+}
+
+// Exact top-k's value of a decoded state (its raw magnitude, read only for a non-zero state)
+// in the tensor's dtype, as a double: sign(state) * float32(raw) (quantizers.dequantize);
+// NaN for a NaN scale (a tensor that held NaN/Inf).
+HC_HD double hc_raw_value(int state, uint32_t raw, float scale, int dtype) {
+    if (scale != scale) return (double)hc_float_of_bits(0x7fc00000u);
+    if (!state) return 0.0;
+    double v = (double)hc_float_of_bits(raw);
+    if (state < 0) v = -v;
+    return dtype == 1 ? hc_round_to_half(v) : v;  // float32 and float64 hold it exactly
+}
+
+// Element i of tensor t (exact top-k, decoded into the state and raw buffers) added to the
+// float64 accumulator as the host sums: acc += its value (zeros too).
+HC_HD void hc_add_raw_state_at(const signed char* states, const uint32_t* raw, long long at,
+                               long long i, float scale, int dtype, double* acc) {
+    const int v = states[at + i];
+    acc[at + i] += hc_raw_value(v, v ? raw[at + i] : 0u, scale, dtype);
 }
 
 // Element i of tensor t quantized in buckets of 2^blog2 (scales: the tensor's, one per

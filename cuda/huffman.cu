@@ -12,16 +12,21 @@
 //                          into a float64 tile in shared memory (each state's value already
 //                          in the tensor's dtype), then store it coalesced (decode-and-sum:
 //                          one launch for all workers, sums like exchange.reduce_mean)
+//   hc_huffman_decode_raw  exact top-k: one thread per chunk of one payload decodes it into
+//                          a zeroed state buffer and the raw magnitudes beside it (states.cu
+//                          hc_add_raw_states then adds their values)
 //   hc_huffman_decode_symbols, hc_sum_symbols   the same sum for batches of few chunks
 //                          (gpu_backend.SYMBOLS_MAX_CHUNKS): one thread per chunk of every
 //                          payload decodes it into that payload's row of a symbol buffer,
 //                          then each element's values are added in rank order
 #include "common.cuh"
 
+// raw (exact top-k): every non-zero state's codeword is followed by HC_RAW_BITS more.
 extern "C" __global__ void hc_huffman_chunk_bits(
     const signed char* states, const long long* offsets, const long long* sizes,
     const int* clog2, const long long* chunk_first, int count, int s,
-    const unsigned char* coders, const unsigned char* lengths, unsigned long long* chunk_bits) {
+    const unsigned char* coders, const unsigned char* lengths, int raw,
+    unsigned long long* chunk_bits) {
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (c >= chunk_first[count]) return;
@@ -31,24 +36,29 @@ extern "C" __global__ void hc_huffman_chunk_bits(
     const signed char* x = states + offsets[k.t];
     const long long start = k.start, end = k.end;
     unsigned long long b = 0;
-    for (long long i = start + lane; i < end; i += 32) b += len[x[i] + s];
+    const unsigned int extra = raw ? HC_RAW_BITS : 0;
+    for (long long i = start + lane; i < end; i += 32) b += len[x[i] + s] + (x[i] ? extra : 0);
     for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
     if (lane == 0) chunk_bits[c] = b;
 }
 
 // Lanes place their codewords into a per-warp buffer of 32-bit words in shared memory (at
-// most 31 carried bits + 32 x 15 bits = 17 words), then store the words this step completed
-// with plain stores; only a chunk's first word (shared with the previous chunk's last bytes)
-// and its last, partial word go to global memory with atomicOr.
+// most 31 carried bits + 32 x 15 bits = 17 words; RAW, exact top-k, each non-zero state's
+// codeword followed by its raw magnitude: 31 + 32 x (15 + 31) bits = 47 words), then store
+// the words this step completed with plain stores; only a chunk's first word (shared with the
+// previous chunk's last bytes) and its last, partial word go to global memory with atomicOr.
 #define HC_WARP_WORDS 18
-extern "C" __global__ void hc_huffman_write(
+#define HC_WARP_WORDS_RAW 48
+template <bool RAW>
+__device__ __forceinline__ void hc_huffman_write_chunk(
     const signed char* __restrict__ states, const long long* __restrict__ offsets,
     const long long* __restrict__ sizes, const int* __restrict__ clog2,
     const long long* __restrict__ chunk_first, int count, int s,
     const unsigned char* __restrict__ coders, const unsigned char* __restrict__ lengths,
-    const unsigned short* __restrict__ codes, const unsigned long long* __restrict__ chunk_byte,
-    unsigned int* __restrict__ out) {
-    __shared__ unsigned int buffer[HC_THREADS / 32][HC_WARP_WORDS];
+    const unsigned short* __restrict__ codes, const unsigned int* __restrict__ raw,
+    const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
+    constexpr int WORDS = RAW ? HC_WARP_WORDS_RAW : HC_WARP_WORDS;
+    __shared__ unsigned int buffer[HC_THREADS / 32][WORDS];
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (c >= chunk_first[count]) return;  // c is the same for the whole warp
@@ -61,34 +71,62 @@ extern "C" __global__ void hc_huffman_write(
     const long long start = k.start, end = k.end;
     const unsigned long long first_word = chunk_byte[c] >> 2;
     unsigned long long base = 8ull * chunk_byte[c];  // stream bit where this step starts
-    if (lane < HC_WARP_WORDS) words[lane] = 0;
+    for (int w = lane; w < WORDS; w += 32) words[w] = 0;
     __syncwarp();
     auto or_word = [words](unsigned long long w, unsigned int v) { atomicOr(words + w, v); };
     for (long long i0 = start; i0 < end; i0 += 32) {
         const long long i = i0 + lane;
         int sym = i < end ? x[i] + s : 0;
-        unsigned int l = i < end ? len[sym] : 0;
-        unsigned int incl = l;  // inclusive warp prefix sum of the codeword lengths
+        const unsigned int cl = i < end ? len[sym] : 0;  // the codeword's length
+        const unsigned int l = cl + (RAW && i < end && sym != s ? HC_RAW_BITS : 0);
+        unsigned int incl = l;  // inclusive warp prefix sum of the items' lengths
         for (int o = 1; o < 32; o <<= 1) {
             unsigned int u = __shfl_up_sync(0xffffffffu, incl, o);
             if (lane >= o) incl += u;
         }
         const unsigned long long w0 = base >> 5;  // the buffer's word 0
-        if (l) hc_place((base & 31) + incl - l, code[sym], (int)l, or_word);
+        if (cl) hc_place((base & 31) + incl - l, code[sym], (int)cl, or_word);
+        if (RAW && l > cl)
+            hc_place((base & 31) + incl - l + cl, hc_raw_field(raw[offsets[k.t] + i]),
+                     HC_RAW_BITS, or_word);
         __syncwarp();
         base += __shfl_sync(0xffffffffu, incl, 31);
         const int done = (int)((base >> 5) - w0);  // words every bit of which is placed
-        if (lane < done) {
-            unsigned int v = hc_word_bytes(words[lane]);
-            if (w0 + lane == first_word) atomicOr(out + first_word, v);
-            else out[w0 + lane] = v;
+        for (int w = lane; w < done; w += 32) {  // (without raw magnitudes: done < 32)
+            unsigned int v = hc_word_bytes(words[w]);
+            if (w0 + w == first_word) atomicOr(out + first_word, v);
+            else out[w0 + w] = v;
+            if (!RAW) break;
         }
         unsigned int carry = words[done];
         __syncwarp();
-        if (lane < HC_WARP_WORDS) words[lane] = lane ? 0u : carry;
+        for (int w = lane; w < WORDS; w += 32) words[w] = w ? 0u : carry;
         __syncwarp();
     }
     if (lane == 0 && (base & 31)) atomicOr(out + (base >> 5), hc_word_bytes(words[0]));
+}
+
+extern "C" __global__ void hc_huffman_write(
+    const signed char* __restrict__ states, const long long* __restrict__ offsets,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const unsigned char* __restrict__ lengths,
+    const unsigned short* __restrict__ codes, const unsigned long long* __restrict__ chunk_byte,
+    unsigned int* __restrict__ out) {
+    hc_huffman_write_chunk<false>(states, offsets, sizes, clog2, chunk_first, count, s, coders,
+                                  lengths, codes, nullptr, chunk_byte, out);
+}
+
+// Exact top-k: raw holds each non-zero state's magnitude bits, laid out like the states.
+extern "C" __global__ void hc_huffman_write_raw(
+    const signed char* __restrict__ states, const long long* __restrict__ offsets,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const unsigned char* __restrict__ lengths,
+    const unsigned short* __restrict__ codes, const unsigned int* __restrict__ raw,
+    const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
+    hc_huffman_write_chunk<true>(states, offsets, sizes, clog2, chunk_first, count, s, coders,
+                                 lengths, codes, raw, chunk_byte, out);
 }
 
 // Decode-and-sum of `npay` payloads (workers) of the same tensors (common.cuh
@@ -173,4 +211,20 @@ extern "C" __global__ void hc_sum_symbols(
          i += (long long)gridDim.x * blockDim.x)
         acc[at + i] = hc_sum_symbols_at(symbols, npay, stride, from + i, t, count, values,
                                         2 * s + 1);
+}
+
+// Exact top-k (common.cuh hc_huffman_decode_raw_thread): the huffman tensors' chunks of one
+// payload, a thread each, into `out` and `raw` (zeroed / written where states are non-zero,
+// laid out like the accumulator from state_at[t]).
+extern "C" __global__ void hc_huffman_decode_raw(
+    const unsigned char* __restrict__ buf, unsigned long long nbytes,
+    const unsigned long long* __restrict__ chunk_byte,
+    const unsigned long long* __restrict__ chunk_bits, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, const long long* __restrict__ sizes, int count,
+    int s, const unsigned char* __restrict__ coders, const int* __restrict__ dec,
+    const long long* __restrict__ state_at, signed char* __restrict__ out,
+    unsigned int* __restrict__ raw, int* err) {
+    hc_huffman_decode_raw_thread(blockIdx.x * (long long)blockDim.x + threadIdx.x, buf, nbytes,
+                                 chunk_byte, chunk_bits, clog2, chunk_first, sizes, count, s,
+                                 coders, dec, state_at, out, raw, err);
 }

@@ -425,7 +425,9 @@ __device__ void hc_topk_ties(const unsigned long long* ptrs, const long long* si
 // The states of blocks b0 .. b1 - 1: each lane's ties ranked after those of its tensor's
 // blocks before (tie_at: the ties' exclusive prefix sum over the batch's blocks) and of the
 // lanes before it; kept entries (hc_topk_keep) rounded stochastically with the tensor's
-// scale, the others 0.
+// scale, the others 0. s = 0, exact top-k: a kept entry's state is its sign and its
+// magnitude's float32 bits go to raw_or_null (from state_offsets[t], as the states; null
+// when s > 0), whatever the scale (a NaN scale, a tensor that held NaN/Inf, keeps none).
 template <class T>
 __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long* sizes,
                                  const long long* block_first, int count, long long b0,
@@ -433,7 +435,7 @@ __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long
                                  const long long* need, const long long* tie_at,
                                  const float* scales, int s, unsigned long long seed,
                                  const long long* streams, const long long* state_offsets,
-                                 signed char* states) {
+                                 signed char* states, unsigned int* raw_or_null) {
     const long long b = b0 + ((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     const int lane = threadIdx.x & 31;
     if (b >= b1) return;  // warp-uniform
@@ -442,7 +444,7 @@ __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long
     const long long n = L.n, i0 = L.i0;
     const uint64_t th = L.th;
     const double scale = (double)scales[t], rscale = 1.0 / scale;
-    const bool zero = !(scale > 0.0) || isinf(scale);
+    const bool zero = s ? !(scale > 0.0) || isinf(scale) : scale != scale;
     const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
     const int m = n - i0 < 0 ? 0 : n - i0 < 8 ? (int)(n - i0) : 8;
     const int c = L.ties;
@@ -459,7 +461,10 @@ __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long
         if (k >= m) break;
         const bool kept = hc_topk_keep(L.keys[k], th, rank, need[t]);
         rank += th != 0 && L.keys[k] == th;
-        if (kept && !zero) {
+        if (kept && !zero && !s) {
+            word |= (unsigned long long)(unsigned char)hc_topk_sign(L.v[k]) << (8 * k);
+            raw_or_null[state_offsets[t] + i0 + k] = hc_raw_bits(L.v[k]);
+        } else if (kept && !zero) {
             const double a = hc_div_fixed(fabs(L.v[k]) * (double)s, scale, rscale);
             const int level = hc_round_level(a, L.v[k] < 0, s, key, i0 + k);
             word |= (unsigned long long)(unsigned char)level << (8 * k);
@@ -530,9 +535,9 @@ __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long
         int count, long long b0, long long b1, const unsigned long long* prefix,               \
         const long long* need, const long long* tie_at, const float* scales, int s,            \
         unsigned long long seed, const long long* streams, const long long* offsets,           \
-        signed char* states) {                                                                 \
+        signed char* states, unsigned int* raw_or_null) {                                      \
         hc_quantize_topk<T>(p, n, block_first, count, b0, b1, prefix, need, tie_at, scales, s, \
-                            seed, streams, offsets, states);                                   \
+                            seed, streams, offsets, states, raw_or_null);                      \
     }
 
 HC_INSTANCES(f16, unsigned short)

@@ -126,3 +126,22 @@ extern "C" __global__ void hc_add_buckets(const signed char* __restrict__ states
         hc_add_bucket_state_at(states, symbols, t, i, state_at, sym_offsets, which,
                                scales + scale_first[t], blog2, s, dtypes[t], acc);
 }
+
+// Exact top-k (every tensor of the payload, decoded into the state buffer and the raw
+// magnitudes beside it, both at state_at[t]): acc[state_at[t] + i] += sign(state) *
+// float32(raw) in the tensor's dtype (hc_raw_value; NaN for a NaN scale), zeros too.
+extern "C" __global__ void hc_add_raw_states(const signed char* __restrict__ states,
+                                             const unsigned int* __restrict__ raw,
+                                             const long long* __restrict__ sizes,
+                                             const long long* __restrict__ state_at,
+                                             const float* __restrict__ scales,
+                                             const int* __restrict__ dtypes,
+                                             double* __restrict__ acc) {
+    const int t = blockIdx.y;
+    const long long n = sizes[t], at = state_at[t];
+    const float scale = scales[t];
+    const int dtype = dtypes[t];
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        hc_add_raw_state_at(states, raw, at, i, scale, dtype, acc);
+}

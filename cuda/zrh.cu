@@ -45,10 +45,10 @@ __device__ __forceinline__ int hc_hist_row(int s) {
 }
 
 // The items of a chunk of n states whose non-zeros are entries [a, b) of the lists: calls
-// visit(ok, r, v, pv) once per round, on every lane of the warp together (visit may use
-// warp collectives); lanes with ok hold an item, in order: the zero run r before level v,
-// after the previous level pv (0 at the chunk's start); the last round has the terminal run
-// (v = 0) on lane 0.
+// visit(ok, r, v, pv, i) once per round, on every lane of the warp together (visit may use
+// warp collectives); lanes with ok hold an item, in order: the zero run r before level v at
+// position i of the chunk, after the previous level pv (0 at the chunk's start); the last
+// round has the terminal run (v = 0, i = n) on lane 0.
 template <class Visit>
 __device__ __forceinline__ void hc_zrh_walk(const unsigned int* __restrict__ pos,
                                             const signed char* __restrict__ val, long long a,
@@ -57,17 +57,18 @@ __device__ __forceinline__ void hc_zrh_walk(const unsigned int* __restrict__ pos
     for (long long j0 = a; j0 < b; j0 += 32) {
         const long long j = j0 + lane;
         const bool ok = j < b;
-        long long r = 0;
+        long long r = 0, i = 0;
         int v = 0, pv = 0;
         if (ok) {
-            r = (long long)pos[j] - (j > a ? (long long)pos[j - 1] : -1ll) - 1;
+            i = pos[j];
+            r = i - (j > a ? (long long)pos[j - 1] : -1ll) - 1;
             v = val[j];
             pv = j > a ? val[j - 1] : 0;
         }
-        visit(ok, r, v, pv);
+        visit(ok, r, v, pv, i);
     }
     const long long last = b > a ? (long long)pos[b - 1] : -1ll;
-    visit(lane == 0, n - last - 1, 0, b > a ? (int)val[b - 1] : 0);
+    visit(lane == 0, n - last - 1, 0, b > a ? (int)val[b - 1] : 0, n);
 }
 
 __device__ __forceinline__ HcZrhCode hc_zrh_code(int t, int s, const int* zpar,
@@ -85,10 +86,13 @@ __device__ __forceinline__ HcZrhCode hc_zrh_code(int t, int s, const int* zpar,
 }
 
 // Global chunk c of a ZRH kernel's launch: false if past the last chunk or another coder's;
-// else its code, its non-zeros (entries [a, b) of the lists) and its length n.
+// else its code, its non-zeros (entries [a, b) of the lists), its length n, its tensor t and
+// first element.
 struct HcZrhChunk {
     HcZrhCode z;
     long long a, b, n;
+    int t;
+    long long start;
 };
 
 __device__ __forceinline__ bool hc_zrh_chunk(long long c, const long long* nz_at,
@@ -104,6 +108,8 @@ __device__ __forceinline__ bool hc_zrh_chunk(long long c, const long long* nz_at
     out->z = hc_zrh_code(k.t, s, zpar, rtab, ltab);
     hc_chunk_entries(k.t, k.start, k.end, block_first, nz_at, &out->a, &out->b);
     out->n = k.end - k.start;
+    out->t = k.t;
+    out->start = k.start;
     return true;
 }
 
@@ -131,7 +137,7 @@ extern "C" __global__ void hc_zrh_histogram(
     // per item: its run symbol and level in shared counters; the sums of extra bits and of
     // r >> k over the warp's long runs per context reduced across the warp first (the runs
     // of one round lie in one chunk: their sum stays below 2^30)
-    auto add = [&](bool ok, long long r, int v, int pv) {
+    auto add = [&](bool ok, long long r, int v, int pv, long long) {
         int ctx = 0, lctx = 0, ne = 0;
         unsigned int ex;
         if (ok) {
@@ -172,14 +178,15 @@ extern "C" __global__ void hc_zrh_histogram(
 }
 
 // zpar: HC_ZRH_PARAMS ints per tensor; rtab/ltab: the codes as code << 5 | length,
-// HC_ZRH_NCTX x HC_RUN_ALPHABET and HC_ZRH_NLCTX x 2s entries per tensor.
+// HC_ZRH_NCTX x HC_RUN_ALPHABET and HC_ZRH_NLCTX x 2s entries per tensor. raw (exact top-k):
+// every level is followed by HC_RAW_BITS more.
 extern "C" __global__ void hc_zrh_chunk_bits(
     const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
     const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
     const long long* __restrict__ sizes, const int* __restrict__ clog2,
     const long long* __restrict__ chunk_first, int count, int s,
     const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
-    const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
+    const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab, int raw,
     unsigned long long* __restrict__ chunk_bits) {
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -188,9 +195,10 @@ extern "C" __global__ void hc_zrh_chunk_bits(
                       rtab, ltab, &k))
         return;  // the same for the whole warp
     unsigned long long b = 0;
-    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv) {
+    const unsigned int extra = raw ? HC_RAW_BITS : 0;
+    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv, long long) {
         uint64_t code;
-        if (ok) b += hc_zrh_item(k.z, r, v, pv, &code);
+        if (ok) b += hc_zrh_item(k.z, r, v, pv, &code) + (v ? extra : 0);
     });
     for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
     if (lane == 0) chunk_bits[c] = b;
@@ -200,16 +208,22 @@ extern "C" __global__ void hc_zrh_chunk_bits(
 // completed words stored whole; a round with a longer item (a Rice run of many ones) flushes
 // the buffer and places its bits with atomicOr straight into the output. Words a chunk may
 // share with another writer (its first word, words the slow path touched, its last partial
-// word) are always ORed.
-extern "C" __global__ void hc_zrh_write(
+// word) are always ORed. RAW (exact top-k): each level is followed by its raw magnitude
+// (raw[offsets[t] + element], laid out like the states), so the buffer holds 31 carried
+// bits + 32 items of <= 64 + 31 bits.
+#define HC_ZRH_WORDS_RAW 97
+template <bool RAW>
+__device__ __forceinline__ void hc_zrh_write_chunk(
     const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
     const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
     const long long* __restrict__ sizes, const int* __restrict__ clog2,
     const long long* __restrict__ chunk_first, int count, int s,
     const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
     const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
+    const long long* __restrict__ offsets, const unsigned int* __restrict__ raw,
     const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
-    __shared__ unsigned int buffer[HC_WARPS][HC_ZRH_WORDS];
+    constexpr int WORDS = RAW ? HC_ZRH_WORDS_RAW : HC_ZRH_WORDS;
+    __shared__ unsigned int buffer[HC_WARPS][WORDS];
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     HcZrhChunk k;
@@ -217,8 +231,9 @@ extern "C" __global__ void hc_zrh_write(
                       rtab, ltab, &k))
         return;
     const HcZrhCode& z = k.z;
+    const unsigned int* mags = RAW ? raw + offsets[k.t] + k.start : nullptr;
     unsigned int* words = buffer[warp];
-    for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = 0;
+    for (int w = lane; w < WORDS; w += 32) words[w] = 0;
     __syncwarp();
     unsigned long long base = 8ull * chunk_byte[c];   // stream bit where the next round starts
     unsigned long long shared_to = chunk_byte[c] >> 2;  // words up to it: atomicOr
@@ -234,49 +249,70 @@ extern "C" __global__ void hc_zrh_write(
             hc_place(rel, (unsigned int)code, len, or_word);
         }
     };
-    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv) {
+    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv, long long i) {
         uint64_t code = 0;
         const unsigned long long len = ok ? hc_zrh_item(z, r, v, pv, &code) : 0;
-        unsigned long long incl = len;
+        const unsigned long long all = len + (RAW && ok && v ? HC_RAW_BITS : 0);  // + raw
+        unsigned long long incl = all;
         for (int o = 1; o < 32; o <<= 1) {
             unsigned long long u = __shfl_up_sync(0xffffffffu, incl, o);
             if (lane >= o) incl += u;
         }
         const unsigned long long round = __shfl_sync(0xffffffffu, incl, 31);
         if (!__any_sync(0xffffffffu, len > 64)) {
-            const unsigned long long w0 = base >> 5;  // the buffer's word 0
-            place64((base & 31) + incl - len, code, (int)len, or_shared);
+            place64((base & 31) + incl - all, code, (int)len, or_shared);
+            if (RAW && all > len)
+                hc_place((base & 31) + incl - all + len, hc_raw_field(mags[i]), HC_RAW_BITS,
+                         or_shared);
             __syncwarp();
-            base += round;
-            const int done = (int)((base >> 5) - w0);  // words every bit of which is placed
-            for (int w = lane; w < done; w += 32) {
-                const unsigned int bytes = hc_word_bytes(words[w]);
-                if (w0 + w <= shared_to) atomicOr(out + w0 + w, bytes);
-                else out[w0 + w] = bytes;
-            }
-            const unsigned int carry = words[done];
-            __syncwarp();
-            for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = w ? 0u : carry;
-            __syncwarp();
+            base = hc_store_round<WORDS>(words, out, base, round, shared_to, lane);
             return;
         }
         if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
-        unsigned long long p = base + incl - len;
+        unsigned long long p = base + incl - all;
         if (len <= 64) {
             place64(p, code, (int)len, or_global);
+            p += len;
         } else {
             hc_zrh_item_pieces(z, r, v, pv, [&](unsigned int bits, int n) {
                 hc_place(p, bits, n, or_global);
                 p += n;
             });
         }
+        if (RAW && all > len) hc_place(p, hc_raw_field(mags[i]), HC_RAW_BITS, or_global);
         base += round;
         shared_to = base >> 5;
         __syncwarp();
-        for (int w = lane; w < HC_ZRH_WORDS; w += 32) words[w] = 0;
+        for (int w = lane; w < WORDS; w += 32) words[w] = 0;
         __syncwarp();
     });
     if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
+}
+
+extern "C" __global__ void hc_zrh_write(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
+    const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
+    const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
+    const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
+    hc_zrh_write_chunk<false>(pos, val, nz_at, block_first, sizes, clog2, chunk_first, count, s,
+                              coders, zpar, rtab, ltab, nullptr, nullptr, chunk_byte, out);
+}
+
+// Exact top-k: offsets[t] where tensor t's raw magnitudes start in raw (as its states).
+extern "C" __global__ void hc_zrh_write_raw(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val,
+    const long long* __restrict__ nz_at, const long long* __restrict__ block_first,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
+    const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
+    const long long* __restrict__ offsets, const unsigned int* __restrict__ raw,
+    const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
+    hc_zrh_write_chunk<true>(pos, val, nz_at, block_first, sizes, clog2, chunk_first, count, s,
+                             coders, zpar, rtab, ltab, offsets, raw, chunk_byte, out);
 }
 
 // Decode tables of every tensor's HC_ZRH_ROWS codes (rows 0..3 runs over HC_RUN_ALPHABET,
@@ -314,8 +350,9 @@ extern "C" __global__ void hc_zrh_decode_tables(
 }
 
 // One thread per chunk of the ZRH tensors: their non-zero states into `out` (zeroed, laid
-// out like the accumulator: tensor t from state_at[t]). err[0] gets the first error code
-// (common.cuh HC_ERR_*), err[1] the chunk.
+// out like the accumulator: tensor t from state_at[t]), exact top-k's raw magnitudes into
+// `raw_or_null` (laid out the same; null for other payloads). err[0] gets the first error
+// code (common.cuh HC_ERR_*), err[1] the chunk.
 extern "C" __global__ void hc_zrh_decode(
     const unsigned char* __restrict__ buf, unsigned long long nbytes,
     const unsigned long long* __restrict__ chunk_byte,
@@ -324,7 +361,7 @@ extern "C" __global__ void hc_zrh_decode(
     int s, const unsigned char* __restrict__ coders, const int* __restrict__ zpar,
     const int* __restrict__ tables, const long long* __restrict__ table_at,
     const int* __restrict__ bits, const long long* __restrict__ state_at,
-    signed char* __restrict__ out, int* err) {
+    signed char* __restrict__ out, unsigned int* __restrict__ raw_or_null, int* err) {
     const long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (c >= chunk_first[count]) return;
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
@@ -337,8 +374,16 @@ extern "C" __global__ void hc_zrh_decode(
     }
     const int* p = zpar + t * HC_ZRH_PARAMS;
     signed char* o = out + state_at[t];
-    const int e = hc_zrh_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end,
-                                      s, p[0], p[1], p + 2, rows, rows + HC_ZRH_NCTX,
-                                      [o](long long i, int v) { o[i] = (signed char)v; });
+    int e;
+    if (raw_or_null) {
+        HcRawSink sink = {o, raw_or_null + state_at[t], false};
+        e = sink.verdict(hc_zrh_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c],
+                                                   k.start, k.end, s, p[0], p[1], p + 2, rows,
+                                                   rows + HC_ZRH_NCTX, sink.put()));
+    } else {
+        e = hc_zrh_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s,
+                                p[0], p[1], p + 2, rows, rows + HC_ZRH_NCTX,
+                                [o](long long i, int v) { o[i] = (signed char)v; });
+    }
     if (e != HC_OK) hc_report(err, e, c);
 }

@@ -68,10 +68,12 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # baselines (elias.cu); "float formats": CO3's fp4 / fp8 / fp8-e5m2 (hc_quantize_fp_*,
 # hc_moments_*); "buckets": QSGD's buckets (hc_*_buckets_*, hc_add_buckets); "sample
 # counts": SH's sampled histogram (histogram.cu hc_sample_counts: its encode; SH's payloads
-# decode as huffman's); "top-k": quantized top-k's selection (hc_topk_*, hc_quantize_topk_*:
-# its encode; its payloads decode as qsgd's). The GPU tests, scripts/gpu_sanitize.py and
-# `bench gpu` empty it.
-NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k"}
+# decode as huffman's); "top-k": top-k's selection (hc_topk_*, hc_quantize_topk_*: its
+# encode; quantized top-k's payloads decode as qsgd's); "raw top-k": exact top-k's raw
+# magnitudes in the bitstreams (the writers' _raw kernels, the decoders' raw outputs,
+# hc_add_raw_states). The GPU tests, scripts/gpu_sanitize.py and `bench gpu` empty it.
+NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k",
+                     "raw top-k"}
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
@@ -126,16 +128,17 @@ def is_cuda_array(x) -> bool:
 def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
              bucket: int | None = None, levels: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
-    qsgd/terngrad with one scale per tensor, QSGD's buckets, a float format, or top-k with
-    its kept values quantized (``levels`` >= 1; exact top-k's raw magnitudes are the host's),
-    coded with huffman, sh, zrh, auto, or an Elias code (either layout); none of the kernel
-    families in ``NOT_YET_ON_DEVICE``."""
-    return ((quantizer in ("qsgd", "terngrad") or quantizer in FP_IDS
-             or quantizer == "topk" and levels is not None and levels >= 1)
+    qsgd/terngrad with one scale per tensor, QSGD's buckets, a float format, or top-k (exact,
+    ``levels`` 0 or None, or its kept values quantized), coded with huffman, sh, zrh, auto,
+    or an Elias code (either layout); none of the kernel families in
+    ``NOT_YET_ON_DEVICE``."""
+    raw = quantizer == "topk" and not levels
+    return ((quantizer in ("qsgd", "terngrad", "topk") or quantizer in FP_IDS)
             and (bucket is None or quantizer == "qsgd")
             and (coder in ("huffman", "sh", "zrh", "auto") or coder in ELIAS)
             and elias_layout in ELIAS_LAYOUTS
-            and not _families(quantizer, coder, bucket is not None) & NOT_YET_ON_DEVICE)
+            and not _families(quantizer, coder, bucket is not None, raw=raw)
+            & NOT_YET_ON_DEVICE)
 
 
 def _kernel_coder(coder: str) -> str:
@@ -143,14 +146,16 @@ def _kernel_coder(coder: str) -> str:
     return _KERNEL_CODER.get(coder, coder)
 
 
-def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True) -> set:
+def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True,
+              raw: bool = False) -> set:
     """The kernel families (``NOT_YET_ON_DEVICE``'s names) that encoding (or decoding) these
-    options needs."""
+    options needs (``raw``: exact top-k's raw magnitudes)."""
     return {name for name, needed in (("elias", coder in ELIAS),
                                       ("float formats", quantizer in FP_IDS),
                                       ("buckets", buckets),
                                       ("sample counts", encode and coder == "sh"),
-                                      ("top-k", encode and quantizer == "topk")) if needed}
+                                      ("top-k", encode and quantizer == "topk"),
+                                      ("raw top-k", raw)) if needed}
 
 
 def to_host(x) -> np.ndarray:
@@ -219,6 +224,10 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         raise NotImplementedError(f"the GPU backend does not cover {quantizer}/{coder}"
                                   f"{'' if bucket is None else ' in buckets'} yet")
     s, norm = check_options(quantizer, levels, norm, ratio, nonfinite)
+    # exact top-k: states are the kept entries' signs (levels 1 in the payload), their raw
+    # float32 magnitudes written beside the states and after each non-zero's codeword
+    raw = quantizer == "topk" and s == 0
+    qs, s = s, (1 if raw else s)  # the quantize stage's levels (0: exact), the coders'
     blog2 = bucket_log2_of(quantizer, bucket)
     gap = elias_layout == "gap" and coder in ELIAS
     if chunk_log2 is not None and not CHUNK_LOG2_MIN <= chunk_log2 <= CHUNK_LOG2_MAX:
@@ -288,7 +297,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             kernel("quantize", f"hc_moments_{suf}")(grid, (THREADS,), (
                 ptrs[a:], sizes[a:], maxbits[a:], hi[a:], lo[a:], hi1[a:], lo1[a:]))
     kernel("quantize", "hc_scales")((-(-nsc // 128),), (128,), (
-        maxbits, bad, hi, lo, np.int32(l2), fmt, np.int32(s), scale_first, np.int32(count),
+        maxbits, bad, hi, lo, np.int32(l2), fmt, np.int32(qs), scale_first, np.int32(count),
         scales))
     if norm == "gennorm":
         _gennorm_scales(sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales)
@@ -296,9 +305,11 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     mark("scale")
     # 2. states (the kernel writes every byte, padding included)
     states = cupy.empty(int(offsets_h[-1]) or 8, cupy.int8)
+    # raw magnitudes: written where a state is non-zero, read only there
+    mags = cupy.empty(int(offsets_h[-1]) or 1, cupy.uint32) if raw else None
     if quantizer == "topk":
-        _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, seed, ratio,
-                     states)
+        _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, qs, seed, ratio,
+                     states, mags)
     for suf, a, b in groups if quantizer != "topk" else ():
         grid = (_grid(int(sizes_h[a:b].max())), b - a)
         if fmt:
@@ -325,7 +336,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     cupy.cumsum(nchunks, out=chunk_first[1:])
     dev = types.SimpleNamespace(states=states, offsets=offsets, sizes=sizes, sizes_h=sizes_h,
                                 clog2=clog2, chunk_first=chunk_first, chunk_bits=chunk_bits,
-                                hist=hist, count=count, s=s, bound=bound,
+                                hist=hist, count=count, s=s, bound=bound, raw=mags,
                                 chunks_max=-(-int(sizes_h.max()) // (1 << min_log2)))
     if not sparse:
         # 4. huffman: codes on the device (sh: from sampled counts, the same bit layout);
@@ -378,14 +389,17 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         grid = _warps(bits_h.size)  # a warp per chunk
         head = (states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s),
                 dev.coders)
+        # exact top-k: the writers' _raw kernels, the raw magnitudes laid out as the states
+        suffix, mags_at = ("_raw", (offsets, mags)) if raw else ("", ())
         if "huffman" in used:
-            kernel("huffman", "hc_huffman_write")(*grid, head + (dev.lengths, dev.codes,
-                                                                 chunk_byte, out))
+            kernel("huffman", "hc_huffman_write" + suffix)(*grid, head + (
+                dev.lengths, dev.codes) + mags_at[1:] + (chunk_byte, out))
         if "zrh" in used:
-            kernel("zrh", "hc_zrh_write")(*grid, _zrh_head(dev) + (dev.zpar, dev.rtab, dev.ltab,
-                                                                   chunk_byte, out))
+            kernel("zrh", "hc_zrh_write" + suffix)(*grid, _zrh_head(dev) + (
+                dev.zpar, dev.rtab, dev.ltab) + mags_at + (chunk_byte, out))
         if coder in ELIAS:
-            kernel("elias", "hc_elias_write")(*grid, _elias_head(dev) + (chunk_byte, out))
+            kernel("elias", "hc_elias_write" + suffix)(*grid, _elias_head(dev) + mags_at + (
+                chunk_byte, out))
     mark("write")
     staged = _pinned(total, 1)
     out.view(cupy.uint8)[:total].get(out=staged)
@@ -400,7 +414,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                  else float(scales_h[j]))
         sections[t] = Section(quantizer=quantizer, coder=chosen[j][0], dtype=flats[t].dtype,
                               shape=shapes[t], levels=s, scale=scale, bucket_log2=blog2,
-                              chunk_log2=int(clog2_h[j]), norm=norm, raw=False,
+                              chunk_log2=int(clog2_h[j]), norm=norm, raw=raw,
                               gap_layout=gap, codebook=chosen[j][1],
                               chunk_bits=bits_h[a:b].copy(),
                               data=data[int(chunk_byte_h[a]): int(chunk_byte_h[b])])
@@ -411,11 +425,12 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
 
 
 def _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, seed, ratio,
-                 states) -> None:
-    """Quantized top-k's states: per tensor the k = ceil(ratio n)-th largest key by radix
-    select (8-bit passes, MSB first: hc_topk_hist, hc_topk_pick; 4 passes on float32 keys, 8
-    on float64), each 256-element block's ties, their prefix sum, then the kept entries
-    rounded (hc_quantize_topk), as ``quantizers.quantize`` keeps and rounds them."""
+                 states, mags=None) -> None:
+    """Top-k's states: per tensor the k = ceil(ratio n)-th largest key by radix select
+    (8-bit passes, MSB first: hc_topk_hist, hc_topk_pick; 4 passes on float32 keys, 8 on
+    float64), each 256-element block's ties, their prefix sum, then the kept entries rounded
+    (hc_quantize_topk), as ``quantizers.quantize`` keeps and rounds them; exact top-k (s = 0):
+    their signs, and their float32 magnitudes into ``mags`` (laid out as the states)."""
     import cupy
 
     count = sizes_h.size
@@ -449,7 +464,8 @@ def _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, se
             kernel("quantize", f"hc_quantize_topk_{suf}")(*_warps(first[b] - first[a]), (
                 ptrs, sizes, block_first) + head + (
                 np.int64(first[a]), np.int64(first[b]), prefix, krem, tie_at, scales,
-                np.int32(s), np.uint64(seed), streams_d, offsets, states))
+                np.int32(s), np.uint64(seed), streams_d, offsets, states,
+                np.uint64(0) if mags is None else mags))
 
 
 def _warps(items: int) -> tuple:
@@ -501,13 +517,15 @@ def _chunk_bits(dev, used) -> None:
     grid = _warps(dev.bound)  # a warp per chunk
     head = (dev.states, dev.offsets, dev.sizes, dev.clog2, dev.chunk_first, np.int32(dev.count),
             np.int32(dev.s), dev.coders)
+    raw = np.int32(dev.raw is not None)  # exact top-k: raw magnitudes after the non-zeros
     if "huffman" in used:
-        kernel("huffman", "hc_huffman_chunk_bits")(*grid, head + (dev.lengths, dev.chunk_bits))
+        kernel("huffman", "hc_huffman_chunk_bits")(*grid, head + (dev.lengths, raw,
+                                                                  dev.chunk_bits))
     if "zrh" in used:
         kernel("zrh", "hc_zrh_chunk_bits")(*grid, _zrh_head(dev) + (
-            dev.zpar, dev.rtab, dev.ltab, dev.chunk_bits))
+            dev.zpar, dev.rtab, dev.ltab, raw, dev.chunk_bits))
     if set(used) & set(ELIAS):
-        kernel("elias", "hc_elias_chunk_bits")(*grid, _elias_head(dev) + (dev.chunk_bits,))
+        kernel("elias", "hc_elias_chunk_bits")(*grid, _elias_head(dev) + (raw, dev.chunk_bits))
 
 
 def _zrh_head(dev) -> tuple:
@@ -586,7 +604,8 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
     by_pos = np.asarray(order)
     inv = np.argsort(by_pos)  # position of each tensor
     hist_h = hist_h.reshape(count, row)[inv]
-    chosen, tables = auto.plan_many(coder, hist_h, dev.sizes_h[inv], s, 0,
+    chosen, tables = auto.plan_many(coder, hist_h, dev.sizes_h[inv], s,
+                                    0 if dev.raw is None else payload.RAW_BITS,
                                     (prev.coder, prev.codebook) if prev is not None else None)
     chosen = [chosen[t] for t in order]  # by position from here on
     lengths, codes, zpar, rtab, ltab = (a[by_pos] for a in tables)
@@ -655,12 +674,16 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
             raise PayloadError(f"{label} does not hold the tensors of {labels[0]}")
     for _, secs in parsed:
         for sec in secs:
-            if (_kernel_coder(sec.coder) not in CODER_IDS or sec.raw
+            if (_kernel_coder(sec.coder) not in CODER_IDS
                     or NOT_YET_ON_DEVICE & _families(sec.quantizer, sec.coder,
-                                                     sec.bucket_log2 > 0, encode=False)):
+                                                     sec.bucket_log2 > 0, encode=False,
+                                                     raw=sec.raw)):
                 raise NotImplementedError(
                     f"the GPU decoder does not cover {sec.quantizer}/{sec.coder}"
                     f"{' in buckets' if sec.bucket_log2 else ''} yet")
+    for label, (_, secs) in zip(labels, parsed):
+        if secs and secs[0].raw and secs[0].levels != 1:  # cpu_backend.decode_states
+            raise PayloadError(f"{label}: raw top-k values need levels = 1")
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])
@@ -669,7 +692,8 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
         if code:
             messages = {1: "a chunk's codewords run past its bit length",
                         2: "a chunk ends before its bit length",
-                        3: "a bit pattern with no codeword, or a value or run out of range"}
+                        3: "a bit pattern with no codeword, or a value or run out of range",
+                        4: "a raw top-k magnitude is Inf or NaN"}
             bounds = np.cumsum([sec.chunk_bits.size for sec in secs])
             coder = secs[min(int(np.searchsorted(bounds, int(chunk), "right")), len(secs) - 1)]
             raise PayloadError(f"{label}: {coder.coder} data: "
@@ -689,7 +713,9 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     Tensors that every payload codes with huffman in chunks of the same size are decoded and
     summed over all payloads by one launch (``fused``); the others payload by payload: huffman
     ones by the same kernel adding into the accumulator, ZRH and Elias ones decoded into a
-    zeroed int8 state buffer, then every state's value added."""
+    zeroed int8 state buffer, then every state's value added. Exact top-k's payloads (raw
+    magnitudes) decode every tensor into that buffer and the raw magnitudes beside it, then
+    ``hc_add_raw_states`` adds their values."""
     import cupy
 
     count, npay = sizes_h.size, len(parsed)
@@ -703,11 +729,12 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     # QSGD's buckets: decoded payload by payload into a state or symbol buffer, then added
     # with each bucket's scale (hc_add_buckets)
     buckets = np.array([[sec.bucket_log2 > 0 for sec in secs] for _, secs in parsed])
+    raws = np.array([[pl[0][7]] * count for pl in plans], bool).reshape(npay, count)
     same_s = all(pl[0][0] == s for pl in plans)
     fused = (huff.all(axis=0) & (clog2s == clog2s[0]).all(axis=0) & ~buckets.any(axis=0)
-             & same_s)
-    alone = (huff & ~fused & ~buckets).astype(np.uint8)  # decoded payload by payload
-    add = (~huff & ~buckets).astype(np.uint8)  # states added with each tensor's values
+             & ~raws.any(axis=0) & same_s)
+    alone = (huff & ~fused & ~buckets & ~raws).astype(np.uint8)  # payload by payload
+    add = (~huff & ~buckets & ~raws).astype(np.uint8)  # states added with their values
     which = np.where(buckets, np.where(huff, 2, 1), 0).astype(np.uint8)  # hc_add_buckets
     sym_here = (which == 2).astype(np.uint8)  # bucketed huffman tensors: into symbols
     padded = (sizes_h + 7) & ~7  # the symbol buffer's rows (cuda/common.cuh)
@@ -762,12 +789,12 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                     refs_d, np.int32(npay), clog2_0, first_0, sizes, np.int32(count),
                     np.int32(s), fused_d, dec, values, acc_offsets, acc, np.int32(0), resume,
                     err))
-    states = ztables = bsyms = None
+    states = ztables = bsyms = raw = None
     for p, pl in enumerate(plans):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
          coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits, gaps, bscales,
          bfirst) = rest[per * p: per * p + per]
-        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2) = pl[0]
+        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2, is_raw) = pl[0]
         if total_chunks == 0:
             continue
         chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
@@ -784,13 +811,21 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                 refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count),
                 sym_here_d[p * count:], dec[p * count * DEC_INTS:], sym_offsets,
                 np.int64(stride), bsyms, err[2 * p:]))
-        if has_zrh or has_elias:
-            # the other coders' tensors: decoded into a zeroed state buffer, then the values
-            # of those with one scale added (the bucketed ones below)
+        if has_zrh or has_elias or is_raw:
+            # the other coders' tensors (exact top-k: all): decoded into a zeroed state
+            # buffer, then the values of those with one scale added (the bucketed ones below)
             if states is None:
                 states = cupy.zeros(acc.size, cupy.int8)
             else:
                 states.fill(0)
+            if is_raw and raw is None:  # written wherever a state is non-zero, read there
+                raw = cupy.empty(acc.size, cupy.uint32)
+            raw_out = raw if is_raw else np.uint64(0)  # a null pointer: no raw magnitudes
+            if is_raw and huff[p].any():
+                kernel("huffman", "hc_huffman_decode_raw")(*chunk_grid, (
+                    buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                    np.int32(count), np.int32(sp), coders_d, dec[p * count * DEC_INTS:],
+                    acc_offsets, states, raw, err[2 * p:]))
             if has_zrh:
                 if ztables is None or ztables.size < table_size:
                     ztables = cupy.empty(table_size, cupy.int32)
@@ -799,12 +834,16 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                 kernel("zrh", "hc_zrh_decode")(*chunk_grid, (
                     buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
                     np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
-                    acc_offsets, states, err[2 * p:]))
+                    acc_offsets, states, raw_out, err[2 * p:]))
             if has_elias:
                 kernel("elias", "hc_elias_decode")(*chunk_grid, (
                     buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
                     np.int32(count), np.int32(sp), coders_d, gaps, acc_offsets, states,
-                    err[2 * p:]))
+                    raw_out, err[2 * p:]))
+            if is_raw:
+                kernel("states", "hc_add_raw_states")((_grid(int(sizes_h.max())), count),
+                                                      (THREADS,), (
+                    states, raw, sizes, acc_offsets, scales, dtypes, acc))
             if add[p].any():
                 kernel("states", "hc_add_states")((_grid(int(sizes_h.max())), count),
                                                   (THREADS,), (
@@ -839,8 +878,8 @@ def _address(a) -> int:
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
     any Elias section, ZRH table entries, the quantizer's HC_FP_* number, log2 of QSGD's
-    buckets or 0), payload bytes, lengths, single, chunk_byte, chunk_bits, clog2,
-    chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH parameters, ZRH code
+    buckets or 0, exact top-k's raw flag), payload bytes, lengths, single, chunk_byte,
+    chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH parameters, ZRH code
     lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table
     offsets and widths, Elias layouts (1: gap), the bucket scales of all tensors one after
     another, where each tensor's start in them]``
@@ -901,7 +940,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     np.cumsum([b.size for b in bscales], out=bfirst[1:])
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
              bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
-             FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2),
+             FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2,
+             bool(secs and secs[0].raw)),
             body, lengths.reshape(-1), single, np.concatenate(chunk_byte),
             np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),

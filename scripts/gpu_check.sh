@@ -86,7 +86,7 @@ case $what in
   baselines) run_bench "${BENCH_S:-400}" --coders huffman elias-gamma elias-delta elias-omega \
                --sizes-mb 16 256 "$@" ;;
   quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512" \
-                  "--quantizer topk --levels 8"; do
+                  "--quantizer topk --levels 8" "--quantizer topk --levels 0"; do
                 # shellcheck disable=SC2086
                 run_bench "${BENCH_S:-200}" $q --coders huffman auto --sizes-mb 16 256 "$@"
               done ;;

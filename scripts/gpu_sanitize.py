@@ -2,8 +2,8 @@
 sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` must report no
 error while every corrupted payload is rejected with PayloadError or decoded as the CPU
 decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, a float
-format's and QSGD's buckets' payloads, and the encode kernels on random inputs (qsgd, in
-buckets too, quantized top-k and the float formats).
+format's, QSGD's buckets' and exact top-k's payloads (raw magnitudes), and the encode kernels
+on random inputs (qsgd, in buckets too, top-k quantized and exact, the float formats).
 Needs a CUDA device visible to CuPy."""
 import sys
 
@@ -41,9 +41,13 @@ def main(count: int = 60) -> None:
                                         ("qsgd", "elias-omega", sparse, "gap", None),
                                         ("fp8", "huffman", dense, "runlength", None),
                                         ("qsgd", "huffman", dense, "runlength", 64),
-                                        ("qsgd", "zrh", sparse, "runlength", 512)):
-        good = [hc.encode(x, q, coder, 8 if q == "qsgd" else None, "max", seed=r, chunk_log2=8,
-                          elias_layout=layout, bucket=bucket) for r in range(2)]
+                                        ("qsgd", "zrh", sparse, "runlength", 512),
+                                        ("topk", "huffman", dense, "runlength", None),
+                                        ("topk", "zrh", sparse, "runlength", None),
+                                        ("topk", "elias-delta", dense, "runlength", None)):
+        good = [hc.encode(x, q, coder, 8 if q == "qsgd" else None,
+                          None if q == "topk" else "max", seed=r, chunk_log2=8,
+                          elias_layout=layout, bucket=bucket, ratio=0.3) for r in range(2)]
         for path in ("tiles", "symbols"):
             gpu_backend.SYMBOLS_MAX_CHUNKS = 0 if path == "tiles" else 1 << 40
             for bad in mutants(good[1], rng, count):
@@ -68,7 +72,8 @@ def main(count: int = 60) -> None:
                                   ("qsgd", 16, "l2", "auto"), ("qsgd", 16, "l2", "elias-delta"),
                                   ("fp4", None, "gennorm", "auto"),
                                   ("fp8-e5m2", None, "max", "huffman"),
-                                  ("topk", 8, None, "auto")):
+                                  ("topk", 8, None, "auto"), ("topk", None, None, "auto"),
+                                  ("topk", None, None, "elias-gamma")):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
             for bucket in (None, 16) if q == "qsgd" else (None,):

@@ -87,10 +87,11 @@ void hc_check_sample_counts(const signed char* states, long long n, int s,
 
 // quantize.cu's quantized top-k on one tensor, its passes in turn: the radix select
 // (hc_topk_hist's histogram of matching keys, hc_topk_digit), the ties ranked by index and
-// the kept entries rounded (hc_quantize_topk); the k-th largest key and the ties kept out.
+// the kept entries rounded (hc_quantize_topk; s = 0, exact top-k: their signs, and their
+// raw magnitudes into raw); the k-th largest key and the ties kept out.
 void hc_check_topk(const double* x, long long n, int f64, long long k, int s, double scale,
                    unsigned long long seed, unsigned long long stream, signed char* out,
-                   unsigned long long* th_out, long long* need_out) {
+                   unsigned int* raw, unsigned long long* th_out, long long* need_out) {
     uint64_t prefix = 0;
     long long krem = k;
     for (int shift = f64 ? 56 : 24; shift >= 0 && krem > 0; shift -= 8) {
@@ -109,6 +110,11 @@ void hc_check_topk(const double* x, long long n, int f64, long long k, int s, do
         const uint64_t kx = hc_topk_key(x[i], f64);
         const bool kept = krem > 0 && hc_topk_keep(kx, prefix, rank, krem);
         rank += prefix != 0 && kx == prefix;
+        if (!s) {
+            out[i] = (signed char)(kept && scale == scale ? hc_topk_sign(x[i]) : 0);
+            if (out[i]) raw[i] = hc_raw_bits(x[i]);
+            continue;
+        }
         out[i] = (signed char)(kept && scale > 0 ? hc_round_state(x[i], s, scale, key, i) : 0);
     }
 }
@@ -120,10 +126,13 @@ void hc_check_code(const long long* counts, int n, unsigned char* lengths,
 }
 
 // The huffman layout of states[0:n] in chunks of 2^clog2: chunk_bits[m] and the data (each
-// chunk from a byte boundary) into out (zeroed by the caller); returns the data bytes.
+// chunk from a byte boundary) into out (zeroed by the caller); returns the data bytes. raw
+// (exact top-k; null for none): each non-zero state's codeword followed by its magnitude,
+// as hc_huffman_write_raw places it.
 long long hc_check_huffman_encode(const signed char* states, long long n, int s, int clog2,
                                   const unsigned char* lengths, const unsigned short* codes,
-                                  unsigned long long* chunk_bits, unsigned char* out) {
+                                  const unsigned int* raw, unsigned long long* chunk_bits,
+                                  unsigned char* out) {
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
     HostWords words;
@@ -135,6 +144,10 @@ long long hc_check_huffman_encode(const signed char* states, long long n, int s,
             int sym = states[i] + s;
             if (lengths[sym]) hc_place(pos, codes[sym], lengths[sym], or_word);
             pos += lengths[sym];
+            if (raw && states[i]) {
+                hc_place(pos, hc_raw_field(raw[i]), HC_RAW_BITS, or_word);
+                pos += HC_RAW_BITS;
+            }
         }
         chunk_bits[c] = pos - first;
         byte += (pos - first + 7) / 8;
@@ -167,6 +180,32 @@ int hc_check_huffman_decode(const unsigned char* buf, unsigned long long nbytes,
         byte += (chunk_bits[c] + 7) / 8;
     }
     return 0;
+}
+
+// huffman.cu hc_huffman_decode_raw's threads 0 .. threads - 1, one after another.
+void hc_check_huffman_decode_raw(long long threads, const unsigned char* buf,
+                                 unsigned long long nbytes,
+                                 const unsigned long long* chunk_byte,
+                                 const unsigned long long* chunk_bits, const int* clog2,
+                                 const long long* chunk_first, const long long* sizes,
+                                 int count, int s, const unsigned char* coders, const int* dec,
+                                 const long long* state_at, signed char* out,
+                                 unsigned int* raw, int* err) {
+    for (long long c = 0; c < threads; ++c)
+        hc_huffman_decode_raw_thread(c, buf, nbytes, chunk_byte, chunk_bits, clog2,
+                                     chunk_first, sizes, count, s, coders, dec, state_at, out,
+                                     raw, err);
+}
+
+// states.cu hc_add_raw_states over every tensor (its blockIdx.y) and element.
+void hc_check_add_raw_states(long long threads, const signed char* states,
+                             const unsigned int* raw, const long long* sizes,
+                             const long long* state_at, const float* scales, const int* dtypes,
+                             double* acc, int count) {
+    (void)threads;
+    for (int t = 0; t < count; ++t)
+        for (long long i = 0; i < sizes[t]; ++i)
+            hc_add_raw_state_at(states, raw, state_at[t], i, scales[t], dtypes[t], acc);
 }
 
 // codebook.cu hc_huffman_decoders on the host: the blocks of the grid one after another.
@@ -254,12 +293,13 @@ void hc_check_sum_symbols(long long threads, const unsigned char* symbols, int n
 
 // ZRH chunks written one item at a time (the device's warps place 32 items a round at warp
 // prefix-sum offsets: the same items, the same bits): hc_zrh_item, or hc_zrh_item_pieces
-// for items over 64 bits. zpar: mode, context mode, 4 Rice k; rtab/ltab as zrh.cu reads
-// them. Returns the data's byte count.
+// for items over 64 bits, then with raw (exact top-k; null for none) a level's magnitude.
+// zpar: mode, context mode, 4 Rice k; rtab/ltab as zrh.cu reads them. Returns the data's
+// byte count.
 long long hc_check_zrh_encode(const signed char* states, long long n, int s, int clog2,
                               const int* zpar, const unsigned int* rtab,
-                              const unsigned int* ltab, unsigned long long* chunk_bits,
-                              unsigned char* out) {
+                              const unsigned int* ltab, const unsigned int* raw,
+                              unsigned long long* chunk_bits, unsigned char* out) {
     HcZrhCode z = {zpar[0], zpar[1], s, zpar + 2, rtab, ltab};
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
@@ -270,27 +310,31 @@ long long hc_check_zrh_encode(const signed char* states, long long n, int s, int
         uint64_t pos = 8 * byte, first = pos;
         long long prev = start - 1;
         int pv = 0;
-        auto item = [&](long long r, int v) {
+        auto item = [&](long long r, int v, long long i) {
             uint64_t code = 0, len = hc_zrh_item(z, r, v, pv, &code);
             if (len > 64) {
                 hc_zrh_item_pieces(z, r, v, pv, [&](uint32_t bits, int k) {
                     hc_place(pos, bits, k, or_word);
                     pos += k;
                 });
-                return;
+            } else {
+                if (len > 32) hc_place(pos, (uint32_t)(code >> 32), (int)len - 32, or_word);
+                if (len) hc_place(pos + (len > 32 ? len - 32 : 0), (uint32_t)code,
+                                  len > 32 ? 32 : (int)len, or_word);
+                pos += len;
             }
-            if (len > 32) hc_place(pos, (uint32_t)(code >> 32), (int)len - 32, or_word);
-            if (len) hc_place(pos + (len > 32 ? len - 32 : 0), (uint32_t)code,
-                              len > 32 ? 32 : (int)len, or_word);
-            pos += len;
+            if (raw && v) {
+                hc_place(pos, hc_raw_field(raw[i]), HC_RAW_BITS, or_word);
+                pos += HC_RAW_BITS;
+            }
         };
         for (long long i = start; i < end; ++i) {
             if (!states[i]) continue;
-            item(i - prev - 1, states[i]);
+            item(i - prev - 1, states[i], i);
             prev = i;
             pv = states[i];
         }
-        item(end - prev - 1, 0);
+        item(end - prev - 1, 0, end);
         chunk_bits[c] = pos - first;
         byte += (pos - first + 7) / 8;
     }
@@ -303,7 +347,7 @@ long long hc_check_zrh_encode(const signed char* states, long long n, int s, int
 int hc_check_zrh_decode(const unsigned char* buf, unsigned long long nbytes,
                         const unsigned long long* chunk_bits, long long n, int s, int clog2,
                         const int* zpar, const int* tables, const int* bits,
-                        signed char* states) {
+                        signed char* states, unsigned int* raw) {
     HcTable rows[HC_ZRH_ROWS];
     for (int r = 0; r < HC_ZRH_ROWS; ++r)
         rows[r].table = tables + ((long long)r << HC_MAX_CODE_LEN), rows[r].bits = bits[r];
@@ -312,8 +356,16 @@ int hc_check_zrh_decode(const unsigned char* buf, unsigned long long nbytes,
     auto put = [states](long long i, int v) { states[i] = (signed char)v; };
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
-        int e = hc_zrh_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, zpar[0],
+        int e;
+        if (raw) {  // exact top-k, as zrh.cu hc_zrh_decode decodes it
+            HcRawSink sink = {states, raw, false};
+            e = sink.verdict(hc_zrh_decode_chunk<true>(buf, nbytes, byte, chunk_bits[c], start,
+                                                       end, s, zpar[0], zpar[1], zpar + 2, rows,
+                                                       rows + HC_ZRH_NCTX, sink.put()));
+        } else {
+            e = hc_zrh_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, zpar[0],
                                     zpar[1], zpar + 2, rows, rows + HC_ZRH_NCTX, put);
+        }
         if (e) return e;
         byte += (chunk_bits[c] + 7) / 8;
     }
@@ -325,7 +377,8 @@ int hc_check_zrh_decode(const unsigned char* buf, unsigned long long nbytes,
 // lanes in turn, as states.cu hc_list), the marks listed, then each chunk's entries
 // (hc_chunk_entries) placed item by item (hc_elias_item). Returns the data bytes.
 long long hc_check_elias_encode(const signed char* states, long long n, int clog2, int kind,
-                                int gap, unsigned long long* chunk_bits, unsigned char* out) {
+                                int gap, const unsigned int* raw,
+                                unsigned long long* chunk_bits, unsigned char* out) {
     const long long blocks = (n + HC_LIST_BLOCK - 1) / HC_LIST_BLOCK;
     const long long block_first[2] = {0, blocks};
     std::vector<long long> at(blocks + 1, 0);
@@ -361,12 +414,18 @@ long long hc_check_elias_encode(const signed char* states, long long n, int clog
         const uint64_t first = p;
         for (long long j = a; j < b; ++j) {
             const long long d = (long long)pos[j] - (j > a ? (long long)pos[j - 1] : -1ll);
-            const uint64_t len = hc_elias_item_len(kind, gap, d, val[j]);
+            const uint64_t len = hc_elias_item_len(kind, gap, d, val[j])
+                                 + (raw ? hc_elias_raw_len(gap, d, val[j]) : 0);
             uint64_t rel = p;
             hc_elias_item(kind, gap, d, val[j], [&](uint32_t bits, int k) {
                 if (bits) hc_place(rel, bits, k, or_word);
                 rel += k;
             });
+            if (raw && val[j])  // as hc_elias_write_raw: the magnitudes of the states coded
+                for (long long e = gap ? pos[j] : pos[j] - d + 1; e <= (long long)pos[j]; ++e) {
+                    hc_place(rel, hc_raw_field(raw[start + e]), HC_RAW_BITS, or_word);
+                    rel += HC_RAW_BITS;
+                }
             if (rel != p + len) return -1;  // the lengths the chunk table counts
             p = rel;
         }
@@ -376,19 +435,27 @@ long long hc_check_elias_encode(const signed char* states, long long n, int clog
     return words.store(byte, out);
 }
 
-// Decode Elias chunks of either layout with hc_elias_decode_chunk into states (zeroed).
+// Decode Elias chunks of either layout with hc_elias_decode_chunk into states (zeroed), and
+// with raw (exact top-k; null for none) the magnitudes into raw, as hc_elias_decode does.
 // Returns the first failing chunk's HC_ERR_* code, 0 if none.
 int hc_check_elias_decode(const unsigned char* buf, unsigned long long nbytes,
                           const unsigned long long* chunk_bits, long long n, int clog2, int s,
-                          int kind, int gap, signed char* states) {
+                          int kind, int gap, signed char* states, unsigned int* raw) {
     const long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
     auto put = [states](long long i, int v) { states[i] = (signed char)v; };
     for (long long c = 0; c < m; ++c) {
         const long long start = c << clog2;
         const long long end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
-        const int e = hc_elias_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s,
-                                            kind, gap, put);
+        int e;
+        if (raw) {
+            HcRawSink sink = {states, raw, false};
+            e = sink.verdict(hc_elias_decode_chunk<true>(buf, nbytes, byte, chunk_bits[c], start,
+                                                         end, s, kind, gap, sink.put()));
+        } else {
+            e = hc_elias_decode_chunk(buf, nbytes, byte, chunk_bits[c], start, end, s, kind, gap,
+                                      put);
+        }
         if (e) return e;
         byte += (chunk_bits[c] + 7) / 8;
     }
@@ -403,10 +470,10 @@ void hc_check_elias_decode_launch(long long threads, const unsigned char* buf,
                                   const long long* chunk_first, const long long* sizes,
                                   int count, int s, const unsigned char* coders,
                                   const unsigned char* gaps, const long long* state_at,
-                                  signed char* out, int* err) {
+                                  signed char* out, unsigned int* raw, int* err) {
     for (long long c = 0; c < threads; ++c)
         hc_elias_decode_thread(c, buf, nbytes, chunk_byte, chunk_bits, clog2, chunk_first,
-                               sizes, count, s, coders, gaps, state_at, out, err);
+                               sizes, count, s, coders, gaps, state_at, out, raw, err);
 }
 
 // cuda/states.cu hc_add_states over every tensor (its blockIdx.y) and element.

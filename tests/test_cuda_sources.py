@@ -113,9 +113,9 @@ def lib(tmp_path_factory):
                                          P]
     L.hc_check_topk.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_longlong,
                                 ctypes.c_int, ctypes.c_double, ctypes.c_ulonglong,
-                                ctypes.c_ulonglong, P, P, P]
+                                ctypes.c_ulonglong, P, P, P, P]
     L.hc_check_huffman_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P,
-                                          P, P, P]
+                                          P, P, P, P]
     L.hc_check_huffman_encode.restype = ctypes.c_longlong
     L.hc_check_half.argtypes = [P, ctypes.c_longlong, P]
     L.hc_check_round_half.argtypes = [P, ctypes.c_longlong, P]
@@ -123,10 +123,10 @@ def lib(tmp_path_factory):
                                           ctypes.c_int, ctypes.c_int, P, ctypes.c_int,
                                           ctypes.c_int, P]
     L.hc_check_zrh_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P, P,
-                                      P, P, P]
+                                      P, P, P, P]
     L.hc_check_zrh_encode.restype = ctypes.c_longlong
     L.hc_check_zrh_decode.argtypes = [P, ctypes.c_ulonglong, P, ctypes.c_longlong, ctypes.c_int,
-                                      ctypes.c_int, P, P, P, P]
+                                      ctypes.c_int, P, P, P, P, P]
     i32 = ctypes.c_int
     L.hc_check_huffman_decoders.argtypes = [i32, P, P, i32, i32, P, P, P, P, P]
     L.hc_check_decode_sum.argtypes = [ctypes.c_longlong, P, i32, P, P, P, i32, i32, P, P, P, P,
@@ -134,13 +134,16 @@ def lib(tmp_path_factory):
     i64 = ctypes.c_longlong
     L.hc_check_decode_symbols.argtypes = [i64, P, i32, P, P, P, i32, P, P, P, i64, P, P]
     L.hc_check_sum_symbols.argtypes = [i64, P, i32, i64, P, P, P, P, i32, P, i32, P]
-    L.hc_check_elias_encode.argtypes = [P, i64, i32, i32, i32, P, P]
+    L.hc_check_elias_encode.argtypes = [P, i64, i32, i32, i32, P, P, P]
     L.hc_check_elias_encode.restype = i64
-    L.hc_check_elias_decode.argtypes = [P, ctypes.c_ulonglong, P, i64, i32, i32, i32, i32, P]
+    L.hc_check_elias_decode.argtypes = [P, ctypes.c_ulonglong, P, i64, i32, i32, i32, i32, P, P]
     L.hc_check_elias_decode_launch.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
-                                               i32, P, P, P, P, P]
+                                               i32, P, P, P, P, P, P]
     L.hc_check_add_states.argtypes = [i64, P, P, P, P, P, i32, P, i32]
     L.hc_check_add_buckets.argtypes = [i64, P, P, P, P, P, P, P, P, i32, i32, P, P, i32]
+    L.hc_check_huffman_decode_raw.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
+                                              i32, P, P, P, P, P, P]
+    L.hc_check_add_raw_states.argtypes = [i64, P, P, P, P, P, P, P, i32]
     return L
 
 
@@ -248,10 +251,11 @@ def test_sample_counts_match_cpu(lib):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_topk_matches_cpu(lib, dtype):
-    """Quantized top-k (quantize.cu's radix select, tie ranking and rounding through
-    common.cuh, passes run in turn on the host): the CPU's states and threshold on gradients
-    with exact zeros, many ties (a few distinct values), all-equal and all-zero tensors,
-    ratios from one entry to all, for every dtype's keys."""
+    """Top-k (quantize.cu's radix select, tie ranking and rounding through common.cuh,
+    passes run in turn on the host): the CPU's states and threshold on gradients with exact
+    zeros, many ties (a few distinct values), all-equal and all-zero tensors, ratios from one
+    entry to all, for every dtype's keys; exact top-k (levels 0) its signs and raw float32
+    magnitudes too, and a NaN tensor's (scale NaN: none kept)."""
     rng = np.random.default_rng(9)
     cases = [gradient_like(rng, 5000, dtype), gradient_like(rng, 1, dtype),
              rng.choice([-2.0, -0.5, 0.0, 0.5, 1.0, 2.0], 3000).astype(dtype),
@@ -260,20 +264,33 @@ def test_topk_matches_cpu(lib, dtype):
         n = x.size
         for ratio in (1e-4, 0.01, 0.3, 0.5, 1.0):
             k = min(math.ceil(ratio * n), n)
-            for s in (1, 8):
+            for s in (0, 1, 8):
                 q = quantize(x, "topk", s, None, 11, stream=2, ratio=ratio)
                 ax = np.abs(x.astype(np.float32) if dtype == np.float16 else x)
                 t = np.partition(ax, n - k)[n - k]
                 keep = quantizers.topk_mask(ax, k)
                 out = np.zeros(n, np.int8)
+                raw = np.zeros(n, np.uint32)
                 th, need = np.zeros(1, np.uint64), np.zeros(1, np.int64)
                 lib.hc_check_topk(ptr(x.astype(np.float64)), n, int(dtype == np.float64), k, s,
-                                  float(q.scale), 11, 2, ptr(out), ptr(th), ptr(need))
+                                  float(q.scale), 11, 2, ptr(out), ptr(raw), ptr(th),
+                                  ptr(need))
                 assert th[0] == ax.dtype.type(t).view(
                     np.uint64 if dtype == np.float64 else np.uint32), (n, ratio)
                 assert int(need[0]) == k - int((ax > t).sum())
                 assert int(((out != 0) & ~keep).sum()) == 0
                 assert np.array_equal(out, q.states[:n]), (n, ratio, s)
+                assert (q.raw is not None) == (s == 0)
+                if s == 0:
+                    assert np.array_equal(raw, q.raw), (n, ratio)
+                    assert q.raw[keep].size == 0 or (q.raw[keep] > 0).all() or t == 0
+    x = np.array([1.0, np.nan, -2.0], dtype)  # nonfinite="propagate": NaN scale, none kept
+    q = quantize(x, "topk", 0, None, 11, ratio=1.0, nonfinite="propagate")
+    out, raw = np.full(3, 5, np.int8), np.zeros(3, np.uint32)
+    th, need = np.zeros(1, np.uint64), np.zeros(1, np.int64)
+    lib.hc_check_topk(ptr(x.astype(np.float64)), 3, int(dtype == np.float64), 3, 0,
+                      float(q.scale), 11, 0, ptr(out), ptr(raw), ptr(th), ptr(need))
+    assert np.array_equal(out, q.states[:3]) and not out.any() and not raw.any()
 
 
 def test_float16_conversions_match_numpy(lib):
@@ -352,7 +369,8 @@ def test_huffman_layout_matches_cpu(lib, levels, norm):
         chunk_bits = np.zeros(sec.num_chunks, np.uint64)
         out = np.zeros(len(sec.data) + 16, np.uint8)
         nbytes = lib.hc_check_huffman_encode(ptr(q.states), n, levels, sec.chunk_log2,
-                                             ptr(lengths), ptr(codes), ptr(chunk_bits), ptr(out))
+                                             ptr(lengths), ptr(codes), None, ptr(chunk_bits),
+                                             ptr(out))
         assert np.array_equal(chunk_bits, sec.chunk_bits.astype(np.uint64))
         assert bytes(out[:nbytes]) == bytes(sec.data)
         data = np.frombuffer(bytes(sec.data), np.uint8).copy()
@@ -417,7 +435,7 @@ def test_huffman_decoder_long_codewords(lib):
         chunk_bits = np.zeros(-(-n // 256), np.uint64)
         out = np.zeros(n * 2 + 16, np.uint8)
         nbytes = lib.hc_check_huffman_encode(ptr(states), n, s, 8, ptr(lengths), ptr(codes),
-                                             ptr(chunk_bits), ptr(out))
+                                             None, ptr(chunk_bits), ptr(out))
         data = out[:nbytes].copy()
         for tile in (1, 7, 32, 256):
             got = np.zeros(n, np.int8)
@@ -443,7 +461,7 @@ def host_launches(lib, monkeypatch, request):
 
     fake = types.ModuleType("cupy")
     fake.empty, fake.zeros, fake.asarray, fake.asnumpy = np.empty, np.zeros, np.asarray, np.asarray
-    for name in ("float64", "int32", "uint64", "uint8", "int8"):
+    for name in ("float64", "int32", "uint64", "uint32", "uint8", "int8"):
         setattr(fake, name, getattr(np, name))
     monkeypatch.setitem(sys.modules, "cupy", fake)
 
@@ -472,7 +490,11 @@ def host_launches(lib, monkeypatch, request):
                "hc_add_states": lambda grid, block, args: launch(
                    lib.hc_check_add_states, lambda g, b: 0)(grid, block, args + (grid[1],)),
                "hc_add_buckets": lambda grid, block, args: launch(
-                   lib.hc_check_add_buckets, lambda g, b: 0)(grid, block, args + (grid[1],))}
+                   lib.hc_check_add_buckets, lambda g, b: 0)(grid, block, args + (grid[1],)),
+               "hc_huffman_decode_raw": launch(lib.hc_check_huffman_decode_raw,
+                                               lambda g, b: g[0] * b[0]),
+               "hc_add_raw_states": lambda grid, block, args: launch(
+                   lib.hc_check_add_raw_states, lambda g, b: 0)(grid, block, args + (grid[1],))}
     launched = []
 
     def kernel(stage, name):
@@ -638,14 +660,14 @@ def test_zrh_layout_matches_cpu(lib, levels, norm):
             chunk_bits = np.zeros(want_bits.size, np.uint64)
             out = np.zeros(want.size + 16, np.uint8)
             nbytes = lib.hc_check_zrh_encode(ptr(q.states), n, levels, sec.chunk_log2,
-                                             ptr(zpar), ptr(rtab), ptr(ltab), ptr(chunk_bits),
-                                             ptr(out))
+                                             ptr(zpar), ptr(rtab), ptr(ltab), None,
+                                             ptr(chunk_bits), ptr(out))
             assert np.array_equal(chunk_bits, want_bits.astype(np.uint64))
             assert bytes(out[:nbytes]) == want.tobytes()
             states = np.zeros(max(n, 1), np.int8)
             err = lib.hc_check_zrh_decode(ptr(want), want.size, ptr(chunk_bits), n, levels,
                                           sec.chunk_log2, ptr(zpar), ptr(tables), ptr(widths),
-                                          ptr(states))
+                                          ptr(states), None)
             assert err == 0 and np.array_equal(states[:n], q.states[:n])
     assert (zrh.MODE_RICE, 0) in seen
 
@@ -671,7 +693,7 @@ def test_zrh_decoder_rejects_what_the_cpu_rejects(lib):
             states = np.zeros(n, np.int8)
             err = lib.hc_check_zrh_decode(ptr(data), data.size, ptr(chunk_bits), n, 8,
                                           sec.chunk_log2, ptr(zpar), ptr(tables), ptr(widths),
-                                          ptr(states))
+                                          ptr(states), None)
             cpu = np.zeros(n, np.int8)
             cpu_err = zrh.decode(data, sec.chunk_bits, n, sec.chunk_log2, 8, zc, cpu,
                                  np.zeros(0, np.uint32))
@@ -720,13 +742,13 @@ def test_elias_layout_matches_cpu(lib, coder, kind, gap):
             chunk_bits = np.zeros(max(want_bits.size, 1), np.uint64)
             out = np.zeros(want.size + 16, np.uint8)
             nbytes = lib.hc_check_elias_encode(ptr(padded_states(q)), n, clog2, kind, int(gap),
-                                               ptr(chunk_bits), ptr(out))
+                                               None, ptr(chunk_bits), ptr(out))
             assert nbytes == want.size
             assert np.array_equal(chunk_bits[: want_bits.size], want_bits.astype(np.uint64))
             assert bytes(out[:nbytes]) == want.tobytes()
             states = np.zeros(max(n, 1), np.int8)
             err = lib.hc_check_elias_decode(ptr(want), want.size, ptr(chunk_bits), n, clog2,
-                                            levels, kind, int(gap), ptr(states))
+                                            levels, kind, int(gap), ptr(states), None)
             assert err == 0 and np.array_equal(states[:n], q.states[:n])
 
 
@@ -755,7 +777,7 @@ def test_elias_decoder_rejects_what_the_cpu_rejects(lib, coder, kind, gap):
             states = np.zeros(n, np.int8)
             ub = chunk_bits.astype(np.uint64)
             err = lib.hc_check_elias_decode(ptr(data), data.size, ptr(ub), n, clog2, 8, kind,
-                                            int(gap), ptr(states))
+                                            int(gap), ptr(states), None)
             cpu = np.zeros(n, np.int8)
             cpu_err = elias.decode(data, chunk_bits, n, clog2, 8, kind, gap, cpu,
                                    np.zeros(0, np.uint32))
@@ -864,3 +886,212 @@ def test_sh_decode_sum_kernels_on_the_host(host_launches):
         assert np.array_equal(got[t], want), t
     assert sum(rejected_as_on_the_cpu(host_launches, blobs, 2, rng, "sh")
                for _ in range(30)) > 5
+
+
+# ---------------------------------------------------------------- exact top-k (raw magnitudes)
+EXACT_CODERS = [("huffman", "runlength"), ("sh", "runlength"), ("zrh", "runlength"),
+                ("elias-gamma", "runlength"), ("elias-delta", "gap"), ("elias-omega", "gap"),
+                ("elias-omega", "runlength")]
+RAW_LIMIT = 0x7F800000  # raw magnitudes at or above it are Inf or NaN: rejected
+
+
+def exact_topk_inputs(rng):
+    """(x, ratio) for exact top-k: dense and sparse gradients of every dtype, runs of equal
+    signs (the run-length layouts' runs of many raw magnitudes)."""
+    runs = np.repeat(rng.standard_normal(20), rng.integers(1, 3000, 20)).astype(np.float32)
+    return [(gradient_like(rng, 1, np.float32), 1.0), (gradient_like(rng, 50_000, np.float32),
+                                                       0.01),
+            (gradient_like(rng, 20_000, np.float64), 0.3), (gradient_like(rng, 9000, np.float16),
+                                                           1.0),
+            (sparse_like(rng, 200_000, 0.01), 0.001), (runs, 0.8)]
+
+
+class ExactTopk:
+    """One exact top-k section and the host builds of its coder's device encoder and decoder
+    (huffman/sh: hc_huffman_decode_raw's threads; ZRH; Elias), with the CPU decoder beside."""
+
+    def __init__(self, lib, x, ratio, coder, layout):
+        from horovod_huffcomp.coders import elias, zrh
+
+        self.lib, self.coder, self.gap = lib, coder, layout == "gap"
+        blob = hc.encode(x, "topk", coder, seed=5, ratio=ratio, elias_layout=layout)
+        self.q = quantize(x, "topk", 0, None, 5, ratio=ratio)
+        (self.sec,) = sections(blob)
+        assert self.sec.raw and self.sec.levels == 1
+        self.n, self.clog2 = self.q.n, self.sec.chunk_log2
+        self.bits = self.sec.chunk_bits.astype(np.uint64)
+        if coder in ("huffman", "sh"):
+            self.code = Code.parse(Reader(self.sec.codebook), 3, "code")
+        elif coder == "zrh":
+            self.code = zrh.ZrhCode.parse(Reader(self.sec.codebook), 1, self.n)
+            self.tables = zrh_tables(self.code, 1)
+        else:
+            self.kind = elias.KINDS[coder]
+
+    def encode(self):
+        """The device encoder's (chunk bits, data) for the CPU's states and raw magnitudes."""
+        q, lib = self.q, self.lib
+        chunk_bits = np.zeros(max(self.bits.size, 1), np.uint64)
+        out = np.zeros(len(self.sec.data) + 16, np.uint8)
+        if self.coder in ("huffman", "sh"):
+            nbytes = lib.hc_check_huffman_encode(
+                ptr(q.states), self.n, 1, self.clog2, ptr(self.code.lengths.astype(np.uint8)),
+                ptr(self.code.codes.astype(np.uint16)), ptr(q.raw), ptr(chunk_bits), ptr(out))
+        elif self.coder == "zrh":
+            zpar, rtab, ltab = self.tables[:3]
+            nbytes = lib.hc_check_zrh_encode(ptr(q.states), self.n, 1, self.clog2, ptr(zpar),
+                                             ptr(rtab), ptr(ltab), ptr(q.raw), ptr(chunk_bits),
+                                             ptr(out))
+        else:
+            nbytes = lib.hc_check_elias_encode(ptr(padded_states(q)), self.n, self.clog2,
+                                               self.kind, int(self.gap), ptr(q.raw),
+                                               ptr(chunk_bits), ptr(out))
+        return chunk_bits[: self.bits.size], out[:nbytes]
+
+    def decode(self, data, chunk_bits):
+        """(error code, states, raw) of the host build of the device decoder."""
+        lib, n = self.lib, self.n
+        states, raw = np.zeros(max(n, 1), np.int8), np.zeros(max(n, 1), np.uint32)
+        data = np.ascontiguousarray(data, np.uint8)
+        if self.coder in ("huffman", "sh"):
+            dec = np.zeros(gpu_backend.DEC_INTS, np.int32)
+            lib.hc_check_huffman_decoders(1, ptr(self.code.lengths.astype(np.uint8)),
+                                          ptr(np.array([self.code.single], np.int32)), 3, 0,
+                                          ptr(np.ones(1, np.uint8)), ptr(np.ones(1, np.float32)),
+                                          ptr(np.full(1, 2, np.int32)), ptr(dec),
+                                          ptr(np.zeros(3)))
+            starts = np.zeros(chunk_bits.size, np.uint64)
+            np.cumsum((chunk_bits[:-1] + 7) // 8, out=starts[1:])
+            err = np.zeros(2, np.int32)
+            lib.hc_check_huffman_decode_raw(
+                chunk_bits.size, ptr(data), data.size, ptr(starts), ptr(chunk_bits),
+                ptr(np.array([self.clog2], np.int32)),
+                ptr(np.array([0, chunk_bits.size], np.int64)), ptr(np.array([n], np.int64)), 1,
+                1, ptr(np.ones(1, np.uint8)), ptr(dec), ptr(np.zeros(1, np.int64)), ptr(states),
+                ptr(raw), ptr(err))
+            e = int(err[0])
+        elif self.coder == "zrh":
+            zpar, _, _, tables, widths = self.tables
+            e = lib.hc_check_zrh_decode(ptr(data), data.size, ptr(chunk_bits), n, 1, self.clog2,
+                                        ptr(zpar), ptr(tables), ptr(widths), ptr(states),
+                                        ptr(raw))
+        else:
+            e = lib.hc_check_elias_decode(ptr(data), data.size, ptr(chunk_bits), n, self.clog2,
+                                          1, self.kind, int(self.gap), ptr(states), ptr(raw))
+        return e, states[:n], np.where(states[:n] != 0, raw[:n], 0)
+
+    def cpu_decode(self, data, chunk_bits):
+        """(fails, states, raw, the coder's error) of the CPU: its coder's verdict, then
+        decode_states' check of the magnitudes."""
+        from horovod_huffcomp.coders import elias, zrh
+
+        n = self.n
+        states, raw = np.zeros(n, np.int8), np.zeros(n, np.uint32)
+        bits = chunk_bits.astype(np.int64)
+        if self.coder in ("huffman", "sh"):
+            err = symbol.decode(data, bits, n, self.clog2, 1, self.code, states, raw)
+        elif self.coder == "zrh":
+            err = zrh.decode(data, bits, n, self.clog2, 1, self.code, states, raw)
+        else:
+            err = elias.decode(data, bits, n, self.clog2, 1, self.kind, self.gap, states, raw)
+        return err != 0 or bool((raw >= RAW_LIMIT).any()), states, raw, err
+
+
+@pytest.mark.parametrize("coder,layout", EXACT_CODERS)
+def test_exact_topk_layouts_match_cpu(lib, coder, layout):
+    """Exact top-k: each non-zero state's codeword (huffman, sh), ZRH item or Elias item
+    followed by its raw float32 magnitude, as the device writers place them (the chunk table
+    counting them), gives the CPU's bits; the host builds of the device decoders read back
+    its states and magnitudes."""
+    rng = np.random.default_rng(len(coder) + 7 * (layout == "gap"))
+    for x, ratio in exact_topk_inputs(rng):
+        t = ExactTopk(lib, x, ratio, coder, layout)
+        chunk_bits, data = t.encode()
+        assert np.array_equal(chunk_bits, t.bits), (x.size, ratio)
+        assert data.tobytes() == bytes(t.sec.data), (x.size, ratio)
+        err, states, raw = t.decode(data, chunk_bits)
+        assert err == 0 and not t.cpu_decode(data, chunk_bits)[0], (x.size, ratio, err)
+        assert np.array_equal(states, t.q.states[: t.n]) and np.array_equal(raw, t.q.raw)
+        kept = np.flatnonzero(t.q.raw)
+        for bad in (RAW_LIMIT, RAW_LIMIT + 1, RAW_LIMIT - 1):  # Inf, NaN, float32's largest
+            t.q.raw[kept[len(kept) // 2]] = bad  # (the writers take any 31 bits)
+            chunk_bits, data = t.encode()
+            err, states, raw = t.decode(data, chunk_bits)
+            assert (err == 4) == t.cpu_decode(data, chunk_bits)[0] == (bad >= RAW_LIMIT)
+
+
+@pytest.mark.parametrize("coder,layout", EXACT_CODERS)
+def test_exact_topk_decoders_reject_what_the_cpu_rejects(lib, coder, layout):
+    """Bit flips in exact top-k data (codewords, items and raw magnitudes, one made Inf) and
+    chunk tables off by a little: the host build of the device decoder fails exactly when
+    the CPU does (its coder, or the Inf/NaN magnitude check after it) and otherwise gives
+    its states and magnitudes."""
+    rng = np.random.default_rng(20 + len(coder) + 7 * (layout == "gap"))
+    disagreements = rejected = by_magnitude = 0
+    for x, ratio in ((gradient_like(rng, 3000, np.float32), 0.3),
+                     (sparse_like(rng, 40_000, 0.01), 0.005),
+                     (gradient_like(rng, 5000, np.float32), 1.0)):  # chunks end on a kept one
+        t = ExactTopk(lib, x, ratio, coder, layout)
+        data0 = np.frombuffer(bytes(t.sec.data), np.uint8)
+        for c in range(min(t.bits.size, 20)):  # each chunk cut short or run long a little
+            for delta in (-1, -20, 3):
+                chunk_bits = t.bits.astype(np.int64)
+                chunk_bits[c] = max(chunk_bits[c] + delta, 0)
+                err = t.decode(data0, chunk_bits.astype(np.uint64))[0]
+                fails, _, _, cpu_err = t.cpu_decode(data0, chunk_bits)
+                disagreements += not fails or err != -cpu_err
+        for trial in range(150):
+            data, chunk_bits = data0.copy(), t.bits.astype(np.int64)
+            if trial % 5 == 4:  # a chunk's bit length off by a little
+                chunk_bits[rng.integers(chunk_bits.size)] += int(rng.integers(-9, 9))
+                chunk_bits = np.maximum(chunk_bits, 0)
+            if trial % 7 == 6:  # a raw magnitude's exponent all ones (where one may lie)
+                at = int(rng.integers(max(data.size - 2, 1)))
+                data[at: at + 2] |= np.array([0x7F, 0x80], np.uint8)[: data.size - at]
+            for _ in range(int(rng.integers(1, 4))):
+                data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
+            err, states, raw = t.decode(data, chunk_bits.astype(np.uint64))
+            fails, cpu_states, cpu_raw, cpu_err = t.cpu_decode(data, chunk_bits)
+            disagreements += (err != 0) != fails or (
+                not fails and not (np.array_equal(states, cpu_states)
+                                   and np.array_equal(raw, cpu_raw)))
+            rejected += fails
+            if fails and cpu_err == 0:  # the bits decode, a magnitude is Inf or NaN
+                by_magnitude += 1
+                disagreements += err != 4  # HC_ERR_RAW
+            elif fails:  # the same error (bits.ERR_* = -HC_ERR_*)
+                disagreements += err != -cpu_err
+    assert disagreements == 0 and 30 < rejected < 430 and by_magnitude > 0
+
+
+def test_exact_topk_decode_sum_kernels_on_the_host(host_launches):
+    """Exact top-k payloads of 3 workers (huffman, sh and Elias of both layouts, float16/32/64
+    tensors, a NaN tensor with nonfinite="propagate") decoded into states and raw
+    magnitudes and summed by the host builds of hc_huffman_decode_raw, hc_elias_decode and
+    hc_add_raw_states as exchange.reduce_mean sums them; a corrupted one rejected exactly
+    when the CPU rejects it, named in the error."""
+    rng = np.random.default_rng(6)
+    shapes = [(), (300, 7), (9000,), (30_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32]
+    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    xs[2][2][5] = np.nan
+    for coders in (["huffman"] * 3, ["sh", "elias-gamma", "huffman"],
+                   ["elias-delta", "elias-omega", "elias-gamma"]):
+        for layout in ("runlength", "gap"):
+            blobs = [hc.encode_many(x, "topk", c, seed=r, ratio=0.05, elias_layout=layout,
+                                    nonfinite="propagate")
+                     for r, (x, c) in enumerate(zip(xs, coders))]
+            host_launches.launched.clear()
+            got = host_launches.decode_sum(blobs, bundle=True)
+            assert "hc_add_raw_states" in host_launches.launched
+            for t, want in enumerate(cpu_sums(blobs)):
+                assert np.array_equal(got[t], want, equal_nan=True), (coders, layout, t)
+    rejected = sum(rejected_as_on_the_cpu(host_launches, blobs, 1, rng, "elias-omega")
+                   for _ in range(100))
+    assert 5 < rejected < 95  # most flips land in raw magnitudes: other values, not errors
+    bad = payload.unpack(blobs[0])[1]  # a raw top-k payload claiming other levels
+    with pytest.raises(hc.PayloadError, match="^payload 0: raw top-k values need levels = 1"):
+        host_launches.decode_sum([payload.pack(
+            [payload.Section(**{**sec.__dict__, "levels": 2}) for sec in bad], bundle=True)]
+            + blobs[1:])

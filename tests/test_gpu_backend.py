@@ -259,6 +259,65 @@ def test_quantized_topk_is_byte_identical(coder):
     assert_sums_as_cpu(blobs, (1, 3))
 
 
+@pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("sh", "runlength"),
+                                          ("auto", "runlength"), ("zrh", "runlength"),
+                                          ("elias-gamma", "runlength"), ("elias-delta", "gap")])
+def test_exact_topk_is_byte_identical(coder, layout):
+    """Exact top-k (the default levels 0) on the device: the kept entries' signs and their
+    raw float32 magnitudes after each non-zero's codeword or item (the writers' _raw
+    kernels): every size and dtype, ratios from one entry to all, runs of equal signs (long
+    run-length items of many magnitudes), a NaN tensor, batches of mixed dtypes; and its
+    payloads decode-and-summed as the host sums them, a corrupted one rejected as the CPU
+    rejects it without faulting the device."""
+    rng = np.random.default_rng(29)
+    for n in SIZES:
+        for dtype in (np.float16, np.float32, np.float64):
+            x = gradient_like(rng, n, dtype)
+            for ratio in (1e-5, 0.01, 0.5, 1.0):
+                want = hc.encode(x, "topk", coder, seed=n, ratio=ratio, elias_layout=layout)
+                assert hc.encode(cupy.asarray(x), "topk", coder, seed=n, ratio=ratio,
+                                 elias_layout=layout) == want, (n, dtype, ratio)
+    runs = np.repeat(rng.standard_normal(40), rng.integers(1, 30_000, 40)).astype(np.float32)
+    assert (hc.encode(cupy.asarray(runs), "topk", coder, ratio=0.9, elias_layout=layout)
+            == hc.encode(runs, "topk", coder, ratio=0.9, elias_layout=layout))
+    x = gradient_like(rng, 5000, np.float32)
+    x[9] = np.nan
+    want = hc.encode(x, "topk", coder, ratio=0.1, nonfinite="propagate", elias_layout=layout)
+    assert hc.encode(cupy.asarray(x), "topk", coder, ratio=0.1, nonfinite="propagate",
+                     elias_layout=layout) == want
+    xs = [gradient_like(rng, k, dt) for k, dt in (
+        (4096, np.float32), (1, np.float16), (0, np.float32), (70_001, np.float64))]
+    xs.append(sparse_like(rng, 200_000, 0.01))
+    blobs = [hc.encode_many(xs, "topk", coder, seed=r, ratio=0.02, elias_layout=layout)
+             for r in range(3)]
+    for r in range(3):
+        assert hc.encode_many([cupy.asarray(x) for x in xs], "topk", coder, seed=r,
+                              ratio=0.02, elias_layout=layout) == blobs[r]
+    assert_sums_as_cpu(blobs, (1, 3))
+    bundle, secs = hc.payload.unpack(blobs[1])
+    rejected = 0
+    for k in range(100):
+        t = int(rng.choice([j for j, sec in enumerate(secs) if len(sec.data)]))
+        data = bytearray(secs[t].data)
+        data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        bad = hc.payload.pack([hc.payload.Section(**{**sec.__dict__, "data": bytes(data)})
+                               if j == t else sec for j, sec in enumerate(secs)], bundle=True)
+        trio = [blobs[0], bad, blobs[2]]
+        try:
+            want = [exchange.reduce_mean(list(p), average=False)
+                    for p in zip(*[hc.decode_many(b) for b in trio])]
+        except hc.PayloadError:
+            rejected += 1
+            with pytest.raises(hc.PayloadError, match="^payload 1: "):
+                gpu_backend.decode_sum(trio)
+            continue
+        got = gpu_backend.decode_sum(trio)
+        assert all(np.array_equal(cupy.asnumpy(g), w, equal_nan=True)
+                   for g, w in zip(got, want))
+    assert rejected > 3
+    cupy.cuda.Device().synchronize()  # the device is still healthy
+
+
 def test_zrh_rice_runs_longer_than_a_word(monkeypatch):
     """A Rice code with k = 0 forced on a tensor with long zero runs: items of thousands of
     bits take the writer's slow path (straight to global memory)."""
@@ -338,12 +397,12 @@ def test_nonfinite():
 
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
-    for kw in (dict(quantizer="topk"), dict(coder="rlh"), dict(coder="shs"),
-               dict(quantizer="topk", coder="elias-omega"), dict(quantizer="fp8", coder="rlh"),
-               dict(bucket=512, coder="shs")):
+    for kw in (dict(coder="rlh"), dict(coder="shs"), dict(quantizer="topk", coder="rlh"),
+               dict(quantizer="fp8", coder="rlh"), dict(bucket=512, coder="shs")):
+        assert not gpu_backend.supports(kw.get("quantizer", "qsgd"), kw["coder"])
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
-    # exact top-k decodes on the host
-    for blob in (hc.encode(x, "topk", "huffman"),):
+    # rlh and shs decode on the host
+    for blob in (hc.encode(x, "topk", "rlh"), hc.encode(x, coder="shs")):
         with pytest.raises(NotImplementedError):
             gpu_backend.decode_sum([blob])
 

@@ -4,7 +4,8 @@
 every launch replaced by a check of its arguments against the ``extern "C"`` signature parsed
 from ``cuda/<stage>.cu``: as many arguments as parameters, an array for every pointer and a
 NumPy scalar of the parameter's exact type for every value (CuPy passes a scalar as its own
-type: an int64 where the kernel reads an int would misplace every later argument), and grid
+type: an int64 where the kernel reads an int would misplace every later argument; a pointer
+named ``*_or_null`` may be ``np.uint64(0)``, the null pointer), and grid
 and block sizes within CUDA's limits. Only the chunk plan is computed (as ``hc_chunk_plan``
 does for dense tensors), so the encode reaches its write stage; the values are not checked
 here (tests/test_gpu_backend.py does that on a GPU, tests/test_cuda_sources.py the kernels'
@@ -27,7 +28,8 @@ SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint
 
 
 def signatures() -> dict:
-    """{(stage, kernel): [parameter type, or None for a pointer]} of every cuda/*.cu."""
+    """{(stage, kernel): [parameter type, None for a pointer, or "null" for a pointer that
+    may be null (named *_or_null)]} of every cuda/*.cu."""
     out = {}
     for path in (ROOT / "cuda").glob("*.cu"):
         text = path.read_text().replace("\\\n", "\n")
@@ -37,7 +39,8 @@ def signatures() -> dict:
             kinds = []
             for p in params.split(","):
                 p = re.sub(r"\b(const|__restrict__)\b", " ", p).strip()
-                kinds.append(None if "*" in p else " ".join(p.split()[:-1]))
+                kinds.append(("null" if p.endswith("_or_null") else None) if "*" in p
+                             else " ".join(p.split()[:-1]))
             for suf in suffixes if "##SUF" in name else [""]:
                 out[path.stem, name.replace("##SUF", suf)] = kinds
     return out
@@ -98,7 +101,9 @@ def checked_launches(monkeypatch):
             assert 1 <= int(np.prod(block)) <= 1024, (name, block)
             assert len(args) == len(params), (name, len(args), len(params))
             for k, (a, p) in enumerate(zip(args, params)):
-                if p is None:
+                if p == "null" and type(a) is np.uint64:
+                    assert int(a) == 0, (name, k)
+                elif p is None or p == "null":
                     assert isinstance(a, np.ndarray), (name, k, type(a))
                 else:
                     assert type(a) is SCALARS[p], (name, k, p, type(a))
@@ -119,6 +124,7 @@ def test_signatures_are_parsed():
     assert len(sigs) > 20
     assert sigs["elias", "hc_elias_write"][-4:] == ["int", "int", None, None]
     assert sigs["huffman", "hc_huffman_decode_sum"][1] == "int"
+    assert sigs["zrh", "hc_zrh_decode"][-2:] == ["null", None]  # raw_or_null, err
 
 
 @pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("sh", "runlength"),
@@ -207,8 +213,42 @@ def test_topk_launches(checked_launches):
     assert checked_launches.count("hc_topk_pick") == 16
     assert {f"hc_{k}_{s}" for k in ("topk_ties", "quantize_topk")
             for s in ("f16", "f32", "f64")} <= set(checked_launches)
-    assert not gpu_backend.supports("topk", "auto") and gpu_backend.supports("topk", "auto",
-                                                                             levels=1)
+    assert gpu_backend.supports("topk", "auto") and gpu_backend.supports("topk", "auto",
+                                                                         levels=1)
+
+
+@pytest.mark.parametrize("coder,layout", [("auto", "runlength"), ("zrh", "runlength"),
+                                          ("huffman", "runlength"), ("sh", "runlength"),
+                                          ("elias-delta", "runlength"),
+                                          ("elias-gamma", "gap")])
+def test_exact_topk_launches(checked_launches, coder, layout):
+    """Exact top-k (levels 0): the selection writes signs and raw magnitudes, the sections
+    say raw with levels 1, every coder writes through its _raw writer; its payloads decode
+    into states and raw magnitudes (every coder's decoder given the raw buffer), then
+    hc_add_raw_states adds them."""
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((5000, np.float32), (3, np.float16), (700, np.float64), (0, np.float32))]
+    secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], quantizer="topk",
+                                       coder=coder, levels=None, norm=None, seed=1, ratio=0.05,
+                                       elias_layout=layout)
+    assert {(sec.quantizer, sec.levels, sec.norm, sec.raw) for sec in secs} == {
+        ("topk", 1, "max", True)}
+    used = {"huffman" if sec.coder == "sh" else sec.coder for sec in secs}
+    writes = {f"hc_{'elias' if c in gpu_backend.ELIAS else c}_write" for c in used}
+    assert {w + "_raw" for w in writes} <= set(checked_launches)
+    assert not writes & set(checked_launches)
+    checked_launches.clear()
+    blobs = [hc.encode_many(xs, "topk", coder, seed=r, ratio=0.05, elias_layout=layout)
+             for r in range(2)]
+    gpu_backend.decode_sum(blobs)
+    assert "hc_add_raw_states" in checked_launches
+    assert not {"hc_huffman_decode_sum", "hc_huffman_decode_symbols",
+                "hc_add_states"} & set(checked_launches)
+    decoders = {"huffman": "hc_huffman_decode_raw", "sh": "hc_huffman_decode_raw",
+                "zrh": "hc_zrh_decode"}
+    assert {decoders.get(sec.coder, "hc_elias_decode") for b in blobs
+            for sec in hc.payload.unpack(b)[1] if sec.size} <= set(checked_launches)
 
 
 def _emulations(arrays: dict, captured: dict) -> dict:
@@ -317,14 +357,20 @@ def _emulations(arrays: dict, captured: dict) -> dict:
 
     def quantize(grid, args, f64):
         (ptrs, sizes, first, count, b0, b1, prefix, need, tie_at, scale, s, seed, streams,
-         offsets, states) = args
+         offsets, states, raw) = args
+        assert (int(s) == 0) == isinstance(raw, np.ndarray)  # exact top-k: raw magnitudes
         for b, t, lo, k, tie in blocks(args, f64):
             rank = tie_at[b] - tie_at[first[t]] + np.cumsum(tie) - tie
             keep = (k > prefix[t]) | (tie & (rank < need[t]))
             x = values(ptrs, t)[lo: lo + 256]
             out = np.zeros(x.size, np.int8)
             key = np.uint64(rng.stream_key(np.uint64(seed), np.uint64(streams[t])))
-            if scale[t] > 0 and np.isfinite(scale[t]):
+            if int(s) == 0 and not np.isnan(scale[t]):
+                out[keep] = np.where(x[keep] < 0, -1, 1)
+                at = offsets[t] + lo + np.flatnonzero(keep)
+                raw[at] = np.abs(x[keep]).astype(np.float32).view(np.uint32)
+                captured["raw"] = raw
+            elif int(s) and scale[t] > 0 and np.isfinite(scale[t]):
                 quantizers._stochastic_round(x, int(s), float(scale[t]), key, keep, out, lo)
             states[offsets[t] + lo: offsets[t] + lo + x.size] = out
         captured["states"] = states
@@ -342,8 +388,9 @@ def _emulations(arrays: dict, captured: dict) -> dict:
 
 @pytest.mark.parametrize("quantizer", ["topk", "qsgd-buckets"])
 def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantizer):
-    """gpu_backend's orchestration of quantized top-k (passes and their shifts per dtype
-    group, the slices each launch gets, the ties' prefix sum, the per-block launches) and of
+    """gpu_backend's orchestration of top-k, quantized and exact (passes and their shifts per
+    dtype group, the slices each launch gets, the ties' prefix sum, the per-block launches,
+    exact top-k's raw magnitudes beside the states) and of
     QSGD's buckets (per-bucket scales through scale_first, L2 and max norms) with their
     kernels emulated in NumPy as they read their arguments: the CPU's states and scales, for
     tensors of every dtype in one batch, many ties, zeros, one element, block boundaries."""
@@ -366,7 +413,8 @@ def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantize
         return run
 
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
-    settings = ([dict(ratio=r, levels=s) for r, s in ((0.01, 8), (0.3, 1), (1.0, 127))]
+    settings = ([dict(ratio=r, levels=s) for r, s in ((0.01, 8), (0.3, 1), (1.0, 127),
+                                                      (0.01, 0), (0.5, 0))]
                 if quantizer == "topk" else
                 [dict(levels=s, norm=norm, bucket=b) for s, norm, b in (
                     (8, "l2", 16), (4, "max", 64), (127, "l2", 1024))])
@@ -382,6 +430,9 @@ def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantize
                          ratio=kw["ratio"], bucket=kw["bucket"])
             got = captured["states"][at: at + xs[i].size]
             assert np.array_equal(got, q.states[: xs[i].size]), (kw, i)
+            if q.raw is not None:  # exact top-k: the kept entries' raw magnitudes
+                mags = captured["raw"][at: at + xs[i].size]
+                assert np.array_equal(np.where(got != 0, mags, 0), q.raw), (kw, i)
             assert np.array_equal(np.float32(secs[i].scale), np.float32(q.scale)), (kw, i)
             at += (xs[i].size + 7) & ~7
 

@@ -88,16 +88,23 @@ def test_errors_name_the_payload(host_device):
 
 @pytest.mark.parametrize("family,quantizer,coder,bucket", [
     ("elias", "qsgd", "elias-delta", None), ("float formats", "fp8", "huffman", None),
-    ("float formats", "fp4", "auto", None), ("buckets", "qsgd", "huffman", 64)])
+    ("float formats", "fp4", "auto", None), ("buckets", "qsgd", "huffman", 64),
+    ("raw top-k", "topk", "auto", None)])
 def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monkeypatch, family,
                                                               quantizer, coder, bucket):
     """While gpu_backend.NOT_YET_ON_DEVICE names a kernel family (docs/gpu.md), CUDA inputs
-    that need it (coded with Elias, quantized to a float format or in QSGD's buckets) are
-    encoded on the host and such payloads decoded there (exchange.decode_mean falls back);
-    taking that family off the set, and only that one, brings them to the device."""
+    that need it (coded with Elias, quantized to a float format, in QSGD's buckets or by
+    exact top-k) are encoded on the host and such payloads decoded there
+    (exchange.decode_mean falls back); taking that family off the set, and only that one,
+    brings them to the device (exact top-k's encode needs "top-k" off too)."""
     assert family in gpu_backend.NOT_YET_ON_DEVICE
     assert not gpu_backend.supports(quantizer, coder, "gap", bucket)
     blobs = _blobs(coder, quantizer, bucket)
+    if family == "raw top-k":
+        assert all(sec.raw for sec in hc.payload.unpack(blobs[0])[1])
+        monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
+                            gpu_backend.NOT_YET_ON_DEVICE - {"top-k"})
+        assert not gpu_backend.supports(quantizer, coder, "gap", bucket)
     with pytest.raises(NotImplementedError, match=f"{quantizer}/"):
         gpu_backend.decode_sum(blobs)
     frames = exchange.split_frames(
@@ -137,7 +144,7 @@ def test_quantized_topk_encode_waits_its_kernels_and_decodes_on_the_device(host_
                                                                           monkeypatch):
     """Quantized top-k's payloads decode as qsgd's (one scale per tensor): on the device;
     its encode (the selection kernels) stays on the host while "top-k" is in
-    NOT_YET_ON_DEVICE, and exact top-k (raw magnitudes) always does."""
+    NOT_YET_ON_DEVICE, and exact top-k's (raw magnitudes) while "raw top-k" is too."""
     assert "top-k" in gpu_backend.NOT_YET_ON_DEVICE
     assert not gpu_backend.supports("topk", "auto", levels=8)
     rng = np.random.default_rng(3)
@@ -148,7 +155,12 @@ def test_quantized_topk_encode_waits_its_kernels_and_decodes_on_the_device(host_
     for t in range(len(SHAPES)):
         assert np.array_equal(got[t], exchange.reduce_mean([p[t] for p in per_rank],
                                                            average=False))
-    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
+    assert not gpu_backend.supports("topk", "auto")  # exact: "raw top-k" as well
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
+                        gpu_backend.NOT_YET_ON_DEVICE - {"top-k"})
     assert gpu_backend.supports("topk", "auto", levels=8)
     assert not gpu_backend.supports("topk", "auto") and not gpu_backend.supports(
         "topk", "auto", levels=0)
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
+    assert gpu_backend.supports("topk", "auto") and gpu_backend.supports("topk", "auto",
+                                                                         levels=0)

@@ -7,8 +7,9 @@ tensors, 25.6M parameters), in one run:
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
 * quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
   of huffman, sh, zrh, auto and the Elias baselines, measured one after another in the same
-  run; ``--quantizer`` (qsgd, terngrad, topk with ``--ratio`` and ``--levels`` >= 1, or a
-  float format: fp4, fp8, fp8-e5m2), ``--bucket``,
+  run; ``--quantizer`` (qsgd, terngrad, topk with ``--ratio`` and ``--levels``: 0 exact,
+  the kept values' raw float32 magnitudes, or >= 1 quantized; or a float format: fp4, fp8,
+  fp8-e5m2), ``--bucket``,
   ``--elias-layout``, ``--levels``, ``--norm`` for other settings): device time of the
   kernels (CUDA events around the stages, median of repeats, inputs rotated so small sizes
   do not sit in L2; for zrh / auto without the copy of the histograms to the host and the
@@ -148,7 +149,7 @@ def main(argv=None):
         def baseline():
             for x in pick():
                 scale = cupy.abs(x).max()
-                cupy.rint(x * (levels / scale)).astype(cupy.int8)
+                cupy.rint(x * (max(levels, 1) / scale)).astype(cupy.int8)
 
         opts = dict(quantizer=a.quantizer, coder=coder, levels=levels, norm=norm, seed=1,
                     elias_layout=a.elias_layout, bucket=a.bucket, ratio=a.ratio)
