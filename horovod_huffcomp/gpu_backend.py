@@ -684,6 +684,8 @@ def _sum_parsed(blobs, parsed, labels, average: bool, profile: dict | None = Non
     for label, (_, secs) in zip(labels, parsed):
         if secs and secs[0].raw and secs[0].levels != 1:  # cpu_backend.decode_states
             raise PayloadError(f"{label}: raw top-k values need levels = 1")
+    if not shapes:  # empty bundles: nothing to decode
+        return []
     sizes_h = np.array([int(np.prod(sh, dtype=np.int64)) for sh in shapes], np.int64)
     offsets_h = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(sizes_h, out=offsets_h[1:])
@@ -898,7 +900,6 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     zcodes = np.zeros((count, zper), np.uint16)
     zsingles = np.full((count, ZRH_ROWS), -1, np.int32)
     zbits = np.zeros((count, ZRH_ROWS), np.int32)
-    chunk_bits, chunk_byte = [], []
     for t, sec in enumerate(secs):
         key = (sec.coder, alphabet, sec.codebook)
         code = codes_seen.get(key)
@@ -921,15 +922,19 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
                 zcodes[t, at: at + ln.size] = cd
                 zsingles[t, r] = one
                 zbits[t, r] = int(ln.max()) if ln.size and one < 0 else 0
-        nb = (sec.chunk_bits + 7) >> 3
-        if int(nb.sum()) != len(sec.data) or sec.offset < 0:
-            raise PayloadError(f"{which}: chunk table and data length disagree")
-        starts = np.zeros(nb.size, np.uint64)
-        np.cumsum(nb[:-1], out=starts[1:])
-        chunk_byte.append(starts + np.uint64(sec.offset))
-        chunk_bits.append(sec.chunk_bits.astype(np.uint64))
+    # every chunk's first byte in the payload: one pass over all sections' chunk tables
+    nchunks = np.array([sec.chunk_bits.size for sec in secs], np.int64)
     first = np.zeros(count + 1, np.int64)
-    np.cumsum([b.size for b in chunk_bits], out=first[1:])
+    np.cumsum(nchunks, out=first[1:])
+    chunk_bits = (np.concatenate([sec.chunk_bits for sec in secs]) if count
+                  else np.zeros(0, np.int64)).astype(np.int64)
+    ends = np.zeros(chunk_bits.size + 1, np.int64)
+    np.cumsum((chunk_bits + 7) >> 3, out=ends[1:])  # each chunk's end, bytes from the first
+    offsets = np.array([sec.offset for sec in secs], np.int64)
+    if (offsets < 0).any() or not np.array_equal(ends[first[1:]] - ends[first[:-1]],
+                                                 [len(sec.data) for sec in secs]):
+        raise PayloadError(f"{which}: chunk table and data length disagree")
+    chunk_byte = (ends[:-1] + np.repeat(offsets - ends[first[:-1]], nchunks)).astype(np.uint64)
     table_at = np.zeros(count * ZRH_ROWS + 1, np.int64)
     np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
@@ -942,8 +947,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
              bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
              FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2,
              bool(secs and secs[0].raw)),
-            body, lengths.reshape(-1), single, np.concatenate(chunk_byte),
-            np.concatenate(chunk_bits), np.array([sec.chunk_log2 for sec in secs], np.int32),
+            body, lengths.reshape(-1), single, chunk_byte,
+            chunk_bits.astype(np.uint64), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
             np.array([0.0 if blog2 else sec.scale for sec in secs], np.float32), coders_h,
             zpar.reshape(-1), zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1),

@@ -450,6 +450,9 @@ def test_decode_launches(checked_launches, monkeypatch):
         gpu_backend.decode_sum(blobs[:2])  # huffman everywhere: fused
         assert ("hc_huffman_decode_symbols" in checked_launches) == bool(limit)
         checked_launches.clear()
+        empty = hc.encode_many([], "qsgd", "huffman", 8)  # no tensors: nothing launched
+        checked_launches.clear()
+        assert gpu_backend.decode_sum([empty, empty]) == [] and not checked_launches
         gpu_backend.decode_sum(blobs)  # huffman, ZRH and Elias tensors payload by payload
         assert {"hc_huffman_decoders", "hc_huffman_decode_sum", "hc_zrh_decode_tables",
                 "hc_zrh_decode", "hc_elias_decode", "hc_add_states"} <= set(checked_launches)

@@ -52,6 +52,8 @@ def test_decode_sum_and_decode(host_device):
     single = hc.encode(np.ones(10, np.float32), "qsgd", "huffman", 4)
     assert gpu_backend.decode_sum([single]).shape == (10,)
     assert isinstance(gpu_backend.decode_sum([single], bundle=True), list)
+    empty = hc.encode_many([], "qsgd", "huffman", 8)
+    assert gpu_backend.decode_sum([empty, empty]) == [] == gpu_backend.decode(empty)
 
 
 # not GPU-covered, host fallback: rlh and, while gpu_backend.NOT_YET_ON_DEVICE names them,
