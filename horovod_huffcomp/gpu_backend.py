@@ -913,15 +913,7 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
             lengths[t] = code.lengths
             single[t] = code.single
         elif sec.coder == "zrh":
-            zc, rows_l, rows_c, rows_one = code
-            zpar[t, 0], zpar[t, 1] = zc.mode, zc.ctxmode
-            zpar[t, 2: 2 + zc.ks.size] = zc.ks
-            for r, (ln, cd, one) in enumerate(zip(rows_l, rows_c, rows_one)):
-                at = r * RUN_ALPHABET if r < NCTX else NCTX * RUN_ALPHABET + (r - NCTX) * 2 * s
-                zlengths[t, at: at + ln.size] = ln
-                zcodes[t, at: at + ln.size] = cd
-                zsingles[t, r] = one
-                zbits[t, r] = int(ln.max()) if ln.size and one < 0 else 0
+            zpar[t], zlengths[t], zcodes[t], zsingles[t], zbits[t] = code[4]
     # every chunk's first byte in the payload: one pass over all sections' chunk tables
     nchunks = np.array([sec.chunk_bits.size for sec in secs], np.int64)
     first = np.zeros(count + 1, np.int64)
@@ -969,7 +961,19 @@ def _parse_code(sec, which: str):
     ll += list(code.ll) + [np.zeros(2 * sec.levels, np.int64)] * (NLCTX - code.ll.shape[0])
     ones = list(code.rs) + [-1] * (NCTX - code.nctx) + list(code.ls) + [-1] * (
         NLCTX - code.ll.shape[0])
-    return code, ll, [canonical_codes(x) for x in ll], ones
+    codes = [canonical_codes(x) for x in ll]
+    # the rows as _decode_plan lays them out for the device, one array each: parameters,
+    # code lengths and codes (runs, then levels), singles, table widths
+    zpar = np.zeros(ZRH_PARAMS, np.int32)
+    zpar[0], zpar[1] = code.mode, code.ctxmode
+    zpar[2: 2 + code.ks.size] = code.ks
+    lengths = np.concatenate(ll).astype(np.uint8)
+    starts = np.zeros(len(ll), np.int64)  # every row is non-empty (2s >= 2 levels)
+    np.cumsum([x.size for x in ll[:-1]], out=starts[1:])
+    singles = np.array(ones, np.int32)
+    widths = np.where(singles < 0, np.maximum.reduceat(lengths, starts), 0).astype(np.int32)
+    flat = (zpar, lengths, np.concatenate(codes).astype(np.uint16), singles, widths)
+    return code, ll, codes, ones, flat
 
 
 # ---------------------------------------------------------------- profiling

@@ -615,7 +615,7 @@ def zrh_tables(zc, s):
     rtab[: rt.shape[0]], ltab[: lt.shape[0]] = rt, lt
     sec = types.SimpleNamespace(coder="zrh", codebook=zc.to_bytes(), levels=s, size=1,
                                 chunk_log2=12)
-    _, rows, codes, ones = gpu_backend._parse_code(sec, "payload")
+    _, rows, codes, ones, _ = gpu_backend._parse_code(sec, "payload")
     tables = np.full((len(rows), 1 << 15), -(1 << 5), np.int32)
     widths = np.zeros(len(rows), np.int32)
     for r, (ln, cd, one) in enumerate(zip(rows, codes, ones)):
