@@ -25,7 +25,8 @@ FORMATS = [("fp4", "gennorm"), ("fp4", "max"), ("fp8", "max"), ("fp8-e5m2", "max
 
 @pytest.fixture(autouse=True)
 def new_kernels_on_device(monkeypatch):
-    """The Elias, float-format and bucket kernels are checked here before they are on by
+    """The kernels of gpu_backend.NOT_YET_ON_DEVICE (Elias, float formats, buckets, SH's
+    sampled counts, top-k quantized and exact) are checked here before they are on by
     default."""
     monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
 
