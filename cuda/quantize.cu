@@ -425,9 +425,10 @@ __device__ void hc_topk_ties(const unsigned long long* ptrs, const long long* si
 // The states of blocks b0 .. b1 - 1: each lane's ties ranked after those of its tensor's
 // blocks before (tie_at: the ties' exclusive prefix sum over the batch's blocks) and of the
 // lanes before it; kept entries (hc_topk_keep) rounded stochastically with the tensor's
-// scale, the others 0. s = 0, exact top-k: a kept entry's state is its sign and its
-// magnitude's float32 bits go to raw_or_null (from state_offsets[t], as the states; null
-// when s > 0), whatever the scale (a NaN scale, a tensor that held NaN/Inf, keeps none).
+// scale, the others 0 (all of them for a scale that is NaN, a tensor that held NaN/Inf, or
+// Inf, past float32's range: the host writes NaN for it). s = 0, exact top-k: a kept entry's
+// state is its sign and its magnitude's float32 bits go to raw_or_null (from
+// state_offsets[t], as the states; null when s > 0).
 template <class T>
 __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long* sizes,
                                  const long long* block_first, int count, long long b0,
@@ -444,7 +445,7 @@ __device__ void hc_quantize_topk(const unsigned long long* ptrs, const long long
     const long long n = L.n, i0 = L.i0;
     const uint64_t th = L.th;
     const double scale = (double)scales[t], rscale = 1.0 / scale;
-    const bool zero = s ? !(scale > 0.0) || isinf(scale) : scale != scale;
+    const bool zero = !(scale > 0.0) || isinf(scale);  // also the host's NaN for Inf
     const uint64_t key = hc_stream_key(seed, (uint64_t)streams[t]);
     const int m = n - i0 < 0 ? 0 : n - i0 < 8 ? (int)(n - i0) : 8;
     const int c = L.ties;

@@ -56,7 +56,7 @@ from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
-from .quantizers import bucket_log2_of, check_options, format_scale
+from .quantizers import NONFINITE, OVERFLOW, bucket_log2_of, check_options, format_scale
 
 STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias")
 ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
@@ -363,7 +363,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         plan_h.get(out=plan_host)
         scales_h, bad_h, clog2_h, first_h, _, single_h, bits_h, lengths_h = _carve(
             plan_specs, plan_host)[1]
-        _check_finite(bad_h, nonfinite)
+        _check_finite(bad_h, nonfinite, scales_h)
         lengths_h = lengths_h.reshape(count, alphabet)
         if kind == "huffman":
             chosen = [(coder, _huffman_codebook(lengths_h[j], int(single_h[j])))
@@ -505,10 +505,17 @@ def _gennorm_scales(sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales) 
     scales.set(out)
 
 
-def _check_finite(bad_h, nonfinite: str) -> None:
+def _check_finite(bad_h, nonfinite: str, scales_h=None) -> None:
+    """NonFiniteError for tensors that held NaN/Inf (``bad_h``) or, in ``scales_h``, a scale
+    past float32's range (Inf: the quantize kernels left those states 0) with
+    ``nonfinite="raise"``; else such scales become NaN, as the CPU backend writes them."""
     if nonfinite == "raise" and bad_h.any():
-        raise NonFiniteError("input holds NaN or Inf; pass nonfinite='propagate' to encode a "
-                             "NaN tensor")
+        raise NonFiniteError(NONFINITE)
+    over = scales_h == np.inf if scales_h is not None else None
+    if over is not None and over.any():
+        if nonfinite == "raise":
+            raise NonFiniteError(OVERFLOW)
+        scales_h[over] = np.nan
 
 
 def _chunk_bits(dev, used) -> None:
@@ -599,7 +606,7 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
     host = _pinned(head, 0)
     plan_h[:head].get(out=host)
     scales_h, bad_h, clog2_h, first_h, hist_h = _carve(plan_specs[:5], host)[1]
-    _check_finite(bad_h, nonfinite)
+    _check_finite(bad_h, nonfinite, scales_h)
     # the codes in input order (a section may reuse the previous one's code), in one call
     by_pos = np.asarray(order)
     inv = np.argsort(by_pos)  # position of each tensor

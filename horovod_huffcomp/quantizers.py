@@ -20,9 +20,10 @@ the float32 scale is the float64 value rounded *up*, the rounding arithmetic is 
 
 Dequantized value: float64(state) * float64(scale) / s cast to the input dtype (raw top-k:
 the stored float32 with the state's sign; float formats: the code's value times the
-scale). Non-finite input: ``nonfinite="raise"`` raises ``NonFiniteError``; ``"propagate"``
-encodes scale = NaN so decode returns all-NaN (what AMP loss scalers look for to skip a
-step).
+scale). Non-finite input, or a scale past float32's range (a float64 tensor with |x| above
+3.4e38, or an L2 norm above it; for QSGD's buckets per bucket): ``nonfinite="raise"``
+raises ``NonFiniteError``; ``"propagate"`` encodes scale = NaN (all states 0) so decode
+returns NaN there (what AMP loss scalers look for to skip a step).
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ F32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_LEVELS = {"qsgd": 16, "terngrad": 1, "topk": 0}
 DEFAULT_LEVELS.update({q: fp_levels(q) for q in FP_FORMATS})
 NONFINITE = "input holds NaN or Inf; pass nonfinite='propagate' to encode a NaN tensor"
+OVERFLOW = ("a scale is past float32's range (max |x| or the L2 norm above 3.4e38); pass "
+            "nonfinite='propagate' to encode a NaN tensor")
 
 
 @dataclass
@@ -305,6 +308,11 @@ def quantize(
                 raise NonFiniteError(NONFINITE)
             scales[:] = np.nan
             return Quantized(states, n, s, scales, norm, None, *kept, bucket_log2)
+        over = scales == np.inf  # past float32's range: those buckets NaN
+        if over.any():
+            if nonfinite == "raise":
+                raise NonFiniteError(OVERFLOW)
+            scales[over] = np.nan
         _stochastic_round_buckets(x, s, scales, bucket_log2, key, states[:n])
         return Quantized(states, n, s, scales, norm, None, *kept, bucket_log2)
     own = 0.0
@@ -315,12 +323,7 @@ def quantize(
     else:
         finite, m, own = _absmax_and_scale(x, norm == "l2")
     if not finite:
-        if nonfinite == "raise":
-            raise NonFiniteError(NONFINITE)
-        # exact top-k keeps its raw flag (zero magnitudes: all states are 0), so a NaN
-        # tensor can share a bundle with the others
-        raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
-        return Quantized(states, n, max(s, 1), float("nan"), norm, raw, *kept)
+        return _nan_tensor(states, n, s, quantizer, norm, kept, nonfinite, NONFINITE)
     if quantizer in FP_FORMATS:
         scale = format_scale(float_quantizer.scale_for(x, quantizer, norm, m)) if m > 0.0 else 0.0
         if scale > 0.0:
@@ -333,6 +336,8 @@ def quantize(
         keep = topk_mask(ax, math.ceil(ratio * n))
         m = float(ax[keep].max()) if keep.any() else 0.0
         scale = _round_up_f32(m)
+        if scale == math.inf:
+            return _nan_tensor(states, n, s, quantizer, norm, kept, nonfinite, OVERFLOW)
         if s == 0:
             mags = np.zeros(n, np.uint32)
             mags[keep] = ax[keep].astype(np.float32).view(np.uint32)
@@ -344,12 +349,25 @@ def quantize(
 
     if scale is None:
         scale = own
-    elif not (np.float32(scale) == scale and scale >= m):  # also rejects NaN
-        raise ValueError(f"a shared scale must be a float32 value >= max|x| = {m}, got {scale}")
+        if scale == math.inf:
+            return _nan_tensor(states, n, s, quantizer, norm, kept, nonfinite, OVERFLOW)
+    elif not (np.float32(scale) == scale and m <= scale < math.inf):  # also rejects NaN
+        raise ValueError(f"a shared scale must be a finite float32 value >= max|x| = {m}, "
+                         f"got {scale}")
     if scale == 0.0:
         return Quantized(states, n, s, 0.0, norm, None, *kept)
     _stochastic_round(x, s, scale, key, no_keep, states[:n])
     return Quantized(states, n, s, scale, norm, None, *kept)
+
+
+def _nan_tensor(states, n, s, quantizer, norm, kept, nonfinite, message) -> Quantized:
+    """A tensor with no finite float32 scale (NaN/Inf input, or a scale past float32's range):
+    NonFiniteError with ``nonfinite="raise"``, else all states 0 and scale NaN. Exact top-k
+    keeps its raw flag (zero magnitudes), so such a tensor can share a bundle with others."""
+    if nonfinite == "raise":
+        raise NonFiniteError(message)
+    raw = np.zeros(n, np.uint32) if quantizer == "topk" and s == 0 else None
+    return Quantized(states, n, max(s, 1), float("nan"), norm, raw, *kept)
 
 
 def scale_of(x: np.ndarray, quantizer: str, norm: str) -> float:

@@ -110,8 +110,8 @@ void hc_check_topk(const double* x, long long n, int f64, long long k, int s, do
         const uint64_t kx = hc_topk_key(x[i], f64);
         const bool kept = krem > 0 && hc_topk_keep(kx, prefix, rank, krem);
         rank += prefix != 0 && kx == prefix;
-        if (!s) {
-            out[i] = (signed char)(kept && scale == scale ? hc_topk_sign(x[i]) : 0);
+        if (!s) {  // a NaN or Inf scale (the host writes NaN for Inf) keeps none
+            out[i] = (signed char)(kept && scale > 0 && !isinf(scale) ? hc_topk_sign(x[i]) : 0);
             if (out[i]) raw[i] = hc_raw_bits(x[i]);
             continue;
         }

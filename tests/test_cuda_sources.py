@@ -291,6 +291,13 @@ def test_topk_matches_cpu(lib, dtype):
     lib.hc_check_topk(ptr(x.astype(np.float64)), 3, int(dtype == np.float64), 3, 0,
                       float(q.scale), 11, 0, ptr(out), ptr(raw), ptr(th), ptr(need))
     assert np.array_equal(out, q.states[:3]) and not out.any() and not raw.any()
+    if dtype == np.float64:  # a scale past float32's range (Inf on the device): none kept
+        x = np.array([1e39, -2.0, 3.0])
+        q = quantize(x, "topk", 0, None, 11, ratio=1.0, nonfinite="propagate")
+        assert np.isnan(q.scale) and not q.states.any()
+        lib.hc_check_topk(ptr(x), 3, 1, 3, 0, float("inf"), 11, 0, ptr(out), ptr(raw),
+                          ptr(th), ptr(need))
+        assert not out.any()
 
 
 def test_float16_conversions_match_numpy(lib):

@@ -394,6 +394,14 @@ def test_nonfinite():
         hc.encode(cupy.asarray(x), "qsgd", "huffman")
     assert (hc.encode(cupy.asarray(x), "qsgd", "huffman", nonfinite="propagate")
             == hc.encode(x, "qsgd", "huffman", nonfinite="propagate"))
+    # finite, but a scale past float32's range: refused, or a NaN tensor (a bucket)
+    big = np.array([1e39, -3.0, 0.0, 1.0] * 8)
+    for kw in (dict(quantizer="qsgd"), dict(quantizer="topk"), dict(quantizer="topk", levels=4),
+               dict(quantizer="qsgd", norm="l2", bucket=16), dict(coder="zrh")):
+        with pytest.raises(hc.NonFiniteError, match="past float32's range"):
+            hc.encode(cupy.asarray(big), ratio=0.5, **kw)
+        assert (hc.encode(cupy.asarray(big), ratio=0.5, nonfinite="propagate", **kw)
+                == hc.encode(big, ratio=0.5, nonfinite="propagate", **kw)), kw
 
 
 def test_uncovered_options_fall_back_to_the_host():

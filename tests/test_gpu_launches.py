@@ -365,7 +365,7 @@ def _emulations(arrays: dict, captured: dict) -> dict:
             x = values(ptrs, t)[lo: lo + 256]
             out = np.zeros(x.size, np.int8)
             key = np.uint64(rng.stream_key(np.uint64(seed), np.uint64(streams[t])))
-            if int(s) == 0 and not np.isnan(scale[t]):
+            if int(s) == 0 and 0 < scale[t] < np.inf:
                 out[keep] = np.where(x[keep] < 0, -1, 1)
                 at = offsets[t] + lo + np.flatnonzero(keep)
                 raw[at] = np.abs(x[keep]).astype(np.float32).view(np.uint32)
@@ -456,3 +456,18 @@ def test_decode_launches(checked_launches, monkeypatch):
         gpu_backend.decode_sum(blobs)  # huffman, ZRH and Elias tensors payload by payload
         assert {"hc_huffman_decoders", "hc_huffman_decode_sum", "hc_zrh_decode_tables",
                 "hc_zrh_decode", "hc_elias_decode", "hc_add_states"} <= set(checked_launches)
+
+
+def test_scales_past_float32_range():
+    """Scales the device made Inf (past float32's range; the quantize kernels left those
+    states 0) become NaN in the sections, as the CPU backend writes them, or raise
+    NonFiniteError; tensors that held NaN/Inf raise first."""
+    scales = np.array([1.0, np.inf, 0.0, np.nan], np.float32)
+    gpu_backend._check_finite(np.zeros(4, np.int32), "propagate", scales)
+    assert np.array_equal(scales, [1.0, np.nan, 0.0, np.nan], equal_nan=True)
+    with pytest.raises(hc.NonFiniteError, match="past float32's range"):
+        gpu_backend._check_finite(np.zeros(4, np.int32), "raise",
+                                  np.array([np.inf], np.float32))
+    with pytest.raises(hc.NonFiniteError, match="NaN or Inf"):
+        gpu_backend._check_finite(np.array([0, 1], np.int32), "raise",
+                                  np.array([np.inf, np.nan], np.float32))

@@ -97,6 +97,34 @@ def test_nonfinite_rules():
     assert np.isnan(y).all()
 
 
+@pytest.mark.parametrize("quantizer,kw", [("qsgd", dict(norm="max")), ("qsgd", dict(norm="l2")),
+                                         ("terngrad", {}), ("topk", {}),
+                                         ("topk", dict(levels=8)),
+                                         ("qsgd", dict(norm="l2", bucket=16))])
+def test_scales_past_float32_range(quantizer, kw):
+    """A finite tensor whose float32 scale would be Inf (float64 |x| above 3.4e38, or an L2
+    norm above it) is refused as NaN/Inf input is (a payload with an Inf scale is not a valid
+    payload: the decoder rejects it), or with nonfinite="propagate" encoded as a NaN tensor
+    (for QSGD's buckets: the buckets whose scale is past the range)."""
+    x = np.array([1e39, -3.0, 0.0, 1.0] * 8)
+    with pytest.raises(hc.NonFiniteError, match="past float32's range"):
+        hc.encode(x, quantizer, "huffman", ratio=0.5, **kw)
+    y = hc.decode(hc.encode(x, quantizer, "huffman", ratio=0.5, nonfinite="propagate", **kw))
+    assert np.isnan(y).all()
+    if kw.get("bucket"):  # only the buckets past the range: NaN there
+        x[16:] = 0.5
+        y = hc.decode(hc.encode(x, quantizer, "huffman", nonfinite="propagate", **kw))
+        assert np.isnan(y[:16]).all() and not np.isnan(y[16:]).any()
+    elif kw.get("norm") == "l2":  # float32 values whose L2 norm passes float32's range
+        big = np.full(100_000, 1e37, np.float32)
+        with pytest.raises(hc.NonFiniteError, match="past float32's range"):
+            hc.encode(big, quantizer, "huffman", **kw)
+        assert np.isnan(hc.decode(hc.encode(big, quantizer, "huffman", nonfinite="propagate",
+                                            **kw))).all()
+    with pytest.raises(ValueError, match="finite float32"):
+        hc.quantizers.quantize(np.ones(3), "qsgd", 8, "max", 0, scale=float("inf"))
+
+
 def test_bad_arguments():
     x = gradient_like(10)
     with pytest.raises(ValueError, match="coder"):
