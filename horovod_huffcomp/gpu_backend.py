@@ -1,7 +1,8 @@
 """GPU backend: CuPy ``RawModule`` over ``cuda/*.cu``, byte-identical to the CPU backend.
 
 Covered so far: quantizers ``qsgd`` (L2 and max norm, one scale per tensor or QSGD's
-buckets), ``terngrad``, top-k with quantized values (``levels`` >= 1) and CO3's float formats
+buckets), ``terngrad``, top-k (exact: raw float32 magnitudes in the bitstream, or its kept
+values quantized, ``levels`` >= 1) and CO3's float formats
 (``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``, ``sh``,
 ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
@@ -33,9 +34,11 @@ the device into one float64 accumulator, in payload order per element, as
 ``exchange.reduce_mean`` sums: tensors every payload codes with huffman in the same chunks
 by one launch over all payloads (each element written once), the others payload by payload;
 a bad chunk raises PayloadError, the device never faults. The decoder dequantizes with one
-scale per tensor (state * scale / s, or a float format's code value times the scale) or
-per bucket (those tensors payload by payload, :func:`_decode_add`): payloads of exact top-k
-are decoded on the host (NotImplementedError here; ``exchange.decode_mean`` falls back).
+scale per tensor (state * scale / s, or a float format's code value times the scale), per
+bucket (those tensors payload by payload, :func:`_decode_add`), or from exact top-k's raw
+magnitudes (decoded beside the states, then added). Payloads of ``shs`` and ``rlh``, and
+of the families in ``NOT_YET_ON_DEVICE``, are decoded on the host (NotImplementedError
+here; ``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
 
@@ -511,8 +514,10 @@ def _check_finite(bad_h, nonfinite: str, scales_h=None) -> None:
     ``nonfinite="raise"``; else such scales become NaN, as the CPU backend writes them."""
     if nonfinite == "raise" and bad_h.any():
         raise NonFiniteError(NONFINITE)
-    over = scales_h == np.inf if scales_h is not None else None
-    if over is not None and over.any():
+    if scales_h is None:
+        return
+    over = scales_h == np.inf
+    if over.any():
         if nonfinite == "raise":
             raise NonFiniteError(OVERFLOW)
         scales_h[over] = np.nan
@@ -889,8 +894,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     any Elias section, ZRH table entries, the quantizer's HC_FP_* number, log2 of QSGD's
     buckets or 0, exact top-k's raw flag), payload bytes, lengths, single, chunk_byte,
     chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH
-    parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs, then levels), ZRH table
-    offsets and widths, Elias layouts (1: gap), the bucket scales of all tensors one after
+    parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs,
+    then levels), ZRH table offsets and widths, Elias layouts (1: gap), the bucket scales of all tensors one after
     another, where each tensor's start in them]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""

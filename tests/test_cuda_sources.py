@@ -69,6 +69,7 @@ def test_sizes_match_the_launches():
     for name, fmt in gpu_backend.FP_IDS.items():  # HC_FP_FP4 ...: the float formats' numbers
         assert define(f"HC_FP_{name.upper().replace('-', '_')}") == fmt > define("HC_FP_LINEAR")
     assert set(gpu_backend.FP_IDS) == set(payload.FP_FORMATS)
+    assert define("HC_RAW_BITS") == payload.RAW_BITS  # exact top-k's magnitudes
     assert define("HC_RUN_DIRECT") == chunks.RUN_DIRECT
     assert define("HC_RUN_ALPHABET") == chunks.RUN_ALPHABET
     assert define("HC_RICE_MAX_K") == chunks.RICE_MAX_K
