@@ -895,8 +895,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     buckets or 0, exact top-k's raw flag), payload bytes, lengths, single, chunk_byte,
     chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH
     parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs,
-    then levels), ZRH table offsets and widths, Elias layouts (1: gap), the bucket scales of all tensors one after
-    another, where each tensor's start in them]``
+    then levels), ZRH table offsets and widths, Elias layouts (1: gap), the bucket scales of
+    all tensors one after another, where each tensor's start in them]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
