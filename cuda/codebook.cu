@@ -1,7 +1,7 @@
 // Codebook stage: one thread per tensor builds the canonical, length-limited (15 bits) Huffman
-// code of its histogram, exactly as codebook.Code.from_counts (cuda/common.cuh), and its cost
-// in bits; for decoding, each payload's decoder records. No histogram or code leaves the
-// device.
+// code of its histogram (SHS: of its weights), exactly as codebook.Code.from_counts
+// (cuda/common.cuh), and its cost in bits; for decoding, each payload's decoder records. No
+// histogram or code leaves the device.
 #include "common.cuh"
 
 // counts: tensors x alphabet. Outputs per tensor: lengths and codes (alphabet each), `single`
@@ -25,6 +25,24 @@ extern "C" __global__ void hc_build_codes(const unsigned long long* counts, int 
     unsigned long long b = 0;
     for (int k = 0; k < alphabet; ++k) b += (unsigned long long)c[k] * len[k];
     bits[t] = b;
+}
+
+// SHS's codes (coders/shs.py build_code), one block per tensor (its thread 0 builds, in shared
+// memory): from SH's sampled counts (histogram.cu hc_sample_counts, 2s + 1 per tensor) the
+// integer weights of the 2s + HC_SHS_MAX_RUN symbols (every one >= 1), their canonical,
+// length-limited Huffman code. Outputs per tensor: the lengths (the codebook the host
+// writes) and the writers' entries code << 5 | length.
+#define HC_SHS_CODE_THREADS 32
+extern "C" __global__ void hc_build_shs_codes(const unsigned long long* counts, int s,
+                                              unsigned char* lengths, unsigned int* tab) {
+    __shared__ HcShsWork work;
+    const int a = 2 * s + HC_SHS_MAX_RUN;
+    const long long t = blockIdx.x;
+    uint8_t* len = lengths + t * a;
+    if (threadIdx.x == 0) hc_shs_code(counts + t * (2 * s + 1), s, len, work);
+    __syncthreads();
+    for (int k = threadIdx.x; k < a; k += blockDim.x)
+        tab[t * a + k] = (unsigned int)work.codes[k] << 5 | len[k];
 }
 
 // Chunk size of every tensor (coders/chunks.auto_chunk_log2 from the zero count, or `fixed`

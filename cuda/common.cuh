@@ -28,6 +28,9 @@ typedef unsigned long long uint64_t;
 #define HC_ESCAPE_ENTRY (-2)  // a primary decode table's entry: a codeword longer than it
 #define HC_MAX_LEVELS 127
 #define HC_MAX_ALPHABET (2 * HC_MAX_LEVELS + 1)
+// SHS (coders/shs.py): one code over the 2s non-zero levels and zero runs 1..HC_SHS_MAX_RUN
+#define HC_SHS_MAX_RUN 200
+#define HC_SHS_MAX_ALPHABET (2 * HC_MAX_LEVELS + HC_SHS_MAX_RUN)
 #define HC_GOLDEN 0x9E3779B97F4A7C15ull
 #define HC_INV24 (1.0 / 16777216.0)
 // coders/chunks.py: default chunk size
@@ -253,11 +256,22 @@ HC_HD bool hc_topk_keep(uint64_t key, uint64_t t, long long rank, long long need
 // Length-limited Huffman code lengths from counts, as codebook.huffman_lengths: symbols with
 // a count sorted by (count, symbol), two-queue Huffman (a leaf wins ties), JPEG Annex K.3
 // limiting of the per-length counts, lengths handed back by (count desc, symbol asc).
-// One thread builds one code; the alphabet is at most HC_MAX_ALPHABET symbols.
-HC_HD void hc_huffman_lengths(const int64_t* counts, int n, int max_len, uint8_t* lengths) {
-    int syms[HC_MAX_ALPHABET];
-    int64_t w[HC_MAX_ALPHABET], iw[HC_MAX_ALPHABET];
-    int parent[2 * HC_MAX_ALPHABET], depth[2 * HC_MAX_ALPHABET];
+// One thread builds one code of n symbols in work arrays of n (syms, w, iw) and 2n (parent,
+// depth) entries: hc_huffman_lengths' in its local memory for the states' alphabets (at
+// most HC_MAX_ALPHABET), shared memory for SHS's larger one (codebook.cu).
+struct HcHuffmanWork {
+    int* syms;
+    int64_t* w;
+    int64_t* iw;
+    int* parent;
+    int* depth;
+};
+
+HC_HD void hc_huffman_lengths_in(const int64_t* counts, int n, int max_len, uint8_t* lengths,
+                                 HcHuffmanWork work) {
+    int* syms = work.syms;
+    int64_t *w = work.w, *iw = work.iw;
+    int *parent = work.parent, *depth = work.depth;
     int used = 0;
     for (int i = 0; i < n; ++i) {
         lengths[i] = 0;
@@ -293,7 +307,8 @@ HC_HD void hc_huffman_lengths(const int64_t* counts, int n, int max_len, uint8_t
         for (int i = 0; i < used; ++i) lengths[syms[i]] = (uint8_t)depth[i];
         return;
     }
-    int64_t bl[2 * HC_MAX_ALPHABET + 2] = {0};
+    int64_t* bl = iw;  // the per-length counts, 0..maxd < used: the tree's weights are done
+    for (int i = 0; i <= maxd; ++i) bl[i] = 0;
     for (int i = 0; i < used; ++i) bl[depth[i]] += 1;
     for (int i = maxd; i > max_len; --i) {
         while (bl[i] > 0) {
@@ -308,6 +323,12 @@ HC_HD void hc_huffman_lengths(const int64_t* counts, int n, int max_len, uint8_t
     int pos = used - 1;
     for (int ln = 1; ln <= max_len; ++ln)
         for (int64_t k = 0; k < bl[ln]; ++k) lengths[syms[pos--]] = (uint8_t)ln;
+}
+
+HC_HD void hc_huffman_lengths(const int64_t* counts, int n, int max_len, uint8_t* lengths) {
+    int syms[HC_MAX_ALPHABET], parent[2 * HC_MAX_ALPHABET], depth[2 * HC_MAX_ALPHABET];
+    int64_t w[HC_MAX_ALPHABET], iw[HC_MAX_ALPHABET];
+    hc_huffman_lengths_in(counts, n, max_len, lengths, {syms, w, iw, parent, depth});
 }
 
 // DEFLATE-style canonical codes (right-aligned), as codebook.canonical_codes.
@@ -410,7 +431,8 @@ struct HcRawSink {
 };
 
 // ---- Huffman decoder of one tensor's code (huffman layout: one codeword per element,
-// symbol = state + s, MSB first, canonical code assigned as hc_canonical_codes does).
+// symbol = state + s, MSB first, canonical code assigned as hc_canonical_codes does; SHS's
+// code over its levels and zero runs too).
 // A record of HC_DEC_INTS ints: a primary table over the next pbits = min(tb, 10) bits
 // (entry = symbol << 5 | length for codewords of at most pbits bits, else HC_ESCAPE_ENTRY;
 // 4 KB, stays in L1) and, for the rare longer codewords, the canonical code's per-length
@@ -425,8 +447,9 @@ struct HcRawSink {
 #define HC_DEC_E0 1026
 #define HC_DEC_LIM 1027                        // 16 ints, index = length
 #define HC_DEC_OFF (HC_DEC_LIM + 16)           // 16 ints
-#define HC_DEC_SORTED (HC_DEC_OFF + 16)        // HC_MAX_ALPHABET bytes, in ints
-#define HC_DEC_INTS 1152                       // >= HC_DEC_SORTED + 64, a multiple of 32
+#define HC_DEC_SORTED (HC_DEC_OFF + 16)        // HC_DEC_SYMBOLS uint16, in ints
+#define HC_DEC_SYMBOLS HC_SHS_MAX_ALPHABET     // the largest alphabet a record decodes
+#define HC_DEC_INTS 1312                       // >= HC_DEC_SORTED + 227, a multiple of 32
 
 // The record's header (everything but the primary table) from a code's lengths; `single` >= 0:
 // the code's only symbol. Returns pbits (0: no primary table to fill).
@@ -451,9 +474,9 @@ HC_HD int hc_decoder_header(const uint8_t* lengths, int n, int single, int32_t* 
         at[ln] = before;
         before += bl[ln];
     }
-    uint8_t* sorted = (uint8_t*)(dec + HC_DEC_SORTED);
+    uint16_t* sorted = (uint16_t*)(dec + HC_DEC_SORTED);
     for (int i = 0; i < n; ++i)
-        if (lengths[i]) sorted[at[lengths[i]]++] = (uint8_t)i;
+        if (lengths[i]) sorted[at[lengths[i]]++] = (uint16_t)i;
     const int pb = tb < HC_PRIMARY_BITS ? tb : HC_PRIMARY_BITS;
     dec[HC_DEC_TB] = tb, dec[HC_DEC_PB] = pb, dec[HC_DEC_E0] = -(1 << 5);
     return pb;
@@ -466,8 +489,8 @@ HC_HD int32_t hc_decoder_canonical(const int32_t* dec, uint32_t top_bits, int lo
         int32_t c = (int32_t)(top_bits >> (HC_MAX_CODE_LEN - ln));
         if (c < dec[HC_DEC_LIM + ln]) {
             int32_t k = dec[HC_DEC_OFF + ln] + c;
-            if (k < 0 || k >= HC_MAX_ALPHABET) break;
-            return (int32_t)((const uint8_t*)(dec + HC_DEC_SORTED))[k] << 5 | ln;
+            if (k < 0 || k >= HC_DEC_SYMBOLS) break;
+            return (int32_t)((const uint16_t*)(dec + HC_DEC_SORTED))[k] << 5 | ln;
         }
     }
     return -(1 << 5);
@@ -740,6 +763,7 @@ HC_HD double hc_sum_symbols_at(const uint8_t* symbols, int npay, int64_t stride,
 // run; run symbols 0..15 direct, longer runs in half-octave buckets with extra bits, or Rice
 // codes; tables chosen by the previous level's context.
 #define HC_CODER_HUFFMAN 1  // payload.CODERS ids
+#define HC_CODER_SHS 3
 #define HC_CODER_ZRH 5
 #define HC_RUN_DIRECT 16
 #define HC_RUN_ALPHABET 70
@@ -937,6 +961,136 @@ HC_HD int hc_zrh_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t firs
     return HC_OK;
 }
 
+// ----------------------------------------------------------------- coders/shs.py
+// SHS: one canonical code over symbols 0..2s-1, the non-zero levels (hc_level_sym), and
+// 2s + r - 1, a zero run of r = 1..HC_SHS_MAX_RUN; a longer run is cut into runs of
+// HC_SHS_MAX_RUN and the rest, every chunk's terminal run coded too. Walked as ZRH's items:
+// per non-zero its zero run and its level, then the chunk's terminal run.
+
+// A weight as shs.build_code turns it into an integer: round(w * 2^40), half to even, >= 1.
+HC_HD int64_t hc_shs_weight(double w) {
+    const double x = rint(w * 1099511627776.0);
+    return x < 1.0 ? 1 : (int64_t)x;
+}
+
+// shs.build_code's integer weights of the 2s + HC_SHS_MAX_RUN symbols from SH's sampled
+// counts (hc_sample_position; 2s + 1 counts, every one >= 1): level k its sampled probability,
+// run r < MAX_RUN p0^r (1 - p0), run MAX_RUN p0^MAX_RUN, p0^r a running float64 product.
+HC_HD void hc_shs_weights(const unsigned long long* counts, int s, int64_t* w) {
+    unsigned long long sum = 0;
+    for (int k = 0; k <= 2 * s; ++k) sum += counts[k];
+    const double total = (double)sum, p0 = (double)counts[s] / total;
+    for (int k = 0; k < 2 * s; ++k)
+        w[k] = hc_shs_weight((double)counts[k < s ? k : k + 1] / total);
+    double pr = 1.0;
+    for (int r = 1; r <= HC_SHS_MAX_RUN; ++r) {
+        pr *= p0;
+        w[2 * s + r - 1] = hc_shs_weight(r < HC_SHS_MAX_RUN ? pr * (1.0 - p0) : pr);
+    }
+}
+
+// SHS's code of one tensor from its sampled counts (codebook.cu hc_build_shs_codes): code
+// lengths into `lengths` (2s + HC_SHS_MAX_RUN), canonical codes into work.codes.
+struct HcShsWork {
+    int64_t weights[HC_SHS_MAX_ALPHABET], w[HC_SHS_MAX_ALPHABET], iw[HC_SHS_MAX_ALPHABET];
+    int syms[HC_SHS_MAX_ALPHABET], parent[2 * HC_SHS_MAX_ALPHABET],
+        depth[2 * HC_SHS_MAX_ALPHABET];
+    uint16_t codes[HC_SHS_MAX_ALPHABET];
+};
+
+HC_HD void hc_shs_code(const unsigned long long* counts, int s, uint8_t* lengths,
+                       HcShsWork& work) {
+    const int a = 2 * s + HC_SHS_MAX_RUN;
+    hc_shs_weights(counts, s, work.weights);
+    hc_huffman_lengths_in(work.weights, a, HC_MAX_CODE_LEN, lengths,
+                          {work.syms, work.w, work.iw, work.parent, work.depth});
+    hc_canonical_codes(lengths, a, work.codes);
+}
+
+// One tensor's SHS code for the writers: entries code << 5 | length, 2s + HC_SHS_MAX_RUN.
+struct HcShsCode {
+    int s;
+    const uint32_t* tab;
+};
+
+// The codewords of an item (hc_zrh_item's shape): the zero run r >= 0 before level v (v = 0:
+// the chunk's terminal run): r / MAX_RUN codewords of the longest run, then the rest's
+// (none for 0), then the level's. Returns the bit count; when it is at most 64, *code holds
+// them (right-aligned). pv (the previous level) is ZRH's; SHS has no contexts.
+HC_HD uint64_t hc_shs_item(const HcShsCode& z, int64_t r, int v, int pv, uint64_t* code) {
+    (void)pv;
+    const uint32_t full = z.tab[2 * z.s + HC_SHS_MAX_RUN - 1];
+    const int64_t q = r / HC_SHS_MAX_RUN;
+    const int m = (int)(r - q * HC_SHS_MAX_RUN);
+    const uint32_t er = m ? z.tab[2 * z.s + m - 1] : 0u, el = v ? z.tab[hc_level_sym(v, z.s)] : 0u;
+    const uint64_t len = (uint64_t)q * (full & 31) + (er & 31) + (el & 31);
+    if (len <= 64) {
+        uint64_t c = 0;
+        for (int64_t k = 0; k < q; ++k) c = (c << (full & 31)) | (full >> 5);
+        c = (c << (er & 31)) | (er >> 5);
+        *code = (c << (el & 31)) | (el >> 5);
+    }
+    return len;
+}
+
+// An item longer than 64 bits (a run of many times MAX_RUN zeros) as pieces of at most 32
+// bits, in order: emit(bits, length); the longest run's codeword packed as many times as
+// whole codewords fit in 32 bits.
+template <class Emit>
+HC_HD void hc_shs_item_pieces(const HcShsCode& z, int64_t r, int v, int pv, Emit emit) {
+    (void)pv;
+    const uint32_t full = z.tab[2 * z.s + HC_SHS_MAX_RUN - 1];
+    const int fl = (int)(full & 31), per = fl ? 32 / fl : 0;
+    int64_t q = r / HC_SHS_MAX_RUN;
+    const int m = (int)(r - q * HC_SHS_MAX_RUN);
+    if (fl) {
+        uint32_t pack = 0;
+        for (int k = 0; k < per; ++k) pack = (pack << fl) | (full >> 5);
+        for (; q >= per; q -= per) emit(pack, per * fl);
+        for (; q > 0; --q) emit(full >> 5, fl);
+    }
+    const uint32_t er = m ? z.tab[2 * z.s + m - 1] : 0u, el = v ? z.tab[hc_level_sym(v, z.s)] : 0u;
+    if (er & 31) emit(er >> 5, (int)(er & 31));
+    if (el & 31) emit(el >> 5, (int)(el & 31));
+}
+
+// One SHS chunk (shs._decode, the same verdicts) through a decoder record over the
+// 2s + MAX_RUN symbols (hc_decoder_header): calls put(i, level) per non-zero (the caller's
+// buffer is zeroed). RAW (exact top-k): each level is followed by its raw magnitude:
+// put(i, level, raw).
+template <bool RAW = false, class Put>
+HC_HD int hc_shs_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
+                              uint64_t nbits, int64_t start, int64_t end, int s,
+                              const int32_t* dec, Put put) {
+    HcReader rd = {buf, nbytes, first_byte, 0, 0};
+    const int tb = dec[HC_DEC_TB], pb = dec[HC_DEC_PB];
+    uint64_t bitpos = 0;
+    for (int64_t i = start; i < end;) {
+        rd.fill();
+        int32_t e = tb ? dec[rd.top(pb)] : dec[HC_DEC_E0];  // tb = 0: one symbol, 0 bits
+        if (e == HC_ESCAPE_ENTRY)
+            e = hc_decoder_canonical(dec, rd.top(HC_MAX_CODE_LEN), pb + 1, tb);
+        if (e < 0) return HC_ERR_SYMBOL;
+        const int len = e & 31, sym = e >> 5;
+        rd.skip(len);
+        bitpos += len;
+        if (sym >= 2 * s) {  // a zero run: its zeros are in place
+            i += sym - 2 * s + 1;
+            if (i > end) return HC_ERR_VALUE;
+        } else {
+            if constexpr (RAW) {
+                put(i, hc_level_of(sym, s), rd.raw());
+                bitpos += HC_RAW_BITS;
+            } else {
+                put(i, hc_level_of(sym, s));
+            }
+            ++i;
+        }
+        if (bitpos > nbits) return HC_ERR_OVERRUN;
+    }
+    return bitpos != nbits ? HC_ERR_UNDERRUN : HC_OK;
+}
+
 // ----------------------------------------------------------------- lists of marked states
 // The coders that walk marked states (ZRH and Elias' gap layout: the non-zeros; Elias'
 // run-length layout: the last state of every run of equal states in a chunk) read them from
@@ -975,6 +1129,125 @@ HC_HD void hc_chunk_entries(int t, int64_t start, int64_t end, const long long* 
     *a = at[block_first[t] + start / HC_LIST_BLOCK];
     *b = at[block_first[t] + (end + HC_LIST_BLOCK - 1) / HC_LIST_BLOCK];
 }
+
+#ifdef __CUDACC__
+// The items of a chunk of n states whose non-zeros are entries [a, b) of the lists (the
+// coders that code zero runs: ZRH, SHS): calls visit(ok, r, v, pv, i) once per round, on
+// every lane of the warp together (visit may use warp collectives); lanes with ok hold an
+// item, in order: the zero run r before level v at position i of the chunk, after the
+// previous level pv (0 at the chunk's start); the last round has the terminal run (v = 0,
+// i = n) on lane 0.
+template <class Visit>
+__device__ __forceinline__ void hc_run_walk(const unsigned int* __restrict__ pos,
+                                            const signed char* __restrict__ val, long long a,
+                                            long long b, long long n, Visit visit) {
+    const int lane = threadIdx.x & 31;
+    for (long long j0 = a; j0 < b; j0 += 32) {
+        const long long j = j0 + lane;
+        const bool ok = j < b;
+        long long r = 0, i = 0;
+        int v = 0, pv = 0;
+        if (ok) {
+            i = pos[j];
+            r = i - (j > a ? (long long)pos[j - 1] : -1ll) - 1;
+            v = val[j];
+            pv = j > a ? val[j - 1] : 0;
+        }
+        visit(ok, r, v, pv, i);
+    }
+    const long long last = b > a ? (long long)pos[b - 1] : -1ll;
+    visit(lane == 0, n - last - 1, 0, b > a ? (int)val[b - 1] : 0, n);
+}
+
+// A chunk's length in bits, on lane 0 of the warp that walks it (hc_run_walk): the sum of
+// its items' item(r, v, pv, &code) bit counts, + `extra` per level (exact top-k's raw
+// magnitudes).
+template <class Item>
+__device__ __forceinline__ unsigned long long hc_run_items_bits(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val, long long a,
+    long long b, long long n, unsigned int extra, Item item) {
+    unsigned long long bits = 0;
+    hc_run_walk(pos, val, a, b, n, [&](bool ok, long long r, int v, int pv, long long) {
+        uint64_t code;
+        if (ok) bits += item(r, v, pv, &code) + (v ? extra : 0);
+    });
+    for (int o = 16; o; o >>= 1) bits += __shfl_down_sync(0xffffffffu, bits, o);
+    return bits;
+}
+
+// A warp writes a chunk's items (hc_run_walk) from stream byte `first_byte`, 32 at a time:
+// items of at most 64 bits, item(r, v, pv, &code), are placed into the warp's shared word
+// buffer (atomicOr there), completed words stored whole (hc_store_round); a round with a
+// longer item (a Rice run of many ones, a run of many times SHS's longest run) flushes the
+// buffer and places its bits, pieces(r, v, pv, emit), with atomicOr straight into the
+// output. Words a chunk may share with another writer (its first word, words the slow path
+// touched, its last partial word) are always ORed. RAW (exact top-k): each level is followed
+// by its raw magnitude (mags[i], i the level's position in the chunk); WORDS: 31 carried bits
+// + 32 items of <= 64 bits (+ HC_RAW_BITS).
+template <bool RAW, int WORDS, class Item, class Pieces>
+__device__ __forceinline__ void hc_run_items_write(
+    const unsigned int* __restrict__ pos, const signed char* __restrict__ val, long long a,
+    long long b, long long n, const unsigned int* __restrict__ mags,
+    unsigned long long first_byte, unsigned int* __restrict__ out, Item item, Pieces pieces) {
+    __shared__ unsigned int buffer[HC_THREADS / 32][WORDS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned int* words = buffer[warp];
+    for (int w = lane; w < WORDS; w += 32) words[w] = 0;
+    __syncwarp();
+    unsigned long long base = 8ull * first_byte;   // stream bit where the next round starts
+    unsigned long long shared_to = first_byte >> 2;  // words up to it: atomicOr
+    auto or_shared = [words](unsigned long long w, unsigned int v) { atomicOr(words + w, v); };
+    auto or_global = [out](unsigned long long w, unsigned int v) {
+        atomicOr(out + w, hc_word_bytes(v));
+    };
+    auto place64 = [](unsigned long long rel, unsigned long long code, int len, auto or_word) {
+        if (len > 32) {
+            hc_place(rel, (unsigned int)(code >> 32), len - 32, or_word);
+            hc_place(rel + len - 32, (unsigned int)code, 32, or_word);
+        } else if (len) {
+            hc_place(rel, (unsigned int)code, len, or_word);
+        }
+    };
+    hc_run_walk(pos, val, a, b, n, [&](bool ok, long long r, int v, int pv, long long i) {
+        uint64_t code = 0;
+        const unsigned long long len = ok ? item(r, v, pv, &code) : 0;
+        const unsigned long long all = len + (RAW && ok && v ? HC_RAW_BITS : 0);  // + raw
+        unsigned long long incl = all;
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long u = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += u;
+        }
+        const unsigned long long round = __shfl_sync(0xffffffffu, incl, 31);
+        if (!__any_sync(0xffffffffu, len > 64)) {
+            place64((base & 31) + incl - all, code, (int)len, or_shared);
+            if (RAW && all > len)
+                hc_place((base & 31) + incl - all + len, hc_raw_field(mags[i]), HC_RAW_BITS,
+                         or_shared);
+            __syncwarp();
+            base = hc_store_round<WORDS>(words, out, base, round, shared_to, lane);
+            return;
+        }
+        if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
+        unsigned long long p = base + incl - all;
+        if (len <= 64) {
+            place64(p, code, (int)len, or_global);
+            p += len;
+        } else {
+            pieces(r, v, pv, [&](unsigned int bits, int k) {
+                hc_place(p, bits, k, or_global);
+                p += k;
+            });
+        }
+        if (RAW && all > len) hc_place(p, hc_raw_field(mags[i]), HC_RAW_BITS, or_global);
+        base += round;
+        shared_to = base >> 5;
+        __syncwarp();
+        for (int w = lane; w < WORDS; w += 32) words[w] = 0;
+        __syncwarp();
+    });
+    if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
+}
+#endif
 
 // ----------------------------------------------------------------- coders/elias.py
 // Elias gamma / delta / omega codes of v >= 1 (bits.py) in elias.py's two layouts, both a walk
@@ -1207,6 +1480,34 @@ HC_HD void hc_elias_decode_thread(long long c, const uint8_t* buf, uint64_t nbyt
         e = hc_elias_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s,
                                   kind, gaps[k.t],
                                   [o](int64_t i, int v) { o[i] = (signed char)v; });
+    }
+    if (e != HC_OK) hc_report(err, e, c);
+}
+
+// Thread c of cuda/shs.cu hc_shs_decode: chunk c (global numbering) of an SHS tensor
+// (coders[t]; its decoder record dec[t * HC_DEC_INTS], levels s) decoded into out from
+// state_at[t] (zeroed), and with `raw` (exact top-k) the raw magnitudes into raw from
+// state_at[t]; errors through hc_report.
+HC_HD void hc_shs_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes,
+                                const unsigned long long* chunk_byte,
+                                const unsigned long long* chunk_bits, const int* clog2,
+                                const long long* chunk_first, const long long* sizes,
+                                int count, int s, const uint8_t* coders, const int32_t* dec,
+                                const long long* state_at, signed char* out, uint32_t* raw,
+                                int* err) {
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_SHS) return;  // another coder's tensor
+    const int32_t* d = dec + (int64_t)k.t * HC_DEC_INTS;
+    signed char* o = out + state_at[k.t];
+    int e;
+    if (raw) {
+        HcRawSink sink = {o, raw + state_at[k.t], false};
+        e = sink.verdict(hc_shs_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c],
+                                                   k.start, k.end, s, d, sink.put()));
+    } else {
+        e = hc_shs_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
+                                [o](int64_t i, int v) { o[i] = (signed char)v; });
     }
     if (e != HC_OK) hc_report(err, e, c);
 }

@@ -15,8 +15,9 @@
 //
 // The encode kernels walk the lists of non-zero states (states.cu hc_list_count, a prefix
 // sum, hc_list in mode HC_LIST_NONZERO: position in the chunk, level), made in parallel over
-// the whole batch whatever the chunk size, and share hc_zrh_walk: a warp per chunk takes its
-// non-zeros 32 at a time, each with its zero run and the previous level.
+// the whole batch whatever the chunk size, and share common.cuh hc_run_walk (with SHS): a
+// warp per chunk takes its non-zeros 32 at a time, each with its zero run and the previous
+// level.
 #include "common.cuh"
 
 // Sum over the warp's 32 lanes (all active): the sm_80 instruction where there is one,
@@ -42,33 +43,6 @@ __device__ __forceinline__ int hc_hist_extra(int s) { return HC_HIST_LC + HC_ZRH
 __device__ __forceinline__ int hc_hist_shifted(int s) { return hc_hist_extra(s) + HC_ZRH_NCTX; }
 __device__ __forceinline__ int hc_hist_row(int s) {
     return hc_hist_shifted(s) + HC_ZRH_NCTX * (HC_RICE_MAX_K + 1);
-}
-
-// The items of a chunk of n states whose non-zeros are entries [a, b) of the lists: calls
-// visit(ok, r, v, pv, i) once per round, on every lane of the warp together (visit may use
-// warp collectives); lanes with ok hold an item, in order: the zero run r before level v at
-// position i of the chunk, after the previous level pv (0 at the chunk's start); the last
-// round has the terminal run (v = 0, i = n) on lane 0.
-template <class Visit>
-__device__ __forceinline__ void hc_zrh_walk(const unsigned int* __restrict__ pos,
-                                            const signed char* __restrict__ val, long long a,
-                                            long long b, long long n, Visit visit) {
-    const int lane = threadIdx.x & 31;
-    for (long long j0 = a; j0 < b; j0 += 32) {
-        const long long j = j0 + lane;
-        const bool ok = j < b;
-        long long r = 0, i = 0;
-        int v = 0, pv = 0;
-        if (ok) {
-            i = pos[j];
-            r = i - (j > a ? (long long)pos[j - 1] : -1ll) - 1;
-            v = val[j];
-            pv = j > a ? val[j - 1] : 0;
-        }
-        visit(ok, r, v, pv, i);
-    }
-    const long long last = b > a ? (long long)pos[b - 1] : -1ll;
-    visit(lane == 0, n - last - 1, 0, b > a ? (int)val[b - 1] : 0, n);
 }
 
 __device__ __forceinline__ HcZrhCode hc_zrh_code(int t, int s, const int* zpar,
@@ -163,7 +137,7 @@ extern "C" __global__ void hc_zrh_histogram(
         const long long start = j << lg, end = min(n, start + (1ll << lg));
         long long a, b;
         hc_chunk_entries(t, start, end, block_first, nz_at, &a, &b);
-        hc_zrh_walk(pos, val, a, b, end - start, add);
+        hc_run_walk(pos, val, a, b, end - start, add);
     }
     __syncthreads();
     unsigned long long* row = hist + (long long)t * hc_hist_row(s);
@@ -194,23 +168,19 @@ extern "C" __global__ void hc_zrh_chunk_bits(
     if (!hc_zrh_chunk(c, nz_at, block_first, sizes, clog2, chunk_first, count, s, coders, zpar,
                       rtab, ltab, &k))
         return;  // the same for the whole warp
-    unsigned long long b = 0;
-    const unsigned int extra = raw ? HC_RAW_BITS : 0;
-    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv, long long) {
-        uint64_t code;
-        if (ok) b += hc_zrh_item(k.z, r, v, pv, &code) + (v ? extra : 0);
-    });
-    for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
+    const HcZrhCode& z = k.z;
+    const unsigned long long b = hc_run_items_bits(
+        pos, val, k.a, k.b, k.n, raw ? HC_RAW_BITS : 0,
+        [&](long long r, int v, int pv, uint64_t* code) {
+            return hc_zrh_item(z, r, v, pv, code);
+        });
     if (lane == 0) chunk_bits[c] = b;
 }
 
-// Items of at most 64 bits are placed into the warp's shared word buffer (atomicOr there),
-// completed words stored whole; a round with a longer item (a Rice run of many ones) flushes
-// the buffer and places its bits with atomicOr straight into the output. Words a chunk may
-// share with another writer (its first word, words the slow path touched, its last partial
-// word) are always ORed. RAW (exact top-k): each level is followed by its raw magnitude
-// (raw[offsets[t] + element], laid out like the states), so the buffer holds 31 carried
-// bits + 32 items of <= 64 + 31 bits.
+// The writers (common.cuh hc_run_items_write: items of at most 64 bits through the warp's
+// word buffer, longer Rice runs straight into the output); RAW (exact top-k): each level is
+// followed by its raw magnitude (raw[offsets[t] + element], laid out like the states), so
+// the buffer holds 31 carried bits + 32 items of <= 64 + 31 bits.
 #define HC_ZRH_WORDS_RAW 97
 template <bool RAW>
 __device__ __forceinline__ void hc_zrh_write_chunk(
@@ -222,71 +192,17 @@ __device__ __forceinline__ void hc_zrh_write_chunk(
     const unsigned int* __restrict__ rtab, const unsigned int* __restrict__ ltab,
     const long long* __restrict__ offsets, const unsigned int* __restrict__ raw,
     const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
-    constexpr int WORDS = RAW ? HC_ZRH_WORDS_RAW : HC_ZRH_WORDS;
-    __shared__ unsigned int buffer[HC_WARPS][WORDS];
     const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     HcZrhChunk k;
     if (!hc_zrh_chunk(c, nz_at, block_first, sizes, clog2, chunk_first, count, s, coders, zpar,
                       rtab, ltab, &k))
         return;
     const HcZrhCode& z = k.z;
-    const unsigned int* mags = RAW ? raw + offsets[k.t] + k.start : nullptr;
-    unsigned int* words = buffer[warp];
-    for (int w = lane; w < WORDS; w += 32) words[w] = 0;
-    __syncwarp();
-    unsigned long long base = 8ull * chunk_byte[c];   // stream bit where the next round starts
-    unsigned long long shared_to = chunk_byte[c] >> 2;  // words up to it: atomicOr
-    auto or_shared = [words](unsigned long long w, unsigned int v) { atomicOr(words + w, v); };
-    auto or_global = [out](unsigned long long w, unsigned int v) {
-        atomicOr(out + w, hc_word_bytes(v));
-    };
-    auto place64 = [](unsigned long long rel, unsigned long long code, int len, auto or_word) {
-        if (len > 32) {
-            hc_place(rel, (unsigned int)(code >> 32), len - 32, or_word);
-            hc_place(rel + len - 32, (unsigned int)code, 32, or_word);
-        } else if (len) {
-            hc_place(rel, (unsigned int)code, len, or_word);
-        }
-    };
-    hc_zrh_walk(pos, val, k.a, k.b, k.n, [&](bool ok, long long r, int v, int pv, long long i) {
-        uint64_t code = 0;
-        const unsigned long long len = ok ? hc_zrh_item(z, r, v, pv, &code) : 0;
-        const unsigned long long all = len + (RAW && ok && v ? HC_RAW_BITS : 0);  // + raw
-        unsigned long long incl = all;
-        for (int o = 1; o < 32; o <<= 1) {
-            unsigned long long u = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += u;
-        }
-        const unsigned long long round = __shfl_sync(0xffffffffu, incl, 31);
-        if (!__any_sync(0xffffffffu, len > 64)) {
-            place64((base & 31) + incl - all, code, (int)len, or_shared);
-            if (RAW && all > len)
-                hc_place((base & 31) + incl - all + len, hc_raw_field(mags[i]), HC_RAW_BITS,
-                         or_shared);
-            __syncwarp();
-            base = hc_store_round<WORDS>(words, out, base, round, shared_to, lane);
-            return;
-        }
-        if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
-        unsigned long long p = base + incl - all;
-        if (len <= 64) {
-            place64(p, code, (int)len, or_global);
-            p += len;
-        } else {
-            hc_zrh_item_pieces(z, r, v, pv, [&](unsigned int bits, int n) {
-                hc_place(p, bits, n, or_global);
-                p += n;
-            });
-        }
-        if (RAW && all > len) hc_place(p, hc_raw_field(mags[i]), HC_RAW_BITS, or_global);
-        base += round;
-        shared_to = base >> 5;
-        __syncwarp();
-        for (int w = lane; w < WORDS; w += 32) words[w] = 0;
-        __syncwarp();
-    });
-    if (lane == 0 && (base & 31)) or_global(base >> 5, words[0]);
+    hc_run_items_write<RAW, RAW ? HC_ZRH_WORDS_RAW : HC_ZRH_WORDS>(
+        pos, val, k.a, k.b, k.n, RAW ? raw + offsets[k.t] + k.start : nullptr, chunk_byte[c],
+        out,
+        [&](long long r, int v, int pv, uint64_t* code) { return hc_zrh_item(z, r, v, pv, code); },
+        [&](long long r, int v, int pv, auto emit) { hc_zrh_item_pieces(z, r, v, pv, emit); });
 }
 
 extern "C" __global__ void hc_zrh_write(

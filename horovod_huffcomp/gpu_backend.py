@@ -4,9 +4,9 @@ Covered so far: quantizers ``qsgd`` (L2 and max norm, one scale per tensor or QS
 buckets), ``terngrad``, top-k (exact: raw float32 magnitudes in the bitstream, or its kept
 values quantized, ``levels`` >= 1) and CO3's float formats
 (``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``, ``sh``,
-``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts), float16/32/64
-CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single tensors and
-batches (kernel families not yet run on a GPU wait in ``NOT_YET_ON_DEVICE``).
+``shs``, ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts),
+float16/32/64 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single
+tensors and batches (kernel families not yet run on a GPU wait in ``NOT_YET_ON_DEVICE``).
 ``api.encode``/``encode_many`` send CUDA inputs here when the options are covered and copy
 them to the host for the CPU backend otherwise (see docs/gpu.md).
 
@@ -18,7 +18,8 @@ the packed data:
     absmax [+ sumsq] -> scales -> quantize -> histogram -> codes + chunk plan
     -> chunk bits -> (sync: plan to host) -> write -> (data to host)
 
-(the Elias baselines: lists of run ends or non-zeros in place of the codes, no codebook;
+(``shs``: its code from SH's sampled counts, and the lists of non-zeros its chunks walk;
+the Elias baselines: lists of run ends or non-zeros in place of the codes, no codebook;
 fp4's GenNorm scale: the moments' sums to the host, the fit there, the scales back: one
 synchronisation more, :func:`_gennorm_scales`)
 
@@ -36,8 +37,8 @@ by one launch over all payloads (each element written once), the others payload 
 a bad chunk raises PayloadError, the device never faults. The decoder dequantizes with one
 scale per tensor (state * scale / s, or a float format's code value times the scale), per
 bucket (those tensors payload by payload, :func:`_decode_add`), or from exact top-k's raw
-magnitudes (decoded beside the states, then added). Payloads of ``shs`` and ``rlh``, and
-of the families in ``NOT_YET_ON_DEVICE``, are decoded on the host (NotImplementedError
+magnitudes (decoded beside the states, then added). Payloads of ``rlh``, and of the
+families in ``NOT_YET_ON_DEVICE``, are decoded on the host (NotImplementedError
 here; ``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
@@ -54,14 +55,14 @@ import numpy as np
 
 from . import coders, float_quantizer, gennorm, payload
 from .codebook import Code, canonical_codes
-from .coders import auto
+from .coders import auto, shs
 from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
 from .quantizers import NONFINITE, OVERFLOW, bucket_log2_of, check_options, format_scale
 
-STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias")
+STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "shs", "elias")
 ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
 ELIAS_LAYOUTS = ("runlength", "gap")
 FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LINEAR)
@@ -74,18 +75,21 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # decode as huffman's); "top-k": top-k's selection (hc_topk_*, hc_quantize_topk_*: its
 # encode; quantized top-k's payloads decode as qsgd's); "raw top-k": exact top-k's raw
 # magnitudes in the bitstreams (the writers' _raw kernels, the decoders' raw outputs,
-# hc_add_raw_states). The GPU tests, scripts/gpu_sanitize.py and `bench gpu` empty it.
+# hc_add_raw_states); "shs": SHS's code, writers and decoder (codebook.cu hc_build_shs_codes,
+# shs.cu; its encode also needs "sample counts"). The GPU tests, scripts/gpu_sanitize.py and
+# `bench gpu` empty it.
 NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k",
-                     "raw top-k"}
-CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "zrh") + ELIAS}  # common.cuh HC_CODER_*
+                     "raw top-k", "shs"}
+CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "shs", "zrh") + ELIAS}  # HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
 LIST_NONZERO, LIST_RUN_END = 0, 1  # cuda/common.cuh HC_LIST_*: what a list holds
+SHS_CODE_THREADS = 32  # cuda/codebook.cu HC_SHS_CODE_THREADS
 ZRH_ROWS = NCTX + NLCTX  # decode tables per ZRH tensor (cuda/common.cuh HC_ZRH_ROWS)
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
 THREADS = 256  # cuda/huffman.cu HC_THREADS
-DEC_INTS = 1152  # cuda/common.cuh HC_DEC_INTS: a huffman decoder record
+DEC_INTS = 1312  # cuda/common.cuh HC_DEC_INTS: a huffman (or SHS) decoder record
 DS_THREADS = 128  # cuda/huffman.cu HC_DS_THREADS
 # decode-and-sum through a symbol buffer up to this many chunks and buffer bytes (_by_symbols)
 SYMBOLS_MAX_CHUNKS = 1 << 16
@@ -132,13 +136,13 @@ def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
              bucket: int | None = None, levels: int | None = None) -> bool:
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
     qsgd/terngrad with one scale per tensor, QSGD's buckets, a float format, or top-k (exact,
-    ``levels`` 0 or None, or its kept values quantized), coded with huffman, sh, zrh, auto,
-    or an Elias code (either layout); none of the kernel families in
+    ``levels`` 0 or None, or its kept values quantized), coded with huffman, sh, shs, zrh,
+    auto, or an Elias code (either layout); none of the kernel families in
     ``NOT_YET_ON_DEVICE``."""
     raw = quantizer == "topk" and not levels
     return ((quantizer in ("qsgd", "terngrad", "topk") or quantizer in FP_IDS)
             and (bucket is None or quantizer == "qsgd")
-            and (coder in ("huffman", "sh", "zrh", "auto") or coder in ELIAS)
+            and (coder in ("huffman", "sh", "shs", "zrh", "auto") or coder in ELIAS)
             and elias_layout in ELIAS_LAYOUTS
             and not _families(quantizer, coder, bucket is not None, raw=raw)
             & NOT_YET_ON_DEVICE)
@@ -156,7 +160,8 @@ def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True,
     return {name for name, needed in (("elias", coder in ELIAS),
                                       ("float formats", quantizer in FP_IDS),
                                       ("buckets", buckets),
-                                      ("sample counts", encode and coder == "sh"),
+                                      ("sample counts", encode and coder in ("sh", "shs")),
+                                      ("shs", coder == "shs"),
                                       ("top-k", encode and quantizer == "topk"),
                                       ("raw top-k", raw)) if needed}
 
@@ -248,6 +253,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     offsets_h = np.zeros(count + 1, np.int64)
     np.cumsum(padded, out=offsets_h[1:])
     alphabet = 2 * s + 1
+    # the code's alphabet: the states', or SHS's levels and zero runs
+    code_alphabet = shs.alphabet(s) if coder == "shs" else alphabet
+    sampled = coder in ("sh", "shs")  # codes from SH's sampled counts
     l2 = int(norm == "l2")
     fmt = np.int32(FP_IDS.get(quantizer, 0))
     # the scales: one per tensor, or per bucket (tensor position j's from scale_first_h[j])
@@ -263,13 +271,14 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     sparse = coder in ("auto", "zrh")  # ZRH histograms, codes chosen on the host
     plan_specs = [(nsc, np.float32), (count, np.int32), (count, np.int32), (count + 1, np.int64),
                   (count * hist_layout(s)[-1] if sparse else 0, np.uint64), (count, np.int32),
-                  (bound, np.uint64), (count * alphabet, np.uint8)]
+                  (bound, np.uint64), (count * code_alphabet, np.uint8)]
     plan_h, plan = _carve(plan_specs)
     scales, bad, clog2, chunk_first, hist, single, chunk_bits, lengths = plan
-    _, (maxbits, hi, lo, hi1, lo1, counts, sample_counts, codes, bits, nchunks) = _carve(
+    _, (maxbits, hi, lo, hi1, lo1, counts, sample_counts, codes, tab, bits, nchunks) = _carve(
         [(nsc, np.uint64)] * 3 + [(count, np.uint64)] * 2 + [
-            (count * alphabet, np.uint64), (count * alphabet if coder == "sh" else 0, np.uint64),
-            (count * alphabet, np.uint16), (count, np.uint64), (count, np.int64)])
+            (count * alphabet, np.uint64), (count * alphabet if sampled else 0, np.uint64),
+            (count * alphabet, np.uint16), (count * code_alphabet if coder == "shs" else 0,
+                                            np.uint32), (count, np.uint64), (count, np.int64)])
     groups = []  # (dtype suffix, first position, end position)
     for j, t in enumerate(order):
         suf = _SUFFIX[flats[t].dtype]
@@ -343,19 +352,27 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                                 chunks_max=-(-int(sizes_h.max()) // (1 << min_log2)))
     if not sparse:
         # 4. huffman: codes on the device (sh: from sampled counts, the same bit layout);
+        # SHS: its code from sampled counts, and the lists of non-zeros its chunks walk;
         # Elias: the lists of marks its chunks walk. Chunk sizes, then the one
         # synchronisation: the plan to the host in one copy
         kind = _kernel_coder(coder)
         dev.coders = cupy.full(count, CODER_IDS[kind], cupy.uint8)
+        if sampled:
+            kernel("histogram", "hc_sample_counts")((count,), (THREADS,), (
+                states, offsets, sizes, np.int32(s), np.uint64(seed), sample_counts))
         if kind == "huffman":
-            if coder == "sh":
-                kernel("histogram", "hc_sample_counts")((count,), (THREADS,), (
-                    states, offsets, sizes, np.int32(s), np.uint64(seed), sample_counts))
             kernel("codebook", "hc_build_codes")(*one_per_tensor, (
                 sample_counts if coder == "sh" else counts, np.int32(alphabet),
                 np.int32(count), lengths, codes, single, bits))
             mark("codebook")
             dev.lengths, dev.codes = lengths, codes
+        elif kind == "shs":
+            kernel("codebook", "hc_build_shs_codes")((count,), (SHS_CODE_THREADS,), (
+                sample_counts, np.int32(s), lengths, tab))
+            mark("codebook")
+            dev.tab = tab
+            _lists(dev, LIST_NONZERO)
+            mark("lists")
         else:
             dev.kind, dev.gap = np.int32(ELIAS.index(coder)), np.int32(gap)
             _lists(dev, LIST_NONZERO if gap else LIST_RUN_END)
@@ -367,10 +384,12 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         scales_h, bad_h, clog2_h, first_h, _, single_h, bits_h, lengths_h = _carve(
             plan_specs, plan_host)[1]
         _check_finite(bad_h, nonfinite, scales_h)
-        lengths_h = lengths_h.reshape(count, alphabet)
+        lengths_h = lengths_h.reshape(count, code_alphabet)
         if kind == "huffman":
             chosen = [(coder, _huffman_codebook(lengths_h[j], int(single_h[j])))
                       for j in range(count)]
+        elif kind == "shs":  # every symbol weighs >= 1: never a one-symbol code
+            chosen = [(coder, _huffman_codebook(lengths_h[j], -1)) for j in range(count)]
         else:
             chosen = [(coder, b"")] * count  # Elias: no codebook
         used = (kind,)
@@ -400,6 +419,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         if "zrh" in used:
             kernel("zrh", "hc_zrh_write" + suffix)(*grid, _zrh_head(dev) + (
                 dev.zpar, dev.rtab, dev.ltab) + mags_at + (chunk_byte, out))
+        if "shs" in used:
+            kernel("shs", "hc_shs_write" + suffix)(*grid, _zrh_head(dev) + (
+                dev.tab,) + mags_at + (chunk_byte, out))
         if coder in ELIAS:
             kernel("elias", "hc_elias_write" + suffix)(*grid, _elias_head(dev) + mags_at + (
                 chunk_byte, out))
@@ -536,12 +558,15 @@ def _chunk_bits(dev, used) -> None:
     if "zrh" in used:
         kernel("zrh", "hc_zrh_chunk_bits")(*grid, _zrh_head(dev) + (
             dev.zpar, dev.rtab, dev.ltab, raw, dev.chunk_bits))
+    if "shs" in used:
+        kernel("shs", "hc_shs_chunk_bits")(*grid, _zrh_head(dev) + (dev.tab, raw,
+                                                                     dev.chunk_bits))
     if set(used) & set(ELIAS):
         kernel("elias", "hc_elias_chunk_bits")(*grid, _elias_head(dev) + (raw, dev.chunk_bits))
 
 
 def _zrh_head(dev) -> tuple:
-    """The leading arguments of the ZRH chunk kernels (cuda/zrh.cu)."""
+    """The leading arguments of the ZRH and SHS chunk kernels (cuda/zrh.cu, cuda/shs.cu)."""
     return (dev.pos, dev.val, dev.nz_at, dev.block_first, dev.sizes, dev.clog2, dev.chunk_first,
             np.int32(dev.count), np.int32(dev.s), dev.coders)
 
@@ -554,7 +579,7 @@ def _elias_head(dev) -> tuple:
 
 def _lists(dev, mode: int) -> None:
     """The marked states of every tensor in order (``mode``: LIST_NONZERO, the non-zeros, for
-    ZRH and Elias' gap layout; LIST_RUN_END, the last state of every run of equal states in a
+    ZRH, SHS and Elias' gap layout; LIST_RUN_END, the last state of every run of equal states in a
     chunk, for Elias' run-length layout): ``dev.pos`` their position in their chunk,
     ``dev.val`` their state, ``dev.nz_at`` where each block of LIST_BLOCK states starts in
     them; made in parallel over the batch (cuda/states.cu hc_list_count, hc_list). The coders'
@@ -641,7 +666,7 @@ def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFA
     of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles, or
     always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
     payloads in errors (default "payload i"). NotImplementedError if a section is not
-    GPU-covered (huffman, zrh, Elias), before any result is returned. ``profile``: a dict
+    GPU-covered (huffman, sh, shs, zrh, Elias), before any result is returned. ``profile``: a dict
     that receives the device milliseconds of the upload and of the decode kernels (``bench
     gpu``)."""
     labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
@@ -726,8 +751,8 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     one float64 accumulator; returns it and each payload's (error code, chunk) (0: none).
     Tensors that every payload codes with huffman in chunks of the same size are decoded and
     summed over all payloads by one launch (``fused``); the others payload by payload: huffman
-    ones by the same kernel adding into the accumulator, ZRH and Elias ones decoded into a
-    zeroed int8 state buffer, then every state's value added. Exact top-k's payloads (raw
+    ones by the same kernel adding into the accumulator, SHS, ZRH and Elias ones decoded into
+    a zeroed int8 state buffer, then every state's value added. Exact top-k's payloads (raw
     magnitudes) decode every tensor into that buffer and the raw magnitudes beside it, then
     ``hc_add_raw_states`` adds their values."""
     import cupy
@@ -807,8 +832,8 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     for p, pl in enumerate(plans):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
          coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits, gaps, bscales,
-         bfirst) = rest[per * p: per * p + per]
-        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2, is_raw) = pl[0]
+         bfirst, slengths, ssingle) = rest[per * p: per * p + per]
+        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2, is_raw, has_shs) = pl[0]
         if total_chunks == 0:
             continue
         chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
@@ -825,7 +850,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                 refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count),
                 sym_here_d[p * count:], dec[p * count * DEC_INTS:], sym_offsets,
                 np.int64(stride), bsyms, err[2 * p:]))
-        if has_zrh or has_elias or is_raw:
+        if has_zrh or has_elias or has_shs or is_raw:
             # the other coders' tensors (exact top-k: all): decoded into a zeroed state
             # buffer, then the values of those with one scale added (the bucketed ones below)
             if states is None:
@@ -849,6 +874,14 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                     buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
                     np.int32(count), np.int32(sp), coders_d, zpar, ztables, table_at, zbits,
                     acc_offsets, states, raw_out, err[2 * p:]))
+            if has_shs:
+                pdec = dec[p * count * DEC_INTS:]
+                kernel("shs", "hc_shs_decoders")((count,), (DS_THREADS,), (
+                    slengths, ssingle, np.int32(sp), coders_d, pdec))
+                kernel("shs", "hc_shs_decode")(*chunk_grid, (
+                    buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                    np.int32(count), np.int32(sp), coders_d, pdec, acc_offsets, states,
+                    raw_out, err[2 * p:]))
             if has_elias:
                 kernel("elias", "hc_elias_decode")(*chunk_grid, (
                     buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
@@ -892,11 +925,13 @@ def _address(a) -> int:
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
     any Elias section, ZRH table entries, the quantizer's HC_FP_* number, log2 of QSGD's
-    buckets or 0, exact top-k's raw flag), payload bytes, lengths, single, chunk_byte,
+    buckets or 0, exact top-k's raw flag, any SHS section), payload bytes, lengths, single,
+    chunk_byte,
     chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH
     parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs,
     then levels), ZRH table offsets and widths, Elias layouts (1: gap), the bucket scales of
-    all tensors one after another, where each tensor's start in them]``
+    all tensors one after another, where each tensor's start in them, SHS code lengths
+    (2s + shs.MAX_RUN per tensor) and singles]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -912,6 +947,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     zcodes = np.zeros((count, zper), np.uint16)
     zsingles = np.full((count, ZRH_ROWS), -1, np.int32)
     zbits = np.zeros((count, ZRH_ROWS), np.int32)
+    slengths = np.zeros((count, shs.alphabet(s)), np.uint8)
+    ssingle = np.full(count, -1, np.int32)
     for t, sec in enumerate(secs):
         key = (sec.coder, alphabet, sec.codebook)
         code = codes_seen.get(key)
@@ -924,6 +961,9 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
                 raise PayloadError(f"{which}: {sec.coder} code is empty but the data needs it")
             lengths[t] = code.lengths
             single[t] = code.single
+        elif sec.coder == "shs":  # (unpack refused an empty code for elements to decode)
+            slengths[t] = code.lengths
+            ssingle[t] = code.single
         elif sec.coder == "zrh":
             zpar[t], zlengths[t], zcodes[t], zsingles[t], zbits[t] = code[4]
     # every chunk's first byte in the payload: one pass over all sections' chunk tables
@@ -950,14 +990,15 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
              bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
              FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2,
-             bool(secs and secs[0].raw)),
+             bool(secs and secs[0].raw), bool((coders_h == CODER_IDS["shs"]).any())),
             body, lengths.reshape(-1), single, chunk_byte,
             chunk_bits.astype(np.uint64), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
             np.array([0.0 if blog2 else sec.scale for sec in secs], np.float32), coders_h,
             zpar.reshape(-1), zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1),
             table_at[:-1], zbits.reshape(-1), gaps,
-            np.concatenate(bscales + [np.zeros(1, np.float32)]), bfirst]
+            np.concatenate(bscales + [np.zeros(1, np.float32)]), bfirst, slengths.reshape(-1),
+            ssingle]
 
 
 def _parse_code(sec, which: str):

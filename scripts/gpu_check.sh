@@ -83,7 +83,7 @@ case $what in
               python3 scripts/gpu_sanitize.py "$@" 2>&1 | tail -40 | tee -a "$OUT/sanitize.log" ;;
   suite) run_tests "${TESTS_S:-540}" tests "$@" ;;
   bench) run_bench "${BENCH_S:-300}" "$@" ;;
-  baselines) run_bench "${BENCH_S:-400}" --coders huffman elias-gamma elias-delta elias-omega \
+  baselines) run_bench "${BENCH_S:-400}" --coders huffman sh shs elias-gamma elias-delta elias-omega \
                --sizes-mb 16 256 "$@" ;;
   quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512" \
                   "--quantizer topk --levels 8" "--quantizer topk --levels 0"; do

@@ -37,6 +37,8 @@ def main(count: int = 60) -> None:
     for q, coder, x, layout, bucket in (("qsgd", "huffman", dense, "runlength", None),
                                         ("qsgd", "zrh", sparse, "runlength", None),
                                         ("qsgd", "zrh", dense, "runlength", None),
+                                        ("qsgd", "shs", sparse, "runlength", None),
+                                        ("qsgd", "shs", dense, "runlength", None),
                                         ("qsgd", "elias-gamma", dense, "runlength", None),
                                         ("qsgd", "elias-omega", sparse, "gap", None),
                                         ("fp8", "huffman", dense, "runlength", None),
@@ -44,6 +46,7 @@ def main(count: int = 60) -> None:
                                         ("qsgd", "zrh", sparse, "runlength", 512),
                                         ("topk", "huffman", dense, "runlength", None),
                                         ("topk", "zrh", sparse, "runlength", None),
+                                        ("topk", "shs", sparse, "runlength", None),
                                         ("topk", "elias-delta", dense, "runlength", None)):
         good = [hc.encode(x, q, coder, 8 if q == "qsgd" else None,
                           None if q == "topk" else "max", seed=r, chunk_log2=8,
@@ -68,12 +71,13 @@ def main(count: int = 60) -> None:
                     assert np.array_equal(got, want), (q, coder, path)
     for n in (1, 7, 4097, 100_003):
         for q, s, norm, coder in (("qsgd", 16, "l2", "huffman"), ("qsgd", 16, "l2", "sh"),
-                                  ("qsgd", 16, "l2", "zrh"),
+                                  ("qsgd", 16, "l2", "zrh"), ("qsgd", 16, "l2", "shs"),
                                   ("qsgd", 16, "l2", "auto"), ("qsgd", 16, "l2", "elias-delta"),
                                   ("fp4", None, "gennorm", "auto"),
                                   ("fp8-e5m2", None, "max", "huffman"),
                                   ("topk", 8, None, "auto"), ("topk", None, None, "auto"),
-                                  ("topk", None, None, "elias-gamma")):
+                                  ("topk", None, None, "elias-gamma"),
+                                  ("topk", None, None, "shs")):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
             for bucket in (None, 16) if q == "qsgd" else (None,):

@@ -21,6 +21,54 @@ struct HostWords {
     }
 };
 
+// Chunks of the coders that code zero runs (ZRH, SHS) written one item at a time (the
+// device's warps place 32 items a round at warp prefix-sum offsets: the same items, the same
+// bits): item(r, v, pv, &code), or pieces(r, v, pv, emit) for items over 64 bits, then with
+// raw (exact top-k; null for none) a level's magnitude. Returns the data's byte count.
+template <class Item, class Pieces>
+static long long host_run_items_encode(const signed char* states, long long n, int clog2,
+                                       const unsigned int* raw, unsigned long long* chunk_bits,
+                                       unsigned char* out, Item item_code, Pieces pieces) {
+    long long m = (n + (1ll << clog2) - 1) >> clog2;
+    unsigned long long byte = 0;
+    HostWords words;
+    auto or_word = [&words](uint64_t w, uint32_t v) { words.put(w, v); };
+    for (long long c = 0; c < m; ++c) {
+        long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
+        uint64_t pos = 8 * byte, first = pos;
+        long long prev = start - 1;
+        int pv = 0;
+        auto item = [&](long long r, int v, long long i) {
+            uint64_t code = 0, len = item_code(r, v, pv, &code);
+            if (len > 64) {
+                pieces(r, v, pv, [&](uint32_t bits, int k) {
+                    hc_place(pos, bits, k, or_word);
+                    pos += k;
+                });
+            } else {
+                if (len > 32) hc_place(pos, (uint32_t)(code >> 32), (int)len - 32, or_word);
+                if (len) hc_place(pos + (len > 32 ? len - 32 : 0), (uint32_t)code,
+                                  len > 32 ? 32 : (int)len, or_word);
+                pos += len;
+            }
+            if (raw && v) {
+                hc_place(pos, hc_raw_field(raw[i]), HC_RAW_BITS, or_word);
+                pos += HC_RAW_BITS;
+            }
+        };
+        for (long long i = start; i < end; ++i) {
+            if (!states[i]) continue;
+            item(i - prev - 1, states[i], i);
+            prev = i;
+            pv = states[i];
+        }
+        item(end - prev - 1, 0, end);
+        chunk_bits[c] = pos - first;
+        byte += (pos - first + 7) / 8;
+    }
+    return words.store(byte, out);
+}
+
 extern "C" {
 
 void hc_check_half(const unsigned short* h, long long n, float* out) {
@@ -291,54 +339,64 @@ void hc_check_sum_symbols(long long threads, const unsigned char* symbols, int n
                                                             values, 2 * s + 1);
 }
 
-// ZRH chunks written one item at a time (the device's warps place 32 items a round at warp
-// prefix-sum offsets: the same items, the same bits): hc_zrh_item, or hc_zrh_item_pieces
-// for items over 64 bits, then with raw (exact top-k; null for none) a level's magnitude.
-// zpar: mode, context mode, 4 Rice k; rtab/ltab as zrh.cu reads them. Returns the data's
-// byte count.
+// ZRH's chunks (host_run_items_encode with hc_zrh_item, hc_zrh_item_pieces). zpar: mode,
+// context mode, 4 Rice k; rtab/ltab as zrh.cu reads them.
 long long hc_check_zrh_encode(const signed char* states, long long n, int s, int clog2,
                               const int* zpar, const unsigned int* rtab,
                               const unsigned int* ltab, const unsigned int* raw,
                               unsigned long long* chunk_bits, unsigned char* out) {
     HcZrhCode z = {zpar[0], zpar[1], s, zpar + 2, rtab, ltab};
-    long long m = (n + (1ll << clog2) - 1) >> clog2;
-    unsigned long long byte = 0;
-    HostWords words;
-    auto or_word = [&words](uint64_t w, uint32_t v) { words.put(w, v); };
-    for (long long c = 0; c < m; ++c) {
-        long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
-        uint64_t pos = 8 * byte, first = pos;
-        long long prev = start - 1;
-        int pv = 0;
-        auto item = [&](long long r, int v, long long i) {
-            uint64_t code = 0, len = hc_zrh_item(z, r, v, pv, &code);
-            if (len > 64) {
-                hc_zrh_item_pieces(z, r, v, pv, [&](uint32_t bits, int k) {
-                    hc_place(pos, bits, k, or_word);
-                    pos += k;
-                });
-            } else {
-                if (len > 32) hc_place(pos, (uint32_t)(code >> 32), (int)len - 32, or_word);
-                if (len) hc_place(pos + (len > 32 ? len - 32 : 0), (uint32_t)code,
-                                  len > 32 ? 32 : (int)len, or_word);
-                pos += len;
-            }
-            if (raw && v) {
-                hc_place(pos, hc_raw_field(raw[i]), HC_RAW_BITS, or_word);
-                pos += HC_RAW_BITS;
-            }
-        };
-        for (long long i = start; i < end; ++i) {
-            if (!states[i]) continue;
-            item(i - prev - 1, states[i], i);
-            prev = i;
-            pv = states[i];
-        }
-        item(end - prev - 1, 0, end);
-        chunk_bits[c] = pos - first;
-        byte += (pos - first + 7) / 8;
+    return host_run_items_encode(
+        states, n, clog2, raw, chunk_bits, out,
+        [&](int64_t r, int v, int pv, uint64_t* code) { return hc_zrh_item(z, r, v, pv, code); },
+        [&](int64_t r, int v, int pv, auto emit) { hc_zrh_item_pieces(z, r, v, pv, emit); });
+}
+
+// codebook.cu hc_build_shs_codes for one tensor: SHS's code from SH's sampled counts
+// (2s + 1): lengths and the writers' entries code << 5 | length (2s + HC_SHS_MAX_RUN each).
+void hc_check_shs_code(const unsigned long long* counts, int s, unsigned char* lengths,
+                       unsigned int* tab) {
+    static HcShsWork work;
+    hc_shs_code(counts, s, lengths, work);
+    for (int k = 0; k < 2 * s + HC_SHS_MAX_RUN; ++k)
+        tab[k] = (unsigned int)work.codes[k] << 5 | lengths[k];
+}
+
+// SHS's chunks (host_run_items_encode with hc_shs_item, hc_shs_item_pieces); tab: the code
+// as shs.cu reads it.
+long long hc_check_shs_encode(const signed char* states, long long n, int s, int clog2,
+                              const unsigned int* tab, const unsigned int* raw,
+                              unsigned long long* chunk_bits, unsigned char* out) {
+    HcShsCode z = {s, tab};
+    return host_run_items_encode(
+        states, n, clog2, raw, chunk_bits, out,
+        [&](int64_t r, int v, int pv, uint64_t* code) { return hc_shs_item(z, r, v, pv, code); },
+        [&](int64_t r, int v, int pv, auto emit) { hc_shs_item_pieces(z, r, v, pv, emit); });
+}
+
+// shs.cu hc_shs_decoders on the host: the blocks of the grid one after another.
+void hc_check_shs_decoders(long long threads, const unsigned char* lengths, const int* single,
+                           int s, const unsigned char* coders, int* dec, int count) {
+    (void)threads;
+    const int a = 2 * s + HC_SHS_MAX_RUN;
+    for (int t = 0; t < count; ++t) {
+        if (coders[t] != HC_CODER_SHS) continue;
+        int* d = dec + (long long)t * HC_DEC_INTS;
+        hc_decoder_primary(d, hc_decoder_header(lengths + (long long)t * a, a, single[t], d), 0, 1);
     }
-    return words.store(byte, out);
+}
+
+// shs.cu hc_shs_decode's threads 0 .. threads - 1, one after another.
+void hc_check_shs_decode_launch(long long threads, const unsigned char* buf,
+                                unsigned long long nbytes, const unsigned long long* chunk_byte,
+                                const unsigned long long* chunk_bits, const int* clog2,
+                                const long long* chunk_first, const long long* sizes,
+                                int count, int s, const unsigned char* coders, const int* dec,
+                                const long long* state_at, signed char* out,
+                                unsigned int* raw, int* err) {
+    for (long long c = 0; c < threads; ++c)
+        hc_shs_decode_thread(c, buf, nbytes, chunk_byte, chunk_bits, clog2, chunk_first, sizes,
+                             count, s, coders, dec, state_at, out, raw, err);
 }
 
 // Decode ZRH chunks with hc_zrh_decode_chunk; tables: HC_ZRH_ROWS decode tables of

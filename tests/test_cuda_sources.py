@@ -33,7 +33,7 @@ CXX = shutil.which("g++") or shutil.which("c++")
 
 def test_sources_exist():
     names = {p.stem for p in SOURCES}
-    assert {"quantize", "histogram", "codebook", "states", "huffman", "zrh", "elias"} <= names
+    assert set(gpu_backend.STAGES) == names
     assert (ROOT / "cuda" / "common.cuh").exists()
 
 
@@ -44,16 +44,19 @@ def test_sizes_match_the_launches():
     import re
 
     from horovod_huffcomp import gpu_backend, payload
-    from horovod_huffcomp.coders import chunks, elias, zrh
+    from horovod_huffcomp.coders import chunks, elias, shs, zrh
 
     src = "".join((ROOT / "cuda" / f).read_text()
-                  for f in ("common.cuh", "zrh.cu", "huffman.cu", "elias.cu"))
+                  for f in ("common.cuh", "zrh.cu", "huffman.cu", "elias.cu", "codebook.cu"))
 
     def define(name):
         return int(re.search(rf"#define {name} (\d+)", src).group(1))
 
     assert define("HC_THREADS") == gpu_backend.THREADS
     assert define("HC_DEC_INTS") == gpu_backend.DEC_INTS
+    # a record's sorted symbols (uint16) fit after its limits, for SHS's largest alphabet
+    sorted_ints = -(-2 * shs.alphabet(payload.MAX_LEVELS) // 4)
+    assert define("HC_DEC_LIM") + 32 + sorted_ints <= gpu_backend.DEC_INTS
     assert define("HC_DS_THREADS") == gpu_backend.DS_THREADS
     assert define("HC_ZRH_PARAMS") == gpu_backend.ZRH_PARAMS
     assert define("HC_LIST_BLOCK") == gpu_backend.LIST_BLOCK
@@ -62,6 +65,9 @@ def test_sizes_match_the_launches():
             == (gpu_backend.LIST_NONZERO, gpu_backend.LIST_RUN_END))
     assert define("HC_CODER_HUFFMAN") == gpu_backend.CODER_IDS["huffman"]
     assert define("HC_CODER_ZRH") == gpu_backend.CODER_IDS["zrh"]
+    assert define("HC_CODER_SHS") == gpu_backend.CODER_IDS["shs"]
+    assert define("HC_SHS_MAX_RUN") == shs.MAX_RUN
+    assert define("HC_SHS_CODE_THREADS") == gpu_backend.SHS_CODE_THREADS
     for name in gpu_backend.ELIAS:  # HC_CODER_ELIAS_GAMMA + HC_ELIAS_GAMMA / DELTA / OMEGA
         kind = define(f"HC_{name.upper().replace('-', '_')}")
         assert define("HC_CODER_ELIAS_GAMMA") + kind == gpu_backend.CODER_IDS[name]
@@ -145,6 +151,12 @@ def lib(tmp_path_factory):
     L.hc_check_huffman_decode_raw.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
                                               i32, P, P, P, P, P, P]
     L.hc_check_add_raw_states.argtypes = [i64, P, P, P, P, P, P, P, i32]
+    L.hc_check_shs_code.argtypes = [P, i32, P, P]
+    L.hc_check_shs_encode.argtypes = [P, i64, i32, i32, P, P, P, P]
+    L.hc_check_shs_encode.restype = i64
+    L.hc_check_shs_decoders.argtypes = [i64, P, P, i32, P, P, i32]
+    L.hc_check_shs_decode_launch.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
+                                             i32, P, P, P, P, P, P]
     return L
 
 
@@ -461,8 +473,8 @@ def host_launches(lib, monkeypatch, request):
     huffman decode kernels by their host builds (tests/cuda_host_check.cu: the kernels'
     per-lane code from common.cuh, the warps' lanes run one after another): the host side,
     the kernels' indexing and the fused / per-payload split checked without a GPU, for both
-    ways of summing the fused tensors (gpu_backend._by_symbols). Huffman and Elias payloads
-    (the ZRH kernels are checked on a GPU)."""
+    ways of summing the fused tensors (gpu_backend._by_symbols). Huffman, SHS and Elias
+    payloads (the ZRH kernels are checked on a GPU)."""
     import sys
 
     from horovod_huffcomp import gpu_backend
@@ -502,7 +514,11 @@ def host_launches(lib, monkeypatch, request):
                "hc_huffman_decode_raw": launch(lib.hc_check_huffman_decode_raw,
                                                lambda g, b: g[0] * b[0]),
                "hc_add_raw_states": lambda grid, block, args: launch(
-                   lib.hc_check_add_raw_states, lambda g, b: 0)(grid, block, args + (grid[1],))}
+                   lib.hc_check_add_raw_states, lambda g, b: 0)(grid, block, args + (grid[1],)),
+               "hc_shs_decoders": lambda grid, block, args: launch(
+                   lib.hc_check_shs_decoders, lambda g, b: 0)(grid, block, args + (grid[0],)),
+               "hc_shs_decode": launch(lib.hc_check_shs_decode_launch,
+                                       lambda g, b: g[0] * b[0])}
     launched = []
 
     def kernel(stage, name):
@@ -896,8 +912,163 @@ def test_sh_decode_sum_kernels_on_the_host(host_launches):
                for _ in range(30)) > 5
 
 
+# ---------------------------------------------------------------- SHS
+def shs_tab(code) -> np.ndarray:
+    """An SHS code as shs.cu's writers read it: code << 5 | length per symbol."""
+    return (code.codes.astype(np.uint32) << 5) | code.lengths.astype(np.uint32)
+
+
+def host_shs_decode(lib, data, chunk_bits, n, s, clog2, code, raw=None):
+    """(HC_ERR_* of the first failing chunk or 0, states) of the host builds of
+    hc_shs_decoders and hc_shs_decode's threads over one tensor's chunks; ``raw`` (exact
+    top-k): a uint32 array that receives the magnitudes."""
+    data = np.ascontiguousarray(data, np.uint8)
+    chunk_bits = np.ascontiguousarray(chunk_bits, np.uint64)
+    dec = np.zeros(gpu_backend.DEC_INTS, np.int32)
+    coders = np.array([gpu_backend.CODER_IDS["shs"]], np.uint8)
+    lib.hc_check_shs_decoders(1, ptr(code.lengths.astype(np.uint8)),
+                              ptr(np.array([code.single], np.int32)), s, ptr(coders), ptr(dec),
+                              1)
+    starts = np.zeros(chunk_bits.size, np.uint64)
+    np.cumsum((chunk_bits[:-1] + 7) // 8, out=starts[1:])
+    states, err = np.zeros(max(n, 1), np.int8), np.zeros(2, np.int32)
+    lib.hc_check_shs_decode_launch(
+        chunk_bits.size, ptr(data), data.size, ptr(starts), ptr(chunk_bits),
+        ptr(np.array([clog2], np.int32)), ptr(np.array([0, chunk_bits.size], np.int64)),
+        ptr(np.array([n], np.int64)), 1, s, ptr(coders), ptr(dec), ptr(np.zeros(1, np.int64)),
+        ptr(states), None if raw is None else ptr(raw), ptr(err))
+    return int(err[0]), states[:n]
+
+
+def shs_states(rng, n, s, density, runs=False):
+    """States of levels s at about this density of non-zeros; ``runs``: zero runs of up to
+    100,000 (items of many longest-run codewords: the writers' over-64-bit path)."""
+    states = np.where(rng.random(n) < density,
+                      rng.integers(1, s + 1, n) * rng.choice([-1, 1], n), 0).astype(np.int8)
+    if runs:
+        states[:] = 0
+        at = np.cumsum(rng.integers(1, 100_000, max(1, n // 20_000)))
+        states[at[at < n]] = rng.choice([-s, s], int((at < n).sum()))
+    return states
+
+
+def test_shs_code_matches_cpu(lib):
+    """SHS's code on the device (hc_shs_code: weights from SH's sampled counts, a Huffman
+    code over 2s + 200 symbols) is shs.build_code's, from all-zero to dense states, for
+    levels 1 to 127 (length limiting on the largest alphabets)."""
+    from horovod_huffcomp.coders import shs
+
+    rng = np.random.default_rng(11)
+    limited = 0
+    for s in (1, 2, 7, 16, 28, 64, 127):
+        for density in (0.0, 1e-3, 0.05, 0.5, 0.97, 1.0):
+            n = int(rng.integers(1, 50_000))
+            states = shs_states(rng, n, s, density)
+            seed = int(rng.integers(1 << 40))
+            want = shs.build_code(states, n, s, seed)
+            counts = symbol.sample_counts(states, n, s, seed).astype(np.uint64)
+            lengths = np.zeros(shs.alphabet(s), np.uint8)
+            tab = np.zeros(shs.alphabet(s), np.uint32)
+            lib.hc_check_shs_code(ptr(counts), s, ptr(lengths), ptr(tab))
+            assert np.array_equal(lengths, want.lengths), (s, density)
+            assert np.array_equal(tab, shs_tab(want)), (s, density)
+            limited += int(want.lengths.max()) == MAX_CODE_LEN
+    assert limited > 5
+
+
+@pytest.mark.parametrize("levels", [1, 4, 16, 127])
+def test_shs_layout_matches_cpu(lib, levels):
+    """The device's SHS items (a non-zero's zero run in codewords of up to 200 zeros, then its
+    level; each chunk's terminal run), placed one by one, give the CPU's chunk table and bits,
+    long runs through the over-64-bit pieces too; the host build of the device decoder reads
+    them back."""
+    from horovod_huffcomp.coders import shs
+
+    rng = np.random.default_rng(levels)
+    for n, clog2, density, runs in ((1, 12, 1.0, False), (4097, 12, 0.7, False),
+                                    (50_000, 8, 0.3, False), (200_000, 14, 0.01, False),
+                                    (300_000, 18, 1e-4, False), (1_000_000, 20, 0, True),
+                                    (5000, 12, 0.0, False)):
+        states = shs_states(rng, n, levels, density, runs)
+        q = types.SimpleNamespace(states=states, n=n, levels=levels, raw=None)
+        code = shs.build_code(states, n, levels, 3)
+        want_bits, want = shs.encode(q, clog2, code)
+        chunk_bits = np.zeros(want_bits.size, np.uint64)
+        out = np.zeros(want.size + 16, np.uint8)
+        nbytes = lib.hc_check_shs_encode(ptr(states), n, levels, clog2, ptr(shs_tab(code)),
+                                         None, ptr(chunk_bits), ptr(out))
+        assert np.array_equal(chunk_bits, want_bits.astype(np.uint64)), (n, density)
+        assert bytes(out[:nbytes]) == want.tobytes(), (n, density)
+        err, got = host_shs_decode(lib, want, chunk_bits, n, levels, clog2, code)
+        assert err == 0 and np.array_equal(got, states), (n, density)
+
+
+def test_shs_decoder_rejects_what_the_cpu_rejects(lib):
+    """Bit flips in SHS data and chunk tables off by a little: the host build of the device
+    decoder fails exactly when the CPU decoder does, with its error (bits.ERR_* =
+    -HC_ERR_*), and otherwise gives its states."""
+    from horovod_huffcomp.coders import shs
+
+    rng = np.random.default_rng(5)
+    disagreements = rejected = 0
+    for n, s, clog2, density in ((3000, 8, 8, 0.5), (40_000, 8, 10, 0.01), (5000, 1, 12, 0.002),
+                                 (20_000, 127, 9, 0.3)):
+        states = shs_states(rng, n, s, density)
+        code = shs.build_code(states, n, s, 9)
+        bits0, data0 = shs.encode(types.SimpleNamespace(states=states, n=n, levels=s, raw=None),
+                                  clog2, code)
+        for trial in range(200):
+            data, bits = data0.copy(), bits0.copy()
+            if trial % 4 == 3:
+                bits[rng.integers(bits.size)] += int(rng.integers(-9, 9))
+                bits = np.maximum(bits, 0)
+            for _ in range(int(rng.integers(trial % 4 != 3, 4))):
+                data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
+            err, got = host_shs_decode(lib, data, bits, n, s, clog2, code)
+            cpu = np.zeros(n, np.int8)
+            cpu_err = shs.decode(data, bits, n, clog2, s, code, cpu, np.zeros(0, np.uint32))
+            disagreements += err != -cpu_err or (err == 0 and not np.array_equal(got, cpu))
+            rejected += err != 0
+    assert disagreements == 0 and 200 < rejected < 780
+
+
+def test_shs_decode_sum_kernels_on_the_host(host_launches):
+    """SHS payloads of 3 workers (float16/32/64, sparse and dense tensors, qsgd and QSGD's
+    buckets) decoded into states by the host builds of hc_shs_decoders and hc_shs_decode and
+    summed as exchange.reduce_mean sums them, beside a huffman payload; a corrupted one
+    rejected exactly when the CPU rejects it, named shs."""
+    rng = np.random.default_rng(8)
+    shapes = [(), (300, 7), (9000,), (30_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32]
+    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    for x in xs:
+        x[3][rng.random(30_000) < 0.99] = 0
+    for bucket in (None, 512):
+        for coders in (["shs"] * 3, ["shs", "huffman", "shs"]):
+            blobs = [hc.encode_many(x, "qsgd", c, 8, "max", seed=r, bucket=bucket)
+                     for r, (x, c) in enumerate(zip(xs, coders))]
+            host_launches.launched.clear()
+            got = host_launches.decode_sum(blobs, bundle=True)
+            assert "hc_shs_decode" in host_launches.launched
+            for t, want in enumerate(cpu_sums(blobs)):
+                assert np.array_equal(got[t], want), (bucket, coders, t)
+    # a bundle whose sections mix coders (the format allows it): each kernel decodes its own
+    mixed = [payload.unpack(hc.encode_many(xs[0], "qsgd", c, 8, "max", seed=0))[1]
+             for c in ("shs", "huffman", "elias-gamma")]
+    blob = payload.pack([payload.Section(**{**mixed[t % 3][t].__dict__, "reuse": False})
+                         for t in range(len(shapes))], bundle=True)
+    got = host_launches.decode_sum([blob, blobs[1]], bundle=True)
+    for t, want in enumerate(cpu_sums([blob, blobs[1]])):
+        assert np.array_equal(got[t], want), t
+    blobs = [hc.encode_many(x, "qsgd", "shs", 8, "max", seed=r) for r, x in enumerate(xs)]
+    assert sum(rejected_as_on_the_cpu(host_launches, blobs, 2, rng, "shs")
+               for _ in range(40)) > 5
+
+
 # ---------------------------------------------------------------- exact top-k (raw magnitudes)
-EXACT_CODERS = [("huffman", "runlength"), ("sh", "runlength"), ("zrh", "runlength"),
+EXACT_CODERS = [("huffman", "runlength"), ("sh", "runlength"), ("shs", "runlength"),
+                ("zrh", "runlength"),
                 ("elias-gamma", "runlength"), ("elias-delta", "gap"), ("elias-omega", "gap"),
                 ("elias-omega", "runlength")]
 RAW_LIMIT = 0x7F800000  # raw magnitudes at or above it are Inf or NaN: rejected
@@ -916,10 +1087,11 @@ def exact_topk_inputs(rng):
 
 class ExactTopk:
     """One exact top-k section and the host builds of its coder's device encoder and decoder
-    (huffman/sh: hc_huffman_decode_raw's threads; ZRH; Elias), with the CPU decoder beside."""
+    (huffman/sh: hc_huffman_decode_raw's threads; SHS: hc_shs_decode's; ZRH; Elias), with the
+    CPU decoder beside."""
 
     def __init__(self, lib, x, ratio, coder, layout):
-        from horovod_huffcomp.coders import elias, zrh
+        from horovod_huffcomp.coders import elias, shs, zrh
 
         self.lib, self.coder, self.gap = lib, coder, layout == "gap"
         blob = hc.encode(x, "topk", coder, seed=5, ratio=ratio, elias_layout=layout)
@@ -930,6 +1102,8 @@ class ExactTopk:
         self.bits = self.sec.chunk_bits.astype(np.uint64)
         if coder in ("huffman", "sh"):
             self.code = Code.parse(Reader(self.sec.codebook), 3, "code")
+        elif coder == "shs":
+            self.code = Code.parse(Reader(self.sec.codebook), shs.alphabet(1), "code")
         elif coder == "zrh":
             self.code = zrh.ZrhCode.parse(Reader(self.sec.codebook), 1, self.n)
             self.tables = zrh_tables(self.code, 1)
@@ -945,6 +1119,10 @@ class ExactTopk:
             nbytes = lib.hc_check_huffman_encode(
                 ptr(q.states), self.n, 1, self.clog2, ptr(self.code.lengths.astype(np.uint8)),
                 ptr(self.code.codes.astype(np.uint16)), ptr(q.raw), ptr(chunk_bits), ptr(out))
+        elif self.coder == "shs":
+            nbytes = lib.hc_check_shs_encode(ptr(q.states), self.n, 1, self.clog2,
+                                             ptr(shs_tab(self.code)), ptr(q.raw),
+                                             ptr(chunk_bits), ptr(out))
         elif self.coder == "zrh":
             zpar, rtab, ltab = self.tables[:3]
             nbytes = lib.hc_check_zrh_encode(ptr(q.states), self.n, 1, self.clog2, ptr(zpar),
@@ -978,6 +1156,9 @@ class ExactTopk:
                 1, ptr(np.ones(1, np.uint8)), ptr(dec), ptr(np.zeros(1, np.int64)), ptr(states),
                 ptr(raw), ptr(err))
             e = int(err[0])
+        elif self.coder == "shs":
+            e, states[:n] = host_shs_decode(lib, data, chunk_bits, n, 1, self.clog2, self.code,
+                                            raw)
         elif self.coder == "zrh":
             zpar, _, _, tables, widths = self.tables
             e = lib.hc_check_zrh_decode(ptr(data), data.size, ptr(chunk_bits), n, 1, self.clog2,
@@ -991,13 +1172,15 @@ class ExactTopk:
     def cpu_decode(self, data, chunk_bits):
         """(fails, states, raw, the coder's error) of the CPU: its coder's verdict, then
         decode_states' check of the magnitudes."""
-        from horovod_huffcomp.coders import elias, zrh
+        from horovod_huffcomp.coders import elias, shs, zrh
 
         n = self.n
         states, raw = np.zeros(n, np.int8), np.zeros(n, np.uint32)
         bits = chunk_bits.astype(np.int64)
         if self.coder in ("huffman", "sh"):
             err = symbol.decode(data, bits, n, self.clog2, 1, self.code, states, raw)
+        elif self.coder == "shs":
+            err = shs.decode(data, bits, n, self.clog2, 1, self.code, states, raw)
         elif self.coder == "zrh":
             err = zrh.decode(data, bits, n, self.clog2, 1, self.code, states, raw)
         else:
@@ -1073,18 +1256,18 @@ def test_exact_topk_decoders_reject_what_the_cpu_rejects(lib, coder, layout):
 
 
 def test_exact_topk_decode_sum_kernels_on_the_host(host_launches):
-    """Exact top-k payloads of 3 workers (huffman, sh and Elias of both layouts, float16/32/64
-    tensors, a NaN tensor with nonfinite="propagate") decoded into states and raw
-    magnitudes and summed by the host builds of hc_huffman_decode_raw, hc_elias_decode and
-    hc_add_raw_states as exchange.reduce_mean sums them; a corrupted one rejected exactly
-    when the CPU rejects it, named in the error."""
+    """Exact top-k payloads of 3 workers (huffman, sh, shs and Elias of both layouts,
+    float16/32/64 tensors, a NaN tensor with nonfinite="propagate") decoded into states and raw
+    magnitudes and summed by the host builds of hc_huffman_decode_raw, hc_shs_decode,
+    hc_elias_decode and hc_add_raw_states as exchange.reduce_mean sums them; a corrupted one
+    rejected exactly when the CPU rejects it, named in the error."""
     rng = np.random.default_rng(6)
     shapes = [(), (300, 7), (9000,), (30_000,)]
     dtypes = [np.float32, np.float16, np.float64, np.float32]
     xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
            for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
     xs[2][2][5] = np.nan
-    for coders in (["huffman"] * 3, ["sh", "elias-gamma", "huffman"],
+    for coders in (["huffman"] * 3, ["sh", "elias-gamma", "shs"],
                    ["elias-delta", "elias-omega", "elias-gamma"]):
         for layout in ("runlength", "gap"):
             blobs = [hc.encode_many(x, "topk", c, seed=r, ratio=0.05, elias_layout=layout,

@@ -26,7 +26,7 @@ FORMATS = [("fp4", "gennorm"), ("fp4", "max"), ("fp8", "max"), ("fp8-e5m2", "max
 @pytest.fixture(autouse=True)
 def new_kernels_on_device(monkeypatch):
     """The kernels of gpu_backend.NOT_YET_ON_DEVICE (Elias, float formats, buckets, SH's
-    sampled counts, top-k quantized and exact) are checked here before they are on by
+    sampled counts, top-k quantized and exact, SHS) are checked here before they are on by
     default."""
     monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
 
@@ -227,6 +227,42 @@ def test_sh_is_byte_identical():
     assert_sums_as_cpu(blobs, (1, 3))
 
 
+def test_shs_is_byte_identical():
+    """SHS on the device (its code from SH's sampled counts, hc_build_shs_codes; the zero
+    runs and levels of the lists of non-zeros, shs.cu): every quantizer setting and size,
+    float32/16, sparse tensors with grown and fixed chunks (runs of many times 200 zeros:
+    the writer's path straight to global memory), QSGD's buckets, batches of shs beside
+    huffman payloads; their decode-and-sum the host's (corrupted ones:
+    test_decode_rejects_corruption_without_faulting)."""
+    rng = np.random.default_rng(30)
+    for quantizer, levels, norm in CASES:
+        for n in SIZES:
+            for dtype in (np.float32, np.float16):
+                x = gradient_like(rng, n, dtype)
+                want = hc.encode(x, quantizer, "shs", levels, norm, seed=n + 5)
+                assert hc.encode(cupy.asarray(x), quantizer, "shs", levels, norm,
+                                 seed=n + 5) == want, (quantizer, levels, n, dtype)
+    y = sparse_like(rng, 3_000_000, 1e-5)
+    for clog2 in (None, 8, 20, 24):
+        want = hc.encode(y, "qsgd", "shs", 8, "max", seed=1, chunk_log2=clog2)
+        assert hc.encode(cupy.asarray(y), "qsgd", "shs", 8, "max", seed=1,
+                         chunk_log2=clog2) == want, clog2
+        assert np.array_equal(cupy.asnumpy(gpu_backend.decode_sum([want])),
+                              hc.decode(want).astype(np.float64))
+    shapes = [(4096,), (1,), (0,), (70_001,), (10,), (200_000,)]
+    for bucket in (None, 512):
+        blobs = []
+        for r in range(3):
+            xs = [gradient_like(rng, int(np.prod(sh)), np.float32).reshape(sh) for sh in shapes]
+            xs[-1] = sparse_like(rng, 200_000, 0.003)
+            coder = ("shs", "huffman", "shs")[r]
+            want = hc.encode_many(xs, "qsgd", coder, 16, "l2", seed=9 + r, bucket=bucket)
+            assert hc.encode_many([cupy.asarray(x) for x in xs], "qsgd", coder, 16, "l2",
+                                  seed=9 + r, bucket=bucket) == want, (bucket, r)
+            blobs.append(want)
+        assert_sums_as_cpu(blobs, (1, 3), bucket)
+
+
 @pytest.mark.parametrize("coder", ["huffman", "auto", "elias-gamma"])
 def test_quantized_topk_is_byte_identical(coder):
     """Quantized top-k on the device (radix select per tensor, ties by index, rounding of the
@@ -261,8 +297,9 @@ def test_quantized_topk_is_byte_identical(coder):
 
 
 @pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("sh", "runlength"),
-                                          ("auto", "runlength"), ("zrh", "runlength"),
-                                          ("elias-gamma", "runlength"), ("elias-delta", "gap")])
+                                          ("shs", "runlength"), ("auto", "runlength"),
+                                          ("zrh", "runlength"), ("elias-gamma", "runlength"),
+                                          ("elias-delta", "gap")])
 def test_exact_topk_is_byte_identical(coder, layout):
     """Exact top-k (the default levels 0) on the device: the kept entries' signs and their
     raw float32 magnitudes after each non-zero's codeword or item (the writers' _raw
@@ -406,12 +443,12 @@ def test_nonfinite():
 
 def test_uncovered_options_fall_back_to_the_host():
     x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
-    for kw in (dict(coder="rlh"), dict(coder="shs"), dict(quantizer="topk", coder="rlh"),
-               dict(quantizer="fp8", coder="rlh"), dict(bucket=512, coder="shs")):
+    for kw in (dict(coder="rlh"), dict(quantizer="topk", coder="rlh"),
+               dict(quantizer="fp8", coder="rlh"), dict(bucket=512, coder="rlh")):
         assert not gpu_backend.supports(kw.get("quantizer", "qsgd"), kw["coder"])
         assert hc.encode(cupy.asarray(x), seed=2, **kw) == hc.encode(x, seed=2, **kw)
-    # rlh and shs decode on the host
-    for blob in (hc.encode(x, "topk", "rlh"), hc.encode(x, coder="shs")):
+    # rlh decodes on the host
+    for blob in (hc.encode(x, "topk", "rlh"), hc.encode(x, coder="rlh")):
         with pytest.raises(NotImplementedError):
             gpu_backend.decode_sum([blob])
 
@@ -552,7 +589,8 @@ def test_decode_sum_names_the_one_bad_payload(decode_path):
 
 
 @pytest.mark.parametrize("coder,sparse,layout", [
-    ("huffman", False, None), ("zrh", False, None), ("zrh", True, None),
+    ("huffman", False, None), ("zrh", False, None), ("zrh", True, None), ("shs", False, None),
+    ("shs", True, None),
     ("elias-gamma", False, "runlength"), ("elias-delta", True, "gap"),
     ("elias-omega", False, "gap")])
 def test_decode_rejects_corruption_without_faulting(coder, sparse, layout):
@@ -604,7 +642,7 @@ def test_real_gradients(model):
     from horovod_huffcomp.bench.gradients import worker_gradients
 
     workers = [[g for _, g in grads] for grads in worker_gradients(model, 4, steps=5)]
-    for coder in CODERS + ["elias-gamma", "sh"]:
+    for coder in CODERS + ["elias-gamma", "sh", "shs"]:
         for s, norm in ((16, "max"), (4, "l2")):
             blobs = [hc.encode_many(xs, "qsgd", coder, s, norm, seed=r)
                      for r, xs in enumerate(workers)]

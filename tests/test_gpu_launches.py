@@ -128,8 +128,9 @@ def test_signatures_are_parsed():
 
 
 @pytest.mark.parametrize("coder,layout", [("huffman", "runlength"), ("sh", "runlength"),
-                                          ("zrh", "runlength"), ("auto", "runlength"),
-                                          ("elias-gamma", "runlength"), ("elias-omega", "gap")])
+                                          ("shs", "runlength"), ("zrh", "runlength"),
+                                          ("auto", "runlength"), ("elias-gamma", "runlength"),
+                                          ("elias-omega", "gap")])
 def test_encode_launches(checked_launches, coder, layout):
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(n).astype(dt) for n, dt in
@@ -147,7 +148,8 @@ def test_encode_launches(checked_launches, coder, layout):
         assert writes | {"hc_quantize_f16", "hc_histogram"} <= set(checked_launches)
         if coder not in ("huffman", "sh"):
             assert {"hc_list_count", "hc_list"} <= set(checked_launches)
-        assert ("hc_sample_counts" in checked_launches) == (coder == "sh")
+        assert ("hc_sample_counts" in checked_launches) == (coder in ("sh", "shs"))
+        assert ("hc_build_shs_codes" in checked_launches) == (coder == "shs")
 
 
 @pytest.mark.parametrize("quantizer,norm,coder", [("fp4", "gennorm", "huffman"),
@@ -219,7 +221,7 @@ def test_topk_launches(checked_launches):
 
 @pytest.mark.parametrize("coder,layout", [("auto", "runlength"), ("zrh", "runlength"),
                                           ("huffman", "runlength"), ("sh", "runlength"),
-                                          ("elias-delta", "runlength"),
+                                          ("shs", "runlength"), ("elias-delta", "runlength"),
                                           ("elias-gamma", "gap")])
 def test_exact_topk_launches(checked_launches, coder, layout):
     """Exact top-k (levels 0): the selection writes signs and raw magnitudes, the sections
@@ -246,7 +248,7 @@ def test_exact_topk_launches(checked_launches, coder, layout):
     assert not {"hc_huffman_decode_sum", "hc_huffman_decode_symbols",
                 "hc_add_states"} & set(checked_launches)
     decoders = {"huffman": "hc_huffman_decode_raw", "sh": "hc_huffman_decode_raw",
-                "zrh": "hc_zrh_decode"}
+                "zrh": "hc_zrh_decode", "shs": "hc_shs_decode"}
     assert {decoders.get(sec.coder, "hc_elias_decode") for b in blobs
             for sec in hc.payload.unpack(b)[1] if sec.size} <= set(checked_launches)
 
@@ -257,6 +259,7 @@ def _emulations(arrays: dict, captured: dict) -> dict:
     within the launch's slices; scale- and block-numbered ones: absolute positions) and
     computing what each kernel's code computes, the rounding by the CPU's function."""
     from horovod_huffcomp import quantizers, rng
+    from horovod_huffcomp.coders import shs, symbol
 
     mask64 = (1 << 64) - 1
 
@@ -375,7 +378,59 @@ def _emulations(arrays: dict, captured: dict) -> dict:
             states[offsets[t] + lo: offsets[t] + lo + x.size] = out
         captured["states"] = states
 
-    out = {"hc_scales": scales, "hc_topk_pick": pick}
+    # SHS: its code from the sampled counts, its chunk table and bits, by the CPU coder's
+    # functions over the captured states (and raw magnitudes), placed as the kernels place
+    # them (a tensor's chunks from chunk_first[t], its bytes from chunk_byte)
+    def tensors(sizes, count):
+        at = np.concatenate([[0], np.cumsum((np.asarray(sizes[:count]) + 7) & ~7)])
+        for t in range(int(count)):
+            yield t, captured["states"][at[t]: at[t] + sizes[t]], int(at[t])
+
+    def sample_counts(grid, args):
+        states, offsets, sizes, s, seed, counts = args
+        a = 2 * int(s) + 1
+        for t in range(grid[0]):
+            st = states[offsets[t]: offsets[t] + sizes[t]]
+            counts[t * a: (t + 1) * a] = symbol.sample_counts(st, st.size, int(s), int(seed))
+
+    def shs_codes(grid, args):
+        counts, s, lengths, tab = args
+        a, c = shs.alphabet(int(s)), 2 * int(s) + 1
+        for t in range(grid[0]):
+            code = shs.code_of_counts(counts[t * c: (t + 1) * c].astype(np.int64), int(s))
+            lengths[t * a: (t + 1) * a] = code.lengths
+            tab[t * a: (t + 1) * a] = (code.codes.astype(np.uint32) << 5) | code.lengths
+
+    def shs_chunk_bits(grid, args):
+        _, _, _, _, sizes, clog2, first, count, s, _, tab, raw, bits = args
+        a = shs.alphabet(int(s))
+        for t, st, _ in tensors(sizes, count):
+            lens = (tab[t * a: (t + 1) * a] & 31).astype(np.int64)
+            bits[first[t]: first[t + 1]] = shs._sizes(st, st.size, int(clog2[t]), int(s), lens,
+                                                      31 if int(raw) else 0)
+
+    def shs_write(grid, args):
+        (_, _, _, _, sizes, clog2, first, count, s, _, tab), chunk_byte, out = (
+            args[:11], args[-2], args[-1])
+        a = shs.alphabet(int(s))
+        for t, st, at in tensors(sizes, count):
+            lens = (tab[t * a: (t + 1) * a] & 31).astype(np.int64)
+            codes = (tab[t * a: (t + 1) * a] >> 5).astype(np.int64)
+            raw = (np.where(st != 0, captured["raw"][at: at + st.size], 0) if len(args) == 15
+                   else np.zeros(0, np.uint32))
+            m = int(first[t + 1] - first[t])
+            bits = shs._sizes(st, st.size, int(clog2[t]), int(s), lens, 31 if raw.size else 0)
+            offsets = np.concatenate([chunk_byte[first[t]: first[t + 1]],
+                                      [int(chunk_byte[first[t] + m - 1]) + (bits[-1] + 7) // 8]
+                                      if m else []]).astype(np.int64)
+            view = out.view(np.uint8)
+            part = np.zeros(view.size, np.uint8)
+            shs._write(st, st.size, int(clog2[t]), int(s), lens, codes, raw, offsets, part)
+            view |= part
+
+    out = {"hc_scales": scales, "hc_topk_pick": pick, "hc_sample_counts": sample_counts,
+           "hc_build_shs_codes": shs_codes, "hc_shs_chunk_bits": shs_chunk_bits,
+           "hc_shs_write": shs_write, "hc_shs_write_raw": shs_write}
     for suf, f64 in (("f16", False), ("f32", False), ("f64", True)):
         out[f"hc_absmax_{suf}"] = absmax
         out[f"hc_absmax_buckets_{suf}"] = absmax_buckets
@@ -437,13 +492,47 @@ def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantize
             at += (xs[i].size + 7) & ~7
 
 
+def test_shs_encode_through_emulated_kernels(checked_launches, monkeypatch):
+    """gpu_backend's SHS encode (sampled counts, the codes' lengths in the plan the host
+    writes the codebooks from, the chunk table, the writer's bytes, the sections) with its
+    kernels emulated by the CPU coder's functions over the states the emulated quantize
+    kernels leave (QSGD's buckets, exact top-k): the CPU backend's payload, byte for byte."""
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal(5000).astype(np.float32), np.zeros(700, np.float32),
+          rng.standard_normal(1).astype(np.float16), rng.standard_normal(9000)]
+    xs[3][rng.random(9000) < 0.97] = 0
+    captured = {}
+    emulate = _emulations({x.ctypes.data: x for x in xs}, captured)
+    checking = gpu_backend.kernel
+
+    def kernel(stage, name):
+        launch = checking(stage, name)
+
+        def run(grid, block, args):
+            launch(grid, block, args)
+            if name in emulate:
+                emulate[name](grid, args)
+        return run
+
+    monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    for kw in (dict(quantizer="qsgd", levels=8, norm="max", bucket=64),
+               dict(quantizer="qsgd", levels=127, norm="l2", bucket=16),
+               dict(quantizer="topk", levels=0, norm=None, ratio=0.05)):
+        kw = dict(dict(bucket=None, ratio=0.01), **kw)
+        secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], coder="shs",
+                                           seed=7, chunk_log2=12, **kw)
+        want = hc.encode_many(xs, coder="shs", seed=7, chunk_log2=12, **kw)
+        assert hc.payload.pack(secs, True) == want, kw
+
+
 def test_decode_launches(checked_launches, monkeypatch):
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal(n).astype(np.float32) for n in (5000, 1, 30_000)]
     xs[2][rng.random(30_000) < 0.995] = 0
     blobs = [hc.encode_many(xs, "qsgd", c, 8, "max", seed=r, elias_layout=layout)
              for r, (c, layout) in enumerate([("huffman", "runlength"), ("sh", "runlength"),
-                                              ("auto", "runlength"), ("elias-delta", "gap")])]
+                                              ("auto", "runlength"), ("elias-delta", "gap"),
+                                              ("shs", "runlength")])]
     for limit in (0, 1 << 40):  # the tiles, the symbol buffer (gpu_backend._by_symbols)
         monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS", limit)
         checked_launches.clear()
@@ -453,9 +542,10 @@ def test_decode_launches(checked_launches, monkeypatch):
         empty = hc.encode_many([], "qsgd", "huffman", 8)  # no tensors: nothing launched
         checked_launches.clear()
         assert gpu_backend.decode_sum([empty, empty]) == [] and not checked_launches
-        gpu_backend.decode_sum(blobs)  # huffman, ZRH and Elias tensors payload by payload
+        gpu_backend.decode_sum(blobs)  # huffman, ZRH, Elias, SHS tensors payload by payload
         assert {"hc_huffman_decoders", "hc_huffman_decode_sum", "hc_zrh_decode_tables",
-                "hc_zrh_decode", "hc_elias_decode", "hc_add_states"} <= set(checked_launches)
+                "hc_zrh_decode", "hc_elias_decode", "hc_shs_decoders", "hc_shs_decode",
+                "hc_add_states"} <= set(checked_launches)
 
 
 def test_scales_past_float32_range():

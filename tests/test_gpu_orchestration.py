@@ -91,21 +91,22 @@ def test_errors_name_the_payload(host_device):
 @pytest.mark.parametrize("family,quantizer,coder,bucket", [
     ("elias", "qsgd", "elias-delta", None), ("float formats", "fp8", "huffman", None),
     ("float formats", "fp4", "auto", None), ("buckets", "qsgd", "huffman", 64),
-    ("raw top-k", "topk", "auto", None)])
+    ("raw top-k", "topk", "auto", None), ("shs", "qsgd", "shs", None)])
 def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monkeypatch, family,
                                                               quantizer, coder, bucket):
     """While gpu_backend.NOT_YET_ON_DEVICE names a kernel family (docs/gpu.md), CUDA inputs
-    that need it (coded with Elias, quantized to a float format, in QSGD's buckets or by
-    exact top-k) are encoded on the host and such payloads decoded there
+    that need it (coded with Elias or SHS, quantized to a float format, in QSGD's buckets or
+    by exact top-k) are encoded on the host and such payloads decoded there
     (exchange.decode_mean falls back); taking that family off the set, and only that one,
-    brings them to the device (exact top-k's encode needs "top-k" off too)."""
+    brings them to the device (exact top-k's encode needs "top-k" off too, SHS's "sample
+    counts")."""
     assert family in gpu_backend.NOT_YET_ON_DEVICE
     assert not gpu_backend.supports(quantizer, coder, "gap", bucket)
     blobs = _blobs(coder, quantizer, bucket)
-    if family == "raw top-k":
-        assert all(sec.raw for sec in hc.payload.unpack(blobs[0])[1])
-        monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
-                            gpu_backend.NOT_YET_ON_DEVICE - {"top-k"})
+    if family in ("raw top-k", "shs"):
+        assert family == "shs" or all(sec.raw for sec in hc.payload.unpack(blobs[0])[1])
+        monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", gpu_backend.NOT_YET_ON_DEVICE - {
+            "top-k" if family == "raw top-k" else "sample counts"})
         assert not gpu_backend.supports(quantizer, coder, "gap", bucket)
     with pytest.raises(NotImplementedError, match=f"{quantizer}/"):
         gpu_backend.decode_sum(blobs)

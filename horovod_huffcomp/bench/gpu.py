@@ -6,7 +6,7 @@ tensors, 25.6M parameters), in one run:
 * device-to-device copy bandwidth (bytes read + written, a large ``cupy.copyto``): the ceiling;
 * a plain CuPy baseline: max-norm scale, then quantize + int8 cast (no entropy coding);
 * quantize + encode (default QSGD max norm s = 16, huffman; ``--coders`` takes one or more
-  of huffman, sh, zrh, auto and the Elias baselines, measured one after another in the same
+  of huffman, sh, shs, zrh, auto and the Elias baselines, measured one after another in the same
   run; ``--quantizer`` (qsgd, terngrad, topk with ``--ratio`` and ``--levels``: 0 exact,
   the kept values' raw float32 magnitudes, or >= 1 quantized; or a float format: fp4, fp8,
   fp8-e5m2), ``--bucket``,
@@ -106,7 +106,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--coders", "--coder", dest="coder", nargs="+", default=["huffman"],
-                    choices=("huffman", "sh", "zrh", "auto") + gpu_backend.ELIAS)
+                    choices=("huffman", "sh", "shs", "zrh", "auto") + gpu_backend.ELIAS)
     ap.add_argument("--elias-layout", default="runlength", choices=gpu_backend.ELIAS_LAYOUTS)
     ap.add_argument("--quantizer", default="qsgd",
                     choices=("qsgd", "terngrad", "topk") + tuple(gpu_backend.FP_IDS))

@@ -26,7 +26,11 @@ def alphabet(s: int) -> int:
 
 
 def build_code(states, n, s, seed) -> Code:
-    counts = sample_counts(states, n, s, seed)
+    return code_of_counts(sample_counts(states, n, s, seed), s)
+
+
+def code_of_counts(counts, s) -> Code:
+    """The code of SH's sampled counts (2s + 1, every one >= 1)."""
     total = float(counts.sum())
     p0 = counts[s] / total
     w = np.empty(alphabet(s), np.float64)
