@@ -441,19 +441,10 @@ def _emulations(arrays: dict, captured: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("quantizer", ["topk", "qsgd-buckets"])
-def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantizer):
-    """gpu_backend's orchestration of top-k, quantized and exact (passes and their shifts per
-    dtype group, the slices each launch gets, the ties' prefix sum, the per-block launches,
-    exact top-k's raw magnitudes beside the states) and of
-    QSGD's buckets (per-bucket scales through scale_first, L2 and max norms) with their
-    kernels emulated in NumPy as they read their arguments: the CPU's states and scales, for
-    tensors of every dtype in one batch, many ties, zeros, one element, block boundaries."""
-    rng = np.random.default_rng(5)
-    xs = [rng.standard_normal(5000).astype(np.float32),
-          rng.choice([-1.0, 0.0, 0.5, 1.0], 3000).astype(np.float64),
-          rng.standard_normal(1).astype(np.float16), np.zeros(700, np.float32),
-          rng.choice([-2.0, 2.0, 0.25], 513).astype(np.float16)]
+def _emulate(monkeypatch, xs) -> dict:
+    """The checked launches (fixture ``checked_launches``) of the kernels :func:`_emulations`
+    has followed by their emulation over the arrays ``xs``; returns the dict the emulations
+    capture the states and raw magnitudes in."""
     captured = {}
     emulate = _emulations({x.ctypes.data: x for x in xs}, captured)
     checking = gpu_backend.kernel
@@ -468,6 +459,23 @@ def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantize
         return run
 
     monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    return captured
+
+
+@pytest.mark.parametrize("quantizer", ["topk", "qsgd-buckets"])
+def test_states_through_emulated_kernels(checked_launches, monkeypatch, quantizer):
+    """gpu_backend's orchestration of top-k, quantized and exact (passes and their shifts per
+    dtype group, the slices each launch gets, the ties' prefix sum, the per-block launches,
+    exact top-k's raw magnitudes beside the states) and of
+    QSGD's buckets (per-bucket scales through scale_first, L2 and max norms) with their
+    kernels emulated in NumPy as they read their arguments: the CPU's states and scales, for
+    tensors of every dtype in one batch, many ties, zeros, one element, block boundaries."""
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal(5000).astype(np.float32),
+          rng.choice([-1.0, 0.0, 0.5, 1.0], 3000).astype(np.float64),
+          rng.standard_normal(1).astype(np.float16), np.zeros(700, np.float32),
+          rng.choice([-2.0, 2.0, 0.25], 513).astype(np.float16)]
+    captured = _emulate(monkeypatch, xs)
     settings = ([dict(ratio=r, levels=s) for r, s in ((0.01, 8), (0.3, 1), (1.0, 127),
                                                       (0.01, 0), (0.5, 0))]
                 if quantizer == "topk" else
@@ -501,20 +509,7 @@ def test_shs_encode_through_emulated_kernels(checked_launches, monkeypatch):
     xs = [rng.standard_normal(5000).astype(np.float32), np.zeros(700, np.float32),
           rng.standard_normal(1).astype(np.float16), rng.standard_normal(9000)]
     xs[3][rng.random(9000) < 0.97] = 0
-    captured = {}
-    emulate = _emulations({x.ctypes.data: x for x in xs}, captured)
-    checking = gpu_backend.kernel
-
-    def kernel(stage, name):
-        launch = checking(stage, name)
-
-        def run(grid, block, args):
-            launch(grid, block, args)
-            if name in emulate:
-                emulate[name](grid, args)
-        return run
-
-    monkeypatch.setattr(gpu_backend, "kernel", kernel)
+    _emulate(monkeypatch, xs)
     for kw in (dict(quantizer="qsgd", levels=8, norm="max", bucket=64),
                dict(quantizer="qsgd", levels=127, norm="l2", bucket=16),
                dict(quantizer="topk", levels=0, norm=None, ratio=0.05)):
