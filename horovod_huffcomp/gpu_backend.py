@@ -926,12 +926,11 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
     any Elias section, ZRH table entries, the quantizer's HC_FP_* number, log2 of QSGD's
     buckets or 0, exact top-k's raw flag, any SHS section), payload bytes, lengths, single,
-    chunk_byte,
-    chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor), coders, ZRH
-    parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per tensor: runs,
-    then levels), ZRH table offsets and widths, Elias layouts (1: gap), the bucket scales of
-    all tensors one after another, where each tensor's start in them, SHS code lengths
-    (2s + shs.MAX_RUN per tensor) and singles]``
+    chunk_byte, chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor),
+    coders, ZRH parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per
+    tensor: runs, then levels), ZRH table offsets and widths, Elias layouts (1: gap), the
+    bucket scales of all tensors one after another, where each tensor's start in them, SHS
+    code lengths (2s + shs.MAX_RUN per tensor) and singles]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
