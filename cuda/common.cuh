@@ -1013,22 +1013,35 @@ struct HcShsCode {
     const uint32_t* tab;
 };
 
-// The codewords of an item (hc_zrh_item's shape): the zero run r >= 0 before level v (v = 0:
-// the chunk's terminal run): r / MAX_RUN codewords of the longest run, then the rest's
-// (none for 0), then the level's. Returns the bit count; when it is at most 64, *code holds
-// them (right-aligned). pv (the previous level) is ZRH's; SHS has no contexts.
+// An item's codewords (code << 5 | length): the zero run r >= 0 before level v (v = 0: the
+// chunk's terminal run) is q = r / MAX_RUN codewords of the longest run (`full`), then the
+// rest's (`rest`, none for 0), then the level's (`level`, none for v = 0).
+struct HcShsParts {
+    uint32_t full, rest, level;
+    int64_t q;
+};
+
+HC_HD HcShsParts hc_shs_parts(const HcShsCode& z, int64_t r, int v) {
+    HcShsParts p;
+    p.full = z.tab[2 * z.s + HC_SHS_MAX_RUN - 1];
+    p.q = r / HC_SHS_MAX_RUN;
+    const int m = (int)(r - p.q * HC_SHS_MAX_RUN);
+    p.rest = m ? z.tab[2 * z.s + m - 1] : 0u;
+    p.level = v ? z.tab[hc_level_sym(v, z.s)] : 0u;
+    return p;
+}
+
+// The bits of an item (hc_zrh_item's shape): returns the bit count; when it is at most 64,
+// *code holds them (right-aligned). pv (the previous level) is ZRH's; SHS has no contexts.
 HC_HD uint64_t hc_shs_item(const HcShsCode& z, int64_t r, int v, int pv, uint64_t* code) {
     (void)pv;
-    const uint32_t full = z.tab[2 * z.s + HC_SHS_MAX_RUN - 1];
-    const int64_t q = r / HC_SHS_MAX_RUN;
-    const int m = (int)(r - q * HC_SHS_MAX_RUN);
-    const uint32_t er = m ? z.tab[2 * z.s + m - 1] : 0u, el = v ? z.tab[hc_level_sym(v, z.s)] : 0u;
-    const uint64_t len = (uint64_t)q * (full & 31) + (er & 31) + (el & 31);
+    const HcShsParts p = hc_shs_parts(z, r, v);
+    const uint64_t len = (uint64_t)p.q * (p.full & 31) + (p.rest & 31) + (p.level & 31);
     if (len <= 64) {
         uint64_t c = 0;
-        for (int64_t k = 0; k < q; ++k) c = (c << (full & 31)) | (full >> 5);
-        c = (c << (er & 31)) | (er >> 5);
-        *code = (c << (el & 31)) | (el >> 5);
+        for (int64_t k = 0; k < p.q; ++k) c = (c << (p.full & 31)) | (p.full >> 5);
+        c = (c << (p.rest & 31)) | (p.rest >> 5);
+        *code = (c << (p.level & 31)) | (p.level >> 5);
     }
     return len;
 }
@@ -1039,19 +1052,17 @@ HC_HD uint64_t hc_shs_item(const HcShsCode& z, int64_t r, int v, int pv, uint64_
 template <class Emit>
 HC_HD void hc_shs_item_pieces(const HcShsCode& z, int64_t r, int v, int pv, Emit emit) {
     (void)pv;
-    const uint32_t full = z.tab[2 * z.s + HC_SHS_MAX_RUN - 1];
-    const int fl = (int)(full & 31), per = fl ? 32 / fl : 0;
-    int64_t q = r / HC_SHS_MAX_RUN;
-    const int m = (int)(r - q * HC_SHS_MAX_RUN);
+    const HcShsParts p = hc_shs_parts(z, r, v);
+    const int fl = (int)(p.full & 31), per = fl ? 32 / fl : 0;
+    int64_t q = p.q;
     if (fl) {
         uint32_t pack = 0;
-        for (int k = 0; k < per; ++k) pack = (pack << fl) | (full >> 5);
+        for (int k = 0; k < per; ++k) pack = (pack << fl) | (p.full >> 5);
         for (; q >= per; q -= per) emit(pack, per * fl);
-        for (; q > 0; --q) emit(full >> 5, fl);
+        for (; q > 0; --q) emit(p.full >> 5, fl);
     }
-    const uint32_t er = m ? z.tab[2 * z.s + m - 1] : 0u, el = v ? z.tab[hc_level_sym(v, z.s)] : 0u;
-    if (er & 31) emit(er >> 5, (int)(er & 31));
-    if (el & 31) emit(el >> 5, (int)(el & 31));
+    if (p.rest & 31) emit(p.rest >> 5, (int)(p.rest & 31));
+    if (p.level & 31) emit(p.level >> 5, (int)(p.level & 31));
 }
 
 // One SHS chunk (shs._decode, the same verdicts) through a decoder record over the
