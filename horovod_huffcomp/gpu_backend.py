@@ -930,7 +930,7 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     coders, ZRH parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per
     tensor: runs, then levels), ZRH table offsets and widths, Elias layouts (1: gap), the
     bucket scales of all tensors one after another, where each tensor's start in them, SHS
-    code lengths (2s + shs.MAX_RUN per tensor) and singles]``
+    code lengths (2s + shs.MAX_RUN per tensor, none without SHS sections) and singles]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -946,7 +946,9 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     zcodes = np.zeros((count, zper), np.uint16)
     zsingles = np.full((count, ZRH_ROWS), -1, np.int32)
     zbits = np.zeros((count, ZRH_ROWS), np.int32)
-    slengths = np.zeros((count, shs.alphabet(s)), np.uint8)
+    # SHS's code lengths: only for a payload that has SHS sections (its tables are wide)
+    slengths = np.zeros((count, shs.alphabet(s) if any(sec.coder == "shs" for sec in secs)
+                         else 0), np.uint8)
     ssingle = np.full(count, -1, np.int32)
     for t, sec in enumerate(secs):
         key = (sec.coder, alphabet, sec.codebook)
