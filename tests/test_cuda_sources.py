@@ -499,26 +499,24 @@ def host_launches(lib, monkeypatch, request):
                                      for a in args])
         return run
 
+    def threads(g, b):  # a kernel whose host build runs thread by thread
+        return g[0] * b[0]
+
+    def per_tensor(fn, axis):  # a host build that also takes the grid's tensor count
+        return lambda grid, block, args: launch(fn, lambda g, b: 0)(grid, block,
+                                                                    args + (grid[axis],))
+
     kernels = {"hc_huffman_decoders": launch(lib.hc_check_huffman_decoders, lambda g, b: g[0]),
-               "hc_huffman_decode_sum": launch(lib.hc_check_decode_sum,
-                                               lambda g, b: g[0] * b[0]),
-               "hc_huffman_decode_symbols": launch(lib.hc_check_decode_symbols,
-                                                   lambda g, b: g[0] * b[0]),
-               "hc_sum_symbols": launch(lib.hc_check_sum_symbols, lambda g, b: g[0] * b[0]),
-               "hc_elias_decode": launch(lib.hc_check_elias_decode_launch,
-                                         lambda g, b: g[0] * b[0]),
-               "hc_add_states": lambda grid, block, args: launch(
-                   lib.hc_check_add_states, lambda g, b: 0)(grid, block, args + (grid[1],)),
-               "hc_add_buckets": lambda grid, block, args: launch(
-                   lib.hc_check_add_buckets, lambda g, b: 0)(grid, block, args + (grid[1],)),
-               "hc_huffman_decode_raw": launch(lib.hc_check_huffman_decode_raw,
-                                               lambda g, b: g[0] * b[0]),
-               "hc_add_raw_states": lambda grid, block, args: launch(
-                   lib.hc_check_add_raw_states, lambda g, b: 0)(grid, block, args + (grid[1],)),
-               "hc_shs_decoders": lambda grid, block, args: launch(
-                   lib.hc_check_shs_decoders, lambda g, b: 0)(grid, block, args + (grid[0],)),
-               "hc_shs_decode": launch(lib.hc_check_shs_decode_launch,
-                                       lambda g, b: g[0] * b[0])}
+               "hc_huffman_decode_sum": launch(lib.hc_check_decode_sum, threads),
+               "hc_huffman_decode_symbols": launch(lib.hc_check_decode_symbols, threads),
+               "hc_sum_symbols": launch(lib.hc_check_sum_symbols, threads),
+               "hc_elias_decode": launch(lib.hc_check_elias_decode_launch, threads),
+               "hc_add_states": per_tensor(lib.hc_check_add_states, 1),
+               "hc_add_buckets": per_tensor(lib.hc_check_add_buckets, 1),
+               "hc_huffman_decode_raw": launch(lib.hc_check_huffman_decode_raw, threads),
+               "hc_add_raw_states": per_tensor(lib.hc_check_add_raw_states, 1),
+               "hc_shs_decoders": per_tensor(lib.hc_check_shs_decoders, 0),
+               "hc_shs_decode": launch(lib.hc_check_shs_decode_launch, threads)}
     launched = []
 
     def kernel(stage, name):
