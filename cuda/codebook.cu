@@ -1,30 +1,21 @@
-// Codebook stage: one thread per tensor builds the canonical, length-limited (15 bits) Huffman
-// code of its histogram (SHS: of its weights), exactly as codebook.Code.from_counts
-// (cuda/common.cuh), and its cost in bits; for decoding, each payload's decoder records. No
-// histogram or code leaves the device.
+// Codebook stage: a block per tensor, whose first thread builds the canonical, length-limited
+// (15 bits) Huffman code of its histogram (SHS: of its weights) in shared memory, exactly as
+// codebook.Code.from_counts (cuda/common.cuh), and its cost in bits; for decoding, each
+// payload's decoder records. No histogram or code leaves the device.
 #include "common.cuh"
 
-// counts: tensors x alphabet. Outputs per tensor: lengths and codes (alphabet each), `single`
+// counts: tensors x alphabet, one block per tensor (its thread 0 builds, in shared memory:
+// common.cuh hc_states_code). Outputs per tensor: lengths and codes (alphabet each), `single`
 // (the only used symbol of a one-symbol code, else -1) and `bits` = sum of count * length.
+#define HC_CODE_THREADS 32
 extern "C" __global__ void hc_build_codes(const unsigned long long* counts, int alphabet,
-                                          int count, unsigned char* lengths,
-                                          unsigned short* codes, int* single,
-                                          unsigned long long* bits) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= count) return;
-    int64_t c[HC_MAX_ALPHABET];
-    int used = 0, last = -1;
-    for (int k = 0; k < alphabet; ++k) {
-        c[k] = (int64_t)counts[(long long)t * alphabet + k];
-        if (c[k]) ++used, last = k;
-    }
-    uint8_t* len = lengths + (long long)t * alphabet;
-    hc_huffman_lengths(c, alphabet, HC_MAX_CODE_LEN, len);
-    hc_canonical_codes(len, alphabet, codes + (long long)t * alphabet);
-    single[t] = used == 1 ? last : -1;
-    unsigned long long b = 0;
-    for (int k = 0; k < alphabet; ++k) b += (unsigned long long)c[k] * len[k];
-    bits[t] = b;
+                                          unsigned char* lengths, unsigned short* codes,
+                                          int* single, unsigned long long* bits) {
+    __shared__ HcCodeWork work;
+    const long long t = blockIdx.x;
+    if (threadIdx.x == 0)
+        bits[t] = hc_states_code(counts + t * alphabet, alphabet, lengths + t * alphabet,
+                                 codes + t * alphabet, single + t, work);
 }
 
 // SHS's codes (coders/shs.py build_code), one block per tensor (its thread 0 builds, in shared
@@ -32,7 +23,6 @@ extern "C" __global__ void hc_build_codes(const unsigned long long* counts, int 
 // integer weights of the 2s + HC_SHS_MAX_RUN symbols (every one >= 1), their canonical,
 // length-limited Huffman code. Outputs per tensor: the lengths (the codebook the host
 // writes) and the writers' entries code << 5 | length.
-#define HC_SHS_CODE_THREADS 32
 extern "C" __global__ void hc_build_shs_codes(const unsigned long long* counts, int s,
                                               unsigned char* lengths, unsigned int* tab) {
     __shared__ HcShsWork work;

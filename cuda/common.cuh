@@ -257,14 +257,22 @@ HC_HD bool hc_topk_keep(uint64_t key, uint64_t t, long long rank, long long need
 // a count sorted by (count, symbol), two-queue Huffman (a leaf wins ties), JPEG Annex K.3
 // limiting of the per-length counts, lengths handed back by (count desc, symbol asc).
 // One thread builds one code of n symbols in work arrays of n (syms, w, iw) and 2n (parent,
-// depth) entries: hc_huffman_lengths' in its local memory for the states' alphabets (at
-// most HC_MAX_ALPHABET), shared memory for SHS's larger one (codebook.cu).
+// depth) entries, HcHuffmanArrays<N> for n <= N: in shared memory on the device (codebook.cu;
+// in a thread's local memory they would reserve their size for every thread the device can
+// hold, gigabytes).
 struct HcHuffmanWork {
     int* syms;
     int64_t* w;
     int64_t* iw;
     int* parent;
     int* depth;
+};
+
+template <int N>
+struct HcHuffmanArrays {
+    int64_t w[N], iw[N];
+    int syms[N], parent[2 * N], depth[2 * N];
+    HC_HD HcHuffmanWork work() { return {syms, w, iw, parent, depth}; }
 };
 
 HC_HD void hc_huffman_lengths_in(const int64_t* counts, int n, int max_len, uint8_t* lengths,
@@ -325,11 +333,6 @@ HC_HD void hc_huffman_lengths_in(const int64_t* counts, int n, int max_len, uint
         for (int64_t k = 0; k < bl[ln]; ++k) lengths[syms[pos--]] = (uint8_t)ln;
 }
 
-HC_HD void hc_huffman_lengths(const int64_t* counts, int n, int max_len, uint8_t* lengths) {
-    int syms[HC_MAX_ALPHABET], parent[2 * HC_MAX_ALPHABET], depth[2 * HC_MAX_ALPHABET];
-    int64_t w[HC_MAX_ALPHABET], iw[HC_MAX_ALPHABET];
-    hc_huffman_lengths_in(counts, n, max_len, lengths, {syms, w, iw, parent, depth});
-}
 
 // DEFLATE-style canonical codes (right-aligned), as codebook.canonical_codes.
 HC_HD void hc_canonical_codes(const uint8_t* lengths, int n, uint16_t* codes) {
@@ -343,6 +346,30 @@ HC_HD void hc_canonical_codes(const uint8_t* lengths, int n, uint16_t* codes) {
         next[ln] = code;
     }
     for (int i = 0; i < n; ++i) codes[i] = lengths[i] ? (uint16_t)next[lengths[i]]++ : 0;
+}
+
+// The huffman code of one tensor's state counts (codebook.cu hc_build_codes): lengths and
+// canonical codes (alphabet <= HC_MAX_ALPHABET each), `single` (the only used symbol of a
+// one-symbol code, else -1); returns the bits of its states, sum of count * length.
+struct HcCodeWork {
+    int64_t counts[HC_MAX_ALPHABET];
+    HcHuffmanArrays<HC_MAX_ALPHABET> huff;
+};
+
+HC_HD unsigned long long hc_states_code(const unsigned long long* counts, int alphabet,
+                                        uint8_t* lengths, uint16_t* codes, int* single,
+                                        HcCodeWork& work) {
+    int used = 0, last = -1;
+    for (int k = 0; k < alphabet; ++k) {
+        work.counts[k] = (int64_t)counts[k];
+        if (counts[k]) ++used, last = k;
+    }
+    hc_huffman_lengths_in(work.counts, alphabet, HC_MAX_CODE_LEN, lengths, work.huff.work());
+    hc_canonical_codes(lengths, alphabet, codes);
+    *single = used == 1 ? last : -1;
+    unsigned long long bits = 0;
+    for (int k = 0; k < alphabet; ++k) bits += counts[k] * lengths[k];
+    return bits;
 }
 
 // ----------------------------------------------------------------- bits.py
@@ -992,9 +1019,8 @@ HC_HD void hc_shs_weights(const unsigned long long* counts, int s, int64_t* w) {
 // SHS's code of one tensor from its sampled counts (codebook.cu hc_build_shs_codes): code
 // lengths into `lengths` (2s + HC_SHS_MAX_RUN), canonical codes into work.codes.
 struct HcShsWork {
-    int64_t weights[HC_SHS_MAX_ALPHABET], w[HC_SHS_MAX_ALPHABET], iw[HC_SHS_MAX_ALPHABET];
-    int syms[HC_SHS_MAX_ALPHABET], parent[2 * HC_SHS_MAX_ALPHABET],
-        depth[2 * HC_SHS_MAX_ALPHABET];
+    int64_t weights[HC_SHS_MAX_ALPHABET];
+    HcHuffmanArrays<HC_SHS_MAX_ALPHABET> huff;
     uint16_t codes[HC_SHS_MAX_ALPHABET];
 };
 
@@ -1002,8 +1028,7 @@ HC_HD void hc_shs_code(const unsigned long long* counts, int s, uint8_t* lengths
                        HcShsWork& work) {
     const int a = 2 * s + HC_SHS_MAX_RUN;
     hc_shs_weights(counts, s, work.weights);
-    hc_huffman_lengths_in(work.weights, a, HC_MAX_CODE_LEN, lengths,
-                          {work.syms, work.w, work.iw, work.parent, work.depth});
+    hc_huffman_lengths_in(work.weights, a, HC_MAX_CODE_LEN, lengths, work.huff.work());
     hc_canonical_codes(lengths, a, work.codes);
 }
 

@@ -85,7 +85,7 @@ _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's b
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
 LIST_NONZERO, LIST_RUN_END = 0, 1  # cuda/common.cuh HC_LIST_*: what a list holds
-SHS_CODE_THREADS = 32  # cuda/codebook.cu HC_SHS_CODE_THREADS
+CODE_THREADS = 32  # cuda/codebook.cu HC_CODE_THREADS
 ZRH_ROWS = NCTX + NLCTX  # decode tables per ZRH tensor (cuda/common.cuh HC_ZRH_ROWS)
 COMPILE_OPTIONS = ("--fmad=false", "-std=c++17")
 THREADS = 256  # cuda/huffman.cu HC_THREADS
@@ -361,13 +361,13 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             kernel("histogram", "hc_sample_counts")((count,), (THREADS,), (
                 states, offsets, sizes, np.int32(s), np.uint64(seed), sample_counts))
         if kind == "huffman":
-            kernel("codebook", "hc_build_codes")(*one_per_tensor, (
-                sample_counts if coder == "sh" else counts, np.int32(alphabet),
-                np.int32(count), lengths, codes, single, bits))
+            kernel("codebook", "hc_build_codes")((count,), (CODE_THREADS,), (
+                sample_counts if coder == "sh" else counts, np.int32(alphabet), lengths, codes,
+                single, bits))
             mark("codebook")
             dev.lengths, dev.codes = lengths, codes
         elif kind == "shs":
-            kernel("codebook", "hc_build_shs_codes")((count,), (SHS_CODE_THREADS,), (
+            kernel("codebook", "hc_build_shs_codes")((count,), (CODE_THREADS,), (
                 sample_counts, np.int32(s), lengths, tab))
             mark("codebook")
             dev.tab = tab

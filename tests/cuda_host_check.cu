@@ -167,10 +167,10 @@ void hc_check_topk(const double* x, long long n, int f64, long long k, int s, do
     }
 }
 
-void hc_check_code(const long long* counts, int n, unsigned char* lengths,
-                   unsigned short* codes) {
-    hc_huffman_lengths((const int64_t*)counts, n, HC_MAX_CODE_LEN, lengths);
-    hc_canonical_codes(lengths, n, codes);
+unsigned long long hc_check_code(const unsigned long long* counts, int n,
+                                 unsigned char* lengths, unsigned short* codes, int* single) {
+    static HcCodeWork work;
+    return hc_states_code(counts, n, lengths, codes, single, work);
 }
 
 // The huffman layout of states[0:n] in chunks of 2^clog2: chunk_bits[m] and the data (each

@@ -1,7 +1,8 @@
 """The GPU backend's CUDA sources, checked on machines without a GPU.
 
 * every ``cuda/*.cu`` compiles with nvcc for sm_75 and sm_90 (a syntax or type error, or an
-  instruction the oldest architecture CUDA 13 builds for lacks, fails CI);
+  instruction the oldest architecture CUDA 13 builds for lacks, fails CI), its kernels
+  without register spills or more than STACK_MAX bytes of stack a thread;
 * the per-element logic the kernels share (``cuda/common.cuh``: generator, stochastic
   rounding, scales, codebook construction, the huffman chunk layout and its decoder) is built
   for the host (``tests/cuda_host_check.cu``, g++) and compared with the CPU backend byte for
@@ -9,6 +10,7 @@
 """
 import ctypes
 import math
+import re
 import shutil
 import subprocess
 import types
@@ -27,6 +29,7 @@ from horovod_huffcomp.quantizers import quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "cuda").glob("*.cu"))
+STACK_MAX = 1024  # bytes of stack a kernel thread may keep
 NVCC = shutil.which("nvcc") or (shutil.which("nvcc", path="/usr/local/cuda/bin"))
 CXX = shutil.which("g++") or shutil.which("c++")
 
@@ -67,7 +70,7 @@ def test_sizes_match_the_launches():
     assert define("HC_CODER_ZRH") == gpu_backend.CODER_IDS["zrh"]
     assert define("HC_CODER_SHS") == gpu_backend.CODER_IDS["shs"]
     assert define("HC_SHS_MAX_RUN") == shs.MAX_RUN
-    assert define("HC_SHS_CODE_THREADS") == gpu_backend.SHS_CODE_THREADS
+    assert define("HC_CODE_THREADS") == gpu_backend.CODE_THREADS
     for name in gpu_backend.ELIAS:  # HC_CODER_ELIAS_GAMMA + HC_ELIAS_GAMMA / DELTA / OMEGA
         kind = define(f"HC_{name.upper().replace('-', '_')}")
         assert define("HC_CODER_ELIAS_GAMMA") + kind == gpu_backend.CODER_IDS[name]
@@ -88,10 +91,19 @@ def test_sizes_match_the_launches():
 @pytest.mark.parametrize("arch", ["sm_75", "sm_90"])  # the oldest CUDA 13 builds for; H100
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_compiles(source, arch, tmp_path):
+    """... and no kernel spills registers or keeps more than STACK_MAX bytes of stack: CUDA
+    reserves the largest stack of the kernels run for every thread the device can hold
+    (2048 x 132 on an H100: hc_build_codes' 11 KB of local work arrays took 3 GB)."""
     r = subprocess.run([NVCC, f"-arch={arch}", "--fmad=false", "-std=c++17", "-cubin",
-                        "-Werror", "all-warnings", "-o", str(tmp_path / "k.cubin"),
-                        str(source)], capture_output=True, text=True)
+                        "-Werror", "all-warnings", "-Xptxas", "-v",
+                        "-o", str(tmp_path / "k.cubin"), str(source)],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    frames = re.findall(r"Compiling entry function '(\w+)'.*?(\d+) bytes stack frame, "
+                        r"(\d+) bytes spill stores", r.stdout + r.stderr, re.S)
+    assert frames, r.stdout + r.stderr
+    for name, stack, spills in frames:
+        assert int(stack) <= STACK_MAX and int(spills) == 0, (name, stack, spills)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +122,8 @@ def lib(tmp_path_factory):
                                  ctypes.c_ulonglong, ctypes.c_ulonglong, P]
     L.hc_check_scale.argtypes = [P, ctypes.c_longlong, ctypes.c_int]
     L.hc_check_scale.restype = ctypes.c_float
-    L.hc_check_code.argtypes = [P, ctypes.c_int, P, P]
+    L.hc_check_code.argtypes = [P, ctypes.c_int, P, P, P]
+    L.hc_check_code.restype = ctypes.c_ulonglong
     L.hc_check_fp_quantize.argtypes = [P, ctypes.c_longlong, ctypes.c_double, ctypes.c_int,
                                        ctypes.c_int, P]
     L.hc_check_fp_max_scale.argtypes = [ctypes.c_double, ctypes.c_int, ctypes.c_int]
@@ -341,11 +354,14 @@ def cpu_code(counts):
 
 
 def host_code(lib, counts):
-    counts = np.ascontiguousarray(counts, np.int64)
+    """hc_build_codes' per-tensor logic (common.cuh hc_states_code): lengths, codes, the
+    single used symbol (-1 for none or several) and the bits of the counted states."""
+    counts = np.ascontiguousarray(counts, np.uint64)
     lengths = np.zeros(counts.size, np.uint8)
     codes = np.zeros(counts.size, np.uint16)
-    lib.hc_check_code(ptr(counts), counts.size, ptr(lengths), ptr(codes))
-    return lengths, codes
+    single = np.zeros(1, np.int32)
+    bits = lib.hc_check_code(ptr(counts), counts.size, ptr(lengths), ptr(codes), ptr(single))
+    return lengths, codes, int(single[0]), bits
 
 
 def test_codebook_matches_cpu(lib):
@@ -360,9 +376,12 @@ def test_codebook_matches_cpu(lib):
         cases.append(c)
     for counts in cases:
         want_len, want_codes = cpu_code(counts)
-        got_len, got_codes = host_code(lib, counts)
+        got_len, got_codes, single, bits = host_code(lib, counts)
         assert np.array_equal(got_len, want_len), counts
         assert np.array_equal(got_codes, want_codes), counts
+        used = np.flatnonzero(counts)
+        assert single == (used[0] if used.size == 1 else -1), counts
+        assert bits == int(np.dot(np.asarray(counts, object), want_len.astype(object))), counts
 
 
 def sections(blob):
