@@ -532,6 +532,9 @@ class Code:
         nz = np.flatnonzero(counts)
         if nz.size == 1:
             return cls(np.zeros(counts.size, np.int64), single=int(nz[0]))
+        if nz.size > 1 << MAX_CODE_LEN:  # the length limit cannot make a prefix code
+            raise ValueError(f"{nz.size} symbols used: a code of at most {MAX_CODE_LEN} bits "
+                             f"has {1 << MAX_CODE_LEN} codewords")
         return cls(huffman_lengths(counts, MAX_CODE_LEN))
 
     @property

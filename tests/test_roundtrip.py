@@ -207,3 +207,43 @@ def test_decode_mean_uses_own_arrays_only_for_an_intact_own_frame():
     bad = frames[1][:-1] + bytes([frames[1][-1] ^ 1])  # the own frame came back corrupted
     with pytest.raises(hc.PayloadError, match="rank 1"):
         exchange.decode_mean([frames[0], bad, frames[2]], [(50, 100)], rank=1, mine=mines[1])
+
+
+def test_rlh_with_more_pairs_than_a_code_has_codewords():
+    """Runs of 129 values x 1..260 states: 33,540 distinct (value, run) pairs, more than a
+    15-bit code's 2^15 codewords. rlh cuts the runs (at most 2^15 // 129 = 254 states a
+    piece) and the payload decodes; it used to write over-subscribed code lengths that every
+    decoder rejected. Exact top-k keeps every non-zero with its raw magnitude."""
+    from horovod_huffcomp.coders import rlh
+    from horovod_huffcomp.coders.chunks import value_runs
+
+    k, r = np.meshgrid(np.arange(-64, 65), np.arange(1, 261))
+    x = np.repeat(k.ravel(), r.ravel()).astype(np.float32)
+    q = hc.quantizers.quantize(x, "qsgd", 64, "max", 0)
+    vals, runs, first = value_runs(q.states, q.n, 24)
+    assert np.unique((vals + 64) * 1000 + runs).size > rlh.MAX_PAIRS
+    pc = rlh.plan(q, 24)[0]
+    assert pc.vals.size <= rlh.MAX_PAIRS and pc.runs.max() == rlh.MAX_PAIRS // 129
+    for quantizer, levels in (("qsgd", 64), ("topk", 0)):
+        blob = hc.encode(x, quantizer, "rlh", levels, "max", chunk_log2=24, ratio=1.0)
+        np.testing.assert_array_equal(hc.decode(blob), x)
+    # under the limit the runs stay whole: a gradient's payload lists its maximal runs
+    g = gradient_like(100_000, seed=3)
+    q = hc.quantizers.quantize(g, "qsgd", 4, "max", 0)
+    vals, runs, _ = value_runs(q.states, q.n, 12)
+    pc = rlh.plan(q, 12)[0]
+    assert pc.runs.max() == runs.max() > 1 and pc.vals.size == np.unique(
+        (vals + 4) * 10**6 + runs).size
+
+
+def test_rlh_cut_runs():
+    from horovod_huffcomp.coders.rlh import cut_runs
+
+    vals = np.array([3, -1, 0, 2, 2], np.int64)
+    runs = np.array([7, 2, 9, 3, 1], np.int64)
+    first = np.array([0, 2, 5])  # two chunks
+    cv, cr, cf = cut_runs(vals, runs, first, 3)
+    assert cv.tolist() == [3, 3, 3, -1, 0, 0, 0, 2, 2]
+    assert cr.tolist() == [3, 3, 1, 2, 3, 3, 3, 3, 1]
+    assert cf.tolist() == [0, 4, 9]
+    assert np.array_equal(np.repeat(cv, cr), np.repeat(vals, runs))

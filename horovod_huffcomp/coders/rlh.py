@@ -4,6 +4,11 @@ Every maximal run of equal states inside a chunk becomes one pair symbol. The pa
 depends on the data, so the codebook lists it: pair count P, then for each pair sorted by
 (value, run) the varints ``value - previous value`` and ``run`` (``run - previous run`` when
 the value repeats), then the code lengths over symbols 0..P-1 (``codebook.Code``).
+
+A 15-bit prefix code has at most 2^15 codewords (``MAX_PAIRS``): a tensor whose runs form
+more distinct pairs has its runs cut into pieces of at most ``MAX_PAIRS // V`` states (V its
+distinct values), which leaves at most MAX_PAIRS pairs; the decoder reads any sequence of
+pairs, maximal runs or not.
 """
 from __future__ import annotations
 
@@ -13,8 +18,11 @@ from numba import njit
 from .. import bits as B
 from ..codebook import Code, get_sym
 from ..errors import PayloadError
-from ..payload import Reader, put_varint, varint_bytes
+from ..payload import MAX_CODE_LEN, Reader, put_varint, varint_bytes
 from .chunks import byte_offsets, get_raw, put_raw, raw_values, value_runs, write_chunks
+
+
+MAX_PAIRS = 1 << MAX_CODE_LEN
 
 
 class PairCode:
@@ -55,10 +63,25 @@ class PairCode:
         return cls(vidx - s, runs, code)
 
 
+def cut_runs(vals, runs, first, most: int):
+    """The runs cut into pieces of at most ``most`` states (a run of r: r // most pieces of
+    ``most``, then the rest if any), the chunks' first pairs moved along."""
+    pieces = -(-runs // most)
+    end = np.cumsum(pieces)
+    cut_vals = np.repeat(vals, pieces)
+    cut_runs = np.full(cut_vals.size, most, np.int64)
+    cut_runs[end - 1] = runs - (pieces - 1) * most
+    return cut_vals, cut_runs, np.concatenate(([0], end))[first]
+
+
 def plan(q, clog2: int):
     vals, runs, first = value_runs(q.states, q.n, clog2)
     key = (vals + q.levels) * (1 << 31) + runs
     uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    if uniq.size > MAX_PAIRS:  # more pairs than a 15-bit code has codewords
+        vals, runs, first = cut_runs(vals, runs, first, MAX_PAIRS // np.unique(vals).size)
+        key = (vals + q.levels) * (1 << 31) + runs
+        uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
     pc = PairCode(uniq // (1 << 31) - q.levels, uniq % (1 << 31), Code.from_counts(counts))
     return pc, inv.astype(np.int64), first, vals, runs
 
