@@ -568,12 +568,21 @@ class Code:
         out += _pack_lengths(self.lengths[lo : hi + 1]).tobytes()
 
     @classmethod
+    def of(cls, lengths: np.ndarray, codes: np.ndarray, single: int) -> "Code":
+        """The code whose ``lengths`` (contiguous int64; zeros for a one-symbol code) and
+        canonical ``codes`` a parser has already made (``section_scan``)."""
+        code = object.__new__(cls)
+        code.lengths, code.codes, code.single, code.table, code.tbits = (
+            lengths, codes, single, None, 0)
+        return code
+
+    @classmethod
     def parse(cls, r: Reader, alphabet: int, what: str) -> "Code":
         lengths, singles = parse_codes(r, 1, alphabet, what)
         return cls(lengths[0], single=int(singles[0]))
 
 
-# parse errors of _parse_codes, and what they say
+# parse errors of parse_code_rows, and what they say
 _TRUNCATED, _FORM, _SYMBOL, _FLAT, _LO, _LENGTHS, _ENDS, _KRAFT = range(1, 9)
 _PARSE_ERRORS = {
     _TRUNCATED: "truncated",
@@ -591,7 +600,7 @@ def parse_codes(r: Reader, count: int, alphabet: int, what: str):
     """``count`` serialised codes one after the other (one numba call): (lengths, singles),
     a row each; raises PayloadError naming the failing code."""
     buf = byte_view(r.buf)
-    lengths, singles, pos, err, row = _parse_codes(buf, r.pos, r.end, count, alphabet)
+    lengths, singles, pos, err, row = parse_code_rows(buf, r.pos, r.end, count, alphabet)
     if err:
         which = f" {row + 1} of {count}" if count > 1 else ""
         raise PayloadError(f"{what}{which} at offset {pos}: {_PARSE_ERRORS[err]}")
@@ -600,7 +609,7 @@ def parse_codes(r: Reader, count: int, alphabet: int, what: str):
 
 
 @njit(cache=True)
-def _parse_codes(buf, pos, end, count, alphabet):
+def parse_code_rows(buf, pos, end, count, alphabet):
     """(lengths, singles, next byte, 0, 0), or (..., byte, error, failing row)."""
     lengths = np.zeros((count, alphabet), np.int64)
     singles = np.full(count, -1, np.int64)
@@ -664,17 +673,35 @@ def _pack_lengths(lengths):
     return out[:pos]
 
 
+GAMMA_MAX_ZEROS = 4  # a length's gamma code holds z + 1 <= 2 MAX_CODE_LEN + 1 = 31
+
+
 @njit(cache=True)
 def _unpack_lengths(buf, count):
+    """``count`` code lengths gamma-coded as zigzag differences (:func:`_pack_lengths`):
+    (lengths, bits read), or (.., -1) for a code out of range or past the end of ``buf``.
+    Each code is read from a 24-bit window: a valid one has at most GAMMA_MAX_ZEROS leading
+    zeros (9 bits), so more zeros, like bits past the end, are an error at once."""
     lens = np.zeros(count, np.int64)
-    end = 8 * buf.shape[0]
+    nbytes = buf.shape[0]
+    end = 8 * nbytes
     bitpos = 0
     prev = 0
     for i in range(count):
-        z, bitpos = B.get_gamma(buf, bitpos, end)
-        if z < 1 or z > 2 * MAX_CODE_LEN + 1:
+        byte = bitpos >> 3
+        w = 0
+        for j in range(3):  # the window, zeros past the end
+            w = w << 8 | (np.int64(buf[byte + j]) if byte + j < nbytes else 0)
+        w = (w << (bitpos & 7)) & 0xFFFFFF
+        if w >> (23 - GAMMA_MAX_ZEROS) == 0:
             return lens, -1
-        z -= 1
+        nb = 2 * (24 - B.bitlen(w)) + 1
+        if bitpos + nb > end:
+            return lens, -1
+        z = (w >> (24 - nb)) - 1
+        bitpos += nb
+        if z > 2 * MAX_CODE_LEN:
+            return lens, -1
         d = z // 2 if z % 2 == 0 else -(z + 1) // 2
         ln = prev + d
         if ln < 0 or ln > MAX_CODE_LEN:

@@ -500,12 +500,9 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS,
                    bucket_log2=bucket_log2)
     # a section takes at least MIN_SECTION_BYTES: bounds the count before we loop on it
     count = r.varint("section count", (r.end - r.pos) // MIN_SECTION_BYTES) if bundle else 1
-    sections = []
-    budget = max_elements
-    for _ in range(count):
-        s = _read_section(r, qfields, budget, sections[-1] if sections else None)
-        budget -= s.size
-        sections.append(s)
+    from .section_scan import read_sections  # (it builds on this module)
+
+    sections = read_sections(r, qfields, count, max_elements)
     if r.pos != r.end:
         raise PayloadError(f"{r.end - r.pos} trailing bytes after the last section")
     return bundle, sections

@@ -119,7 +119,8 @@ def test_codebooks_are_parsed_once(monkeypatch):
     monkeypatch.setattr(coders, "parse_codebook", lambda *a: calls.append(a) or real(*a))
     _, secs = payload.unpack(blob)
     parsed = len(calls)
-    assert parsed == sum(not sec.reuse for sec in secs)
+    assert parsed == 0  # the section scanner reads huffman codebooks itself
+    assert all(sec.parsed[2].lengths.any() for sec in secs)
     states, raw = np.zeros(5000, np.int8), np.zeros(0, np.uint32)
     coders.decode(secs[0], states, raw)
     assert len(calls) == parsed
@@ -141,3 +142,133 @@ def test_codebooks_are_parsed_once(monkeypatch):
     with pytest.raises(hc.PayloadError, match="trailing"):
         coders.section_code(payload.Section(**{**secs[1].__dict__,
                                                "codebook": other.codebook + b"\0"}))
+
+
+def sections_equal(a, b) -> bool:
+    """Two readers' sections hold the same fields, codebooks and parsed codes."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if k == "parsed":
+            if (x is None) != (y is None) or x is not None and (x[:2] != y[:2] or (
+                    x[2] is None) != (y[2] is None)):
+                return False
+            code, other = (x[2], y[2]) if x is not None else (None, None)
+            if hasattr(code, "codes") and not (
+                    np.array_equal(code.lengths, other.lengths)
+                    and np.array_equal(code.codes, other.codes) and code.single == other.single):
+                return False
+            if hasattr(code, "ks") and not (code.mode == other.mode and all(
+                    np.array_equal(getattr(code, f), getattr(other, f))
+                    and getattr(code, f).dtype == getattr(other, f).dtype
+                    for f in ("ks", "rl", "rs", "ll", "ls"))):
+                return False
+        elif isinstance(x, (np.ndarray, float)) or isinstance(y, (np.ndarray, float)):
+            if not np.array_equal(x, y, equal_nan=True) or np.asarray(x).dtype != np.asarray(
+                    y).dtype:
+                return False
+        elif isinstance(x, memoryview) or isinstance(y, memoryview):
+            if bytes(x) != bytes(y):
+                return False
+        elif x != y or type(x) is not type(y):
+            return False
+    return True
+
+
+def test_section_scanner_reads_as_the_reference_reader():
+    """payload.unpack reads sections with section_scan.scan (numba), leaving to
+    payload._read_section only what it does not read (RLH codebooks, errors). Against every
+    section read by _read_section, the reference, 6,000 mutants of every coder's payloads
+    (bundles, buckets, codebook reuse, raw top-k, empty tensors, CRCs fixed or not) give the
+    same sections (ZRH's codes included), or the same PayloadError message."""
+    from horovod_huffcomp import fuzz, section_scan
+
+    rng = np.random.default_rng(11)
+    seeds = fuzz.seed_payloads(rng)
+    xs = [gradient_like(n, seed=n) for n in (3000, 40, 1, 0, 700)]
+    seeds += [hc.encode_many(xs, "qsgd", c, 16, seed=2) for c in ("huffman", "sh", "shs",
+                                                                     "auto", "zrh", "rlh")]
+    seeds.append(hc.encode_many(xs, "topk", "shs", ratio=0.3))
+    # ZRH with a Huffman run code (runs of 4 zeros), and with run and sign contexts (an
+    # outer-product gradient: signs persist along rows)
+    periodic = np.zeros(20000, np.float32)
+    periodic[::5] = rng.standard_normal(4000)
+    outer = np.outer(rng.standard_normal(256) * rng.exponential(1.0, 256),
+                     np.maximum(rng.standard_normal(512), 0)).astype(np.float32)
+    seeds += [hc.encode_many([periodic, outer, periodic[:999]], "qsgd", "zrh", 8, "max")]
+    modes = [sec.parsed[2].mode * 4 + (sec.codebook[0] >> 5) for sec in payload.unpack(
+        seeds[-1])[1]]
+    assert modes[:2] == [0, 3], modes  # Huffman runs, one context; contexts and signs
+
+    def unpack(blob):
+        try:
+            return payload.unpack(blob, max_elements=fuzz.MAX_ELEMENTS)
+        except hc.PayloadError as e:
+            return str(e)
+
+    def unpack_both(blob):
+        with section_scan.reference_reader():
+            ref = unpack(blob)
+        return unpack(blob), ref
+
+    outcomes = {"same sections": 0, "same error": 0}
+    for i in range(6000):
+        blob = seeds[i % len(seeds)] if i < len(seeds) else fuzz.mutate(
+            seeds[int(rng.integers(len(seeds)))], rng)
+        fast, ref = unpack_both(blob)
+        if isinstance(ref, str):
+            assert fast == ref, (i, fast, ref)
+            outcomes["same error"] += 1
+            continue
+        assert not isinstance(fast, str), (i, fast)
+        assert fast[0] == ref[0] and len(fast[1]) == len(ref[1]), i
+        for a, b in zip(fast[1], ref[1]):
+            assert sections_equal(a.__dict__, b.__dict__), (i, a, b)
+        outcomes["same sections"] += 1
+    assert min(outcomes.values()) > 500, outcomes
+
+
+def test_code_lengths_reader_matches_the_gamma_reader():
+    """codebook._unpack_lengths reads each length's gamma code from a 24-bit window; the
+    generic bit reader (bits.get_gamma) gives the same lengths and verdicts on packed,
+    bit-flipped, cut and random buffers."""
+    from numba import njit
+
+    from horovod_huffcomp import bits as B, codebook
+
+    @njit
+    def by_get_gamma(buf, count):
+        lens, end, bitpos, prev = np.zeros(count, np.int64), 8 * buf.shape[0], 0, 0
+        for i in range(count):
+            z, bitpos = B.get_gamma(buf, bitpos, end)
+            if z < 1 or z > 2 * payload.MAX_CODE_LEN + 1:
+                return lens, -1
+            z -= 1
+            ln = prev + (z // 2 if z % 2 == 0 else -(z + 1) // 2)
+            if ln < 0 or ln > payload.MAX_CODE_LEN:
+                return lens, -1
+            lens[i], prev = ln, ln
+        return lens, bitpos
+
+    rng = np.random.default_rng(4)
+    valid = 0
+    for t in range(30000):
+        if t % 2:
+            lengths = rng.integers(0, 16, int(rng.integers(1, 60)))
+            buf = codebook._pack_lengths(lengths).copy()
+            if rng.random() < 0.5 and buf.size:
+                buf[rng.integers(buf.size)] ^= 1 << int(rng.integers(8))
+            if rng.random() < 0.3:
+                buf = buf[: int(rng.integers(buf.size + 1))]
+            count = max(0, lengths.size + int(rng.integers(-2, 3)))
+        else:
+            buf = rng.integers(0, 256, int(rng.integers(0, 12))).astype(np.uint8)
+            buf &= np.uint8(rng.integers(0, 256))
+            count = int(rng.integers(0, 40))
+        want, got = by_get_gamma(buf, count), codebook._unpack_lengths(buf, count)
+        assert got[1] == want[1], (buf, count)
+        if want[1] >= 0:
+            assert np.array_equal(got[0], want[0]), (buf, count)
+            valid += 1
+    assert valid > 3000

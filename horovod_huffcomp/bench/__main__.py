@@ -1,4 +1,4 @@
-"""``python -m horovod_huffcomp.bench {codec,quantizers,train,exchange,gpu}`` (also
+"""``python -m horovod_huffcomp.bench {codec,quantizers,train,exchange,gpu,parse}`` (also
 ``horovod-huffcomp-bench``)."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 COMMANDS = {"codec": "horovod_huffcomp.bench.codec",
             "quantizers": "horovod_huffcomp.bench.quantizers",
             "train": "horovod_huffcomp.bench.train",
-            "exchange": "horovod_huffcomp.bench.exchange", "gpu": "horovod_huffcomp.bench.gpu"}
+            "exchange": "horovod_huffcomp.bench.exchange", "gpu": "horovod_huffcomp.bench.gpu",
+            "parse": "horovod_huffcomp.bench.parse"}
 
 
 def main(argv=None):
