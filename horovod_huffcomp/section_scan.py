@@ -233,8 +233,8 @@ def read_sections(r, qfields: dict, count: int, max_elements: int) -> list:
         status, stop, pos, budget, chunk_bits, used = scan(
             buf, pos, r.end, k, count, s, blog2, budget, prev, hdr, shapes, lengths, codes,
             singles, *zrows, chunk_bits, used)
-        _make_sections(r.buf, sections, range(k, stop), hdr.tolist(), shapes.tolist(),
-                       lengths, codes, singles.tolist(), zrows, chunk_bits, qfields)
+        _make_sections(r.buf, sections, k, stop, hdr, shapes, lengths, codes, singles, zrows,
+                       chunk_bits, qfields)
         if status == DONE:
             break
         r.pos = pos  # section `stop` by the reference reader: its codebook, or its error
@@ -246,12 +246,13 @@ def read_sections(r, qfields: dict, count: int, max_elements: int) -> list:
     return sections
 
 
-def _make_sections(view, out, rows, hdr, shapes, lengths, codes, singles, zrows, chunk_bits,
-                   qfields):
-    """payload.Section objects of the scanned rows (arrays as read_sections holds them)."""
+def _make_sections(view, out, first, stop, hdr, shapes, lengths, codes, singles, zrows,
+                   chunk_bits, qfields):
+    """payload.Section objects of the scanned rows first..stop-1 (arrays as read_sections
+    holds them), appended to ``out``."""
     s, blog2 = qfields["levels"], qfields["bucket_log2"]
-    for k in rows:
-        h = hdr[k]
+    for k, h, shape, single in zip(range(first, stop), hdr[first:stop].tolist(),
+                                   shapes[first:stop].tolist(), singles[first:stop].tolist()):
         a, n, clog2 = h[A], h[N], h[B] & 0x1F
         coder = CODER_NAMES[a & 0x0F]
         if blog2:
@@ -266,7 +267,7 @@ def _make_sections(view, out, rows, hdr, shapes, lengths, codes, singles, zrows,
             code = None
             if (a & 0x0F) <= _CODE_FORMAT:
                 alpha = 2 * s + shs.MAX_RUN if a & 0x0F == _SHS else 2 * s + 1
-                code = Code.of(lengths[k, :alpha], codes[k, :alpha], singles[k])
+                code = Code.of(lengths[k, :alpha], codes[k, :alpha], single)
             elif a & 0x0F == _ZRH:
                 zhead, zrl, zrs, zll, zls = zrows
                 mode, nctx, nlctx = zhead[k, :3].tolist()
@@ -274,7 +275,7 @@ def _make_sections(view, out, rows, hdr, shapes, lengths, codes, singles, zrows,
                                    zll[k, :nlctx], zls[k, :nlctx])
             parsed = (codebook, (coder, s, n, clog2), code)
         out.append(Section(
-            coder=coder, dtype=DTYPE_NAMES[(a >> 4) & 0x03], shape=tuple(shapes[k][:h[NDIM]]),
+            coder=coder, dtype=DTYPE_NAMES[(a >> 4) & 0x03], shape=tuple(shape[:h[NDIM]]),
             scale=scale, chunk_log2=clog2, gap_layout=bool(a & A_GAP_LAYOUT),
             reuse=bool(a & A_REUSE), codebook=codebook,
             chunk_bits=chunk_bits[h[FIRST]: h[FIRST] + h[M]],

@@ -74,14 +74,18 @@ def cut_runs(vals, runs, first, most: int):
     return cut_vals, cut_runs, np.concatenate(([0], end))[first]
 
 
+def _pairs(vals, runs, levels: int):
+    """The distinct (value, run) keys sorted, each run's index among them, their counts."""
+    return np.unique((vals + levels) * (1 << 31) + runs, return_inverse=True,
+                     return_counts=True)
+
+
 def plan(q, clog2: int):
     vals, runs, first = value_runs(q.states, q.n, clog2)
-    key = (vals + q.levels) * (1 << 31) + runs
-    uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    uniq, inv, counts = _pairs(vals, runs, q.levels)
     if uniq.size > MAX_PAIRS:  # more pairs than a 15-bit code has codewords
         vals, runs, first = cut_runs(vals, runs, first, MAX_PAIRS // np.unique(vals).size)
-        key = (vals + q.levels) * (1 << 31) + runs
-        uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        uniq, inv, counts = _pairs(vals, runs, q.levels)
     pc = PairCode(uniq // (1 << 31) - q.levels, uniq % (1 << 31), Code.from_counts(counts))
     return pc, inv.astype(np.int64), first, vals, runs
 
