@@ -12,16 +12,11 @@ import numpy as np
 
 import horovod_huffcomp as hc
 from horovod_huffcomp import gpu_backend
-from horovod_huffcomp.bench.gpu import resnet50_shapes
+from horovod_huffcomp.bench.gpu import resnet50_gradients, resnet50_shapes
 
 
 def main(coder: str = "huffman") -> None:
-    rng = cupy.random.default_rng(0)
-    xs = []
-    for shape in resnet50_shapes():
-        x = rng.standard_normal(int(np.prod(shape)), dtype=cupy.float32) * 1e-3
-        x[rng.random(x.size) < 0.3] = 0
-        xs.append(x.reshape(shape))
+    xs = resnet50_gradients(cupy)
     opts = dict(quantizer="qsgd", coder=coder, levels=16, norm="max")
     blobs = [hc.encode_many(xs, seed=r, **opts) for r in range(4)]
     for name, fn in (("encode_many", lambda: hc.encode_many(xs, seed=1, **opts)),

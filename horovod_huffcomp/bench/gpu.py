@@ -51,6 +51,18 @@ def resnet50_shapes() -> list[tuple]:
     return shapes + [(1000, 2048), (1000,)]
 
 
+def resnet50_gradients(xp=np) -> list:
+    """Float32 gradients of ResNet-50's shapes (normal, scale 1e-3, 30% exact zeros, seed
+    0) as ``xp`` arrays: NumPy, or CuPy (its Generator has the same calls)."""
+    rng = xp.random.default_rng(0)
+    xs = []
+    for shape in resnet50_shapes():
+        x = rng.standard_normal(int(np.prod(shape)), dtype=xp.float32) * 1e-3
+        x[rng.random(x.size) < 0.3] = 0
+        xs.append(x.reshape(shape))
+    return xs
+
+
 def median_ms(fn, repeat: int) -> float:
     import cupy
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .. import api, payload, section_scan
-from .gpu import resnet50_shapes
+from .gpu import resnet50_gradients
 
 CASES = [("qsgd", 16, "huffman"), ("qsgd", 16, "auto"), ("qsgd", 16, "zrh"),
          ("qsgd", 16, "shs"), ("qsgd", 16, "elias-gamma"), ("topk", 1, "auto")]
@@ -31,12 +31,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m horovod_huffcomp.bench parse")
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args(argv)
-    rng = np.random.default_rng(0)
-    xs = []
-    for shape in resnet50_shapes():
-        x = rng.standard_normal(int(np.prod(shape)), dtype=np.float32) * 1e-3
-        x[rng.random(x.size) < 0.3] = 0
-        xs.append(x.reshape(shape))
+    xs = resnet50_gradients()
     print(f"ResNet-50-shaped bundle: {len(xs)} tensors, {sum(x.size for x in xs):,} "
           f"parameters; median of {args.repeat} calls of payload.unpack (CRC given)")
     print("| quantizer | coder | payload MB | sections read by Python | reference ms | "
