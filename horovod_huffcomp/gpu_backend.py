@@ -4,7 +4,8 @@ Covered so far: quantizers ``qsgd`` (L2 and max norm, one scale per tensor or QS
 buckets), ``terngrad``, top-k (exact: raw float32 magnitudes in the bitstream, or its kept
 values quantized, ``levels`` >= 1) and CO3's float formats
 (``fp4``, ``fp8``, ``fp8-e5m2``; max norm and fp4's GenNorm fit), coders ``huffman``, ``sh``,
-``shs``, ``zrh``, ``auto`` and the Elias baselines (gamma, delta, omega; both layouts),
+``shs``, ``zrh``, ``auto``, ``rlh`` (its encode: :mod:`gpu_rlh`) and the Elias baselines
+(gamma, delta, omega; both layouts),
 float16/32/64 CuPy arrays or any CUDA ``__dlpack__`` producer (torch CUDA tensors), single
 tensors and batches (kernel families not yet run on a GPU wait in ``NOT_YET_ON_DEVICE``).
 ``api.encode``/``encode_many`` send CUDA inputs here when the options are covered and copy
@@ -18,7 +19,9 @@ the packed data:
     absmax [+ sumsq] -> scales -> quantize -> histogram -> codes + chunk plan
     -> chunk bits -> (sync: plan to host) -> write -> (data to host)
 
-(``shs``: its code from SH's sampled counts, and the lists of non-zeros its chunks walk;
+(``rlh``: the plan to the host, then the runs' distinct pairs for the codes there, then
+the chunk sizes, :mod:`gpu_rlh`; ``shs``: its code from SH's sampled counts, and the lists
+of non-zeros its chunks walk;
 the Elias baselines: lists of run ends or non-zeros in place of the codes, no codebook;
 fp4's GenNorm scale: the moments' sums to the host, the fit there, the scales back: one
 synchronisation more, :func:`_gennorm_scales`)
@@ -53,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import coders, float_quantizer, gennorm, payload
+from . import coders, float_quantizer, gennorm, gpu_rlh, payload
 from .codebook import Code, canonical_codes
 from .coders import auto, shs
 from .coders.chunks import RUN_ALPHABET
@@ -76,10 +79,11 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # encode; quantized top-k's payloads decode as qsgd's); "raw top-k": exact top-k's raw
 # magnitudes in the bitstreams (the writers' _raw kernels, the decoders' raw outputs,
 # hc_add_raw_states); "shs": SHS's code, writers and decoder (codebook.cu hc_build_shs_codes,
-# shs.cu; its encode also needs "sample counts"). The GPU tests, scripts/gpu_sanitize.py and
-# `bench gpu` empty it.
+# shs.cu; its encode also needs "sample counts"); "rlh": RLH's encode (gpu_rlh: CuPy array
+# operations, run on the host with NumPy by tests/test_gpu_rlh.py; its payloads decode on
+# the host). The GPU tests, scripts/gpu_sanitize.py and `bench gpu` empty it.
 NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k",
-                     "raw top-k", "shs"}
+                     "raw top-k", "shs", "rlh"}
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "shs", "zrh") + ELIAS}  # HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
@@ -137,12 +141,12 @@ def supports(quantizer: str, coder: str, elias_layout: str = "runlength",
     """Whether the GPU backend encodes these options (else CUDA inputs go to the host):
     qsgd/terngrad with one scale per tensor, QSGD's buckets, a float format, or top-k (exact,
     ``levels`` 0 or None, or its kept values quantized), coded with huffman, sh, shs, zrh,
-    auto, or an Elias code (either layout); none of the kernel families in
+    auto, rlh, or an Elias code (either layout); none of the kernel families in
     ``NOT_YET_ON_DEVICE``."""
     raw = quantizer == "topk" and not levels
     return ((quantizer in ("qsgd", "terngrad", "topk") or quantizer in FP_IDS)
             and (bucket is None or quantizer == "qsgd")
-            and (coder in ("huffman", "sh", "shs", "zrh", "auto") or coder in ELIAS)
+            and (coder in ("huffman", "sh", "shs", "zrh", "auto", "rlh") or coder in ELIAS)
             and elias_layout in ELIAS_LAYOUTS
             and not _families(quantizer, coder, bucket is not None, raw=raw)
             & NOT_YET_ON_DEVICE)
@@ -162,6 +166,7 @@ def _families(quantizer: str, coder: str, buckets: bool, encode: bool = True,
                                       ("buckets", buckets),
                                       ("sample counts", encode and coder in ("sh", "shs")),
                                       ("shs", coder == "shs"),
+                                      ("rlh", coder == "rlh"),
                                       ("top-k", encode and quantizer == "topk"),
                                       ("raw top-k", raw)) if needed}
 
@@ -350,7 +355,18 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
                                 clog2=clog2, chunk_first=chunk_first, chunk_bits=chunk_bits,
                                 hist=hist, count=count, s=s, bound=bound, raw=mags,
                                 chunks_max=-(-int(sizes_h.max()) // (1 << min_log2)))
-    if not sparse:
+    if coder == "rlh":
+        # 4. RLH (gpu_rlh): the plan to the host, then the runs' pairs for the codes there,
+        # then the chunk sizes (two synchronisations more than huffman)
+        plan_host = _pinned(plan_h.nbytes, 0)
+        plan_h.get(out=plan_host)
+        scales_h, bad_h, clog2_h, first_h = _carve(plan_specs, plan_host)[1][:4]
+        _check_finite(bad_h, nonfinite, scales_h)
+        runs = gpu_rlh.plan(cupy, states, offsets_h, sizes_h, clog2_h, first_h, s, raw)
+        chosen = [(coder, codebook) for codebook in runs.codebooks]
+        bits_h, used = runs.chunk_bits, (coder,)
+        mark("rlh codes")
+    elif not sparse:
         # 4. huffman: codes on the device (sh: from sampled counts, the same bit layout);
         # SHS: its code from sampled counts, and the lists of non-zeros its chunks walk;
         # Elias: the lists of marks its chunks walk. Chunk sizes, then the one
@@ -406,7 +422,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     # 5. write every chunk's bits into one zeroed buffer, then bring it over (through pinned
     # memory: one DMA, then one host copy into the bytes the sections slice)
     out = cupy.zeros(max(-(-total // 4), 1), cupy.uint32)
-    if bits_h.size:
+    if coder == "rlh":  # every run's codeword placed at its bit (gpu_rlh)
+        gpu_rlh.write(cupy, runs, chunk_byte_h[:-1], out, mags)
+    elif bits_h.size:
         (chunk_byte,) = _upload([chunk_byte_h[:-1].astype(np.uint64)])
         grid = _warps(bits_h.size)  # a warp per chunk
         head = (states, offsets, sizes, clog2, chunk_first, np.int32(count), np.int32(s),

@@ -6,7 +6,7 @@
 #                              all] ...
 #     tests: the GPU backend's tests (and the torch adapter's CUDA ones); suite: every test;
 #     bench: python -m horovod_huffcomp.bench gpu (extra arguments go to it); baselines: the
-#     same for huffman and the Elias codes side by side at 16 and 256 MB; quantizers: CO3's
+#     same for huffman, sh, shs, rlh and the Elias codes side by side at 16 and 256 MB; quantizers: CO3's
 #     float formats (fp8, fp4 with its GenNorm scale), QSGD's buckets (L2, 512) and quantized
 #     top-k (1%, s = 8) at 16 and 256 MB; profile: where
 #     the host time goes; paths: the two decode-and-sum ways side by side; sanitize: corrupted
@@ -83,7 +83,7 @@ case $what in
               python3 scripts/gpu_sanitize.py "$@" 2>&1 | tail -40 | tee -a "$OUT/sanitize.log" ;;
   suite) run_tests "${TESTS_S:-540}" tests "$@" ;;
   bench) run_bench "${BENCH_S:-300}" "$@" ;;
-  baselines) run_bench "${BENCH_S:-400}" --coders huffman sh shs elias-gamma elias-delta elias-omega \
+  baselines) run_bench "${BENCH_S:-400}" --coders huffman sh shs rlh elias-gamma elias-delta elias-omega \
                --sizes-mb 16 256 "$@" ;;
   quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512" \
                   "--quantizer topk --levels 8" "--quantizer topk --levels 0"; do

@@ -66,8 +66,8 @@ def checked_launches(monkeypatch):
     sigs = signatures()
     launched = []
 
-    def dev(a):
-        return np.asarray(a).view(DeviceArray)
+    def dev(a, dtype=None):
+        return np.asarray(a, dtype).view(DeviceArray)
 
     fake = types.ModuleType("cupy")
     fake.ndarray = DeviceArray
@@ -83,13 +83,17 @@ def checked_launches(monkeypatch):
     fake.full = lambda *a, **k: dev(np.full(*a, **k))
     fake.asarray = dev
     fake.asnumpy = np.asarray
-    fake.cumsum = np.cumsum
+    # what gpu_rlh calls (array operations CuPy has as NumPy has them)
+    for name in ("cumsum", "flatnonzero", "searchsorted", "unique", "concatenate", "minimum",
+                 "where", "arange"):
+        setattr(fake, name, getattr(np, name))
     fake.ascontiguousarray = lambda a: dev(np.ascontiguousarray(a))
     fake.from_dlpack = lambda a: dev(np.from_dlpack(a))
     fake.cuda = types.SimpleNamespace(
         alloc_pinned_memory=lambda n: bytearray(n),
         get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None))
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(scatter_add=np.add.at))
 
     def kernel(stage, name):
         params = sigs.get((stage, name))
@@ -518,6 +522,28 @@ def test_shs_encode_through_emulated_kernels(checked_launches, monkeypatch):
                                            seed=7, chunk_log2=12, **kw)
         want = hc.encode_many(xs, coder="shs", seed=7, chunk_log2=12, **kw)
         assert hc.payload.pack(secs, True) == want, kw
+
+
+def test_rlh_encode_through_emulated_kernels(checked_launches, monkeypatch):
+    """gpu_backend's RLH encode (the plan to the host, gpu_rlh's runs, codes and placed
+    codewords over the states the emulated quantize kernels leave: QSGD's buckets, exact
+    top-k's signs and raw magnitudes): the CPU backend's payload, byte for byte; no writer
+    kernel launched."""
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal(5000).astype(np.float32), np.zeros(700, np.float32),
+          rng.standard_normal(1).astype(np.float16),
+          np.repeat(rng.standard_normal(30), 300).astype(np.float64)]
+    _emulate(monkeypatch, xs)
+    for kw in (dict(quantizer="qsgd", levels=8, norm="max", bucket=64),
+               dict(quantizer="qsgd", levels=2, norm="l2", bucket=1024),
+               dict(quantizer="topk", levels=0, norm=None, ratio=0.3)):
+        kw = dict(dict(bucket=None, ratio=0.01), **kw)
+        checked_launches.clear()
+        secs = gpu_backend.encode_sections([x.view(DeviceArray) for x in xs], coder="rlh",
+                                           seed=7, chunk_log2=12, **kw)
+        want = hc.encode_many(xs, coder="rlh", seed=7, chunk_log2=12, **kw)
+        assert hc.payload.pack(secs, True) == want, kw
+        assert not [k for k in checked_launches if k.endswith(("_write", "_write_raw"))]
 
 
 def test_decode_launches(checked_launches, monkeypatch):

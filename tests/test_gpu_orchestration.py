@@ -125,6 +125,22 @@ def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monke
 
 
 
+def test_rlh_encode_waits_its_first_gpu_run_and_decodes_on_the_host(host_device, monkeypatch):
+    """RLH's encode on the device (gpu_rlh) stays off while "rlh" is in NOT_YET_ON_DEVICE
+    (and with buckets or top-k while theirs are); its payloads always decode on the host."""
+    assert "rlh" in gpu_backend.NOT_YET_ON_DEVICE
+    assert not gpu_backend.supports("qsgd", "rlh")
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
+                        gpu_backend.NOT_YET_ON_DEVICE - {"rlh"})
+    assert gpu_backend.supports("qsgd", "rlh") and gpu_backend.supports("terngrad", "rlh")
+    assert not gpu_backend.supports("qsgd", "rlh", bucket=64)
+    assert not gpu_backend.supports("topk", "rlh")
+    monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
+    assert gpu_backend.supports("qsgd", "rlh", bucket=64) and gpu_backend.supports("topk", "rlh")
+    with pytest.raises(NotImplementedError, match="qsgd/rlh"):
+        gpu_backend.decode_sum(_blobs("rlh"))
+
+
 def test_sh_payloads_decode_on_the_device_before_its_encode_kernel_ran(host_device,
                                                                        monkeypatch):
     """SH's payloads are huffman's bits with another code: the device decodes them (kernels
