@@ -1127,6 +1127,69 @@ HC_HD int hc_shs_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t firs
     return bitpos != nbits ? HC_ERR_UNDERRUN : HC_OK;
 }
 
+// ---- RLH (coders/rlh.py): one codeword per run of equal states, over the tensor's distinct
+// (value, run) pairs. Its code is decoded by its canonical limits (no table: a pair code has
+// up to 2^15 symbols): a record of HC_RLH_DEC ints per tensor and the tensor's pairs in the
+// code's canonical order (by length, then pair), each run << HC_RLH_VALUE_BITS | value + s,
+// both made on the host from the parsed codebook (gpu_rlh.decoder).
+#define HC_CODER_RLH 4       // payload.CODERS
+#define HC_RLH_LIM 0         // + ln (1..15): first codeword of length ln + their count
+#define HC_RLH_OFF 16        // + ln: the rank of codeword c of length ln is off[ln] + c
+#define HC_RLH_TB 32         // the longest codeword; 0: a one-pair code (its codeword: 0 bits)
+#define HC_RLH_DEC 33        // ints per tensor
+#define HC_RLH_VALUE_BITS 8  // levels are at most 127: value + s < 2^8
+
+// One RLH chunk (rlh._decode, the same verdicts in the same order): calls put(i, value) for
+// the non-zero states of each run (the caller's buffer is zeroed); RAW (exact top-k): each
+// non-zero state of a run is followed by its raw magnitude: put(i, value, raw). `pairs`
+// holds `npairs` pairs; a run past the chunk's end is a bad value, never written.
+template <bool RAW = false, class Put>
+HC_HD int hc_rlh_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t first_byte,
+                              uint64_t nbits, int64_t start, int64_t end, int s,
+                              const int32_t* dec, const int64_t* pairs, int64_t npairs,
+                              Put put) {
+    HcReader rd = {buf, nbytes, first_byte, 0, 0};
+    const int tb = dec[HC_RLH_TB];
+    uint64_t bitpos = 0;
+    for (int64_t i = start; i < end;) {
+        int64_t k = 0;  // the pair's rank
+        if (tb) {
+            rd.fill();
+            const uint32_t top = rd.top(HC_MAX_CODE_LEN);
+            int len = 1;
+            for (; len <= tb; ++len) {
+                const int32_t c = (int32_t)(top >> (HC_MAX_CODE_LEN - len));
+                if (c < dec[HC_RLH_LIM + len]) {
+                    k = (int64_t)dec[HC_RLH_OFF + len] + c;
+                    break;
+                }
+            }
+            if (len > tb || k < 0 || k >= npairs) return HC_ERR_SYMBOL;  // complete codes: never
+            rd.skip(len);
+            bitpos += len;
+        } else if (npairs < 1) {
+            return HC_ERR_SYMBOL;
+        }
+        const int64_t p = pairs[k];
+        const int v = (int)(p & ((1 << HC_RLH_VALUE_BITS) - 1)) - s;
+        const int64_t r = p >> HC_RLH_VALUE_BITS;
+        if (r > end - i) return HC_ERR_VALUE;
+        if (v) {
+            for (int64_t j = i; j < i + r; ++j) {
+                if constexpr (RAW) {
+                    put(j, v, rd.raw());
+                    bitpos += HC_RAW_BITS;
+                } else {
+                    put(j, v);
+                }
+            }
+        }
+        i += r;
+        if (bitpos > nbits) return HC_ERR_OVERRUN;
+    }
+    return bitpos != nbits ? HC_ERR_UNDERRUN : HC_OK;
+}
+
 // ----------------------------------------------------------------- lists of marked states
 // The coders that walk marked states (ZRH and Elias' gap layout: the non-zeros; Elias'
 // run-length layout: the last state of every run of equal states in a chunk) read them from
@@ -1544,6 +1607,37 @@ HC_HD void hc_shs_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes
     } else {
         e = hc_shs_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
                                 [o](int64_t i, int v) { o[i] = (signed char)v; });
+    }
+    if (e != HC_OK) hc_report(err, e, c);
+}
+
+// Thread c of cuda/rlh.cu hc_rlh_decode: chunk c (global numbering) of an RLH tensor
+// (coders[t]; its record dec[t * HC_RLH_DEC], its pairs pairs[pair_at[t] .. pair_at[t + 1]),
+// levels s) decoded into out from state_at[t] (zeroed), and with `raw` (exact top-k) the raw
+// magnitudes into raw from state_at[t]; errors through hc_report.
+HC_HD void hc_rlh_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes,
+                                const unsigned long long* chunk_byte,
+                                const unsigned long long* chunk_bits, const int* clog2,
+                                const long long* chunk_first, const long long* sizes,
+                                int count, int s, const uint8_t* coders, const int32_t* dec,
+                                const long long* pair_at, const long long* pairs,
+                                const long long* state_at, signed char* out, uint32_t* raw,
+                                int* err) {
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_RLH) return;  // another coder's tensor
+    const int32_t* d = dec + (int64_t)k.t * HC_RLH_DEC;
+    const int64_t* pr = (const int64_t*)pairs + pair_at[k.t];
+    const int64_t np = pair_at[k.t + 1] - pair_at[k.t];
+    signed char* o = out + state_at[k.t];
+    int e;
+    if (raw) {
+        HcRawSink sink = {o, raw + state_at[k.t], false};
+        e = sink.verdict(hc_rlh_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c],
+                                                   k.start, k.end, s, d, pr, np, sink.put()));
+    } else {
+        e = hc_rlh_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
+                                pr, np, [o](int64_t i, int v) { o[i] = (signed char)v; });
     }
     if (e != HC_OK) hc_report(err, e, c);
 }

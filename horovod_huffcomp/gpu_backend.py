@@ -40,9 +40,9 @@ by one launch over all payloads (each element written once), the others payload 
 a bad chunk raises PayloadError, the device never faults. The decoder dequantizes with one
 scale per tensor (state * scale / s, or a float format's code value times the scale), per
 bucket (those tensors payload by payload, :func:`_decode_add`), or from exact top-k's raw
-magnitudes (decoded beside the states, then added). Payloads of ``rlh``, and of the
-families in ``NOT_YET_ON_DEVICE``, are decoded on the host (NotImplementedError
-here; ``exchange.decode_mean`` falls back).
+magnitudes (decoded beside the states, then added). Payloads of the families in
+``NOT_YET_ON_DEVICE`` are decoded on the host (NotImplementedError here;
+``exchange.decode_mean`` falls back).
 """
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ from .errors import NonFiniteError, PayloadError
 from .payload import CHUNK_LOG2_MAX, CHUNK_LOG2_MIN, DTYPES, MAX_NDIM, Section
 from .quantizers import NONFINITE, OVERFLOW, bucket_log2_of, check_options, format_scale
 
-STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "shs", "elias")
+STAGES = ("quantize", "histogram", "codebook", "states", "huffman", "zrh", "shs", "elias",
+          "rlh")
 ELIAS = ("elias-gamma", "elias-delta", "elias-omega")  # common.cuh HC_ELIAS_*: their order
 ELIAS_LAYOUTS = ("runlength", "gap")
 FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LINEAR)
@@ -80,11 +81,11 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # magnitudes in the bitstreams (the writers' _raw kernels, the decoders' raw outputs,
 # hc_add_raw_states); "shs": SHS's code, writers and decoder (codebook.cu hc_build_shs_codes,
 # shs.cu; its encode also needs "sample counts"); "rlh": RLH's encode (gpu_rlh: CuPy array
-# operations, run on the host with NumPy by tests/test_gpu_rlh.py; its payloads decode on
-# the host). The GPU tests, scripts/gpu_sanitize.py and `bench gpu` empty it.
+# operations, run on the host with NumPy by tests/test_gpu_rlh.py) and decoder (rlh.cu).
+# The GPU tests, scripts/gpu_sanitize.py and `bench gpu` empty it.
 NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k",
                      "raw top-k", "shs", "rlh"}
-CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "shs", "zrh") + ELIAS}  # HC_CODER_*
+CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "shs", "zrh", "rlh") + ELIAS}  # HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
 LIST_BLOCK = 256  # cuda/common.cuh HC_LIST_BLOCK
@@ -850,8 +851,9 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
     for p, pl in enumerate(plans):
         (buf, lengths, single, chunk_byte, chunk_bits, clog2, first_d, dtypes, scales,
          coders_d, zpar, zlengths, zcodes, zsingles, table_at, zbits, gaps, bscales,
-         bfirst, slengths, ssingle) = rest[per * p: per * p + per]
-        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2, is_raw, has_shs) = pl[0]
+         bfirst, slengths, ssingle, rdec, pair_at, pairs) = rest[per * p: per * p + per]
+        (sp, total_chunks, has_zrh, has_elias, table_size, _, blog2, is_raw, has_shs,
+         has_rlh) = pl[0]
         if total_chunks == 0:
             continue
         chunk_grid = ((-(-total_chunks // DS_THREADS),), (DS_THREADS,))
@@ -868,7 +870,7 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                 refs_d[p:], np.int32(1), clog2, first_d, sizes, np.int32(count),
                 sym_here_d[p * count:], dec[p * count * DEC_INTS:], sym_offsets,
                 np.int64(stride), bsyms, err[2 * p:]))
-        if has_zrh or has_elias or has_shs or is_raw:
+        if has_zrh or has_elias or has_shs or has_rlh or is_raw:
             # the other coders' tensors (exact top-k: all): decoded into a zeroed state
             # buffer, then the values of those with one scale added (the bucketed ones below)
             if states is None:
@@ -905,6 +907,11 @@ def _decode_add(blobs, parsed, labels, sizes_h, offsets_h, profile):
                     buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
                     np.int32(count), np.int32(sp), coders_d, gaps, acc_offsets, states,
                     raw_out, err[2 * p:]))
+            if has_rlh:
+                kernel("rlh", "hc_rlh_decode")(*chunk_grid, (
+                    buf, np.uint64(buf.size), chunk_byte, chunk_bits, clog2, first_d, sizes,
+                    np.int32(count), np.int32(sp), coders_d, rdec, pair_at, pairs,
+                    acc_offsets, states, raw_out, err[2 * p:]))
             if is_raw:
                 kernel("states", "hc_add_raw_states")((_grid(int(sizes_h.max())), count),
                                                       (THREADS,), (
@@ -943,12 +950,15 @@ def _address(a) -> int:
 def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     """What the device needs to decode one payload: ``[(levels, chunks, any ZRH section,
     any Elias section, ZRH table entries, the quantizer's HC_FP_* number, log2 of QSGD's
-    buckets or 0, exact top-k's raw flag, any SHS section), payload bytes, lengths, single,
+    buckets or 0, exact top-k's raw flag, any SHS section, any RLH section), payload bytes,
+    lengths, single,
     chunk_byte, chunk_bits, clog2, chunk_first, dtypes, scales (0 for a bucketed tensor),
     coders, ZRH parameters, ZRH code lengths, codes and singles (HC_ZRH_ROWS rows per
     tensor: runs, then levels), ZRH table offsets and widths, Elias layouts (1: gap), the
     bucket scales of all tensors one after another, where each tensor's start in them, SHS
-    code lengths (2s + shs.MAX_RUN per tensor, none without SHS sections) and singles]``
+    code lengths (2s + shs.MAX_RUN per tensor, none without SHS sections) and singles, RLH
+    decoder records (``gpu_rlh.decoder``, HC_RLH_DEC ints per tensor), where each tensor's
+    pairs start (and their end), the pairs]``
     (chunk_byte: each chunk's first byte in the payload). ``codes_seen`` caches parsed
     codebooks by their bytes (reused sections and other workers often repeat them)."""
     count = len(secs)
@@ -968,6 +978,8 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     slengths = np.zeros((count, shs.alphabet(s) if any(sec.coder == "shs" for sec in secs)
                          else 0), np.uint8)
     ssingle = np.full(count, -1, np.int32)
+    rdec = np.zeros((count, gpu_rlh.DEC_INTS), np.int32)
+    rpairs = []
     for t, sec in enumerate(secs):
         key = (sec.coder, alphabet, sec.codebook)
         code = codes_seen.get(key)
@@ -985,6 +997,9 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
             ssingle[t] = code.single
         elif sec.coder == "zrh":
             zpar[t], zlengths[t], zcodes[t], zsingles[t], zbits[t] = code[4]
+        elif sec.coder == "rlh":
+            rdec[t] = code[0]
+        rpairs.append(code[1] if sec.coder == "rlh" else np.zeros(0, np.int64))
     # every chunk's first byte in the payload: one pass over all sections' chunk tables
     nchunks = np.array([sec.chunk_bits.size for sec in secs], np.int64)
     first = np.zeros(count + 1, np.int64)
@@ -1006,10 +1021,13 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
                for sec in secs]
     bfirst = np.zeros(count + 1, np.int64)
     np.cumsum([b.size for b in bscales], out=bfirst[1:])
+    pair_at = np.zeros(count + 1, np.int64)
+    np.cumsum([p.size for p in rpairs], out=pair_at[1:])
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
              bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
              FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2,
-             bool(secs and secs[0].raw), bool((coders_h == CODER_IDS["shs"]).any())),
+             bool(secs and secs[0].raw), bool((coders_h == CODER_IDS["shs"]).any()),
+             bool((coders_h == CODER_IDS["rlh"]).any())),
             body, lengths.reshape(-1), single, chunk_byte,
             chunk_bits.astype(np.uint64), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
@@ -1017,16 +1035,19 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
             zpar.reshape(-1), zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1),
             table_at[:-1], zbits.reshape(-1), gaps,
             np.concatenate(bscales + [np.zeros(1, np.float32)]), bfirst, slengths.reshape(-1),
-            ssingle]
+            ssingle, rdec.reshape(-1), pair_at, np.concatenate(rpairs + [np.zeros(1, np.int64)])]
 
 
 def _parse_code(sec, which: str):
-    """A section's codebook as the device decoder needs it: a huffman ``Code``, or for ZRH
-    (ZrhCode, its HC_ZRH_ROWS rows of code lengths, their canonical codes)."""
+    """A section's codebook as the device decoder needs it: a huffman ``Code``, for ZRH
+    (ZrhCode, its HC_ZRH_ROWS rows of code lengths, their canonical codes), for RLH its
+    decoder record and pairs (``gpu_rlh.decoder``)."""
     try:
         code = coders.section_code(sec)
     except PayloadError as e:
         raise PayloadError(f"{which}: {e}") from None
+    if sec.coder == "rlh":
+        return gpu_rlh.decoder(code, sec.levels)
     if sec.coder != "zrh":
         return code  # a huffman Code; None for Elias (no codebook)
     ll = list(code.rl) + [np.zeros(RUN_ALPHABET, np.int64)] * (NCTX - code.nctx)

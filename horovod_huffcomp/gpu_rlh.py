@@ -1,6 +1,7 @@
-"""RLH's encode for the GPU backend: a batch's runs, pair codes and bitstreams in array
+"""RLH on the GPU backend. Its encode: a batch's runs, pair codes and bitstreams in array
 operations that NumPy and CuPy share (``xp``), so the host runs the very code the device runs
-(tests/test_gpu_rlh.py checks it against ``coders.rlh`` on every CI run).
+(tests/test_gpu_rlh.py checks it against ``coders.rlh`` on every CI run). Its decode: the
+kernel ``cuda/rlh.cu`` reads each tensor's code through :func:`decoder`'s arrays.
 
 RLH codes (value, run length) pairs, and its codebook lists the pairs a tensor uses
 (``coders.rlh.PairCode``): the host has to see them. So the device finds the runs and their
@@ -31,6 +32,8 @@ from .codebook import Code
 RUN_BITS = 31  # a pair key: tensor << KEY_TENSOR | (value + s) << RUN_BITS | run
 KEY_TENSOR = 40  # (value + s) < 2^9: levels are at most 127
 RAW_BITS = 31  # exact top-k: a raw magnitude's bits after a non-zero run's codeword
+# cuda/common.cuh HC_RLH_*: a tensor's decoder record
+DEC_LIM, DEC_OFF, DEC_TB, DEC_INTS, VALUE_BITS = 0, 16, 32, 33, 8
 
 
 def plan(xp, states, offsets_h, sizes_h, clog2_h, first_h, s: int, raw: bool):
@@ -116,6 +119,31 @@ def write(xp, planned, chunk_byte_h, out, mags=None) -> None:
     out[...] = (((w & xp.uint32(0xFF)) << xp.uint32(24))
                 | ((w & xp.uint32(0xFF00)) << xp.uint32(8))
                 | ((w >> xp.uint32(8)) & xp.uint32(0xFF00)) | (w >> xp.uint32(24)))
+
+
+def decoder(pc: PairCode, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """What ``cuda/rlh.cu`` decodes a tensor's RLH code with: its record (common.cuh
+    HC_RLH_*: per codeword length ln the canonical code's limit, first code of length ln plus
+    their count, and the offset that turns a codeword into its rank; the longest length, 0
+    for a one-pair code) and its pairs in rank order (by length, then pair), each
+    ``run << VALUE_BITS | value + s``."""
+    lengths, single = pc.code.lengths, pc.code.single
+    dec = np.zeros(DEC_INTS, np.int32)
+    if single >= 0:  # one pair, no bits
+        order = np.array([single], np.int64)
+    else:
+        order = np.flatnonzero(lengths)
+        order = order[np.argsort(lengths[order], kind="stable")]
+        counts = np.bincount(lengths[order], minlength=16)
+        first = before = 0
+        for ln in range(1, 16):
+            first = (first + (counts[ln - 1] if ln > 1 else 0)) << 1
+            dec[DEC_LIM + ln] = first + counts[ln]
+            dec[DEC_OFF + ln] = before - first
+            before += counts[ln]
+        dec[DEC_TB] = int(lengths.max()) if lengths.size else 0
+    pairs = (pc.runs[order].astype(np.int64) << VALUE_BITS) | (pc.vals[order] + s)
+    return dec, pairs
 
 
 def _run_starts(xp, x, offsets_h, sizes_h, clog2_h, first_h):

@@ -47,7 +47,10 @@ def main(count: int = 60) -> None:
                                         ("topk", "huffman", dense, "runlength", None),
                                         ("topk", "zrh", sparse, "runlength", None),
                                         ("topk", "shs", sparse, "runlength", None),
-                                        ("topk", "elias-delta", dense, "runlength", None)):
+                                        ("topk", "elias-delta", dense, "runlength", None),
+                                        ("qsgd", "rlh", sparse, "runlength", None),
+                                        ("qsgd", "rlh", dense, "runlength", 64),
+                                        ("topk", "rlh", dense, "runlength", None)):
         good = [hc.encode(x, q, coder, 8 if q == "qsgd" else None,
                           None if q == "topk" else "max", seed=r, chunk_log2=8,
                           elias_layout=layout, bucket=bucket, ratio=0.3) for r in range(2)]
@@ -77,7 +80,8 @@ def main(count: int = 60) -> None:
                                   ("fp8-e5m2", None, "max", "huffman"),
                                   ("topk", 8, None, "auto"), ("topk", None, None, "auto"),
                                   ("topk", None, None, "elias-gamma"),
-                                  ("topk", None, None, "shs")):
+                                  ("topk", None, None, "shs"), ("qsgd", 16, "l2", "rlh"),
+                                  ("topk", None, None, "rlh")):
             x = rng.standard_normal(n).astype(np.float32)
             x[rng.random(n) < 0.9] = 0
             for bucket in (None, 16) if q == "qsgd" else (None,):

@@ -399,6 +399,20 @@ void hc_check_shs_decode_launch(long long threads, const unsigned char* buf,
                              count, s, coders, dec, state_at, out, raw, err);
 }
 
+// cuda/rlh.cu hc_rlh_decode's threads 0 .. threads - 1, one after another.
+void hc_check_rlh_decode_launch(long long threads, const unsigned char* buf,
+                                unsigned long long nbytes, const unsigned long long* chunk_byte,
+                                const unsigned long long* chunk_bits, const int* clog2,
+                                const long long* chunk_first, const long long* sizes,
+                                int count, int s, const unsigned char* coders, const int* dec,
+                                const long long* pair_at, const long long* pairs,
+                                const long long* state_at, signed char* out,
+                                unsigned int* raw, int* err) {
+    for (long long c = 0; c < threads; ++c)
+        hc_rlh_decode_thread(c, buf, nbytes, chunk_byte, chunk_bits, clog2, chunk_first, sizes,
+                             count, s, coders, dec, pair_at, pairs, state_at, out, raw, err);
+}
+
 // Decode ZRH chunks with hc_zrh_decode_chunk; tables: HC_ZRH_ROWS decode tables of
 // 1 << HC_MAX_CODE_LEN entries (runs, then levels), bits: their widths. Returns the first
 // chunk's HC_ERR_* code, 0 if none.

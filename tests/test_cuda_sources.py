@@ -24,6 +24,7 @@ from horovod_huffcomp import (codebook, exchange, float_quantizer, gennorm, gpu_
                               quantizers)
 from horovod_huffcomp.codebook import Code
 from horovod_huffcomp.coders import symbol
+from horovod_huffcomp.coders.chunks import byte_offsets
 from horovod_huffcomp.payload import MAX_CODE_LEN, Reader
 from horovod_huffcomp.quantizers import quantize
 
@@ -170,6 +171,8 @@ def lib(tmp_path_factory):
     L.hc_check_shs_decoders.argtypes = [i64, P, P, i32, P, P, i32]
     L.hc_check_shs_decode_launch.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
                                              i32, P, P, P, P, P, P]
+    L.hc_check_rlh_decode_launch.argtypes = [i64, P, ctypes.c_ulonglong, P, P, P, P, P, i32,
+                                             i32, P, P, P, P, P, P, P, P]
     return L
 
 
@@ -535,7 +538,8 @@ def host_launches(lib, monkeypatch, request):
                "hc_huffman_decode_raw": launch(lib.hc_check_huffman_decode_raw, threads),
                "hc_add_raw_states": per_tensor(lib.hc_check_add_raw_states, 1),
                "hc_shs_decoders": per_tensor(lib.hc_check_shs_decoders, 0),
-               "hc_shs_decode": launch(lib.hc_check_shs_decode_launch, threads)}
+               "hc_shs_decode": launch(lib.hc_check_shs_decode_launch, threads),
+               "hc_rlh_decode": launch(lib.hc_check_rlh_decode_launch, threads)}
     launched = []
 
     def kernel(stage, name):
@@ -1080,6 +1084,105 @@ def test_shs_decode_sum_kernels_on_the_host(host_launches):
         assert np.array_equal(got[t], want), t
     blobs = [hc.encode_many(x, "qsgd", "shs", 8, "max", seed=r) for r, x in enumerate(xs)]
     assert sum(rejected_as_on_the_cpu(host_launches, blobs, 2, rng, "shs")
+               for _ in range(40)) > 5
+
+
+# ---------------------------------------------------------------- RLH
+def host_rlh_decode(lib, data, bits, n, s, clog2, pc, raw=False):
+    """One RLH tensor decoded by the host build of hc_rlh_decode's threads (its record and
+    pairs from gpu_rlh.decoder): (HC_ERR_* of the first failing chunk or 0, states, raw)."""
+    from horovod_huffcomp import gpu_rlh
+
+    dec, pairs = gpu_rlh.decoder(pc, s)
+    pairs = np.concatenate([pairs, [0]]).astype(np.int64)  # never read: a pointer to pass
+    m = int(bits.size)
+    chunk_byte = byte_offsets(bits)[:-1].astype(np.uint64)
+    u64 = np.ascontiguousarray(bits, np.uint64)
+    buf = np.concatenate([data, [0]]).astype(np.uint8)
+    out = np.zeros(n + 1, np.int8)
+    mags = np.zeros(n + 1, np.uint32)
+    err = np.zeros(2, np.int32)
+    clog2s, first = np.array([clog2], np.int32), np.array([0, m], np.int64)
+    sizes, coders = np.array([n], np.int64), np.array([4], np.uint8)
+    pair_at, at = np.array([0, pairs.size - 1], np.int64), np.zeros(1, np.int64)
+    lib.hc_check_rlh_decode_launch(m, ptr(buf), data.size, ptr(chunk_byte), ptr(u64),
+                                   ptr(clog2s), ptr(first), ptr(sizes), 1, s, ptr(coders),
+                                   ptr(dec), ptr(pair_at), ptr(pairs), ptr(at), ptr(out),
+                                   ptr(mags) if raw else None, ptr(err))
+    return int(err[0]), out[:n], mags[:n]
+
+
+def test_rlh_decoder_as_the_cpu(lib):
+    """RLH chunks (maximal runs, runs cut at chunks and at 2^15 // V states, one-pair codes,
+    exact top-k's raw magnitudes) decoded by the host build of the device decoder: the CPU's
+    states and magnitudes; with bit flips and chunk tables off by a little, it fails exactly
+    when the CPU decoder does, with its error (bits.ERR_* = -HC_ERR_*)."""
+    from horovod_huffcomp.coders import rlh
+
+    rng = np.random.default_rng(12)
+    k, r = np.meshgrid(np.arange(-64, 65), np.arange(1, 261))
+    cases = [(gradient_like(rng, 30_000, np.float32), 8, 10, "qsgd"),
+             (np.repeat(rng.standard_normal(50), rng.integers(1, 900, 50)), 4, 9, "qsgd"),
+             (np.zeros(5000), 4, 8, "qsgd"), (np.ones(700), 1, 12, "qsgd"),
+             (np.repeat(k.ravel(), r.ravel()).astype(np.float32), 64, 24, "qsgd"),
+             (gradient_like(rng, 20_000, np.float32), 0, 9, "topk"),
+             (np.repeat(rng.standard_normal(40), rng.integers(1, 300, 40)), 0, 10, "topk")]
+    disagreements = rejected = 0
+    for x, levels, clog2, quantizer in cases:
+        q = hc.quantizers.quantize(np.asarray(x, np.float32), quantizer, levels or None, "max",
+                                   3, ratio=0.4)
+        raw = q.raw is not None
+        planned = rlh.plan(q, clog2)
+        bits0, data0 = rlh.encode(q, clog2, planned)
+        pc = planned[0]
+        err, got, mags = host_rlh_decode(lib, data0, bits0, q.n, q.levels, clog2, pc, raw)
+        assert err == 0 and np.array_equal(got, q.states[: q.n]), (levels, clog2)
+        if raw:
+            assert np.array_equal(np.where(got != 0, mags, 0), q.raw)
+        for trial in range(60):
+            data, bits = data0.copy(), bits0.copy()
+            if trial % 4 == 3:
+                bits[rng.integers(bits.size)] += int(rng.integers(-9, 9))
+                bits = np.maximum(bits, 0)
+            for _ in range(int(rng.integers(trial % 4 != 3, 4)) if data.size else 0):
+                data[rng.integers(data.size)] ^= np.uint8(1 << int(rng.integers(8)))
+            if byte_offsets(bits)[-1] > data.size:
+                data = np.concatenate([data, np.zeros(byte_offsets(bits)[-1] - data.size,
+                                                      np.uint8)])
+            err, got, mags = host_rlh_decode(lib, data, bits, q.n, q.levels, clog2, pc, raw)
+            cpu = np.zeros(q.n, np.int8)
+            cpu_raw = np.zeros(q.n if raw else 0, np.uint32)
+            cpu_err = rlh.decode(data, bits, q.n, clog2, pc, cpu, cpu_raw)
+            same = err == -cpu_err and (err != 0 or np.array_equal(got, cpu))
+            disagreements += not same
+            rejected += err != 0
+    assert disagreements == 0 and 50 < rejected < 400, (disagreements, rejected)
+
+
+def test_rlh_decode_sum_kernels_on_the_host(host_launches):
+    """RLH payloads of 3 workers (float16/32/64, runs, qsgd, QSGD's buckets, exact top-k)
+    decoded by the host build of hc_rlh_decode and summed as exchange.reduce_mean sums them,
+    beside huffman payloads; a corrupted one rejected exactly when the CPU rejects it,
+    named rlh."""
+    rng = np.random.default_rng(13)
+    shapes = [(), (300, 7), (9000,), (30_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32]
+    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    for x in xs:
+        x[3][:] = np.repeat(rng.standard_normal(60), 500)
+    for kw in (dict(quantizer="qsgd", levels=8), dict(quantizer="qsgd", levels=4, bucket=512),
+               dict(quantizer="topk", ratio=0.3)):
+        for coders in (["rlh"] * 3, ["rlh", "huffman", "rlh"]):
+            blobs = [hc.encode_many(x, coder=c, seed=r, **kw)
+                     for r, (x, c) in enumerate(zip(xs, coders))]
+            host_launches.launched.clear()
+            got = host_launches.decode_sum(blobs, bundle=True)
+            assert "hc_rlh_decode" in host_launches.launched
+            for t, want in enumerate(cpu_sums(blobs)):
+                assert np.array_equal(got[t], want), (kw, coders, t)
+    blobs = [hc.encode_many(x, "qsgd", "rlh", 8, seed=r) for r, x in enumerate(xs)]
+    assert sum(rejected_as_on_the_cpu(host_launches, blobs, 1, rng, "rlh")
                for _ in range(40)) > 5
 
 

@@ -444,8 +444,9 @@ def test_nonfinite():
 def test_rlh_is_byte_identical():
     """RLH on the device (gpu_rlh over CuPy): every size and dtype, long runs cut at chunks,
     exact top-k's raw magnitudes after its runs, buckets, a float format, batches; a tensor
-    with more pairs than a 15-bit code has codewords (its runs cut). Its payloads decode on
-    the host (NotImplementedError here)."""
+    with more pairs than a 15-bit code has codewords (its runs cut). Its payloads
+    decode-and-summed on the device (cuda/rlh.cu) as the host sums them, corrupted ones
+    rejected as the CPU rejects them without faulting the device."""
     rng = np.random.default_rng(31)
     for n in SIZES:
         for dtype in (np.float16, np.float32, np.float64):
@@ -468,10 +469,32 @@ def test_rlh_is_byte_identical():
     for kw in (dict(levels=64, norm="max"), dict(quantizer="topk", ratio=1.0)):
         assert (hc.encode(cupy.asarray(many), coder="rlh", chunk_log2=24, **kw)
                 == hc.encode(many, coder="rlh", chunk_log2=24, **kw)), kw
-    x = gradient_like(rng, 5000, np.float32)
-    for blob in (hc.encode(x, "topk", "rlh"), hc.encode(x, coder="rlh")):
-        with pytest.raises(NotImplementedError):
-            gpu_backend.decode_sum([blob])
+    for kw in (dict(levels=8), dict(levels=4, bucket=512), dict(quantizer="topk", ratio=0.3)):
+        blobs = [hc.encode_many(xs, coder="rlh", seed=r, **kw) for r in range(3)]
+        assert_sums_as_cpu(blobs, (1, 3))
+        bundle, secs = hc.payload.unpack(blobs[1])
+        rejected = 0
+        for k in range(60):
+            t = int(rng.choice([j for j, sec in enumerate(secs) if len(sec.data)]))
+            data = bytearray(secs[t].data)
+            data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+            bad = hc.payload.pack([hc.payload.Section(**{**sec.__dict__, "data": bytes(data)})
+                                   if j == t else sec for j, sec in enumerate(secs)],
+                                  bundle=True)
+            trio = [blobs[0], bad, blobs[2]]
+            try:
+                want = [exchange.reduce_mean(list(p), average=False)
+                        for p in zip(*[hc.decode_many(b) for b in trio])]
+            except hc.PayloadError:
+                rejected += 1
+                with pytest.raises(hc.PayloadError, match="^payload 1: rlh data"):
+                    gpu_backend.decode_sum(trio)
+                continue
+            got = gpu_backend.decode_sum(trio)
+            assert all(np.array_equal(cupy.asnumpy(g), w, equal_nan=True)
+                       for g, w in zip(got, want))
+        assert rejected > 3, kw
+    cupy.cuda.Device().synchronize()  # the device is still healthy
 
 
 @pytest.fixture(params=["tiles", "symbols"])
@@ -663,7 +686,7 @@ def test_real_gradients(model):
     from horovod_huffcomp.bench.gradients import worker_gradients
 
     workers = [[g for _, g in grads] for grads in worker_gradients(model, 4, steps=5)]
-    for coder in CODERS + ["elias-gamma", "sh", "shs"]:
+    for coder in CODERS + ["elias-gamma", "sh", "shs", "rlh"]:
         for s, norm in ((16, "max"), (4, "l2")):
             blobs = [hc.encode_many(xs, "qsgd", coder, s, norm, seed=r)
                      for r, xs in enumerate(workers)]

@@ -226,7 +226,7 @@ def test_topk_launches(checked_launches):
 @pytest.mark.parametrize("coder,layout", [("auto", "runlength"), ("zrh", "runlength"),
                                           ("huffman", "runlength"), ("sh", "runlength"),
                                           ("shs", "runlength"), ("elias-delta", "runlength"),
-                                          ("elias-gamma", "gap")])
+                                          ("elias-gamma", "gap"), ("rlh", "runlength")])
 def test_exact_topk_launches(checked_launches, coder, layout):
     """Exact top-k (levels 0): the selection writes signs and raw magnitudes, the sections
     say raw with levels 1, every coder writes through its _raw writer; its payloads decode
@@ -241,7 +241,8 @@ def test_exact_topk_launches(checked_launches, coder, layout):
     assert {(sec.quantizer, sec.levels, sec.norm, sec.raw) for sec in secs} == {
         ("topk", 1, "max", True)}
     used = {"huffman" if sec.coder == "sh" else sec.coder for sec in secs}
-    writes = {f"hc_{'elias' if c in gpu_backend.ELIAS else c}_write" for c in used}
+    writes = {f"hc_{'elias' if c in gpu_backend.ELIAS else c}_write" for c in used
+              if c != "rlh"}  # (rlh: gpu_rlh's array operations, no writer kernel)
     assert {w + "_raw" for w in writes} <= set(checked_launches)
     assert not writes & set(checked_launches)
     checked_launches.clear()
@@ -252,7 +253,7 @@ def test_exact_topk_launches(checked_launches, coder, layout):
     assert not {"hc_huffman_decode_sum", "hc_huffman_decode_symbols",
                 "hc_add_states"} & set(checked_launches)
     decoders = {"huffman": "hc_huffman_decode_raw", "sh": "hc_huffman_decode_raw",
-                "zrh": "hc_zrh_decode", "shs": "hc_shs_decode"}
+                "zrh": "hc_zrh_decode", "shs": "hc_shs_decode", "rlh": "hc_rlh_decode"}
     assert {decoders.get(sec.coder, "hc_elias_decode") for b in blobs
             for sec in hc.payload.unpack(b)[1] if sec.size} <= set(checked_launches)
 
@@ -553,7 +554,7 @@ def test_decode_launches(checked_launches, monkeypatch):
     blobs = [hc.encode_many(xs, "qsgd", c, 8, "max", seed=r, elias_layout=layout)
              for r, (c, layout) in enumerate([("huffman", "runlength"), ("sh", "runlength"),
                                               ("auto", "runlength"), ("elias-delta", "gap"),
-                                              ("shs", "runlength")])]
+                                              ("shs", "runlength"), ("rlh", "runlength")])]
     for limit in (0, 1 << 40):  # the tiles, the symbol buffer (gpu_backend._by_symbols)
         monkeypatch.setattr(gpu_backend, "SYMBOLS_MAX_CHUNKS", limit)
         checked_launches.clear()
@@ -563,10 +564,10 @@ def test_decode_launches(checked_launches, monkeypatch):
         empty = hc.encode_many([], "qsgd", "huffman", 8)  # no tensors: nothing launched
         checked_launches.clear()
         assert gpu_backend.decode_sum([empty, empty]) == [] and not checked_launches
-        gpu_backend.decode_sum(blobs)  # huffman, ZRH, Elias, SHS tensors payload by payload
+        gpu_backend.decode_sum(blobs)  # huffman, ZRH, Elias, SHS, RLH tensors payload by payload
         assert {"hc_huffman_decoders", "hc_huffman_decode_sum", "hc_zrh_decode_tables",
                 "hc_zrh_decode", "hc_elias_decode", "hc_shs_decoders", "hc_shs_decode",
-                "hc_add_states"} <= set(checked_launches)
+                "hc_rlh_decode", "hc_add_states"} <= set(checked_launches)
 
 
 def test_scales_past_float32_range():

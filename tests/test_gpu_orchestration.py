@@ -125,20 +125,27 @@ def test_new_kernels_stay_on_the_host_until_they_ran_on_a_gpu(host_device, monke
 
 
 
-def test_rlh_encode_waits_its_first_gpu_run_and_decodes_on_the_host(host_device, monkeypatch):
-    """RLH's encode on the device (gpu_rlh) stays off while "rlh" is in NOT_YET_ON_DEVICE
-    (and with buckets or top-k while theirs are); its payloads always decode on the host."""
+def test_rlh_waits_its_first_gpu_run(host_device, monkeypatch):
+    """RLH on the device (encode: gpu_rlh; decode: cuda/rlh.cu) stays off while "rlh" is in
+    NOT_YET_ON_DEVICE (its payloads decode on the host, exchange.decode_mean falls back),
+    and with buckets or top-k while theirs are."""
     assert "rlh" in gpu_backend.NOT_YET_ON_DEVICE
     assert not gpu_backend.supports("qsgd", "rlh")
+    blobs = _blobs("rlh")
+    with pytest.raises(NotImplementedError, match="qsgd/rlh"):
+        gpu_backend.decode_sum(blobs)
     monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE",
                         gpu_backend.NOT_YET_ON_DEVICE - {"rlh"})
     assert gpu_backend.supports("qsgd", "rlh") and gpu_backend.supports("terngrad", "rlh")
     assert not gpu_backend.supports("qsgd", "rlh", bucket=64)
     assert not gpu_backend.supports("topk", "rlh")
+    per_rank = [hc.decode_many(b) for b in blobs]
+    got = gpu_backend.decode_sum(blobs)
+    for t in range(len(SHAPES)):
+        assert np.array_equal(got[t], exchange.reduce_mean([p[t] for p in per_rank],
+                                                           average=False))
     monkeypatch.setattr(gpu_backend, "NOT_YET_ON_DEVICE", set())
     assert gpu_backend.supports("qsgd", "rlh", bucket=64) and gpu_backend.supports("topk", "rlh")
-    with pytest.raises(NotImplementedError, match="qsgd/rlh"):
-        gpu_backend.decode_sum(_blobs("rlh"))
 
 
 def test_sh_payloads_decode_on_the_device_before_its_encode_kernel_ran(host_device,

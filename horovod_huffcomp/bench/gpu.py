@@ -17,8 +17,8 @@ tensors, 25.6M parameters), in one run:
   and
   end to end (``hc.encode`` of a CuPy array: plus the plan and data copies to the host, the
   headers and the CRC), as GB/s of float32 input;
-* decode-and-sum of 4 workers' payloads (``gpu_backend.decode_sum``; not rlh's, which
-  decode on the host), as GB/s of float32 output: device time of the decode kernels
+* decode-and-sum of 4 workers' payloads (``gpu_backend.decode_sum``), as GB/s of float32
+  output: device time of the decode kernels
   (tables + decode-and-add, after the one upload) and end to end (host parsing, the
   upload, the kernels);
 * bits per entry of the payload against the order-0 entropy of the states.
@@ -179,16 +179,14 @@ def main(argv=None):
         device_ms = sum(v for s, v in stages.items() if not s.endswith(("to host", "on host")))
         enc_ms = wall_ms(lambda: hc.encode_many(pick(), **opts), a.repeat)
         blobs = [hc.encode_many(sets[0], **dict(opts, seed=r)) for r in range(a.workers)]
-        dec_ms, dstages = None, {}
-        if coder != "rlh":  # rlh's payloads decode on the host
-            gpu_backend.decode_sum(blobs)
-            dec_ms = wall_ms(lambda: gpu_backend.decode_sum(blobs), a.repeat)
-            dprofs = []
-            for _ in range(a.repeat):
-                prof = {}
-                gpu_backend.decode_sum(blobs, profile=prof)
-                dprofs.append(prof)
-            dstages = {s: statistics.median(p[s] for p in dprofs) for s in dprofs[0]}
+        gpu_backend.decode_sum(blobs)
+        dec_ms = wall_ms(lambda: gpu_backend.decode_sum(blobs), a.repeat)
+        dprofs = []
+        for _ in range(a.repeat):
+            prof = {}
+            gpu_backend.decode_sum(blobs, profile=prof)
+            dprofs.append(prof)
+        dstages = {s: statistics.median(p[s] for p in dprofs) for s in dprofs[0]}
         bits = 8 * len(blobs[0]) / sum(x.size for x in xs)
         h = None
         if nbytes <= (64 << 20):
@@ -199,15 +197,13 @@ def main(argv=None):
             h = entropy_bits(st)
         rows.append(dict(label=label, coder=coder, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
                          device=nbytes / device_ms / 1e6, e2e=nbytes / enc_ms / 1e6,
-                         dec=a.workers * nbytes / dec_ms / 1e6 if dec_ms else None,
-                         dec_device=(a.workers * nbytes / dstages["decode"] / 1e6 if dec_ms
-                                     else None), bits=bits,
+                         dec=a.workers * nbytes / dec_ms / 1e6,
+                         dec_device=a.workers * nbytes / dstages["decode"] / 1e6, bits=bits,
                          h=h, stages=stages))
         r = rows[-1]
-        dec = (f"decode-and-sum device {r['dec_device']:.0f} GB/s, end to end {r['dec']:.1f} "
-               "GB/s" if dec_ms else "decode-and-sum on the host")
         print(f"{label}, {coder}: encode device {r['device']:.0f} GB/s, end to end "
-              f"{r['e2e']:.1f} GB/s, {dec}; encode stages (ms) "
+              f"{r['e2e']:.1f} GB/s, decode-and-sum device {r['dec_device']:.0f} GB/s, end to "
+              f"end {r['dec']:.1f} GB/s; encode stages (ms) "
               + ", ".join(f"{s} {v:.3f}" for s, v in stages.items()) + "; decode stages (ms) "
               + ", ".join(f"{s} {v:.3f}" for s, v in dstages.items()), flush=True)
 
@@ -229,9 +225,9 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         h = f"{r['h']:.3f} | {r['bits'] / r['h']:.3f}" if r["h"] else "- | -"
-        dec = f"{r['dec_device']:.0f} | {r['dec']:.1f}" if r["dec"] else "host | host"
         print(f"| {r['label']} | {r['coder']} | {r['mb']:.0f} | {r['base']:.0f} | "
-              f"{r['device']:.0f} | {r['e2e']:.1f} | {dec} | {r['bits']:.3f} | {h} |")
+              f"{r['device']:.0f} | {r['e2e']:.1f} | {r['dec_device']:.0f} | {r['dec']:.1f} | "
+              f"{r['bits']:.3f} | {h} |")
     return rows
 
 
