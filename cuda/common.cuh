@@ -1552,6 +1552,29 @@ HC_HD int hc_elias_decode_chunk(const uint8_t* buf, uint64_t nbytes, uint64_t fi
     return HC_OK;
 }
 
+// Which way a chunk decoder writes (its RAW template argument), for hc_decode_states.
+template <bool RAW>
+struct HcRaw {
+    static constexpr bool value = RAW;
+};
+
+// A decode thread's chunk c: decode(HcRaw<RAW>(), put) runs the coder's chunk decoder with
+// RAW = whether `raw` is given (exact top-k: states and raw magnitudes through an HcRawSink,
+// whose verdict rejects an Inf/NaN magnitude; else put(i, v) stores states into o, zeroed),
+// and reports its error.
+template <class Decode>
+HC_HD void hc_decode_states(long long c, signed char* o, uint32_t* raw, int* err,
+                            Decode decode) {
+    int e;
+    if (raw) {
+        HcRawSink sink = {o, raw, false};
+        e = sink.verdict(decode(HcRaw<true>(), sink.put()));
+    } else {
+        e = decode(HcRaw<false>(), [o](int64_t i, int v) { o[i] = (signed char)v; });
+    }
+    if (e != HC_OK) hc_report(err, e, c);
+}
+
 // Thread c of cuda/elias.cu hc_elias_decode: chunk c (global numbering) of an Elias tensor
 // (coders[t] = elias-gamma, -delta or -omega; gaps[t]: its layout) decoded into out from
 // state_at[t] (zeroed), and with `raw` (exact top-k) the raw magnitudes into raw from
@@ -1568,19 +1591,12 @@ HC_HD void hc_elias_decode_thread(long long c, const uint8_t* buf, uint64_t nbyt
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
     const int kind = (int)coders[k.t] - HC_CODER_ELIAS_GAMMA;
     if (kind < HC_ELIAS_GAMMA || kind > HC_ELIAS_OMEGA) return;  // another coder's tensor
-    signed char* o = out + state_at[k.t];
-    int e;
-    if (raw) {
-        HcRawSink sink = {o, raw + state_at[k.t], false};
-        e = hc_elias_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start,
-                                        k.end, s, kind, gaps[k.t], sink.put());
-        e = sink.verdict(e);
-    } else {
-        e = hc_elias_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s,
-                                  kind, gaps[k.t],
-                                  [o](int64_t i, int v) { o[i] = (signed char)v; });
-    }
-    if (e != HC_OK) hc_report(err, e, c);
+    hc_decode_states(c, out + state_at[k.t], raw ? raw + state_at[k.t] : nullptr, err,
+                     [&](auto tag, auto put) {
+                         return hc_elias_decode_chunk<decltype(tag)::value>(
+                             buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s,
+                             kind, gaps[k.t], put);
+                     });
 }
 
 // Thread c of cuda/shs.cu hc_shs_decode: chunk c (global numbering) of an SHS tensor
@@ -1598,17 +1614,12 @@ HC_HD void hc_shs_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes
     const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
     if (coders[k.t] != HC_CODER_SHS) return;  // another coder's tensor
     const int32_t* d = dec + (int64_t)k.t * HC_DEC_INTS;
-    signed char* o = out + state_at[k.t];
-    int e;
-    if (raw) {
-        HcRawSink sink = {o, raw + state_at[k.t], false};
-        e = sink.verdict(hc_shs_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c],
-                                                   k.start, k.end, s, d, sink.put()));
-    } else {
-        e = hc_shs_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
-                                [o](int64_t i, int v) { o[i] = (signed char)v; });
-    }
-    if (e != HC_OK) hc_report(err, e, c);
+    hc_decode_states(c, out + state_at[k.t], raw ? raw + state_at[k.t] : nullptr, err,
+                     [&](auto tag, auto put) {
+                         return hc_shs_decode_chunk<decltype(tag)::value>(
+                             buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
+                             put);
+                     });
 }
 
 // Thread c of cuda/rlh.cu hc_rlh_decode: chunk c (global numbering) of an RLH tensor
@@ -1629,17 +1640,12 @@ HC_HD void hc_rlh_decode_thread(long long c, const uint8_t* buf, uint64_t nbytes
     const int32_t* d = dec + (int64_t)k.t * HC_RLH_DEC;
     const int64_t* pr = (const int64_t*)pairs + pair_at[k.t];
     const int64_t np = pair_at[k.t + 1] - pair_at[k.t];
-    signed char* o = out + state_at[k.t];
-    int e;
-    if (raw) {
-        HcRawSink sink = {o, raw + state_at[k.t], false};
-        e = sink.verdict(hc_rlh_decode_chunk<true>(buf, nbytes, chunk_byte[c], chunk_bits[c],
-                                                   k.start, k.end, s, d, pr, np, sink.put()));
-    } else {
-        e = hc_rlh_decode_chunk(buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
-                                pr, np, [o](int64_t i, int v) { o[i] = (signed char)v; });
-    }
-    if (e != HC_OK) hc_report(err, e, c);
+    hc_decode_states(c, out + state_at[k.t], raw ? raw + state_at[k.t] : nullptr, err,
+                     [&](auto tag, auto put) {
+                         return hc_rlh_decode_chunk<decltype(tag)::value>(
+                             buf, nbytes, chunk_byte[c], chunk_bits[c], k.start, k.end, s, d,
+                             pr, np, put);
+                     });
 }
 
 // Element i of tensor t's states (decoded by a coder other than huffman) added to the
