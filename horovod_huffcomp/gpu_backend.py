@@ -359,10 +359,7 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
     if coder == "rlh":
         # 4. RLH (gpu_rlh): the plan to the host, then the runs' pairs for the codes there,
         # then the chunk sizes (two synchronisations more than huffman)
-        plan_host = _pinned(plan_h.nbytes, 0)
-        plan_h.get(out=plan_host)
-        scales_h, bad_h, clog2_h, first_h = _carve(plan_specs, plan_host)[1][:4]
-        _check_finite(bad_h, nonfinite, scales_h)
+        scales_h, _, clog2_h, first_h = _plan_to_host(plan_h, plan_specs[:4], nonfinite)
         runs = gpu_rlh.plan(cupy, states, offsets_h, sizes_h, clog2_h, first_h, s, raw)
         chosen = [(coder, codebook) for codebook in runs.codebooks]
         bits_h, used = runs.chunk_bits, (coder,)
@@ -396,11 +393,8 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
             mark("lists")
         _chunk_bits(dev, (kind,))
         mark("chunk sizes")
-        plan_host = _pinned(plan_h.nbytes, 0)
-        plan_h.get(out=plan_host)
-        scales_h, bad_h, clog2_h, first_h, _, single_h, bits_h, lengths_h = _carve(
-            plan_specs, plan_host)[1]
-        _check_finite(bad_h, nonfinite, scales_h)
+        scales_h, _, clog2_h, first_h, _, single_h, bits_h, lengths_h = _plan_to_host(
+            plan_h, plan_specs, nonfinite)
         lengths_h = lengths_h.reshape(count, code_alphabet)
         if kind == "huffman":
             chosen = [(coder, _huffman_codebook(lengths_h[j], int(single_h[j])))
@@ -549,6 +543,17 @@ def _gennorm_scales(sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales) 
     scales.set(out)
 
 
+def _plan_to_host(plan_h, specs, nonfinite: str) -> list:
+    """The plan's first ``len(specs)`` arrays (scales and non-finite flags first) in one copy
+    into this thread's page-locked slot 0, checked by :func:`_check_finite`: their views."""
+    size = _layout(specs)[1]
+    host = _pinned(size, 0)
+    plan_h[:size].get(out=host)
+    views = _carve(specs, host)[1]
+    _check_finite(views[1], nonfinite, views[0])
+    return views
+
+
 def _check_finite(bad_h, nonfinite: str, scales_h=None) -> None:
     """NonFiniteError for tensors that held NaN/Inf (``bad_h``) or, in ``scales_h``, a scale
     past float32's range (Inf: the quantize kernels left those states 0) with
@@ -651,11 +656,7 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
                                       (dev.pos, dev.val, dev.nz_at, dev.block_first, dev.sizes,
                                        dev.clog2, np.int32(s), dev.hist))
     mark("zrh histogram")
-    head = _layout(plan_specs[:5])[1]
-    host = _pinned(head, 0)
-    plan_h[:head].get(out=host)
-    scales_h, bad_h, clog2_h, first_h, hist_h = _carve(plan_specs[:5], host)[1]
-    _check_finite(bad_h, nonfinite, scales_h)
+    scales_h, _, clog2_h, first_h, hist_h = _plan_to_host(plan_h, plan_specs[:5], nonfinite)
     # the codes in input order (a section may reuse the previous one's code), in one call
     by_pos = np.asarray(order)
     inv = np.argsort(by_pos)  # position of each tensor
