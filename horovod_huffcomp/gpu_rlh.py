@@ -50,9 +50,7 @@ def plan(xp, states, offsets_h, sizes_h, clog2_h, first_h, s: int, raw: bool):
     flags = _run_starts(xp, x, offsets_h, sizes_h, clog2_h, first_h)
     dev = types.SimpleNamespace(offsets=xp.asarray(offsets_h), sizes=xp.asarray(sizes_h),
                                 clog2=xp.asarray(clog2_h), first=xp.asarray(first_h))
-    runs = _runs(xp, flags, x, dev, s)
-    uniq_h, inv, counts_h = _pairs(xp, runs.key)
-    at = np.searchsorted(uniq_h >> KEY_TENSOR, np.arange(count + 1))
+    runs, uniq_h, inv, counts_h, at = _pairs(xp, flags, x, dev, s, count)
     cut = []
     for t in range(count):
         if at[t + 1] - at[t] > MAX_PAIRS:  # more pairs than a 15-bit code has codewords
@@ -61,9 +59,7 @@ def plan(xp, states, offsets_h, sizes_h, clog2_h, first_h, s: int, raw: bool):
     if cut:
         for t, most in cut:
             _cut_runs(xp, flags[offsets_h[t]: offsets_h[t] + sizes_h[t]], most)
-        runs = _runs(xp, flags, x, dev, s)
-        uniq_h, inv, counts_h = _pairs(xp, runs.key)
-        at = np.searchsorted(uniq_h >> KEY_TENSOR, np.arange(count + 1))
+        runs, uniq_h, inv, counts_h, at = _pairs(xp, flags, x, dev, s, count)
     # the host: each tensor's code over its pairs (sorted by value, then run: the keys' order)
     codebooks = []
     lengths_h = np.zeros(uniq_h.size, np.uint8)
@@ -155,7 +151,7 @@ def _run_starts(xp, x, offsets_h, sizes_h, clog2_h, first_h):
     padded = offsets_h[1:] - offsets_h[:-1]
     pads = _ranges(offsets_h[:-1] + sizes_h, padded - sizes_h)
     chunks = first_h[1:] - first_h[:-1]
-    within = np.arange(int(first_h[-1]), dtype=np.int64) - np.repeat(first_h[:-1], chunks)
+    within = _ranges(np.zeros_like(chunks), chunks)  # each chunk's number in its tensor
     starts = np.repeat(offsets_h[:-1], chunks) + (within << np.repeat(clog2_h, chunks))
     if pads.size:
         flags[xp.asarray(pads)] = False
@@ -183,14 +179,19 @@ def _runs(xp, flags, x, dev, s: int):
     return types.SimpleNamespace(start=start, value=value, run=run, chunk=chunk, key=key)
 
 
-def _pairs(xp, key):
-    """The distinct pair keys (host), each run's index among them (device), their counts
-    (host)."""
-    if key.size == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, xp.zeros(0, xp.int64), empty
-    uniq, inv, counts = xp.unique(key, return_inverse=True, return_counts=True)
-    return _host(xp, uniq), inv.reshape(-1), _host(xp, counts)
+def _pairs(xp, flags, x, dev, s: int, count: int):
+    """The runs flagged in ``flags`` (:func:`_runs`), their distinct pair keys (host), each
+    run's index among them (device), the keys' counts (host) and where each tensor's keys
+    start among them (host, ``count + 1``)."""
+    runs = _runs(xp, flags, x, dev, s)
+    if runs.key.size == 0:
+        uniq_h = counts_h = np.zeros(0, np.int64)
+        inv = xp.zeros(0, xp.int64)
+    else:
+        uniq, inv, counts = xp.unique(runs.key, return_inverse=True, return_counts=True)
+        uniq_h, inv, counts_h = _host(xp, uniq), inv.reshape(-1), _host(xp, counts)
+    at = np.searchsorted(uniq_h >> KEY_TENSOR, np.arange(count + 1))
+    return runs, uniq_h, inv, counts_h, at
 
 
 def _cut_runs(xp, flags, most: int) -> None:
