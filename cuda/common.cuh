@@ -389,6 +389,55 @@ HC_HD uint32_t hc_word_bytes(uint32_t w) {
     return (w >> 24) | ((w >> 8) & 0xFF00u) | ((w << 8) & 0xFF0000u) | (w << 24);
 }
 
+// Place a field of len <= 60 bits (four codewords of at most HC_MAX_CODE_LEN) at stream bit
+// `rel`: its low `len` bits, MSB first, OR'd into the (at most three) words they cross;
+// nothing for len = 0.
+template <class OrWord>
+HC_HD void hc_place_wide(uint64_t rel, uint64_t field, int len, OrWord or_word) {
+    if (!len) return;
+    const int r = (int)(rel & 31);
+    const uint64_t v = field << (64 - len);  // the field's first bit at bit 63
+    const uint64_t hi = v >> r;              // words rel >> 5 and the next
+    or_word(rel >> 5, (uint32_t)(hi >> 32));
+    if ((uint32_t)hi) or_word((rel >> 5) + 1, (uint32_t)hi);
+    if (r + len > 64) or_word((rel >> 5) + 2, (uint32_t)((v << (64 - r)) >> 32));
+}
+
+// ----------------------------------------------------------------- the huffman writer
+// hc_huffman_write reads the states four at a time (a little-endian word: state i + j in byte
+// j) and looks codewords up in a per-warp table of entries codeword << 8 | length.
+HC_HD uint32_t hc_huffman_entry(uint16_t code, uint8_t len) { return (uint32_t)code << 8 | len; }
+
+// The first n (0..4) states of `four`: their codewords concatenated, MSB first, in the low
+// *len (<= 4 x HC_MAX_CODE_LEN = 60) bits of the result.
+HC_HD uint64_t hc_huffman_field4(uint32_t four, int n, const uint32_t* entry, int s, int* len) {
+    uint64_t f = 0;
+    int l = 0;
+    for (int j = 0; j < 4; ++j) {
+        if (j < n) {
+            const uint32_t e = entry[(int)(signed char)(uint8_t)(four >> (8 * j)) + s];
+            f = f << (e & 0xFFu) | (e >> 8);
+            l += (int)(e & 0xFFu);
+        }
+    }
+    *len = l;
+    return f;
+}
+
+// Their bits in the chunk: codeword lengths, + `extra` for each non-zero state (exact
+// top-k's raw magnitudes).
+HC_HD unsigned int hc_huffman_bits4(uint32_t four, int n, const uint8_t* len, int s,
+                                    unsigned int extra) {
+    unsigned int b = 0;
+    for (int j = 0; j < 4; ++j) {
+        if (j < n) {
+            const int v = (int)(signed char)(uint8_t)(four >> (8 * j));
+            b += len[v + s] + (v ? extra : 0u);
+        }
+    }
+    return b;
+}
+
 // Errors of a chunk decoder (bits.ERR_*): the chunk's bits end early / late / a bad codeword.
 #define HC_OK 0
 #define HC_ERR_OVERRUN 1

@@ -7,6 +7,9 @@
 //                          from a warp prefix sum into a shared-memory word buffer, completed
 //                          words stored whole into the zeroed output (atomicOr only for the
 //                          two words a chunk may share with its neighbours)
+//   hc_huffman_chunk_bits4, hc_huffman_write4   the same with four states a lane (one word
+//                          read; a lane's four codewords concatenated into one field), 128
+//                          a round: to replace the two above once run on a device
 //   hc_huffman_decode_sum  one thread per chunk, a warp's 32 chunks a tile of 32 elements at
 //                          a time: decode the tile from every worker's payload in rank order
 //                          into a float64 tile in shared memory (each state's value already
@@ -127,6 +130,87 @@ extern "C" __global__ void hc_huffman_write_raw(
     const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
     hc_huffman_write_chunk<true>(states, offsets, sizes, clog2, chunk_first, count, s, coders,
                                  lengths, codes, raw, chunk_byte, out);
+}
+
+// hc_huffman_chunk_bits with each lane reading four states as one word (chunks start at
+// multiples of 256 states, tensors at multiples of 8 in the state buffer, their padding
+// inside it). With hc_huffman_write4 it awaits its first device run (gpu_backend.WIDE).
+extern "C" __global__ void hc_huffman_chunk_bits4(
+    const signed char* states, const long long* offsets, const long long* sizes,
+    const int* clog2, const long long* chunk_first, int count, int s,
+    const unsigned char* coders, const unsigned char* lengths, int raw,
+    unsigned long long* chunk_bits) {
+    const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (c >= chunk_first[count]) return;
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_HUFFMAN) return;  // another coder's tensor
+    const unsigned char* len = lengths + (long long)k.t * (2 * s + 1);
+    const unsigned int* x4 = (const unsigned int*)(states + offsets[k.t]);
+    const long long start = k.start, end = k.end;
+    unsigned long long b = 0;
+    const unsigned int extra = raw ? HC_RAW_BITS : 0;
+    for (long long i = start + 4 * lane; i < end; i += 128)
+        b += hc_huffman_bits4(x4[i >> 2], end - i < 4 ? (int)(end - i) : 4, len, s, extra);
+    for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
+    if (lane == 0) chunk_bits[c] = b;
+}
+
+// A warp writes a chunk 128 states a round: each lane reads four states as one word and
+// concatenates their codewords (hc_huffman_field4, from the warp's copy of the tensor's code
+// in shared memory: entries codeword << 8 | length), places that field of <= 60 bits at its
+// warp prefix-sum offset into a per-warp buffer of 32-bit words in shared memory (atomicOr
+// there; 31 carried bits + 32 x 60 bits = 61 words), then the words the round completed are
+// stored whole (hc_store_round); only a chunk's first word (shared with the previous chunk's
+// last bytes) and its last, partial word go to global memory with atomicOr. (hc_huffman_write
+// places a state a lane, 32 a round.)
+#define HC_WRITE_WORDS 64
+extern "C" __global__ void hc_huffman_write4(
+    const signed char* __restrict__ states, const long long* __restrict__ offsets,
+    const long long* __restrict__ sizes, const int* __restrict__ clog2,
+    const long long* __restrict__ chunk_first, int count, int s,
+    const unsigned char* __restrict__ coders, const unsigned char* __restrict__ lengths,
+    const unsigned short* __restrict__ codes, const unsigned long long* __restrict__ chunk_byte,
+    unsigned int* __restrict__ out) {
+    __shared__ unsigned int buffer[HC_THREADS / 32][HC_WRITE_WORDS];
+    __shared__ unsigned int table[HC_THREADS / 32][HC_MAX_ALPHABET];
+    const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (c >= chunk_first[count]) return;  // c is the same for the whole warp
+    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
+    if (coders[k.t] != HC_CODER_HUFFMAN) return;
+    unsigned int* words = buffer[threadIdx.x >> 5];
+    unsigned int* entry = table[threadIdx.x >> 5];
+    const int alphabet = 2 * s + 1;
+    for (int a = lane; a < alphabet; a += 32)
+        entry[a] = hc_huffman_entry(codes[(long long)k.t * alphabet + a],
+                                    lengths[(long long)k.t * alphabet + a]);
+    for (int w = lane; w < HC_WRITE_WORDS; w += 32) words[w] = 0;
+    __syncwarp();
+    const unsigned int* x4 = (const unsigned int*)(states + offsets[k.t]);
+    const long long start = k.start, end = k.end;
+    const unsigned long long shared_to = chunk_byte[c] >> 2;  // the chunk's first word
+    unsigned long long base = 8ull * chunk_byte[c];  // stream bit where this round starts
+    auto or_word = [words](unsigned long long w, unsigned int v) { atomicOr(words + w, v); };
+    for (long long i0 = start; i0 < end; i0 += 128) {
+        const long long i = i0 + 4 * lane;
+        int len = 0;
+        const unsigned long long field =
+            i < end ? hc_huffman_field4(x4[i >> 2], end - i < 4 ? (int)(end - i) : 4, entry, s,
+                                        &len)
+                    : 0;
+        unsigned int incl = len;  // inclusive warp prefix sum of the fields' lengths
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned int u = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += u;
+        }
+        hc_place_wide((base & 31) + incl - len, field, len, or_word);
+        __syncwarp();
+        base = hc_store_round<HC_WRITE_WORDS>(words, out, base,
+                                              __shfl_sync(0xffffffffu, incl, 31), shared_to,
+                                              lane);
+    }
+    if (lane == 0 && (base & 31)) atomicOr(out + (base >> 5), hc_word_bytes(words[0]));
 }
 
 // Decode-and-sum of `npay` payloads (workers) of the same tensors (common.cuh

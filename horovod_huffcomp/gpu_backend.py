@@ -85,6 +85,11 @@ FP_IDS = {"fp4": 1, "fp8": 2, "fp8-e5m2": 3}  # common.cuh HC_FP_* (0: HC_FP_LIN
 # The GPU tests, scripts/gpu_sanitize.py and `bench gpu` empty it.
 NOT_YET_ON_DEVICE = {"elias", "float formats", "buckets", "sample counts", "top-k",
                      "raw top-k", "shs", "rlh"}
+# huffman's chunk bits and writer four states a lane (huffman.cu hc_huffman_chunk_bits4,
+# hc_huffman_write4; the writer of exact top-k stays one state a lane): written without a GPU,
+# on once a device has run them (tests/test_gpu_backend.py turns it on for its own test,
+# `bench gpu` times both, scripts/gpu_sanitize.py runs both).
+WIDE = False
 CODER_IDS = {c: payload.CODERS[c] for c in ("huffman", "shs", "zrh", "rlh") + ELIAS}  # HC_CODER_*
 _KERNEL_CODER = {"sh": "huffman"}  # coders the kernels treat as another: sh's bits are huffman's
 ZRH_PARAMS = auto.ZRH_PARAMS  # cuda/zrh.cu HC_ZRH_PARAMS
@@ -427,8 +432,8 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         # exact top-k: the writers' _raw kernels, the raw magnitudes laid out as the states
         suffix, mags_at = ("_raw", (offsets, mags)) if raw else ("", ())
         if "huffman" in used:
-            kernel("huffman", "hc_huffman_write" + suffix)(*grid, head + (
-                dev.lengths, dev.codes) + mags_at[1:] + (chunk_byte, out))
+            kernel("huffman", "hc_huffman_write" + (suffix or ("4" if WIDE else "")))(
+                *grid, head + (dev.lengths, dev.codes) + mags_at[1:] + (chunk_byte, out))
         if "zrh" in used:
             kernel("zrh", "hc_zrh_write" + suffix)(*grid, _zrh_head(dev) + (
                 dev.zpar, dev.rtab, dev.ltab) + mags_at + (chunk_byte, out))
@@ -577,8 +582,8 @@ def _chunk_bits(dev, used) -> None:
             np.int32(dev.s), dev.coders)
     raw = np.int32(dev.raw is not None)  # exact top-k: raw magnitudes after the non-zeros
     if "huffman" in used:
-        kernel("huffman", "hc_huffman_chunk_bits")(*grid, head + (dev.lengths, raw,
-                                                                  dev.chunk_bits))
+        kernel("huffman", "hc_huffman_chunk_bits" + ("4" if WIDE else ""))(
+            *grid, head + (dev.lengths, raw, dev.chunk_bits))
     if "zrh" in used:
         kernel("zrh", "hc_zrh_chunk_bits")(*grid, _zrh_head(dev) + (
             dev.zpar, dev.rtab, dev.ltab, raw, dev.chunk_bits))

@@ -84,11 +84,12 @@ case $what in
   suite) run_tests "${TESTS_S:-540}" tests "$@" ;;
   bench) run_bench "${BENCH_S:-300}" "$@" ;;
   baselines) run_bench "${BENCH_S:-400}" --coders huffman sh shs rlh elias-gamma elias-delta elias-omega \
-               --sizes-mb 16 256 "$@" ;;
+               --sizes-mb 16 256 --huffman-writer one "$@" ;;
   quantizers) for q in "--quantizer fp8" "--quantizer fp4" "--norm l2 --bucket 512" \
                   "--quantizer topk --levels 8" "--quantizer topk --levels 0"; do
                 # shellcheck disable=SC2086
-                run_bench "${BENCH_S:-200}" $q --coders huffman auto --sizes-mb 16 256 "$@"
+                run_bench "${BENCH_S:-200}" $q --coders huffman auto --sizes-mb 16 256 \
+                  --huffman-writer one "$@"
               done ;;
   all) report; run_tests "${TESTS_S:-300}" $GPU_TESTS; run_bench "${BENCH_S:-220}" "$@" ;;
   *) echo "usage: $0 [env|tests|suite|bench|baselines|quantizers|profile|paths|sanitize|all]" >&2

@@ -3,7 +3,8 @@ sanitize): `compute-sanitizer --tool memcheck python3 scripts/gpu_sanitize.py` m
 error while every corrupted payload is rejected with PayloadError or decoded as the CPU
 decodes it. Covers huffman (tiles and symbol-buffer sums), ZRH and Elias chunks, a float
 format's, QSGD's buckets' and exact top-k's payloads (raw magnitudes), and the encode kernels
-on random inputs (qsgd, in buckets too, top-k quantized and exact, the float formats).
+on random inputs (qsgd, in buckets too, top-k quantized and exact, the float formats;
+huffman's chunk bits and writer a state a lane and four, gpu_backend.WIDE).
 Needs a CUDA device visible to CuPy."""
 import sys
 
@@ -72,7 +73,9 @@ def main(count: int = 60) -> None:
                 else:
                     accepted += 1
                     assert np.array_equal(got, want), (q, coder, path)
-    for n in (1, 7, 4097, 100_003):
+    for n, wide in ((1, False), (7, True), (4097, False), (4097, True), (100_003, False),
+                    (100_003, True)):  # huffman's writers a state a lane and four (WIDE)
+        gpu_backend.WIDE = wide
         for q, s, norm, coder in (("qsgd", 16, "l2", "huffman"), ("qsgd", 16, "l2", "sh"),
                                   ("qsgd", 16, "l2", "zrh"), ("qsgd", 16, "l2", "shs"),
                                   ("qsgd", 16, "l2", "auto"), ("qsgd", 16, "l2", "elias-delta"),

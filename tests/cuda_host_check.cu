@@ -174,30 +174,51 @@ unsigned long long hc_check_code(const unsigned long long* counts, int n,
 }
 
 // The huffman layout of states[0:n] in chunks of 2^clog2: chunk_bits[m] and the data (each
-// chunk from a byte boundary) into out (zeroed by the caller); returns the data bytes. raw
-// (exact top-k; null for none): each non-zero state's codeword followed by its magnitude,
-// as hc_huffman_write_raw places it.
+// chunk from a byte boundary) into out (zeroed by the caller); returns the data bytes. The
+// chunk bits as hc_huffman_chunk_bits4 counts them: states four at a time (one little-endian
+// word; the device's state buffer is zero padded to a multiple of 8), and the data as
+// hc_huffman_write places it (a codeword at a time), or with `wide` as hc_huffman_write4
+// does: each four's codewords one field (hc_huffman_field4) placed at the stream bit where
+// the fields before it end. raw (exact top-k; null for none): each non-zero state's codeword
+// followed by its magnitude, as hc_huffman_write_raw places them.
 long long hc_check_huffman_encode(const signed char* states, long long n, int s, int clog2,
                                   const unsigned char* lengths, const unsigned short* codes,
-                                  const unsigned int* raw, unsigned long long* chunk_bits,
-                                  unsigned char* out) {
+                                  const unsigned int* raw, int wide,
+                                  unsigned long long* chunk_bits, unsigned char* out) {
     long long m = (n + (1ll << clog2) - 1) >> clog2;
     unsigned long long byte = 0;
     HostWords words;
     auto or_word = [&words](uint64_t w, uint32_t v) { words.put(w, v); };
+    uint32_t entry[HC_MAX_ALPHABET];
+    for (int a = 0; a < 2 * s + 1; ++a) entry[a] = hc_huffman_entry(codes[a], lengths[a]);
+    const unsigned int extra = raw ? HC_RAW_BITS : 0;
     for (long long c = 0; c < m; ++c) {
         long long start = c << clog2, end = start + (1ll << clog2) < n ? start + (1ll << clog2) : n;
-        uint64_t pos = 8 * byte, first = pos;
-        for (long long i = start; i < end; ++i) {
-            int sym = states[i] + s;
-            if (lengths[sym]) hc_place(pos, codes[sym], lengths[sym], or_word);
-            pos += lengths[sym];
-            if (raw && states[i]) {
-                hc_place(pos, hc_raw_field(raw[i]), HC_RAW_BITS, or_word);
-                pos += HC_RAW_BITS;
+        uint64_t pos = 8 * byte, first = pos, bits = 0;
+        for (long long i = start; i < end; i += 4) {
+            uint32_t four = 0;  // states i .. i + 3 as the device reads them
+            for (int j = 0; j < 4 && i + j < n; ++j)
+                four |= (uint32_t)(uint8_t)states[i + j] << (8 * j);
+            const int k = end - i < 4 ? (int)(end - i) : 4;
+            bits += hc_huffman_bits4(four, k, lengths, s, extra);
+            if (wide && !raw) {
+                int len = 0;
+                const uint64_t field = hc_huffman_field4(four, k, entry, s, &len);
+                hc_place_wide(pos, field, len, or_word);
+                pos += len;
+                continue;
+            }
+            for (long long e = i; e < i + k; ++e) {
+                int sym = states[e] + s;
+                if (lengths[sym]) hc_place(pos, codes[sym], lengths[sym], or_word);
+                pos += lengths[sym];
+                if (raw && states[e]) {
+                    hc_place(pos, hc_raw_field(raw[e]), HC_RAW_BITS, or_word);
+                    pos += HC_RAW_BITS;
+                }
             }
         }
-        chunk_bits[c] = pos - first;
+        chunk_bits[c] = bits == pos - first ? bits : ~0ull;  // the two counts disagree: ~0
         byte += (pos - first + 7) / 8;
     }
     return words.store(byte, out);

@@ -136,7 +136,7 @@ def lib(tmp_path_factory):
                                 ctypes.c_int, ctypes.c_double, ctypes.c_ulonglong,
                                 ctypes.c_ulonglong, P, P, P, P]
     L.hc_check_huffman_encode.argtypes = [P, ctypes.c_longlong, ctypes.c_int, ctypes.c_int, P,
-                                          P, P, P, P]
+                                          P, P, ctypes.c_int, P, P]
     L.hc_check_huffman_encode.restype = ctypes.c_longlong
     L.hc_check_half.argtypes = [P, ctypes.c_longlong, P]
     L.hc_check_round_half.argtypes = [P, ctypes.c_longlong, P]
@@ -397,10 +397,13 @@ def verdicts_differ(err, cpu_err, states, cpu) -> bool:
     return (err != 0) != (cpu_err != 0) or (err == 0 and not np.array_equal(states, cpu))
 
 
+@pytest.mark.parametrize("wide", [0, 1], ids=["state-a-lane", "four-a-lane"])
 @pytest.mark.parametrize("levels,norm", [(1, "l2"), (4, "max"), (16, "l2"), (127, "max")])
-def test_huffman_layout_matches_cpu(lib, levels, norm):
+def test_huffman_layout_matches_cpu(lib, levels, norm, wide):
+    """The huffman writers' placement (hc_huffman_write, hc_huffman_write4 with `wide`) and
+    chunk bits give the CPU's section; the device decoder reads it back."""
     rng = np.random.default_rng(levels)
-    for n, clog2 in ((1, None), (4097, None), (50_000, 8), (200_000, None)):
+    for n, clog2 in ((1, None), (3, 8), (4097, None), (50_000, 8), (200_000, None)):
         x = gradient_like(rng, n, np.float32)
         blob = hc.encode(x, "qsgd", "huffman", levels, norm, seed=5, chunk_log2=clog2)
         (sec,) = sections(blob)
@@ -411,8 +414,8 @@ def test_huffman_layout_matches_cpu(lib, levels, norm):
         chunk_bits = np.zeros(sec.num_chunks, np.uint64)
         out = np.zeros(len(sec.data) + 16, np.uint8)
         nbytes = lib.hc_check_huffman_encode(ptr(q.states), n, levels, sec.chunk_log2,
-                                             ptr(lengths), ptr(codes), None, ptr(chunk_bits),
-                                             ptr(out))
+                                             ptr(lengths), ptr(codes), None, wide,
+                                             ptr(chunk_bits), ptr(out))
         assert np.array_equal(chunk_bits, sec.chunk_bits.astype(np.uint64))
         assert bytes(out[:nbytes]) == bytes(sec.data)
         data = np.frombuffer(bytes(sec.data), np.uint8).copy()
@@ -474,10 +477,15 @@ def test_huffman_decoder_long_codewords(lib):
         used = np.flatnonzero(lengths)
         n = 3000
         states = (rng.choice(used, n) - s).astype(np.int8)
-        chunk_bits = np.zeros(-(-n // 256), np.uint64)
-        out = np.zeros(n * 2 + 16, np.uint8)
-        nbytes = lib.hc_check_huffman_encode(ptr(states), n, s, 8, ptr(lengths), ptr(codes),
-                                             None, ptr(chunk_bits), ptr(out))
+        written = []
+        for wide in (0, 1):  # a codeword a lane; four a lane, fields of up to 60 bits
+            chunk_bits = np.zeros(-(-n // 256), np.uint64)
+            out = np.zeros(n * 2 + 16, np.uint8)
+            nbytes = lib.hc_check_huffman_encode(ptr(states), n, s, 8, ptr(lengths),
+                                                 ptr(codes), None, wide, ptr(chunk_bits),
+                                                 ptr(out))
+            written.append((chunk_bits.tolist(), out[:nbytes].tobytes()))
+        assert written[0] == written[1]
         data = out[:nbytes].copy()
         for tile in (1, 7, 32, 256):
             got = np.zeros(n, np.int8)
@@ -1238,7 +1246,8 @@ class ExactTopk:
         if self.coder in ("huffman", "sh"):
             nbytes = lib.hc_check_huffman_encode(
                 ptr(q.states), self.n, 1, self.clog2, ptr(self.code.lengths.astype(np.uint8)),
-                ptr(self.code.codes.astype(np.uint16)), ptr(q.raw), ptr(chunk_bits), ptr(out))
+                ptr(self.code.codes.astype(np.uint16)), ptr(q.raw), 0, ptr(chunk_bits),
+                ptr(out))
         elif self.coder == "shs":
             nbytes = lib.hc_check_shs_encode(ptr(q.states), self.n, 1, self.clog2,
                                              ptr(shs_tab(self.code)), ptr(q.raw),

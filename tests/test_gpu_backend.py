@@ -51,6 +51,33 @@ def test_encode_is_byte_identical(quantizer, levels, norm, dtype, coder):
             assert got == want, (n, shape)
 
 
+@pytest.mark.parametrize("coder", ["huffman", "auto", "sh"])
+def test_wide_huffman_writer_is_byte_identical(monkeypatch, coder):
+    """gpu_backend.WIDE (hc_huffman_chunk_bits4, hc_huffman_write4: four states a lane) before
+    it is on by default: every quantizer setting, sizes around the four-state words and the
+    128-state rounds, fixed 256-state chunks, a batch of mixed dtypes, codes with codewords
+    of 15 bits (fields of 60)."""
+    monkeypatch.setattr(gpu_backend, "WIDE", True)
+    rng = np.random.default_rng(31)
+    for quantizer, levels, norm in CASES:
+        for n in SIZES + [3, 127, 129, 255, 257, 4095]:
+            x = gradient_like(rng, n, np.float32)
+            for clog2 in (None, 8):
+                want = hc.encode(x, quantizer, coder, levels, norm, seed=n, chunk_log2=clog2)
+                got = hc.encode(cupy.asarray(x), quantizer, coder, levels, norm, seed=n,
+                                chunk_log2=clog2)
+                assert got == want, (quantizer, levels, n, clog2)
+    fib = np.array([1, 1] + [0] * 79, np.float64)  # state counts along a Fibonacci sequence:
+    for k in range(2, 81):                         # codewords of up to 15 bits
+        fib[k] = fib[k - 1] + fib[k - 2]
+    x = np.repeat((np.arange(81) - 40) / 40, np.minimum(fib, 5000).astype(int))
+    x = rng.permutation(x).astype(np.float32)
+    xs = [x, gradient_like(rng, 70_001, np.float16), gradient_like(rng, 1_000, np.float64)]
+    for r in range(3):
+        assert hc.encode_many([cupy.asarray(v) for v in xs], "qsgd", coder, 40, "max",
+                              seed=r) == hc.encode_many(xs, "qsgd", coder, 40, "max", seed=r)
+
+
 def sparse_like(rng, n, density, dtype=np.float32):
     """Mostly zeros, non-zeros in patches (what top-k-like or L2-QSGD states look like)."""
     x = np.zeros(n, dtype)

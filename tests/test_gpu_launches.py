@@ -156,6 +156,23 @@ def test_encode_launches(checked_launches, coder, layout):
         assert ("hc_build_shs_codes" in checked_launches) == (coder == "shs")
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["qsgd", "exact-topk"])
+def test_wide_huffman_launches(checked_launches, monkeypatch, raw):
+    """gpu_backend.WIDE: huffman's chunk bits and writer four states a lane (the signatures
+    of hc_huffman_chunk_bits4 and hc_huffman_write4); exact top-k keeps its writer."""
+    monkeypatch.setattr(gpu_backend, "WIDE", True)
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal(n).astype(np.float32).view(DeviceArray) for n in (5000, 3)]
+    opts = dict(quantizer="topk", levels=None, ratio=0.1) if raw else dict(
+        quantizer="qsgd", levels=8)
+    gpu_backend.encode_sections(xs, coder="huffman", norm="max", seed=1, **opts)
+    assert "hc_huffman_chunk_bits4" in checked_launches
+    assert "hc_huffman_chunk_bits" not in checked_launches
+    writes = {"hc_huffman_write4", "hc_huffman_write", "hc_huffman_write_raw"}
+    assert writes & set(checked_launches) == {
+        "hc_huffman_write_raw" if raw else "hc_huffman_write4"}
+
+
 @pytest.mark.parametrize("quantizer,norm,coder", [("fp4", "gennorm", "huffman"),
                                                    ("fp4", "max", "auto"),
                                                    ("fp8", "max", "elias-delta"),

@@ -17,6 +17,8 @@ tensors, 25.6M parameters), in one run:
   and
   end to end (``hc.encode`` of a CuPy array: plus the plan and data copies to the host, the
   headers and the CRC), as GB/s of float32 input;
+* huffman, sh and auto twice by default, huffman's chunk bits and writer a state a lane
+  and four states a lane (``gpu_backend.WIDE``; ``--huffman-writer`` one or four for one);
 * decode-and-sum of 4 workers' payloads (``gpu_backend.decode_sum``), as GB/s of float32
   output: device time of the decode kernels
   (tables + decode-and-add, after the one upload) and end to end (host parsing, the
@@ -129,6 +131,9 @@ def main(argv=None):
     ap.add_argument("--bucket", type=int, default=None, help="QSGD's bucket size (elements)")
     ap.add_argument("--norm", default=None, choices=("max", "l2", "gennorm"),
                     help="default: max (fp4: gennorm)")
+    ap.add_argument("--huffman-writer", default="both", choices=("one", "four", "both"),
+                    help="huffman's chunk bits and writer a state a lane, four (gpu_backend."
+                         "WIDE), or both side by side (default)")
     a = ap.parse_args(argv)
     levels = a.levels if a.quantizer in ("qsgd", "topk") else None
     levels, norm = check_options(a.quantizer, levels, a.norm or (
@@ -150,7 +155,7 @@ def main(argv=None):
 
     rows = []
 
-    def measure(label, xs, coder):
+    def measure(label, xs, coder_label, coder):
         nbytes = sum(x.nbytes for x in xs)
         sets = [xs] + [[gradient(x.size).reshape(x.shape) for x in xs]
                        for _ in range(2 if nbytes < (256 << 20) else 0)]
@@ -195,23 +200,28 @@ def main(argv=None):
                                           bucket=a.bucket).states[: x.size]
                                  for i, x in enumerate(host)])
             h = entropy_bits(st)
-        rows.append(dict(label=label, coder=coder, mb=nbytes / 2**20, base=nbytes / base_ms / 1e6,
+        rows.append(dict(label=label, coder=coder_label, mb=nbytes / 2**20,
+                         base=nbytes / base_ms / 1e6,
                          device=nbytes / device_ms / 1e6, e2e=nbytes / enc_ms / 1e6,
                          dec=a.workers * nbytes / dec_ms / 1e6,
                          dec_device=a.workers * nbytes / dstages["decode"] / 1e6, bits=bits,
                          h=h, stages=stages))
         r = rows[-1]
-        print(f"{label}, {coder}: encode device {r['device']:.0f} GB/s, end to end "
+        print(f"{label}, {coder_label}: encode device {r['device']:.0f} GB/s, end to end "
               f"{r['e2e']:.1f} GB/s, decode-and-sum device {r['dec_device']:.0f} GB/s, end to "
               f"end {r['dec']:.1f} GB/s; encode stages (ms) "
               + ", ".join(f"{s} {v:.3f}" for s, v in stages.items()) + "; decode stages (ms) "
               + ", ".join(f"{s} {v:.3f}" for s, v in dstages.items()), flush=True)
 
+    writers = {"one": [False], "four": [True], "both": [False, True]}[a.huffman_writer]
     for coder in a.coder:
-        for mb in a.sizes_mb:
-            measure(f"{mb} MB", [gradient(mb << 18)], coder)
-        measure("ResNet-50 batch", [gradient(int(np.prod(s))).reshape(s)
-                                    for s in resnet50_shapes()], coder)
+        for wide in writers if coder in ("huffman", "sh", "auto") else [False]:
+            gpu_backend.WIDE = wide
+            label = f"{coder}, 4 states a lane" if wide else coder
+            for mb in a.sizes_mb:
+                measure(f"{mb} MB", [gradient(mb << 18)], label, coder)
+            measure("ResNet-50 batch", [gradient(int(np.prod(s))).reshape(s)
+                                        for s in resnet50_shapes()], label, coder)
 
     print(f"\n{name}, {time.strftime('%Y-%m-%d')}; device-to-device copy {copy_gbs:,.0f} GB/s "
           f"(read + write); {a.quantizer} {norm} norm s = {levels}"
