@@ -34,12 +34,12 @@ mismatch raises :class:`PayloadError` saying which field failed.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
 
+from .crc import crc32, crc32_many
 from .errors import PayloadError
 
 MAGIC = b"HC"
@@ -350,10 +350,7 @@ def pack(sections: list[Section], bundle: bool) -> bytes:
         else:
             out = bytearray()
             parts += [t.data, out]
-    crc = 0
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    parts.append(struct.pack("<I", crc & 0xFFFFFFFF))
+    parts.append(struct.pack("<I", crc32(*parts)))  # on threads if megabytes (crc.py)
     return b"".join(parts)
 
 
@@ -429,30 +426,17 @@ def _bytes_view(blob) -> memoryview | None:
     return memoryview(blob).cast("B") if isinstance(blob, memoryview) else memoryview(blob)
 
 
-_crc_pool = None
-
-
 def body_crcs(blobs) -> list:
     """Each payload's CRC-32 over all but its last 4 bytes, what :func:`unpack` checks (None
-    for one shorter than 8 bytes or not bytes-like), for ``unpack(blob, body_crc=...)``:
-    computed on threads when there are several megabytes in several payloads (zlib releases
-    the GIL), as a decode-and-sum of many workers' payloads needs."""
-    global _crc_pool
+    for one shorter than 8 bytes or not bytes-like), for ``unpack(blob, body_crc=...)``: the
+    pieces of all of them on threads when there are megabytes (crc.py), as a decode-and-sum
+    of many workers' payloads needs."""
     views = [_bytes_view(b) for b in blobs]
-    bodies = [v[:-4] if v is not None and len(v) >= 8 else None for v in views]
-
-    def crc(body):
-        return None if body is None else zlib.crc32(body) & 0xFFFFFFFF
-
-    if len(bodies) < 2 or sum(len(b) for b in bodies if b is not None) < (1 << 20):
-        return [crc(b) for b in bodies]
-    if _crc_pool is None:
-        import concurrent.futures
-        import os
-
-        _crc_pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1),
-                                                          thread_name_prefix="hc-crc")
-    return list(_crc_pool.map(crc, bodies))
+    at = [k for k, v in enumerate(views) if v is not None and len(v) >= 8]
+    out = [None] * len(views)
+    for k, c in zip(at, crc32_many([views[k][:-4] for k in at])):
+        out[k] = c
+    return out
 
 
 def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS,
@@ -470,7 +454,7 @@ def unpack(blob, max_elements: int = DEFAULT_MAX_ELEMENTS,
         raise PayloadError(f"unsupported payload version {buf[2]} (this build reads {VERSION})")
     body_end = len(buf) - 4
     (crc,) = struct.unpack("<I", buf[body_end:])
-    actual = zlib.crc32(buf[:body_end]) & 0xFFFFFFFF if body_crc is None else body_crc
+    actual = crc32(buf[:body_end]) if body_crc is None else body_crc
     if crc != actual:
         raise PayloadError(f"checksum mismatch: stored 0x{crc:08x}, computed 0x{actual:08x}")
     r = Reader(buf, 3, body_end)

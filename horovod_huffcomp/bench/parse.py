@@ -2,15 +2,21 @@
 (``payload.unpack``, its CRC given) by the section scanner (``section_scan``, numba) and by
 the reference reader (``payload._read_section``, Python, a section at a time), side by side
 in one run, on a ResNet-50-shaped bundle (161 float32 tensors, 25.6M parameters, 30% exact
-zeros): what every worker's payload costs the host before a decode-and-sum, every step."""
+zeros): what every worker's payload costs the host before a decode-and-sum, every step.
+Then the payloads' CRC-32 (every encode's ``payload.pack``, every decode's
+``payload.body_crcs``): zlib on one thread, a thread per payload, and ``crc.py``'s pieces
+on threads."""
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import os
 import time
+import zlib
 
 import numpy as np
 
-from .. import api, payload, section_scan
+from .. import api, crc, payload, section_scan
 from .gpu import resnet50_gradients
 
 CASES = [("qsgd", 16, "huffman"), ("qsgd", 16, "auto"), ("qsgd", 16, "zrh"),
@@ -48,6 +54,28 @@ def main(argv=None):
                   for sec in payload.unpack(blob, body_crc=crc)[1])
         print(f"| {quantizer} | {coder} | {len(blob) / 1e6:.1f} | {own} | {ref:.2f} | "
               f"{fast:.2f} | {ref / fast:.1f}x |")
+    crc_table(xs, args.repeat)
+
+
+def crc_table(xs, repeat: int) -> None:
+    """The CRC of 1 and of 4 workers' huffman payloads of the bundle, three ways."""
+    blobs = [memoryview(api.encode_many(xs, "qsgd", "huffman", 16, "max", seed=r))
+             for r in range(4)]
+    pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1))
+    print(f"\nCRC-32 of the huffman payloads ({len(blobs[0]) / 1e6:.1f} MB each), "
+          f"{os.cpu_count()} CPUs, median of {repeat} calls")
+    print("| payloads | zlib, one thread (ms) | a thread per payload (ms) | "
+          "pieces on threads (ms) | speed-up over one thread |")
+    print("|---|---|---|---|---|")
+    for k in (1, 4):
+        some = blobs[:k]
+        want = [zlib.crc32(b) for b in some]
+        assert crc.crc32_many(some) == want
+        one = _median_ms(lambda: [zlib.crc32(b) for b in some], repeat)
+        each = _median_ms(lambda: list(pool.map(zlib.crc32, some)), repeat)
+        pieces = _median_ms(lambda: crc.crc32_many(some), repeat)
+        print(f"| {k} | {one:.2f} | {each:.2f} | {pieces:.2f} | {one / pieces:.1f}x |")
+    pool.shutdown()
 
 
 if __name__ == "__main__":
