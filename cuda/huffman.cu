@@ -24,8 +24,12 @@
 //                          then each element's values are added in rank order
 #include "common.cuh"
 
-// raw (exact top-k): every non-zero state's codeword is followed by HC_RAW_BITS more.
-extern "C" __global__ void hc_huffman_chunk_bits(
+// raw (exact top-k): every non-zero state's codeword is followed by HC_RAW_BITS more. FOUR
+// (hc_huffman_chunk_bits4, with hc_huffman_write4 awaiting its first device run,
+// gpu_backend.WIDE): each lane reads four states as one word (chunks start at multiples of
+// 256 states, tensors at multiples of 8 in the state buffer, their padding inside it).
+template <bool FOUR>
+__device__ __forceinline__ void hc_huffman_chunk_bits_warp(
     const signed char* states, const long long* offsets, const long long* sizes,
     const int* clog2, const long long* chunk_first, int count, int s,
     const unsigned char* coders, const unsigned char* lengths, int raw,
@@ -37,12 +41,37 @@ extern "C" __global__ void hc_huffman_chunk_bits(
     if (coders[k.t] != HC_CODER_HUFFMAN) return;  // another coder's tensor
     const unsigned char* len = lengths + (long long)k.t * (2 * s + 1);
     const signed char* x = states + offsets[k.t];
+    const unsigned int* x4 = (const unsigned int*)x;
     const long long start = k.start, end = k.end;
     unsigned long long b = 0;
     const unsigned int extra = raw ? HC_RAW_BITS : 0;
-    for (long long i = start + lane; i < end; i += 32) b += len[x[i] + s] + (x[i] ? extra : 0);
+    if (FOUR) {
+        for (long long i = start + 4 * lane; i < end; i += 128)
+            b += hc_huffman_bits4(x4[i >> 2], end - i < 4 ? (int)(end - i) : 4, len, s, extra);
+    } else {
+        for (long long i = start + lane; i < end; i += 32)
+            b += len[x[i] + s] + (x[i] ? extra : 0);
+    }
     for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
     if (lane == 0) chunk_bits[c] = b;
+}
+
+extern "C" __global__ void hc_huffman_chunk_bits(
+    const signed char* states, const long long* offsets, const long long* sizes,
+    const int* clog2, const long long* chunk_first, int count, int s,
+    const unsigned char* coders, const unsigned char* lengths, int raw,
+    unsigned long long* chunk_bits) {
+    hc_huffman_chunk_bits_warp<false>(states, offsets, sizes, clog2, chunk_first, count, s,
+                                      coders, lengths, raw, chunk_bits);
+}
+
+extern "C" __global__ void hc_huffman_chunk_bits4(
+    const signed char* states, const long long* offsets, const long long* sizes,
+    const int* clog2, const long long* chunk_first, int count, int s,
+    const unsigned char* coders, const unsigned char* lengths, int raw,
+    unsigned long long* chunk_bits) {
+    hc_huffman_chunk_bits_warp<true>(states, offsets, sizes, clog2, chunk_first, count, s,
+                                     coders, lengths, raw, chunk_bits);
 }
 
 // Lanes place their codewords into a per-warp buffer of 32-bit words in shared memory (at
@@ -130,30 +159,6 @@ extern "C" __global__ void hc_huffman_write_raw(
     const unsigned long long* __restrict__ chunk_byte, unsigned int* __restrict__ out) {
     hc_huffman_write_chunk<true>(states, offsets, sizes, clog2, chunk_first, count, s, coders,
                                  lengths, codes, raw, chunk_byte, out);
-}
-
-// hc_huffman_chunk_bits with each lane reading four states as one word (chunks start at
-// multiples of 256 states, tensors at multiples of 8 in the state buffer, their padding
-// inside it). With hc_huffman_write4 it awaits its first device run (gpu_backend.WIDE).
-extern "C" __global__ void hc_huffman_chunk_bits4(
-    const signed char* states, const long long* offsets, const long long* sizes,
-    const int* clog2, const long long* chunk_first, int count, int s,
-    const unsigned char* coders, const unsigned char* lengths, int raw,
-    unsigned long long* chunk_bits) {
-    const long long c = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (c >= chunk_first[count]) return;
-    const HcChunk k = hc_chunk(c, chunk_first, count, clog2, sizes);
-    if (coders[k.t] != HC_CODER_HUFFMAN) return;  // another coder's tensor
-    const unsigned char* len = lengths + (long long)k.t * (2 * s + 1);
-    const unsigned int* x4 = (const unsigned int*)(states + offsets[k.t]);
-    const long long start = k.start, end = k.end;
-    unsigned long long b = 0;
-    const unsigned int extra = raw ? HC_RAW_BITS : 0;
-    for (long long i = start + 4 * lane; i < end; i += 128)
-        b += hc_huffman_bits4(x4[i >> 2], end - i < 4 ? (int)(end - i) : 4, len, s, extra);
-    for (int o = 16; o; o >>= 1) b += __shfl_down_sync(0xffffffffu, b, o);
-    if (lane == 0) chunk_bits[c] = b;
 }
 
 // A warp writes a chunk 128 states a round: each lane reads four states as one word and
