@@ -404,7 +404,7 @@ HC_HD void hc_place_wide(uint64_t rel, uint64_t field, int len, OrWord or_word) 
 }
 
 // ----------------------------------------------------------------- the huffman writer
-// hc_huffman_write reads the states four at a time (a little-endian word: state i + j in byte
+// hc_huffman_write4 reads the states four at a time (a little-endian word: state i + j in byte
 // j) and looks codewords up in a per-warp table of entries codeword << 8 | length.
 HC_HD uint32_t hc_huffman_entry(uint16_t code, uint8_t len) { return (uint32_t)code << 8 | len; }
 

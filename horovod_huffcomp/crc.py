@@ -25,7 +25,7 @@ PIECE = 1 << 20  # the least bytes a task; every piece but a buffer's first has 
 ALIGN = 1 << 16  # piece sizes are multiples of it
 THREADED_MIN = 4 << 20  # fewer bytes in all: one zlib call each (threads would cost more)
 
-_pool = None
+_pool = None  # (pid, executor)
 
 
 def multiply(a: int, b: int) -> int:
@@ -110,13 +110,14 @@ def crc32_many(buffers) -> list[int]:
     threads = min(8, os.cpu_count() or 1)
     if total < THREADED_MIN or threads < 2:
         return [_piece_crc(parts) & 0xFFFFFFFF for parts in lists]
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="hc-crc")
+    if _pool is None or _pool[0] != os.getpid():  # (a forked child has none of its threads)
+        _pool = os.getpid(), concurrent.futures.ThreadPoolExecutor(threads,
+                                                                   thread_name_prefix="hc-crc")
     # about two tasks a thread (a task costs ~15 us), sizes in steps of 64 KiB: few distinct
     # sizes, so shift(size) (~90 us) is mostly cached
     size = max(PIECE, -(-total // (2 * threads * ALIGN)) * ALIGN)
     cut = [_pieces(parts, size) for parts in lists]
-    crcs = iter(_pool.map(_piece_crc, [piece for pieces in cut for piece in pieces]))
+    crcs = iter(_pool[1].map(_piece_crc, [piece for pieces in cut for piece in pieces]))
     return [_join([next(crcs) for _ in pieces], size) & 0xFFFFFFFF for pieces in cut]
 
 

@@ -58,3 +58,15 @@ def test_large_buffers_at_the_default_piece_size():
     assert crc.crc32(memoryview(head), memoryview(x)) == want
     one_more = rng.bytes(8 * crc.PIECE + 1)
     assert crc.crc32_many([one_more, [head, x]]) == [zlib.crc32(one_more), want]
+
+
+def test_a_forked_child_gets_its_own_threads():
+    """A process forked after the pool started (a data loader's worker) has none of its
+    threads: its CRCs must still come back, not wait forever on the parent's pool."""
+    import multiprocessing
+
+    data = np.random.default_rng(4).bytes(2 * crc.THREADED_MIN)
+    assert crc.crc32(data) == zlib.crc32(data)  # the parent's pool is running
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(crc.crc32, (data,)).get(timeout=60) == zlib.crc32(data)
