@@ -43,9 +43,7 @@ def multiply(a: int, b: int) -> int:
 @functools.lru_cache(maxsize=64)
 def shift(n: int) -> int:
     """x^(8n) mod the polynomial: what a CRC is multiplied by when n bytes follow it."""
-    power, p, k = 1 << 30, 1 << 31, 3  # x^1; the product so far, x^0; x^(2^k): x^8 first
-    for _ in range(k):
-        power = multiply(power, power)
+    power, p = 1 << 23, 1 << 31  # x^8 (bit 31 - k is x^k); the product so far, x^0
     while n:
         if n & 1:
             p = multiply(power, p)
@@ -88,12 +86,7 @@ def _piece_crc(piece: list[memoryview]) -> int:
 def _join(crcs, size: int) -> int:
     """The CRC of the pieces' concatenation (the first of any length, the others ``size``
     bytes) from their CRCs."""
-    it = iter(crcs)
-    crc = next(it)
-    step = shift(size)
-    for c in it:
-        crc = multiply(step, crc) ^ c
-    return crc
+    return functools.reduce(lambda crc, c: combine(crc, c, size), crcs)
 
 
 def _views(parts) -> list[memoryview]:
