@@ -603,6 +603,15 @@ def cpu_sums(blobs) -> list:
     return [exchange.reduce_mean(list(parts), average=False) for parts in zip(*per_rank)]
 
 
+def three_workers(rng) -> list:
+    """Three workers' gradients of one model: a float32 scalar, a float16 300 x 7 matrix, a
+    float64 and a float32 vector (9,000 and 30,000 elements)."""
+    shapes = [(), (300, 7), (9000,), (30_000,)]
+    dtypes = [np.float32, np.float16, np.float64, np.float32]
+    return [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
+             for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+
+
 def rejected_as_on_the_cpu(host_launches, blobs, bad, rng, coder) -> bool:
     """Payload ``bad`` of ``blobs`` with one bit of a random section's coded data flipped
     (checksum fixed), decoded and summed among the others: rejected, naming that payload and
@@ -1067,10 +1076,7 @@ def test_shs_decode_sum_kernels_on_the_host(host_launches):
     summed as exchange.reduce_mean sums them, beside a huffman payload; a corrupted one
     rejected exactly when the CPU rejects it, named shs."""
     rng = np.random.default_rng(8)
-    shapes = [(), (300, 7), (9000,), (30_000,)]
-    dtypes = [np.float32, np.float16, np.float64, np.float32]
-    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
-           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    xs = three_workers(rng)
     for x in xs:
         x[3][rng.random(30_000) < 0.99] = 0
     for bucket in (None, 512):
@@ -1086,7 +1092,7 @@ def test_shs_decode_sum_kernels_on_the_host(host_launches):
     mixed = [payload.unpack(hc.encode_many(xs[0], "qsgd", c, 8, "max", seed=0))[1]
              for c in ("shs", "huffman", "elias-gamma")]
     blob = payload.pack([payload.Section(**{**mixed[t % 3][t].__dict__, "reuse": False})
-                         for t in range(len(shapes))], bundle=True)
+                         for t in range(len(xs[0]))], bundle=True)
     got = host_launches.decode_sum([blob, blobs[1]], bundle=True)
     for t, want in enumerate(cpu_sums([blob, blobs[1]])):
         assert np.array_equal(got[t], want), t
@@ -1173,10 +1179,7 @@ def test_rlh_decode_sum_kernels_on_the_host(host_launches):
     beside huffman payloads; a corrupted one rejected exactly when the CPU rejects it,
     named rlh."""
     rng = np.random.default_rng(13)
-    shapes = [(), (300, 7), (9000,), (30_000,)]
-    dtypes = [np.float32, np.float16, np.float64, np.float32]
-    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
-           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    xs = three_workers(rng)
     for x in xs:
         x[3][:] = np.repeat(rng.standard_normal(60), 500)
     for kw in (dict(quantizer="qsgd", levels=8), dict(quantizer="qsgd", levels=4, bucket=512),
@@ -1391,10 +1394,7 @@ def test_exact_topk_decode_sum_kernels_on_the_host(host_launches):
     hc_elias_decode and hc_add_raw_states as exchange.reduce_mean sums them; a corrupted one
     rejected exactly when the CPU rejects it, named in the error."""
     rng = np.random.default_rng(6)
-    shapes = [(), (300, 7), (9000,), (30_000,)]
-    dtypes = [np.float32, np.float16, np.float64, np.float32]
-    xs = [[gradient_like(rng, int(np.prod(sh)), dt).reshape(sh)
-           for sh, dt in zip(shapes, dtypes)] for _ in range(3)]
+    xs = three_workers(rng)
     xs[2][2][5] = np.nan
     for coders in (["huffman"] * 3, ["sh", "elias-gamma", "shs"],
                    ["elias-delta", "elias-omega", "elias-gamma"]):
