@@ -85,22 +85,29 @@ def decode_mean(frames, shapes, *, rank: int, average: bool = True, cuda: bool =
     """
     shapes = [tuple(s) for s in shapes]
     limit = max(sum(int(np.prod(s)) for s in shapes), 1)
+    known = mine is not None and mine[1] is not None and frames[rank] == mine[0]
     if cuda:
         from . import gpu_backend
 
         labels = [f"payload from rank {r}" for r in range(len(frames))]
-        try:
+        try:  # this rank's payload decoded alone from the same parse, unless known
             means = gpu_backend.decode_sum(frames, average=average, max_elements=limit,
-                                           labels=labels, bundle=True)
-            own = gpu_backend.decode(frames[rank], max_elements=limit, label=labels[rank])
+                                           labels=labels, bundle=True,
+                                           own=None if known else rank)
         except NotImplementedError:  # a coder the GPU decoder does not cover yet
             pass
         else:
+            if known:
+                import cupy
+
+                means, own = means, [cupy.asarray(a) for a in mine[1]]
+            else:
+                means, own = means
             _check_shapes(0, [m.shape for m in means], shapes)
             return means, own
     per_rank = []
     for r, f in enumerate(frames):
-        if r == rank and mine is not None and mine[1] is not None and f == mine[0]:
+        if r == rank and known:
             arrays = mine[1]
         else:
             arrays = decode_from(r, f, limit, many=True)

@@ -686,26 +686,36 @@ def _plan_sparse(dev, coder, order, prev, plan_h, plan_specs, nonfinite, mark):
 
 
 def decode_sum(blobs, *, average: bool = False, max_elements: int = payload.DEFAULT_MAX_ELEMENTS,
-               labels=None, bundle: bool | None = None, profile: dict | None = None):
+               labels=None, bundle: bool | None = None, profile: dict | None = None,
+               own: int | None = None):
     """Decode-and-sum on the device: the payloads (one per worker, each a tensor or a bundle
     of the same shapes) summed in float64 in order, as CuPy arrays (a list for bundles, or
     always with ``bundle=True``); ``average`` divides by their number. ``labels`` name the
     payloads in errors (default "payload i"). NotImplementedError if a section is not
     GPU-covered (huffman, sh, shs, zrh, Elias), before any result is returned. ``profile``: a dict
     that receives the device milliseconds of the upload and of the decode kernels (``bench
-    gpu``)."""
+    gpu``). ``own``: also payload ``own`` decoded alone, as :func:`decode` gives it, from the
+    same parse (each payload's CRC and sections read once): ``(sums, own's tensors)``, the
+    tensors always a list (a worker's own contribution, for error feedback)."""
     labels = list(labels) if labels is not None else [f"payload {i}" for i in range(len(blobs))]
     parsed = _unpack_all(blobs, labels, max_elements)
     out = _sum_parsed(blobs, parsed, labels, average, profile)
-    return out if (parsed[0][0] if bundle is None else bundle) else out[0]
+    out = out if (parsed[0][0] if bundle is None else bundle) else out[0]
+    if own is None:
+        return out
+    return out, _decoded(blobs[own], parsed[own], labels[own])
+
+
+def _decoded(blob, parsed, label) -> list:
+    """One parsed payload's tensors on the device, each in its own dtype."""
+    sums = _sum_parsed([blob], [parsed], [label], average=False)
+    return [a.astype(sec.dtype) for a, sec in zip(sums, parsed[1])]
 
 
 def decode(blob, *, max_elements: int = payload.DEFAULT_MAX_ELEMENTS, label: str = "payload"):
     """One payload's dequantized tensors on the device, each in its own dtype (always a list),
     as ``api.decode_many`` gives on the host."""
-    parsed = _unpack_all([blob], [label], max_elements)
-    sums = _sum_parsed([blob], parsed, [label], average=False)
-    return [a.astype(sec.dtype) for a, sec in zip(sums, parsed[0][1])]
+    return _decoded(blob, _unpack_all([blob], [label], max_elements)[0], label)
 
 
 def _unpack_all(blobs, labels, max_elements):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import horovod_huffcomp as hc
-from horovod_huffcomp import cpu_backend, exchange, gpu_backend
+from horovod_huffcomp import api, cpu_backend, exchange, gpu_backend
 
 SHAPES = [(30, 7), (1,), (), (5001,)]
 
@@ -75,6 +75,39 @@ def test_exchange_decode_mean_on_the_device_path(host_device, coder, quantizer, 
         assert np.array_equal(own[t], per_rank[2][t])
     with pytest.raises(hc.PayloadError, match="rank 0 does not hold"):
         exchange.decode_mean(frames, [(7, 30)] + SHAPES[1:], rank=0, cuda=True)
+
+
+def test_own_payload_is_read_once(host_device, monkeypatch):
+    """exchange.decode_mean on the device path: this rank's tensors come from the parse the
+    decode-and-sum made (each payload's CRC and sections read once, not its own twice); when
+    the encode already gave them (``mine``, a host encode of the same bytes), from there,
+    with no second decode; a frame that differs from ``mine`` is decoded."""
+    rng = np.random.default_rng(5)
+    xs = [[rng.standard_normal(sh).astype(np.float16 if t == 1 else np.float32)
+           for t, sh in enumerate(SHAPES)] for _ in range(3)]
+    enc = [api.encode_dequantized(x, "qsgd", "huffman", 8, seed=r) for r, x in enumerate(xs)]
+    blobs = [b for b, _ in enc]
+    per_rank = [hc.decode_many(b) for b in blobs]
+    frames = exchange.split_frames(
+        np.frombuffer(b"".join(exchange.frame(b) for b in blobs), np.uint8), 3)
+    reads, decodes = [], []
+    unpack, decode_add = hc.payload.unpack, gpu_backend._decode_add
+    monkeypatch.setattr(hc.payload, "unpack", lambda b, *a: reads.append(b) or unpack(b, *a))
+    monkeypatch.setattr(gpu_backend, "_decode_add",
+                        lambda blobs, *a: decodes.append(len(blobs)) or decode_add(blobs, *a))
+    for mine, decoded in ((None, [3, 1]), (enc[1], [3]), ((blobs[0], enc[0][1]), [3, 1])):
+        reads.clear(), decodes.clear()
+        means, own = exchange.decode_mean(frames, SHAPES, rank=1, cuda=True, mine=mine)
+        assert sorted(map(bytes, reads)) == sorted(blobs) and decodes == decoded
+        for t, m in enumerate(means):
+            assert np.array_equal(m, exchange.reduce_mean([p[t] for p in per_rank]))
+            assert np.array_equal(own[t], per_rank[1][t]) and own[t].dtype == xs[1][t].dtype
+    sums, own = gpu_backend.decode_sum(blobs, own=2)
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(own, per_rank[2]))
+    assert np.array_equal(sums[0], sum(p[0].astype(np.float64) for p in per_rank))
+    single = hc.encode(np.ones(10, np.float32), "qsgd", "huffman", 4)
+    sums, own = gpu_backend.decode_sum([single, single], own=0)
+    assert sums.shape == (10,) and [a.shape for a in own] == [(10,)]
 
 
 def test_errors_name_the_payload(host_device):
