@@ -57,8 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from . import coders, float_quantizer, gennorm, gpu_rlh, payload
-from .codebook import Code, canonical_codes
-from .coders import auto, shs
+from .codebook import Code
+from .coders import auto, shs, zrh
 from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
 from .errors import NonFiniteError, PayloadError
@@ -982,7 +982,6 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     alphabet = 2 * s + 1
     lengths = np.zeros((count, alphabet), np.uint8)
     single = np.full(count, -1, np.int32)
-    coders_h = np.zeros(count, np.uint8)
     gaps = np.zeros(count, np.uint8)
     zper = NCTX * RUN_ALPHABET + NLCTX * 2 * s
     zpar = np.zeros((count, ZRH_PARAMS), np.int32)
@@ -990,32 +989,40 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     zcodes = np.zeros((count, zper), np.uint16)
     zsingles = np.full((count, ZRH_ROWS), -1, np.int32)
     zbits = np.zeros((count, ZRH_ROWS), np.int32)
-    # SHS's code lengths: only for a payload that has SHS sections (its tables are wide)
-    slengths = np.zeros((count, shs.alphabet(s) if any(sec.coder == "shs" for sec in secs)
-                         else 0), np.uint8)
-    ssingle = np.full(count, -1, np.int32)
-    rdec = np.zeros((count, gpu_rlh.DEC_INTS), np.int32)
-    rpairs = []
+    ids = []  # each section's HC_CODER_*
+    huff, hcodes, zrows, ztabs, shs_rows = [], [], [], [], []  # sections by coder, their codes
+    rdec, rpairs = np.zeros((count, gpu_rlh.DEC_INTS), np.int32), {}
     for t, sec in enumerate(secs):
-        key = (sec.coder, alphabet, sec.codebook)
+        c = sec.coder
+        key = (c, alphabet, sec.codebook)
         code = codes_seen.get(key)
         if code is None:
             code = codes_seen[key] = _parse_code(sec, which)
-        coders_h[t] = CODER_IDS[_kernel_coder(sec.coder)]
-        gaps[t] = sec.gap_layout and sec.coder in ELIAS
-        if sec.coder in ("huffman", "sh"):
-            if sec.size and code.single < 0 and not code.lengths.any():
-                raise PayloadError(f"{which}: {sec.coder} code is empty but the data needs it")
-            lengths[t] = code.lengths
-            single[t] = code.single
-        elif sec.coder == "shs":  # (unpack refused an empty code for elements to decode)
-            slengths[t] = code.lengths
-            ssingle[t] = code.single
-        elif sec.coder == "zrh":
-            zpar[t], zlengths[t], zcodes[t], zsingles[t], zbits[t] = code[4]
-        elif sec.coder == "rlh":
-            rdec[t] = code[0]
-        rpairs.append(code[1] if sec.coder == "rlh" else np.zeros(0, np.int64))
+        ids.append(CODER_IDS[_KERNEL_CODER.get(c, c)])
+        if c in ("huffman", "sh"):
+            huff.append(t)
+            hcodes.append(code)
+        elif c == "zrh":
+            zrows.append(t)
+            ztabs.append(code[1])
+        elif c == "shs":
+            shs_rows.append((t, code))
+        elif c == "rlh":
+            rdec[t], rpairs[t] = code
+        elif sec.gap_layout:  # Elias
+            gaps[t] = 1
+    coders_h = np.array(ids, np.uint8)
+    if huff:  # (unpack refused an empty code for elements to decode, as for SHS below)
+        lengths[huff] = [code.lengths for code in hcodes]
+        single[huff] = [code.single for code in hcodes]
+    if zrows:
+        for dst, src in zip((zpar, zlengths, zcodes, zsingles, zbits), zip(*ztabs)):
+            dst[zrows] = src
+    # SHS's code lengths: only for a payload that has SHS sections (its tables are wide)
+    slengths = np.zeros((count, shs.alphabet(s) if shs_rows else 0), np.uint8)
+    ssingle = np.full(count, -1, np.int32)
+    for t, code in shs_rows:  # (unpack refused an empty code for elements to decode)
+        slengths[t], ssingle[t] = code.lengths, code.single
     # every chunk's first byte in the payload: one pass over all sections' chunk tables
     nchunks = np.array([sec.chunk_bits.size for sec in secs], np.int64)
     first = np.zeros(count + 1, np.int64)
@@ -1033,12 +1040,14 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
     np.cumsum(1 << zbits.reshape(-1).astype(np.int64), out=table_at[1:])
     body = np.frombuffer(blob, np.uint8)[: secs[-1].offset + len(secs[-1].data) if secs else 0]
     blog2 = secs[0].bucket_log2 if secs else 0  # a payload's quantizer fields are shared
-    bscales = [np.asarray(sec.scale, np.float32).reshape(-1) if blog2 else np.zeros(0, np.float32)
-               for sec in secs]
+    bscales = [np.asarray(sec.scale, np.float32).reshape(-1) for sec in secs] if blog2 else []
     bfirst = np.zeros(count + 1, np.int64)
-    np.cumsum([b.size for b in bscales], out=bfirst[1:])
+    if blog2:
+        np.cumsum([b.size for b in bscales], out=bfirst[1:])
     pair_at = np.zeros(count + 1, np.int64)
-    np.cumsum([p.size for p in rpairs], out=pair_at[1:])
+    if rpairs:
+        np.cumsum([rpairs[t].size if t in rpairs else 0 for t in range(count)],
+                  out=pair_at[1:])
     return [(s, int(first[-1]), bool((coders_h == CODER_IDS["zrh"]).any()),
              bool(np.isin(coders_h, [CODER_IDS[c] for c in ELIAS]).any()), int(table_at[-1]),
              FP_IDS.get(secs[0].quantizer, 0) if secs else 0, blog2,
@@ -1047,17 +1056,20 @@ def _decode_plan(blob, secs, which: str, codes_seen: dict) -> list:
             body, lengths.reshape(-1), single, chunk_byte,
             chunk_bits.astype(np.uint64), np.array([sec.chunk_log2 for sec in secs], np.int32),
             first, np.array([DTYPES[np.dtype(sec.dtype)] for sec in secs], np.int32),
-            np.array([0.0 if blog2 else sec.scale for sec in secs], np.float32), coders_h,
+            np.zeros(count, np.float32) if blog2 else np.array([sec.scale for sec in secs],
+                                                               np.float32), coders_h,
             zpar.reshape(-1), zlengths.reshape(-1), zcodes.reshape(-1), zsingles.reshape(-1),
             table_at[:-1], zbits.reshape(-1), gaps,
             np.concatenate(bscales + [np.zeros(1, np.float32)]), bfirst, slengths.reshape(-1),
-            ssingle, rdec.reshape(-1), pair_at, np.concatenate(rpairs + [np.zeros(1, np.int64)])]
+            ssingle, rdec.reshape(-1), pair_at,
+            np.concatenate(list(rpairs.values()) + [np.zeros(1, np.int64)])]
 
 
 def _parse_code(sec, which: str):
-    """A section's codebook as the device decoder needs it: a huffman ``Code``, for ZRH
-    (ZrhCode, its HC_ZRH_ROWS rows of code lengths, their canonical codes), for RLH its
-    decoder record and pairs (``gpu_rlh.decoder``)."""
+    """A section's codebook as the device decoder needs it: a huffman ``Code``; for ZRH
+    (ZrhCode, (parameters, code lengths, canonical codes, singles, table widths) of its
+    HC_ZRH_ROWS rows: ``coders.zrh.decoder_rows``); for RLH its decoder record and pairs
+    (``gpu_rlh.decoder``)."""
     try:
         code = coders.section_code(sec)
     except PayloadError as e:
@@ -1066,23 +1078,10 @@ def _parse_code(sec, which: str):
         return gpu_rlh.decoder(code, sec.levels)
     if sec.coder != "zrh":
         return code  # a huffman Code; None for Elias (no codebook)
-    ll = list(code.rl) + [np.zeros(RUN_ALPHABET, np.int64)] * (NCTX - code.nctx)
-    ll += list(code.ll) + [np.zeros(2 * sec.levels, np.int64)] * (NLCTX - code.ll.shape[0])
-    ones = list(code.rs) + [-1] * (NCTX - code.nctx) + list(code.ls) + [-1] * (
-        NLCTX - code.ll.shape[0])
-    codes = [canonical_codes(x) for x in ll]
-    # the rows as _decode_plan lays them out for the device, one array each: parameters,
-    # code lengths and codes (runs, then levels), singles, table widths
-    zpar = np.zeros(ZRH_PARAMS, np.int32)
+    zpar = np.zeros(ZRH_PARAMS, np.int32)  # mode, context mode, the run contexts' Rice k
     zpar[0], zpar[1] = code.mode, code.ctxmode
     zpar[2: 2 + code.ks.size] = code.ks
-    lengths = np.concatenate(ll).astype(np.uint8)
-    starts = np.zeros(len(ll), np.int64)  # every row is non-empty (2s >= 2 levels)
-    np.cumsum([x.size for x in ll[:-1]], out=starts[1:])
-    singles = np.array(ones, np.int32)
-    widths = np.where(singles < 0, np.maximum.reduceat(lengths, starts), 0).astype(np.int32)
-    flat = (zpar, lengths, np.concatenate(codes).astype(np.uint16), singles, widths)
-    return code, ll, codes, ones, flat
+    return code, (zpar,) + zrh.decoder_rows(code.rl, code.rs, code.ll, code.ls, NCTX, NLCTX)
 
 
 # ---------------------------------------------------------------- profiling

@@ -448,7 +448,6 @@ def test_huffman_decoder_rejects_what_the_cpu_rejects(lib):
                                           sec.chunk_log2, ptr(lengths), -1, 32,
                                           ptr(states))
         cpu = np.zeros(3000, np.int8)
-        from horovod_huffcomp.coders import symbol
         cpu_err = symbol.decode(data, sec.chunk_bits, 3000, sec.chunk_log2, 8, code, cpu,
                                 np.zeros(0, np.uint32))
         disagreements += verdicts_differ(err, cpu_err, states, cpu)
@@ -677,13 +676,16 @@ def zrh_tables(zc, s):
     rtab[: rt.shape[0]], ltab[: lt.shape[0]] = rt, lt
     sec = types.SimpleNamespace(coder="zrh", codebook=zc.to_bytes(), levels=s, size=1,
                                 chunk_log2=12)
-    _, rows, codes, ones, _ = gpu_backend._parse_code(sec, "payload")
-    tables = np.full((len(rows), 1 << 15), -(1 << 5), np.int32)
-    widths = np.zeros(len(rows), np.int32)
-    for r, (ln, cd, one) in enumerate(zip(rows, codes, ones)):
+    _, (_, lengths, codes, ones, want_widths) = gpu_backend._parse_code(sec, "payload")
+    ends = np.cumsum([70] * zrh.NCTX + [2 * s] * zrh.NLCTX)  # the rows: runs, then levels
+    tables = np.full((ends.size, 1 << 15), -(1 << 5), np.int32)
+    widths = np.zeros(ends.size, np.int32)
+    for r, (ln, cd) in enumerate(zip(np.split(lengths, ends[:-1]), np.split(codes, ends[:-1]))):
         # zrh.cu's tables have one level: a first lookup as wide as the longest code
-        t, widths[r] = decode_table(np.asarray(ln, np.int64), cd, one, MAX_CODE_LEN)
+        t, widths[r] = decode_table(ln.astype(np.int64), cd.astype(np.int64), int(ones[r]),
+                                    MAX_CODE_LEN)
         tables[r, : t.size] = t
+    assert ends[-1] == lengths.size and np.array_equal(widths, want_widths)
     return zpar, rtab.reshape(-1), ltab.reshape(-1), tables, widths
 
 

@@ -5,7 +5,9 @@ in one run, on a ResNet-50-shaped bundle (161 float32 tensors, 25.6M parameters,
 zeros): what every worker's payload costs the host before a decode-and-sum, every step.
 Then the payloads' CRC-32 (every encode's ``payload.pack``, every decode's
 ``payload.body_crcs``): zlib on one thread, a thread per payload, and ``crc.py``'s pieces
-on threads."""
+on threads. Last, the host part of the GPU backend's decode-and-sum of 1, 2 and 4 workers'
+payloads (``gpu_backend.decode_sum``, no device needed for it): their CRCs, their parse and
+their decode plans (``gpu_backend._decode_plan``: what the kernels are given)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from .. import api, crc, payload, section_scan
+from .. import api, crc, gpu_backend, payload, section_scan
 from .gpu import resnet50_gradients
 
 CASES = [("qsgd", 16, "huffman"), ("qsgd", 16, "auto"), ("qsgd", 16, "zrh"),
@@ -55,6 +57,7 @@ def main(argv=None):
         print(f"| {quantizer} | {coder} | {len(blob) / 1e6:.1f} | {own} | {ref:.2f} | "
               f"{fast:.2f} | {ref / fast:.1f}x |")
     crc_table(xs, args.repeat)
+    decode_host_table(xs, args.repeat)
 
 
 def crc_table(xs, repeat: int) -> None:
@@ -76,6 +79,33 @@ def crc_table(xs, repeat: int) -> None:
         pieces = _median_ms(lambda: crc.crc32_many(some), repeat)
         print(f"| {k} | {one:.2f} | {each:.2f} | {pieces:.2f} | {one / pieces:.1f}x |")
     pool.shutdown()
+
+
+def decode_host_table(xs, repeat: int) -> None:
+    """The host's work in a GPU decode-and-sum of k workers' payloads of the bundle."""
+    print(f"\nHost part of a GPU decode-and-sum (gpu_backend.decode_sum) of k workers' "
+          f"payloads, QSGD max s = 16, {os.cpu_count()} CPUs, median of {repeat} calls")
+    print("| coder | k | CRCs (ms) | parse, CRC given (ms) | decode plans (ms) | "
+          "host total (ms) |")
+    print("|---|---|---|---|---|---|")
+    for coder in ("huffman", "auto"):
+        blobs = [api.encode_many(xs, "qsgd", coder, 16, "max", seed=r) for r in range(4)]
+        for k in (1, 2, 4):
+            some = blobs[:k]
+            crcs = payload.body_crcs(some)
+            parsed = [payload.unpack(b, body_crc=c) for b, c in zip(some, crcs)]
+
+            def plans():
+                seen: dict = {}  # as one decode_sum call caches codebooks
+                return [gpu_backend._decode_plan(b, secs, "payload", seen)
+                        for b, (_, secs) in zip(some, parsed)]
+
+            ms = [_median_ms(lambda: payload.body_crcs(some), repeat),
+                  _median_ms(lambda: [payload.unpack(b, body_crc=c)
+                                      for b, c in zip(some, crcs)], repeat),
+                  _median_ms(plans, repeat)]
+            print(f"| {coder} | {k} | " + " | ".join(f"{v:.2f}" for v in ms)
+                  + f" | {sum(ms):.2f} |")
 
 
 if __name__ == "__main__":

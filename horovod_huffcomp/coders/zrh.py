@@ -37,9 +37,9 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .. import bits as B
 from ..codebook import (CANONICAL_WORK, HUFFMAN_WORK, canonical_code_rows_into,
-                        code_cost, code_nbytes, code_sized_into, decode_table_rows,
-                        packed_code_rows, packed_codes_work, parse_codes, put_code,
-                        read_sym, varint_len)
+                        canonical_codes_work, code_cost, code_nbytes, code_sized_into,
+                        decode_table_rows, packed_code_rows, packed_codes_work, parse_codes,
+                        put_code, read_sym, varint_len)
 from ..errors import PayloadError
 from ..payload import Reader
 from .chunks import (
@@ -1014,6 +1014,35 @@ def packed_tables(mode, ks, rl, rs, ll):
     """Run and level codes as code << 5 | length, rows as rl's and ll's: the tables the GPU
     kernels read (built as :func:`_writer_rows` builds the CPU writer's)."""
     return packed_code_rows(rl), packed_code_rows(ll)
+
+
+@njit(cache=True)
+def decoder_rows(rl, rs, ll, ls, run_rows, level_rows):
+    """The code as the GPU decoder reads it (cuda/zrh.cu): ``run_rows`` run rows, then
+    ``level_rows`` level rows, those the code does not use empty. Returns flat code lengths
+    (uint8) and canonical codes (uint16), row after row, and per row the one-symbol code's
+    symbol or -1 and the decode table's width (the longest code; 0 for a one-symbol row, whose
+    lengths are all 0)."""
+    a_run, a_lvl = rl.shape[1], ll.shape[1]
+    lengths = np.zeros(run_rows * a_run + level_rows * a_lvl, np.uint8)
+    codes = np.zeros(lengths.size, np.uint16)
+    singles = np.full(run_rows + level_rows, -1, np.int32)
+    widths = np.zeros(run_rows + level_rows, np.int32)
+    work = np.empty(CANONICAL_WORK, np.int64)
+    code = np.empty(max(a_run, a_lvl), np.int64)
+    at = 0
+    for r in range(run_rows + level_rows):
+        run = r < run_rows
+        c, a = (r, a_run) if run else (r - run_rows, a_lvl)
+        rows, ones = (rl, rs) if run else (ll, ls)
+        if c < rows.shape[0]:
+            canonical_codes_work(rows[c], code[:a], work)
+            singles[r] = ones[c]
+            for i in range(a):
+                lengths[at + i], codes[at + i] = rows[c, i], code[i]
+                widths[r] = max(widths[r], rows[c, i])
+        at += a
+    return lengths, codes, singles, widths
 
 
 @njit(cache=True)
