@@ -480,9 +480,38 @@ def put_code(out, pos, lengths, single):
     for i in range(lo, hi + 1):
         d = lengths[i] - prev
         z = 2 * d if d >= 0 else -2 * d - 1
-        pos, acc, nacc = B.put_gamma(out, pos, acc, nacc, z + 1)
+        if z < 32:  # gamma of z + 1 < 2^5 (any length difference of a code): z + 1 written
+            # in its gamma's width, whose leading zeros are the gamma's
+            pos, acc, nacc = B.put(out, pos, acc, nacc, z + 1, _GAMMA_BITS[z])
+        else:
+            pos, acc, nacc = B.put_gamma(out, pos, acc, nacc, z + 1)
         prev = lengths[i]
     return B.flush(out, pos, acc, nacc)
+
+
+@njit(cache=True)
+def put_code_rows(lengths, singles):
+    """:meth:`Code.serialize` of every row of ``lengths`` (int64; row r the one-symbol code
+    of ``singles[r]`` where that is >= 0): the codes' bytes one after another, and where
+    each ends."""
+    ends = np.empty(lengths.shape[0], np.int64)
+    total = 0
+    for r in range(lengths.shape[0]):
+        total += code_nbytes(lengths[r], singles[r])
+        ends[r] = total
+    out = np.empty(total, np.uint8)
+    pos = 0
+    for r in range(lengths.shape[0]):
+        pos = put_code(out, pos, lengths[r], singles[r])
+    return out, ends
+
+
+def code_rows_bytes(lengths, singles) -> list[bytes]:
+    """:func:`put_code_rows` as one bytes object per row (sections' codebooks)."""
+    out, ends = put_code_rows(np.ascontiguousarray(lengths, np.int64),
+                              np.ascontiguousarray(singles, np.int64))
+    data = out.tobytes()
+    return [data[a:b] for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
 
 
 @njit(cache=True)

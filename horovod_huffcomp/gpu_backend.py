@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from . import coders, float_quantizer, gennorm, gpu_rlh, payload
-from .codebook import Code
+from .codebook import code_rows_bytes
 from .coders import auto, shs, zrh
 from .coders.chunks import RUN_ALPHABET
 from .coders.zrh import NCTX, NLCTX
@@ -401,11 +401,9 @@ def encode_sections(xs, *, quantizer, coder, levels, norm, seed, ratio=0.01, chu
         scales_h, _, clog2_h, first_h, _, single_h, bits_h, lengths_h = _plan_to_host(
             plan_h, plan_specs, nonfinite)
         lengths_h = lengths_h.reshape(count, code_alphabet)
-        if kind == "huffman":
-            chosen = [(coder, _huffman_codebook(lengths_h[j], int(single_h[j])))
-                      for j in range(count)]
-        elif kind == "shs":  # every symbol weighs >= 1: never a one-symbol code
-            chosen = [(coder, _huffman_codebook(lengths_h[j], -1)) for j in range(count)]
+        if kind in ("huffman", "shs"):  # SHS: every symbol weighs >= 1, never one symbol
+            chosen = [(coder, cb) for cb in code_rows_bytes(
+                lengths_h, single_h if kind == "huffman" else np.full(count, -1))]
         else:
             chosen = [(coder, b"")] * count  # Elias: no codebook
         used = (kind,)
@@ -514,15 +512,6 @@ def _topk_states(groups, sizes_h, ptrs, sizes, streams_d, offsets, scales, s, se
 def _warps(items: int) -> tuple:
     """A launch of one warp per item."""
     return (max(1, -(-int(items) * 32 // THREADS)),), (THREADS,)
-
-
-def _huffman_codebook(lengths, single: int) -> bytes:
-    """The codebook bytes of a code the device built: its lengths, or its one symbol."""
-    code = (Code(np.zeros(lengths.size, np.int64), single=single) if single >= 0
-            else Code(lengths.astype(np.int64)))
-    cb = bytearray()
-    code.serialize(cb)
-    return bytes(cb)
 
 
 def _gennorm_scales(sizes_h, maxbits, bad, hi, lo, hi1, lo1, nonfinite, scales) -> None:

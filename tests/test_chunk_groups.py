@@ -470,6 +470,7 @@ def test_capped_planner_chooses_as_uncapped(s):
     rng = np.random.default_rng(s)
     none = np.zeros(0, np.int64), np.zeros(0, np.uint8)
     kinds = set()
+    last_packed = last_huffman = None  # the previous tensor's codes (from t = 1)
     for t in range(60):
         n = int(rng.choice([10, 256, 3000, 40_000]))
         if t % 3 == 0:

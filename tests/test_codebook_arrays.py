@@ -1,12 +1,13 @@
 """The array form of codebooks that the numba planners use (``codebook.code_from_counts``,
-``code_cost``, ``code_nbytes``, ``code_sized_into``, ``put_code``) must agree exactly with :class:`Code` (its
+``code_cost``, ``code_nbytes``, ``code_sized_into``, ``put_code``, ``code_rows_bytes``) must
+agree exactly with :class:`Code` (its
 construction and serialisation) and with a plain NumPy cost: the ZRH planner weighs
 candidate codes by these numbers, then serialises the winner with them."""
 import numpy as np
 import pytest
 
 from horovod_huffcomp.codebook import (HUFFMAN_WORK, Code, code_cost, code_from_counts,
-                                       code_nbytes, code_sized_into, put_code)
+                                       code_nbytes, code_rows_bytes, code_sized_into, put_code)
 
 
 def _counts(rng, t):
@@ -27,6 +28,28 @@ def _counts(rng, t):
     else:
         c = (rng.random(a) < rng.random()) * rng.integers(1, 10 ** int(rng.integers(1, 7)), a)
     return c.astype(np.int64)
+
+
+@pytest.mark.parametrize("alphabet", [2, 33, 232])
+def test_code_rows_serialise_as_code_objects(alphabet):
+    """The GPU encode's codebooks (code lengths the device built, a row per tensor) in one
+    call: each row's bytes are its Code's serialisation (one-symbol, flat, empty, codes at
+    the length limit among them)."""
+    rng = np.random.default_rng(alphabet)
+    codes = []
+    for t in range(300):
+        c = _counts(rng, t)[:alphabet]
+        codes.append(Code.from_counts(np.pad(c, (0, alphabet - c.size))))
+    want = []
+    for code in codes:
+        want.append(bytearray())
+        code.serialize(want[-1])
+    lengths = np.array([code.lengths for code in codes], np.uint8)  # as the device gives them
+    singles = np.array([code.single for code in codes], np.int32)
+    assert code_rows_bytes(lengths, singles) == [bytes(w) for w in want]
+    assert {w[0] for w in want} >= {0, 1}  # empty and one-symbol codes among them
+    assert max(code.lengths.max() for code in codes) >= min(alphabet - 1, 15)
+    assert code_rows_bytes(np.zeros((0, alphabet), np.uint8), np.zeros(0, np.int32)) == []
 
 
 @pytest.mark.parametrize("seed", range(4))
