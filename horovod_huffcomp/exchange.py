@@ -100,7 +100,7 @@ def decode_mean(frames, shapes, *, rank: int, average: bool = True, cuda: bool =
             if known:
                 import cupy
 
-                means, own = means, [cupy.asarray(a) for a in mine[1]]
+                own = [cupy.asarray(a) for a in mine[1]]
             else:
                 means, own = means
             _check_shapes(0, [m.shape for m in means], shapes)
