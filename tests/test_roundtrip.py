@@ -207,6 +207,20 @@ def test_decode_mean_uses_own_arrays_only_for_an_intact_own_frame():
     bad = frames[1][:-1] + bytes([frames[1][-1] ^ 1])  # the own frame came back corrupted
     with pytest.raises(hc.PayloadError, match="rank 1"):
         exchange.decode_mean([frames[0], bad, frames[2]], [(50, 100)], rank=1, mine=mines[1])
+    # as the adapters pass them: memoryviews of the gathered buffer
+    for own_frame, intact in ((frames[1], True), (bad, False)):
+        gathered = np.frombuffer(b"".join(exchange.frame(f) for f in (
+            frames[0], own_frame, frames[2])), np.uint8)
+        views = exchange.split_frames(gathered, 3)
+        assert exchange.same_bytes(views[1], frames[1]) == intact
+        if intact:
+            assert exchange.decode_mean(views, [(50, 100)], rank=1,
+                                        mine=mines[1])[1][0] is mines[1][1][0]
+        else:
+            with pytest.raises(hc.PayloadError, match="rank 1"):
+                exchange.decode_mean(views, [(50, 100)], rank=1, mine=mines[1])
+    assert not exchange.same_bytes(memoryview(frames[1])[:-1], frames[1])
+    assert exchange.same_bytes(b"", memoryview(b""))
 
 
 def test_rlh_with_more_pairs_than_a_code_has_codewords():
