@@ -602,6 +602,18 @@ def cpu_sums(blobs) -> list:
     return [exchange.reduce_mean(list(parts), average=False) for parts in zip(*per_rank)]
 
 
+def assert_sums_as_on_the_cpu(host_launches, blobs, kernel: str, context,
+                              equal_nan: bool = False) -> list:
+    """The host builds' decode-and-sum of ``blobs`` launches ``kernel`` and gives
+    :func:`cpu_sums`' values, tensor by tensor; returns the sums."""
+    host_launches.launched.clear()
+    got = host_launches.decode_sum(blobs, bundle=True)
+    assert kernel in host_launches.launched, context
+    for t, want in enumerate(cpu_sums(blobs)):
+        assert np.array_equal(got[t], want, equal_nan=equal_nan), (context, t)
+    return got
+
+
 def three_workers(rng) -> list:
     """Three workers' gradients of one model: a float32 scalar, a float16 300 x 7 matrix, a
     float64 and a float32 vector (9,000 and 30,000 elements)."""
@@ -864,11 +876,7 @@ def test_elias_decode_sum_kernels_on_the_host(host_launches):
         for layout in ("runlength", "gap"):
             blobs = [hc.encode_many(x, "qsgd", c, 8, "max", seed=r, elias_layout=layout)
                      for r, (x, c) in enumerate(zip(xs, coders))]
-            host_launches.launched.clear()
-            got = host_launches.decode_sum(blobs, bundle=True)
-            assert "hc_elias_decode" in host_launches.launched
-            for t, want in enumerate(cpu_sums(blobs)):
-                assert np.array_equal(got[t], want), (coders, layout, t)
+            assert_sums_as_on_the_cpu(host_launches, blobs, "hc_elias_decode", (coders, layout))
     rejected = sum(rejected_as_on_the_cpu(host_launches, blobs, 2, rng, "elias-omega")
                    for _ in range(100))
     assert 20 < rejected < 80
@@ -893,11 +901,8 @@ def test_float_format_decode_sum_kernels_on_the_host(host_launches):
         blobs = [hc.encode_many(x, q, c, 119 if q == "qsgd" else None, norm, seed=r,
                                 nonfinite="propagate")
                  for r, (x, (q, norm, c)) in enumerate(zip(xs, case))]
-        host_launches.launched.clear()
-        got = host_launches.decode_sum(blobs, bundle=True)
-        assert "hc_huffman_decoders" in host_launches.launched
-        for t, want in enumerate(cpu_sums(blobs)):
-            assert np.array_equal(got[t], want, equal_nan=True), (case, t)
+        got = assert_sums_as_on_the_cpu(host_launches, blobs, "hc_huffman_decoders", case,
+                                        equal_nan=True)
         assert np.isnan(got[2]).all() and not np.isnan(got[3]).any()
 
 
@@ -1085,11 +1090,7 @@ def test_shs_decode_sum_kernels_on_the_host(host_launches):
         for coders in (["shs"] * 3, ["shs", "huffman", "shs"]):
             blobs = [hc.encode_many(x, "qsgd", c, 8, "max", seed=r, bucket=bucket)
                      for r, (x, c) in enumerate(zip(xs, coders))]
-            host_launches.launched.clear()
-            got = host_launches.decode_sum(blobs, bundle=True)
-            assert "hc_shs_decode" in host_launches.launched
-            for t, want in enumerate(cpu_sums(blobs)):
-                assert np.array_equal(got[t], want), (bucket, coders, t)
+            assert_sums_as_on_the_cpu(host_launches, blobs, "hc_shs_decode", (bucket, coders))
     # a bundle whose sections mix coders (the format allows it): each kernel decodes its own
     mixed = [payload.unpack(hc.encode_many(xs[0], "qsgd", c, 8, "max", seed=0))[1]
              for c in ("shs", "huffman", "elias-gamma")]
@@ -1189,11 +1190,7 @@ def test_rlh_decode_sum_kernels_on_the_host(host_launches):
         for coders in (["rlh"] * 3, ["rlh", "huffman", "rlh"]):
             blobs = [hc.encode_many(x, coder=c, seed=r, **kw)
                      for r, (x, c) in enumerate(zip(xs, coders))]
-            host_launches.launched.clear()
-            got = host_launches.decode_sum(blobs, bundle=True)
-            assert "hc_rlh_decode" in host_launches.launched
-            for t, want in enumerate(cpu_sums(blobs)):
-                assert np.array_equal(got[t], want), (kw, coders, t)
+            assert_sums_as_on_the_cpu(host_launches, blobs, "hc_rlh_decode", (kw, coders))
     blobs = [hc.encode_many(x, "qsgd", "rlh", 8, seed=r) for r, x in enumerate(xs)]
     assert sum(rejected_as_on_the_cpu(host_launches, blobs, 1, rng, "rlh")
                for _ in range(40)) > 5
@@ -1404,11 +1401,8 @@ def test_exact_topk_decode_sum_kernels_on_the_host(host_launches):
             blobs = [hc.encode_many(x, "topk", c, seed=r, ratio=0.05, elias_layout=layout,
                                     nonfinite="propagate")
                      for r, (x, c) in enumerate(zip(xs, coders))]
-            host_launches.launched.clear()
-            got = host_launches.decode_sum(blobs, bundle=True)
-            assert "hc_add_raw_states" in host_launches.launched
-            for t, want in enumerate(cpu_sums(blobs)):
-                assert np.array_equal(got[t], want, equal_nan=True), (coders, layout, t)
+            assert_sums_as_on_the_cpu(host_launches, blobs, "hc_add_raw_states", (coders, layout),
+                                      equal_nan=True)
     rejected = sum(rejected_as_on_the_cpu(host_launches, blobs, 1, rng, "elias-omega")
                    for _ in range(100))
     assert 5 < rejected < 95  # most flips land in raw magnitudes: other values, not errors
